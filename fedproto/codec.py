@@ -1,0 +1,510 @@
+"""The one place where Python values and protocol messages meet.
+
+Every conversion between the generated protobuf classes (imported with a ``Proto`` prefix so they never
+shadow domain classes) and Python lives here, as symmetric ``x_to_proto`` / ``x_from_proto`` pairs:
+tensors (torch and numpy), ``Value`` unions, errors, metadata records and whole envelopes. Decoding
+hostile input raises only :class:`~fedproto.errors.MalformedError` (for bytes that are not an envelope)
+or :class:`~fedproto.errors.InvalidArgumentError` (for an envelope whose content breaks a rule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from fedproto_pb.v1 import tensor_pb2
+from fedproto_pb.v1.calls_pb2 import MethodInfo as ProtoMethodInfo
+from fedproto_pb.v1.calls_pb2 import ParameterInfo as ProtoParameterInfo
+from fedproto_pb.v1.envelope_pb2 import Envelope as ProtoEnvelope
+from fedproto_pb.v1.errors_pb2 import Error as ProtoError
+from fedproto_pb.v1.objects_pb2 import ObjectInfo as ProtoObjectInfo
+from fedproto_pb.v1.session_pb2 import Limits as ProtoLimits
+from fedproto_pb.v1.session_pb2 import Welcome as ProtoWelcome
+from fedproto_pb.v1.tensor_pb2 import NamedTensor as ProtoNamedTensor
+from fedproto_pb.v1.tensor_pb2 import Tensor as ProtoTensor
+from fedproto_pb.v1.tensor_pb2 import TensorInfo as ProtoTensorInfo
+from fedproto_pb.v1.value_pb2 import NULL_VALUE
+from fedproto_pb.v1.value_pb2 import MapEntry as ProtoMapEntry
+from fedproto_pb.v1.value_pb2 import Value as ProtoValue
+from google.protobuf import unknown_fields
+from google.protobuf.message import DecodeError, Message
+
+from fedproto.errors import (
+    ErrorCode,
+    InvalidArgumentError,
+    MalformedError,
+    ProtocolError,
+    error_class_for,
+)
+from fedproto.types import Limits, MethodInfo, ObjectInfo, ParameterInfo, ServerInfo, TensorInfo
+
+__all__ = [
+    "MAX_VALUE_DEPTH",
+    "array_from_proto",
+    "decode_envelope",
+    "dtype_from_proto",
+    "dtype_to_proto",
+    "dtype_width",
+    "encode_envelope",
+    "error_from_proto",
+    "error_to_proto",
+    "has_unknown_body",
+    "limits_from_proto",
+    "limits_to_proto",
+    "method_info_from_proto",
+    "method_info_to_proto",
+    "named_tensors_from_proto",
+    "named_tensors_to_proto",
+    "object_info_from_proto",
+    "object_info_to_proto",
+    "server_info_from_welcome",
+    "sha256",
+    "tensor_from_bytes",
+    "tensor_from_proto",
+    "tensor_info_from_proto",
+    "tensor_info_to_proto",
+    "tensor_payload",
+    "tensor_proto_from_payload",
+    "tensor_to_proto",
+    "value_from_proto",
+    "value_to_proto",
+    "values_from_entries",
+    "values_to_entries",
+]
+
+#: Nesting deeper than this in a Value is refused (docs/protocol.md section 8).
+MAX_VALUE_DEPTH = 64
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+# --------------------------------------------------------------------------------------------------
+# dtypes
+
+_TORCH_BY_CODE: dict[int, torch.dtype] = {
+    tensor_pb2.DTYPE_FLOAT16: torch.float16,
+    tensor_pb2.DTYPE_FLOAT32: torch.float32,
+    tensor_pb2.DTYPE_FLOAT64: torch.float64,
+    tensor_pb2.DTYPE_BFLOAT16: torch.bfloat16,
+    tensor_pb2.DTYPE_INT8: torch.int8,
+    tensor_pb2.DTYPE_INT16: torch.int16,
+    tensor_pb2.DTYPE_INT32: torch.int32,
+    tensor_pb2.DTYPE_INT64: torch.int64,
+    tensor_pb2.DTYPE_UINT8: torch.uint8,
+    tensor_pb2.DTYPE_BOOL: torch.bool,
+    tensor_pb2.DTYPE_COMPLEX64: torch.complex64,
+    tensor_pb2.DTYPE_COMPLEX128: torch.complex128,
+}
+_CODE_BY_TORCH: dict[torch.dtype, int] = {v: k for k, v in _TORCH_BY_CODE.items()}
+_NUMPY_BY_CODE: dict[int, np.dtype[Any]] = {
+    code: np.dtype(str(dt).removeprefix("torch.")).newbyteorder("<")
+    for code, dt in _TORCH_BY_CODE.items()
+    if dt is not torch.bfloat16
+}
+_WIDTH_BY_CODE: dict[int, int] = {
+    code: torch.empty((), dtype=dt).element_size() for code, dt in _TORCH_BY_CODE.items()
+}
+
+
+def dtype_to_proto(dtype: torch.dtype | np.dtype[Any]) -> int:
+    """Return the wire ``DType`` code of a torch or numpy dtype."""
+    if isinstance(dtype, torch.dtype):
+        code = _CODE_BY_TORCH.get(dtype)
+    else:
+        code = _CODE_BY_TORCH.get(_torch_dtype_of_numpy(np.dtype(dtype)))
+    if code is None:
+        raise InvalidArgumentError(f"dtype {dtype} has no wire representation")
+    return code
+
+
+def dtype_from_proto(code: int) -> torch.dtype:
+    """Return the torch dtype of a wire ``DType`` code (INVALID_ARGUMENT for unknown codes)."""
+    try:
+        return _TORCH_BY_CODE[code]
+    except KeyError:
+        raise InvalidArgumentError(f"unknown or unspecified dtype code {code}") from None
+
+
+def dtype_width(code: int) -> int:
+    """Return the byte width of one element of a wire ``DType`` code."""
+    try:
+        return _WIDTH_BY_CODE[code]
+    except KeyError:
+        raise InvalidArgumentError(f"unknown or unspecified dtype code {code}") from None
+
+
+def _torch_dtype_of_numpy(dtype: np.dtype[Any]) -> torch.dtype | None:
+    try:
+        return torch.from_numpy(np.empty(0, dtype=dtype.newbyteorder("="))).dtype
+    except TypeError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# tensors
+
+
+def tensor_payload(value: torch.Tensor | np.ndarray[Any, Any]) -> tuple[TensorInfo, memoryview]:
+    """Return a tensor's metadata and a read-only little-endian byte view of its elements.
+
+    The view aliases the tensor's memory when it is already contiguous, on the CPU and little-endian,
+    so chunked uploads of large tensors never copy the whole payload. ``sha256`` is left empty: callers
+    that need it (chunked transfers) compute it once with :func:`sha256`.
+    """
+    array = _as_le_array(value)
+    shape = tuple(int(d) for d in (value.shape if isinstance(value, torch.Tensor) else array.shape))
+    dtype = value.dtype if isinstance(value, torch.Tensor) else _torch_dtype_of_numpy(array.dtype)
+    if dtype is None or dtype not in _CODE_BY_TORCH:
+        raise InvalidArgumentError(f"dtype {value.dtype} has no wire representation")
+    view = memoryview(array.reshape(-1)).cast("B") if array.size else memoryview(b"")
+    return TensorInfo(dtype=dtype, shape=shape, nbytes=view.nbytes), view
+
+
+def _as_le_array(value: torch.Tensor | np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """A contiguous little-endian numpy view (or copy, only when needed) of a tensor's elements."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        if tensor.is_conj():
+            tensor = tensor.resolve_conj()
+        if tensor.is_neg():
+            tensor = tensor.resolve_neg()
+        tensor = tensor.contiguous()
+        if tensor.dtype not in _CODE_BY_TORCH:
+            raise InvalidArgumentError(f"dtype {tensor.dtype} has no wire representation")
+        if tensor.dtype is torch.bfloat16:
+            # numpy has no bfloat16; the bit pattern travels unchanged as 16-bit integers.
+            tensor = tensor.view(torch.int16)
+        array = tensor.numpy()
+        if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
+            array = array.astype(array.dtype.newbyteorder("<"))
+        return array
+    if isinstance(value, np.ndarray):
+        array = value
+        if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder != "little"):
+            array = array.astype(array.dtype.newbyteorder("<"))
+        return np.ascontiguousarray(array)
+    raise InvalidArgumentError(f"expected a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
+
+
+def sha256(data: bytes | bytearray | memoryview) -> bytes:
+    """Return the SHA-256 digest of a payload (the integrity check of chunked transfers)."""
+    return hashlib.sha256(data).digest()
+
+
+def tensor_to_proto(value: torch.Tensor | np.ndarray[Any, Any]) -> ProtoTensor:
+    """Encode a torch tensor or numpy array (any supported dtype, any shape, any strides)."""
+    info, view = tensor_payload(value)
+    return ProtoTensor(dtype=_CODE_BY_TORCH[info.dtype], shape=info.shape, data=view.tobytes())
+
+
+def tensor_proto_from_payload(info: TensorInfo, view: memoryview) -> ProtoTensor:
+    """Build a wire ``Tensor`` from metadata and a payload view (as returned by :func:`tensor_payload`)."""
+    return ProtoTensor(dtype=dtype_to_proto(info.dtype), shape=info.shape, data=view.tobytes())
+
+
+def _check_layout(code: int, shape: Sequence[int], nbytes: int) -> tuple[torch.dtype, tuple[int, ...]]:
+    dtype = dtype_from_proto(code)
+    dims = tuple(int(d) for d in shape)
+    if any(d < 0 for d in dims):
+        raise InvalidArgumentError(f"negative dimension in shape {list(dims)}")
+    expected = math.prod(dims) * _WIDTH_BY_CODE[code]
+    if expected != nbytes:
+        raise InvalidArgumentError(
+            f"tensor payload is {nbytes} bytes but dtype {dtype} and shape {list(dims)} need {expected}"
+        )
+    return dtype, dims
+
+
+def tensor_from_bytes(
+    code: int, shape: Sequence[int], buffer: bytes | bytearray | memoryview
+) -> torch.Tensor:
+    """Build a tensor from a dtype code, a shape and its little-endian payload.
+
+    A writable buffer (``bytearray``) is wrapped without copying (``torch.frombuffer``); a read-only one
+    is copied once so that the caller gets a tensor it may modify in place.
+    """
+    nbytes = memoryview(buffer).nbytes
+    dtype, dims = _check_layout(code, shape, nbytes)
+    if nbytes == 0:
+        return torch.empty(dims, dtype=dtype)
+    writable = buffer if isinstance(buffer, bytearray) else bytearray(buffer)
+    if dtype is torch.bool and np.frombuffer(writable, dtype=np.uint8).max() > 1:
+        raise InvalidArgumentError("bool tensor holds bytes other than 0 and 1")
+    if dtype is torch.bfloat16:
+        flat = torch.frombuffer(writable, dtype=torch.int16).view(torch.bfloat16)
+    else:
+        flat = torch.frombuffer(writable, dtype=dtype)
+    return flat.reshape(dims)
+
+
+def tensor_from_proto(message: ProtoTensor) -> torch.Tensor:
+    """Decode a wire ``Tensor`` into a torch tensor (INVALID_ARGUMENT when it breaks section 7.2)."""
+    return tensor_from_bytes(message.dtype, message.shape, message.data)
+
+
+def array_from_proto(message: ProtoTensor) -> np.ndarray[Any, Any]:
+    """Decode a wire ``Tensor`` into a numpy array (bfloat16 has no numpy type: INVALID_ARGUMENT)."""
+    if message.dtype == tensor_pb2.DTYPE_BFLOAT16:
+        raise InvalidArgumentError("bfloat16 tensors have no numpy representation; decode to torch")
+    tensor = tensor_from_proto(message)
+    return tensor.numpy()
+
+
+def tensor_info_to_proto(info: TensorInfo) -> ProtoTensorInfo:
+    """Encode tensor metadata."""
+    return ProtoTensorInfo(
+        dtype=dtype_to_proto(info.dtype), shape=info.shape, nbytes=info.nbytes, sha256=info.sha256
+    )
+
+
+def tensor_info_from_proto(message: ProtoTensorInfo) -> TensorInfo:
+    """Decode tensor metadata, checking that nbytes fits the dtype and shape."""
+    dtype, dims = _check_layout(message.dtype, message.shape, message.nbytes)
+    return TensorInfo(dtype=dtype, shape=dims, nbytes=message.nbytes, sha256=message.sha256)
+
+
+def named_tensors_to_proto(weights: Mapping[str, torch.Tensor]) -> list[ProtoNamedTensor]:
+    """Encode a state dict (name -> tensor), keeping its order."""
+    return [ProtoNamedTensor(name=name, tensor=tensor_to_proto(t)) for name, t in weights.items()]
+
+
+def named_tensors_from_proto(messages: Sequence[ProtoNamedTensor]) -> dict[str, torch.Tensor]:
+    """Decode named tensors into an ordered dict; duplicate names are INVALID_ARGUMENT."""
+    out: dict[str, torch.Tensor] = {}
+    for item in messages:
+        if item.name in out:
+            raise InvalidArgumentError(f"duplicate tensor name {item.name!r}")
+        out[item.name] = tensor_from_proto(item.tensor)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# values
+
+
+def value_to_proto(obj: Any, *, _depth: int = 0) -> ProtoValue:
+    """Encode a Python value as a wire ``Value`` (section 8).
+
+    None, bool, int (64-bit), float, str, bytes-likes, torch tensors, numpy arrays and scalars, lists and
+    tuples, and dicts with string keys. Anything else is INVALID_ARGUMENT: nothing is ever pickled.
+    """
+    if _depth > MAX_VALUE_DEPTH:
+        raise InvalidArgumentError(f"value nests deeper than {MAX_VALUE_DEPTH} levels")
+    if obj is None:
+        return ProtoValue(null_value=NULL_VALUE)
+    if isinstance(obj, (bool, np.bool_)):
+        return ProtoValue(bool_value=bool(obj))
+    if isinstance(obj, (int, np.integer)):
+        number = int(obj)
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            raise InvalidArgumentError(f"integer {number} does not fit in 64 bits")
+        return ProtoValue(int_value=number)
+    if isinstance(obj, (float, np.floating)):
+        return ProtoValue(double_value=float(obj))
+    if isinstance(obj, str):
+        return ProtoValue(string_value=obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return ProtoValue(bytes_value=bytes(obj))
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return ProtoValue(tensor_value=tensor_to_proto(obj))
+    if isinstance(obj, (list, tuple)):
+        message = ProtoValue()
+        items = message.list_value.items
+        for item in obj:
+            items.append(value_to_proto(item, _depth=_depth + 1))
+        if not obj:
+            message.list_value.SetInParent()
+        return message
+    if isinstance(obj, Mapping):
+        message = ProtoValue()
+        message.map_value.SetInParent()
+        message.map_value.entries.extend(values_to_entries(obj, _depth=_depth + 1))
+        return message
+    raise InvalidArgumentError(f"cannot encode a {type(obj).__name__} as a protocol Value")
+
+
+def values_to_entries(mapping: Mapping[Any, Any], *, _depth: int = 0) -> list[ProtoMapEntry]:
+    """Encode a str-keyed mapping as ordered ``MapEntry`` items (keyword arguments, map values)."""
+    entries = []
+    for key, item in mapping.items():
+        if not isinstance(key, str):
+            raise InvalidArgumentError(f"map keys must be strings, got {type(key).__name__}")
+        entries.append(ProtoMapEntry(key=key, value=value_to_proto(item, _depth=_depth)))
+    return entries
+
+
+def value_from_proto(message: ProtoValue, *, _depth: int = 0) -> Any:
+    """Decode a wire ``Value`` into a Python value (tensors become torch tensors)."""
+    if _depth > MAX_VALUE_DEPTH:
+        raise InvalidArgumentError(f"value nests deeper than {MAX_VALUE_DEPTH} levels")
+    kind = message.WhichOneof("kind")
+    if kind == "null_value":
+        return None
+    if kind == "bool_value":
+        return message.bool_value
+    if kind == "int_value":
+        return message.int_value
+    if kind == "double_value":
+        return message.double_value
+    if kind == "string_value":
+        return message.string_value
+    if kind == "bytes_value":
+        return message.bytes_value
+    if kind == "tensor_value":
+        return tensor_from_proto(message.tensor_value)
+    if kind == "list_value":
+        return [value_from_proto(item, _depth=_depth + 1) for item in message.list_value.items]
+    if kind == "map_value":
+        return values_from_entries(message.map_value.entries, _depth=_depth + 1)
+    raise InvalidArgumentError("a Value has no kind set")
+
+
+def values_from_entries(entries: Sequence[ProtoMapEntry], *, _depth: int = 0) -> dict[str, Any]:
+    """Decode ordered ``MapEntry`` items; duplicate keys are INVALID_ARGUMENT."""
+    out: dict[str, Any] = {}
+    for entry in entries:
+        if entry.key in out:
+            raise InvalidArgumentError(f"duplicate map key {entry.key!r}")
+        out[entry.key] = value_from_proto(entry.value, _depth=_depth)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# errors
+
+
+def error_to_proto(error: ProtocolError) -> ProtoError:
+    """Encode a protocol exception as a wire ``Error``."""
+    return ProtoError(code=int(error.code), message=error.message, details=error.details)
+
+
+def error_from_proto(message: ProtoError) -> ProtocolError:
+    """Decode a wire ``Error`` into the exception class of its code, marked as remote."""
+    cls = error_class_for(message.code)
+    error = cls(message.message, details=dict(message.details), remote=True)
+    if cls.code != message.code and message.code != ErrorCode.UNSPECIFIED:
+        error.details.setdefault("code", str(message.code))
+    return error
+
+
+# --------------------------------------------------------------------------------------------------
+# metadata records
+
+
+def object_info_to_proto(info: ObjectInfo) -> ProtoObjectInfo:
+    """Encode an object's metadata."""
+    return ProtoObjectInfo(
+        id=info.id, tags=info.tags, description=info.description, tensor=tensor_info_to_proto(info.tensor)
+    )
+
+
+def object_info_from_proto(message: ProtoObjectInfo) -> ObjectInfo:
+    """Decode an object's metadata."""
+    return ObjectInfo(
+        id=message.id,
+        tags=tuple(message.tags),
+        description=message.description,
+        tensor=tensor_info_from_proto(message.tensor),
+    )
+
+
+def method_info_to_proto(info: MethodInfo) -> ProtoMethodInfo:
+    """Encode an exposed method's description."""
+    return ProtoMethodInfo(
+        name=info.name,
+        description=info.description,
+        returns=info.returns,
+        parameters=[
+            ProtoParameterInfo(name=p.name, type=p.type, required=p.required, kind=p.kind)
+            for p in info.parameters
+        ],
+    )
+
+
+def method_info_from_proto(message: ProtoMethodInfo) -> MethodInfo:
+    """Decode an exposed method's description."""
+    return MethodInfo(
+        name=message.name,
+        description=message.description,
+        returns=message.returns,
+        parameters=tuple(
+            ParameterInfo(name=p.name, type=p.type, required=p.required, kind=p.kind)
+            for p in message.parameters
+        ),
+    )
+
+
+def limits_to_proto(limits: Limits) -> ProtoLimits:
+    """Encode a server's limits."""
+    return ProtoLimits(
+        max_frame_bytes=limits.max_frame_bytes,
+        max_in_flight=limits.max_in_flight,
+        chunk_bytes=limits.chunk_bytes,
+        max_object_bytes=limits.max_object_bytes,
+        max_call_args_bytes=limits.max_call_args_bytes,
+        idle_timeout_seconds=limits.idle_timeout_seconds,
+        handshake_timeout_seconds=limits.handshake_timeout_seconds,
+        max_model_bytes=limits.max_model_bytes,
+    )
+
+
+def limits_from_proto(message: ProtoLimits) -> Limits:
+    """Decode a server's limits."""
+    return Limits(
+        max_frame_bytes=message.max_frame_bytes,
+        max_in_flight=message.max_in_flight,
+        chunk_bytes=message.chunk_bytes,
+        max_object_bytes=message.max_object_bytes,
+        max_call_args_bytes=message.max_call_args_bytes,
+        idle_timeout_seconds=message.idle_timeout_seconds,
+        handshake_timeout_seconds=message.handshake_timeout_seconds,
+        max_model_bytes=message.max_model_bytes,
+    )
+
+
+def server_info_from_welcome(message: ProtoWelcome) -> ServerInfo:
+    """Decode a Welcome into what the client keeps about the server."""
+    return ServerInfo(
+        version=message.version,
+        server_id=message.server_id,
+        server_name=message.server_name,
+        capabilities=frozenset(message.capabilities),
+        limits=limits_from_proto(message.limits),
+        identity=message.identity,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# envelopes
+
+
+def encode_envelope(envelope: ProtoEnvelope) -> bytes:
+    """Serialize an envelope into the payload of one binary frame."""
+    return envelope.SerializeToString()
+
+
+def decode_envelope(data: bytes | bytearray | memoryview) -> ProtoEnvelope:
+    """Parse one binary frame; anything that is not an envelope raises :class:`MalformedError`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedError(f"expected a binary frame, got {type(data).__name__}")
+    try:
+        return ProtoEnvelope.FromString(bytes(data) if not isinstance(data, bytes) else data)
+    except DecodeError as exc:
+        raise MalformedError(f"frame is not a valid Envelope: {exc}") from None
+    except Exception as exc:  # the parser is C code; no hostile input may escape as anything else
+        raise MalformedError(f"frame is not a valid Envelope: {type(exc).__name__}") from None
+
+
+def has_unknown_body(message: Message) -> bool:
+    """Whether an envelope with no body set carries unknown fields (a body kind from a newer version)."""
+    try:
+        return len(unknown_fields.UnknownFieldSet(message)) > 0
+    except Exception:
+        return False
