@@ -20,6 +20,7 @@ import torch
 from fedproto_pb.v1 import tensor_pb2
 from fedproto_pb.v1.calls_pb2 import MethodInfo as ProtoMethodInfo
 from fedproto_pb.v1.calls_pb2 import ParameterInfo as ProtoParameterInfo
+from fedproto_pb.v1.datasets_pb2 import DatasetInfo as ProtoDatasetInfo
 from fedproto_pb.v1.envelope_pb2 import Envelope as ProtoEnvelope
 from fedproto_pb.v1.errors_pb2 import Error as ProtoError
 from fedproto_pb.v1.objects_pb2 import ObjectInfo as ProtoObjectInfo
@@ -34,6 +35,7 @@ from fedproto_pb.v1.value_pb2 import Value as ProtoValue
 from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError, Message
 
+from fedproto.datasets import DatasetDescription
 from fedproto.errors import (
     ErrorCode,
     InvalidArgumentError,
@@ -44,8 +46,12 @@ from fedproto.errors import (
 from fedproto.types import Limits, MethodInfo, ObjectInfo, ParameterInfo, ServerInfo, TensorInfo
 
 __all__ = [
+    "MAX_SEND_DEPTH",
     "MAX_VALUE_DEPTH",
     "array_from_proto",
+    "check_tensor",
+    "dataset_info_from_proto",
+    "dataset_info_to_proto",
     "decode_envelope",
     "dtype_from_proto",
     "dtype_to_proto",
@@ -77,8 +83,11 @@ __all__ = [
     "values_to_entries",
 ]
 
-#: Nesting deeper than this in a Value is refused (docs/protocol.md section 8).
+#: Nesting deeper than this in a received Value is refused (docs/protocol.md section 8.3).
 MAX_VALUE_DEPTH = 64
+#: The deepest Value this side sends: every receiver must accept 32 levels (section 8.3.5), and
+#: protobuf's own parser stops near 33 levels of maps, so deeper values fail here, clearly, instead.
+MAX_SEND_DEPTH = 32
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -257,6 +266,14 @@ def array_from_proto(message: ProtoTensor) -> np.ndarray[Any, Any]:
     return tensor.numpy()
 
 
+def check_tensor(message: ProtoTensor) -> TensorInfo:
+    """Validate a wire ``Tensor`` without building it (section 7.2); returns its metadata."""
+    dtype, dims = _check_layout(message.dtype, message.shape, len(message.data))
+    if dtype is torch.bool and message.data and max(message.data) > 1:
+        raise InvalidArgumentError("bool tensor holds bytes other than 0 and 1")
+    return TensorInfo(dtype=dtype, shape=dims, nbytes=len(message.data))
+
+
 def tensor_info_to_proto(info: TensorInfo) -> ProtoTensorInfo:
     """Encode tensor metadata."""
     return ProtoTensorInfo(
@@ -295,8 +312,8 @@ def value_to_proto(obj: Any, *, _depth: int = 0) -> ProtoValue:
     None, bool, int (64-bit), float, str, bytes-likes, torch tensors, numpy arrays and scalars, lists and
     tuples, and dicts with string keys. Anything else is INVALID_ARGUMENT: nothing is ever pickled.
     """
-    if _depth > MAX_VALUE_DEPTH:
-        raise InvalidArgumentError(f"value nests deeper than {MAX_VALUE_DEPTH} levels")
+    if _depth >= MAX_SEND_DEPTH:
+        raise InvalidArgumentError(f"value nests deeper than {MAX_SEND_DEPTH} levels")
     if obj is None:
         return ProtoValue(null_value=NULL_VALUE)
     if isinstance(obj, (bool, np.bool_)):
@@ -412,6 +429,32 @@ def object_info_from_proto(message: ProtoObjectInfo) -> ObjectInfo:
         tags=tuple(message.tags),
         description=message.description,
         tensor=tensor_info_from_proto(message.tensor),
+    )
+
+
+def dataset_info_to_proto(info: DatasetDescription) -> ProtoDatasetInfo:
+    """Encode a dataset's description (never its samples)."""
+    return ProtoDatasetInfo(
+        key=info.key,
+        sample_count=info.sample_count,
+        feature_shape=info.feature_shape,
+        target_shape=info.target_shape,
+        feature_dtype=dtype_to_proto(info.feature_dtype),
+        target_dtype=dtype_to_proto(info.target_dtype),
+        description=info.description,
+    )
+
+
+def dataset_info_from_proto(message: ProtoDatasetInfo) -> DatasetDescription:
+    """Decode a dataset's description."""
+    return DatasetDescription(
+        key=message.key,
+        sample_count=message.sample_count,
+        feature_shape=tuple(message.feature_shape),
+        target_shape=tuple(message.target_shape),
+        feature_dtype=dtype_from_proto(message.feature_dtype),
+        target_dtype=dtype_from_proto(message.target_dtype),
+        description=message.description,
     )
 
 

@@ -1,0 +1,548 @@
+"""The asyncio client: the core every other client API is built on.
+
+``AsyncClient`` keeps one WebSocket connection to a worker, runs a reader task that feeds frames to a
+:class:`~fedproto.session.ClientSession`, and resolves one future per request, so any number of requests
+can be in flight at once (pipelining) and their replies may arrive in any order. Cancelling the task
+that awaits a request cancels the request on the worker; a per-call ``timeout`` becomes the request's
+deadline on the worker. When the connection drops between calls, the next call reconnects with backoff
+and redoes the handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fedproto_pb.v1 import calls_pb2, datasets_pb2, objects_pb2, session_pb2
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.typing import Subprotocol
+
+from fedproto import codec
+from fedproto.datasets import DatasetDescription
+from fedproto.errors import (
+    ConnectionClosedError,
+    DeadlineExceededError,
+)
+from fedproto.session import (
+    ClientSession,
+    CloseConnection,
+    Connected,
+    ConnectionErrorReceived,
+    ErrorReceived,
+    Event,
+    GoodbyeReceived,
+    NotificationReceived,
+    ProgressReceived,
+    ReplyReceived,
+    SessionState,
+    TransferProgress,
+)
+from fedproto.types import MethodInfo, ObjectInfo, ServerInfo
+
+__all__ = ["AsyncClient", "NotificationCallback", "ObjectRef", "RemoteMethods", "TransferCallback"]
+
+log = logging.getLogger("fedproto.client")
+
+#: Called as ``callback(done_bytes, total_bytes)`` while a chunked transfer moves.
+TransferCallback = Callable[[int, int], None]
+#: Called as ``callback(topic, payload)`` for each notification; may be a coroutine function.
+NotificationCallback = Callable[[str, Any], Any]
+
+CLIENT_NAME = "fedproto-python/0.1"
+_SUBPROTOCOL = Subprotocol("fedproto.v1")
+#: Extra seconds a client waits past a call's timeout for the worker's own DEADLINE_EXCEEDED reply.
+_DEADLINE_GRACE = 1.0
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """A handle to an object stored on a worker, returned by ``send``.
+
+    ``ref.get()`` and ``ref.delete()`` go through the client that sent it (awaitable for
+    :class:`AsyncClient`, plain calls for :class:`~fedproto.Client`).
+    """
+
+    id: str
+    info: ObjectInfo
+    owner: Any
+
+    def get(self, **kwargs: Any) -> Any:
+        """Fetch the object's tensor back from the worker."""
+        return self.owner.get(self.id, **kwargs)
+
+    def delete(self) -> Any:
+        """Delete the object on the worker."""
+        return self.owner.delete(self.id)
+
+
+class RemoteMethods:
+    """Attribute sugar for custom calls: ``client.remote.get_colony_id(1, x=2)``."""
+
+    def __init__(self, owner: Any) -> None:
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self._owner.call(name, *args, **kwargs)
+
+
+@dataclass
+class _Call:
+    future: asyncio.Future[ReplyReceived]
+    on_progress: Callable[[Any], None] | None = None
+    on_transfer: TransferCallback | None = None
+
+
+class AsyncClient:
+    """A connection to one worker, for asyncio code.
+
+    ``async with AsyncClient.connect("ws://127.0.0.1:8777", token=...) as alice:`` opens it, does the
+    handshake and closes it with a Goodbye at the end. ``timeout`` is the default per-call timeout in
+    seconds (None: wait as long as it takes, which long fits need).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str = "",
+        name: str = CLIENT_NAME,
+        timeout: float | None = None,
+        connect_timeout: float = 10.0,
+        ca_file: str | Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        reconnect: bool = True,
+        reconnect_attempts: int = 5,
+        max_frame_bytes: int = 0,
+    ) -> None:
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"expected a ws:// or wss:// URL, got {url!r}")
+        self.url = url
+        self.token = token
+        self.name = name
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.reconnect = reconnect
+        self.reconnect_attempts = reconnect_attempts
+        self.max_frame_bytes = max_frame_bytes
+        self._ssl = ssl_context
+        if self._ssl is None and url.startswith("wss://"):
+            # Certificates are verified by default; a custom CA may be given for private deployments.
+            self._ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        self._ws: ClientConnection | None = None
+        self._session: ClientSession | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._calls: dict[int, _Call] = {}
+        self._closed_by_user = False
+        self._connect_lock: asyncio.Lock | None = None
+        self._notification_callbacks: list[NotificationCallback] = []
+        self._notifications: asyncio.Queue[tuple[str, Any]] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.remote = RemoteMethods(self)
+
+    # -- connection -------------------------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, url: str, **kwargs: Any) -> _Connecting:
+        """Open a client: ``async with AsyncClient.connect(url) as c`` or ``c = await AsyncClient.connect(url)``."""
+        return _Connecting(cls(url, **kwargs))
+
+    @property
+    def server(self) -> ServerInfo:
+        """What the worker said about itself in its Welcome."""
+        if self._session is None or self._session.server is None:
+            raise ConnectionClosedError("not connected")
+        return self._session.server
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open and the handshake done."""
+        return (
+            self._ws is not None
+            and self._session is not None
+            and self._session.state is SessionState.OPEN
+            and self._reader is not None
+            and not self._reader.done()
+        )
+
+    async def open(self) -> AsyncClient:
+        """Connect and do the handshake (raises the worker's error, e.g. UnauthenticatedError)."""
+        self._closed_by_user = False
+        await self._ensure_connected()
+        return self
+
+    async def _ensure_connected(self) -> None:
+        if self.connected:
+            return
+        if self._closed_by_user:
+            raise ConnectionClosedError("the client was closed")
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self.connected:
+                return
+            attempts = self.reconnect_attempts if (self.reconnect and self._session is not None) else 1
+            delay = 0.1
+            for attempt in range(1, attempts + 1):
+                try:
+                    await self._connect_once()
+                    return
+                except (ConnectionClosedError, OSError, TimeoutError) as exc:
+                    if attempt == attempts:
+                        if isinstance(exc, ConnectionClosedError):
+                            raise
+                        raise ConnectionClosedError(f"cannot connect to {self.url}: {exc}") from exc
+                    log.info("reconnect to %s failed (%s); retrying in %.1f s", self.url, exc, delay)
+                    await asyncio.sleep(delay * (1 + random.random() / 4))
+                    delay = min(delay * 2, 5.0)
+
+    async def _connect_once(self) -> None:
+        session = ClientSession(token=self.token, client_name=self.name, max_frame_bytes=self.max_frame_bytes)
+        try:
+            ws = await connect(
+                self.url,
+                ssl=self._ssl,
+                compression=None,
+                subprotocols=[_SUBPROTOCOL],
+                max_size=None if not self.max_frame_bytes else self.max_frame_bytes,
+                open_timeout=self.connect_timeout,
+                ping_interval=20,
+                ping_timeout=60,
+                max_queue=64,
+                write_limit=4 * 1024 * 1024,
+                proxy=None,
+                user_agent_header=None,
+            )
+        except (InvalidURI, InvalidHandshake) as exc:
+            raise ConnectionClosedError(f"cannot open {self.url}: {exc}") from exc
+        try:
+            await ws.send(session.hello())
+            first = await asyncio.wait_for(ws.recv(), self.connect_timeout)
+        except ConnectionClosed as exc:
+            raise ConnectionClosedError(
+                f"{self.url} closed during the handshake", close_code=exc.rcvd.code if exc.rcvd else None
+            ) from exc
+        except BaseException:
+            await ws.close()
+            raise
+        for event in session.receive_frame(first):
+            if isinstance(event, ConnectionErrorReceived):
+                await ws.close()
+                raise event.error
+            if isinstance(event, Connected):
+                break
+        else:  # pragma: no cover - the session always yields one of the two
+            await ws.close()
+            raise ConnectionClosedError("handshake failed")
+        self._ws, self._session = ws, session
+        self._reader = asyncio.create_task(self._read_loop(ws, session))
+
+    async def close(self) -> None:
+        """Say Goodbye and close (pending requests end with ConnectionClosedError)."""
+        self._closed_by_user = True
+        ws, session = self._ws, self._session
+        if ws is not None and session is not None and session.state is SessionState.OPEN:
+            with contextlib.suppress(Exception):
+                await ws.send(session.goodbye("client closing"))
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(BaseException):
+                await self._reader
+        for task in list(self._background):
+            task.cancel()
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    async def _read_loop(self, ws: ClientConnection, session: ClientSession) -> None:
+        close_code: int | None = None
+        reason = ""
+        try:
+            async for message in ws:
+                for event in session.receive_frame(message):
+                    await self._dispatch(ws, event)
+        except ConnectionClosed as exc:
+            close_code = exc.rcvd.code if exc.rcvd else None
+            reason = exc.rcvd.reason if exc.rcvd else ""
+        finally:
+            if close_code is None and ws.close_code is not None:
+                close_code, reason = ws.close_code, ws.close_reason or ""
+            error = ConnectionClosedError(
+                f"connection to {self.url} closed (code {close_code}{': ' + reason if reason else ''})",
+                close_code=close_code,
+                reason=reason,
+            )
+            for call in list(self._calls.values()):
+                if not call.future.done():
+                    call.future.set_exception(error)
+
+    async def _dispatch(self, ws: ClientConnection, event: Event) -> None:
+        if isinstance(event, ReplyReceived):
+            call = self._calls.get(event.request_id)
+            if call is not None and not call.future.done():
+                call.future.set_result(event)
+        elif isinstance(event, ErrorReceived):
+            call = self._calls.get(event.request_id)
+            if call is not None and not call.future.done():
+                call.future.set_exception(event.error)
+        elif isinstance(event, ProgressReceived):
+            call = self._calls.get(event.request_id)
+            if call is not None and call.on_progress is not None:
+                call.on_progress(event.message)
+        elif isinstance(event, TransferProgress):
+            call = self._calls.get(event.request_id)
+            if call is not None and call.on_transfer is not None:
+                call.on_transfer(event.done, event.total)
+        elif isinstance(event, NotificationReceived):
+            self._deliver_notification(event.topic, event.value)
+        elif isinstance(event, ConnectionErrorReceived):
+            log.warning("worker reported: %s", event.error)
+        elif isinstance(event, GoodbyeReceived):
+            log.info("worker said goodbye: %s", event.reason)
+        elif isinstance(event, CloseConnection):
+            await ws.close(event.code, event.reason)
+
+    # -- notifications ----------------------------------------------------------------------------
+
+    def on_notification(self, callback: NotificationCallback) -> NotificationCallback:
+        """Call ``callback(topic, payload)`` for every notification (usable as a decorator)."""
+        self._notification_callbacks.append(callback)
+        return callback
+
+    async def next_notification(self, timeout: float | None = None) -> tuple[str, Any]:
+        """Wait for the next notification not yet taken: ``(topic, payload)``."""
+        async with asyncio.timeout(timeout):
+            return await self._notification_queue().get()
+
+    def _notification_queue(self) -> asyncio.Queue[tuple[str, Any]]:
+        if self._notifications is None:
+            self._notifications = asyncio.Queue(maxsize=1000)
+        return self._notifications
+
+    def _deliver_notification(self, topic: str, payload: Any) -> None:
+        queue = self._notification_queue()
+        if queue.full():  # keep the newest: a slow consumer must not block the reader
+            queue.get_nowait()
+        queue.put_nowait((topic, payload))
+        for callback in self._notification_callbacks:
+            try:
+                result = callback(topic, payload)
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(result)
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+            except Exception:
+                log.exception("notification callback failed")
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        *,
+        timeout: float | None = None,
+        on_progress: Callable[[Any], None] | None = None,
+        on_transfer: TransferCallback | None = None,
+        upload: tuple[memoryview, TransferCallback | None] | None = None,
+        **body: Any,
+    ) -> ReplyReceived:
+        await self._ensure_connected()
+        ws, session = self._ws, self._session
+        assert ws is not None and session is not None
+        timeout = self.timeout if timeout is None else timeout
+        rid, frame = session.request(deadline=timeout, **body)
+        future: asyncio.Future[ReplyReceived] = asyncio.get_running_loop().create_future()
+        self._calls[rid] = _Call(future, on_progress, on_transfer)
+        try:
+            async with asyncio.timeout(None if timeout is None else timeout + _DEADLINE_GRACE):
+                try:
+                    await ws.send(frame)
+                    if upload is not None:
+                        await self._send_chunks(ws, session, rid, future, *upload)
+                except ConnectionClosed:
+                    pass  # the reader fails the future with the close code
+                return await future
+        except TimeoutError:
+            await self._cancel_remote(rid, "deadline")
+            raise DeadlineExceededError(f"no reply within {timeout} s") from None
+        except asyncio.CancelledError:
+            await self._cancel_remote(rid, "cancelled by the client")
+            raise
+        finally:
+            self._calls.pop(rid, None)
+
+    async def _send_chunks(
+        self,
+        ws: ClientConnection,
+        session: ClientSession,
+        rid: int,
+        future: asyncio.Future[ReplyReceived],
+        view: memoryview,
+        on_transfer: TransferCallback | None,
+    ) -> None:
+        sent = 0
+        for frame in session.upload(rid, view, self.server.limits.chunk_bytes):
+            if future.done():  # the worker already refused the upload: stop sending
+                return
+            await ws.send(frame)
+            sent = min(sent + self.server.limits.chunk_bytes, view.nbytes)
+            if on_transfer is not None:
+                on_transfer(sent, view.nbytes)
+
+    async def _cancel_remote(self, rid: int, reason: str) -> None:
+        ws, session = self._ws, self._session
+        if ws is None or session is None:
+            return
+        frame = session.cancel(rid, reason)
+        if frame is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(ws.send(frame))
+
+    # -- session ----------------------------------------------------------------------------------
+
+    async def ping(self, *, timeout: float | None = None) -> float:
+        """Round-trip a Ping; returns the seconds it took."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await self._request(timeout=timeout, ping=session_pb2.Ping())
+        return loop.time() - start
+
+    # -- objects ----------------------------------------------------------------------------------
+
+    async def send(
+        self,
+        tensor: torch.Tensor | np.ndarray[Any, Any],
+        id: str | None = None,
+        tags: Iterable[str] = (),
+        description: str = "",
+        *,
+        overwrite: bool = False,
+        progress: TransferCallback | None = None,
+        timeout: float | None = None,
+    ) -> ObjectRef:
+        """Store a tensor on the worker; big ones travel in verified chunks. Returns a handle."""
+        await self._ensure_connected()
+        info, view = codec.tensor_payload(tensor)
+        limits = self.server.limits
+        request = objects_pb2.SendObjectRequest(
+            id=id or "", tags=list(tags), description=description, overwrite=overwrite
+        )
+        if view.nbytes > limits.chunk_bytes:
+            digest = await asyncio.to_thread(codec.sha256, view)
+            request.chunked.CopyFrom(
+                codec.tensor_info_to_proto(
+                    type(info)(dtype=info.dtype, shape=info.shape, nbytes=info.nbytes, sha256=digest)
+                )
+            )
+            reply = await self._request(timeout=timeout, send_object=request, upload=(view, progress))
+        else:
+            request.tensor.CopyFrom(codec.tensor_proto_from_payload(info, view))
+            reply = await self._request(timeout=timeout, send_object=request)
+        stored = codec.object_info_from_proto(reply.message.info)
+        return ObjectRef(stored.id, stored, self)
+
+    async def get(
+        self, id: str, *, progress: TransferCallback | None = None, timeout: float | None = None
+    ) -> torch.Tensor:
+        """Fetch a stored tensor (big ones arrive in chunks, verified against their SHA-256)."""
+        reply = await self._request(
+            timeout=timeout, on_transfer=progress, get_object=objects_pb2.GetObjectRequest(id=id)
+        )
+        if reply.payload is not None:
+            info = reply.message.info.tensor
+            return codec.tensor_from_bytes(info.dtype, info.shape, reply.payload)
+        return codec.tensor_from_proto(reply.message.tensor)
+
+    async def delete(self, id: str, *, timeout: float | None = None) -> int:
+        """Delete a stored object; returns the bytes freed."""
+        reply = await self._request(timeout=timeout, delete_object=objects_pb2.DeleteObjectRequest(id=id))
+        return int(reply.message.freed_bytes)
+
+    async def list_objects(self, *, timeout: float | None = None) -> list[ObjectInfo]:
+        """Every object this identity keeps on the worker (metadata only)."""
+        reply = await self._request(timeout=timeout, list_objects=objects_pb2.ListObjectsRequest())
+        return [codec.object_info_from_proto(o) for o in reply.message.objects]
+
+    async def objects_count(self, *, timeout: float | None = None) -> int:
+        """How many objects this identity keeps on the worker."""
+        reply = await self._request(timeout=timeout, count_objects=objects_pb2.CountObjectsRequest())
+        return int(reply.message.count)
+
+    async def clear_objects(self, *, timeout: float | None = None) -> int:
+        """Delete every object of this identity; returns how many were deleted."""
+        reply = await self._request(timeout=timeout, clear_objects=objects_pb2.ClearObjectsRequest())
+        return int(reply.message.removed)
+
+    async def search(self, *tags: str, timeout: float | None = None) -> list[ObjectInfo]:
+        """Objects carrying every one of ``tags``."""
+        reply = await self._request(
+            timeout=timeout, search_objects=objects_pb2.SearchObjectsRequest(tags=list(tags))
+        )
+        return [codec.object_info_from_proto(o) for o in reply.message.objects]
+
+    # -- datasets and calls -----------------------------------------------------------------------
+
+    async def datasets(self, *, timeout: float | None = None) -> list[DatasetDescription]:
+        """The datasets the worker offers (descriptions, never data)."""
+        reply = await self._request(timeout=timeout, list_datasets=datasets_pb2.ListDatasetsRequest())
+        return [codec.dataset_info_from_proto(d) for d in reply.message.datasets]
+
+    async def methods(self, *, timeout: float | None = None) -> list[MethodInfo]:
+        """The methods the worker exposes to custom calls."""
+        reply = await self._request(timeout=timeout, list_methods=calls_pb2.ListMethodsRequest())
+        return [codec.method_info_from_proto(m) for m in reply.message.methods]
+
+    async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call an exposed method with any Value arguments: ``await alice.call("get_colony_id")``."""
+        return await self.call_with(method, args, kwargs)
+
+    async def call_with(
+        self,
+        method: str,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Like :meth:`call`, with arguments given explicitly and a per-call ``timeout``."""
+        request = calls_pb2.CallRequest(
+            method=method,
+            args=[codec.value_to_proto(a) for a in args],
+            kwargs=codec.values_to_entries(kwargs or {}),
+        )
+        reply = await self._request(timeout=timeout, call=request)
+        return codec.value_from_proto(reply.message.result)
+
+
+class _Connecting:
+    """What :meth:`AsyncClient.connect` returns: awaitable, and an async context manager."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    def __await__(self) -> Any:
+        return self.client.open().__await__()
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.client.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.client.close()

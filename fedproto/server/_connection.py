@@ -1,0 +1,217 @@
+"""The I/O shell around one server-side connection.
+
+It moves frames between a websockets connection and a :class:`~fedproto.session.ServerSession`, runs
+each request as its own task (so a slow call never holds up anything else, section 5.4), enforces
+deadlines and cancels, and drains or cancels in-flight work when the connection or the worker closes.
+Every protocol rule is decided by the session; this module only acts on its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from fedproto.errors import (
+    DeadlineExceededError,
+    InternalError,
+    ProtocolError,
+    RequestCancelledError,
+    UnavailableError,
+)
+from fedproto.session import (
+    CloseCode,
+    CloseConnection,
+    Event,
+    GoodbyeReceived,
+    HandshakeCompleted,
+    RequestCancelled,
+    RequestReceived,
+    SendFrame,
+    ServerSession,
+)
+
+if TYPE_CHECKING:
+    from fedproto.server.worker import Worker
+
+__all__ = ["ServerConnectionHandler"]
+
+log = logging.getLogger("fedproto.worker")
+
+#: Why a request task was cancelled, which decides the error it ends with.
+_CLIENT_CANCEL = "client"
+_SHUTDOWN = "shutdown"
+_CLOSED = "closed"
+
+
+class ServerConnectionHandler:
+    """Serves one client connection for a :class:`~fedproto.server.worker.Worker`."""
+
+    def __init__(self, worker: Worker, ws: ServerConnection, session: ServerSession) -> None:
+        self.worker = worker
+        self.ws = ws
+        self.session = session
+        self.peer = _peer(ws)
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._cancel_reason: dict[int, str] = {}
+        self._draining = False
+        self._closing = False
+
+    @property
+    def identity(self) -> str:
+        """The client's identity once the handshake is done ("" before)."""
+        return self.session.identity or ""
+
+    # -- the receive loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it closes; never raises for anything the client does."""
+        limits = self.session.limits
+        close_code: int | None = None
+        try:
+            try:
+                first = await asyncio.wait_for(self.ws.recv(), limits.handshake_timeout_seconds or None)
+            except TimeoutError:
+                log.info("handshake timeout peer=%s", self.peer)
+                await self.ws.close(CloseCode.POLICY_VIOLATION, "handshake timeout")
+                return
+            await self._apply(self.session.receive_frame(first))
+            while not self._closing:
+                try:
+                    message = await asyncio.wait_for(self.ws.recv(), limits.idle_timeout_seconds or None)
+                except TimeoutError:
+                    if self._tasks:  # work in flight is not idleness
+                        continue
+                    log.info("idle timeout peer=%s identity=%s", self.peer, self.identity)
+                    await self.ws.close(CloseCode.GOING_AWAY, "idle timeout")
+                    return
+                await self._apply(self.session.receive_frame(message))
+        except ConnectionClosed as exc:
+            close_code = exc.rcvd.code if exc.rcvd else None
+        except Exception:  # a bug here must not take the worker down with it
+            log.exception("connection failed peer=%s identity=%s", self.peer, self.identity)
+            with contextlib.suppress(Exception):
+                await self.ws.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            await self._cancel_all(_CLOSED)
+            log.info(
+                "connection closed peer=%s identity=%s code=%s",
+                self.peer,
+                self.identity,
+                close_code if close_code is not None else self.ws.close_code,
+            )
+
+    async def _apply(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, SendFrame):
+                await self.send(event.data)
+            elif isinstance(event, RequestReceived):
+                if self._draining:  # section 6.3: no new work during shutdown
+                    error = UnavailableError("the worker is shutting down")
+                    await self.send(self.session.fail(event.request_id, error))
+                else:
+                    self._start(event)
+            elif isinstance(event, RequestCancelled):
+                self._cancel(event.request_id, _CLIENT_CANCEL)
+            elif isinstance(event, CloseConnection):
+                self._closing = True
+                await self.ws.close(event.code, event.reason)
+            elif isinstance(event, HandshakeCompleted):
+                log.info(
+                    "handshake peer=%s identity=%s client=%r version=%d",
+                    self.peer,
+                    event.identity,
+                    event.client_name,
+                    event.version,
+                )
+            elif isinstance(event, GoodbyeReceived):
+                self._closing = True
+                await self._cancel_all(_CLIENT_CANCEL)
+                await self.ws.close(CloseCode.NORMAL, "goodbye")
+
+    async def send(self, frame: bytes) -> None:
+        """Send one frame; a connection that closed meanwhile is not an error here."""
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(frame)
+
+    # -- request tasks ----------------------------------------------------------------------------
+
+    def _start(self, event: RequestReceived) -> None:
+        task = asyncio.create_task(self._run(event))
+        self._tasks[event.request_id] = task
+        task.add_done_callback(lambda _t, rid=event.request_id: self._tasks.pop(rid, None))
+
+    async def _run(self, event: RequestReceived) -> None:
+        rid = event.request_id
+        try:
+            async with asyncio.timeout(event.deadline):
+                body = await self.worker._handle_request(self, event)
+            if body is not None and self.session.is_in_flight(rid):
+                await self.send(self.session.reply(rid, **body))
+        except asyncio.CancelledError:
+            reason = self._cancel_reason.pop(rid, _CLIENT_CANCEL)
+            if reason == _CLIENT_CANCEL:
+                await self._fail(rid, RequestCancelledError("cancelled by the client"))
+            elif reason == _SHUTDOWN:
+                await self._fail(rid, UnavailableError("the worker is shutting down"))
+            raise
+        except TimeoutError:
+            await self._fail(rid, DeadlineExceededError(f"deadline of {event.deadline:.3f} s passed"))
+        except ProtocolError as error:
+            await self._fail(rid, error)
+        except Exception as exc:
+            log.exception("request failed peer=%s identity=%s kind=%s", self.peer, self.identity, event.kind)
+            await self._fail(rid, InternalError(f"{type(exc).__name__}: {exc}"))
+
+    async def _fail(self, rid: int, error: ProtocolError) -> None:
+        if self.session.is_in_flight(rid):
+            await self.send(self.session.fail(rid, error))
+
+    def _cancel(self, rid: int, reason: str) -> None:
+        task = self._tasks.get(rid)
+        if task is not None and not task.done():
+            self._cancel_reason[rid] = reason
+            task.cancel()
+
+    async def _cancel_all(self, reason: str) -> None:
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        for rid in list(self._tasks):
+            self._cancel(rid, reason)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- worker-initiated -------------------------------------------------------------------------
+
+    async def notify(self, topic: str, payload: Any) -> None:
+        """Push a notification to this client (only once the handshake is done)."""
+        if self.session.identity is not None:
+            await self.send(self.session.notification(topic, payload))
+
+    async def shutdown(self, grace: float) -> None:
+        """Say goodbye, let in-flight work finish for ``grace`` seconds, cancel the rest, close 1001."""
+        self._draining = True
+        if self.session.identity is not None:
+            await self.send(self.session.goodbye("worker shutting down"))
+        pending = [t for t in self._tasks.values() if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        await self._cancel_all(_SHUTDOWN)
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await self.ws.close(CloseCode.GOING_AWAY, "worker shutting down")
+
+
+def _peer(ws: ServerConnection) -> str:
+    try:
+        host, port = ws.remote_address[:2]
+        return f"{host}:{port}"
+    except Exception:
+        return "?"
+
+
+Handler = Callable[[ServerConnectionHandler, RequestReceived], Awaitable[dict[str, Any] | None]]

@@ -1,0 +1,156 @@
+"""The object store: tensors each client identity keeps on a worker (docs/protocol.md section 9).
+
+Objects are scoped per identity: one identity's store is invisible to every other. Each object keeps its
+payload as little-endian bytes plus metadata (with the SHA-256 computed once, when stored), so a ``get``
+streams exactly the bytes that were sent. A quota bounds the bytes one identity may keep. Every
+operation either completes or leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+import torch
+
+from fedproto import codec
+from fedproto.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ResourceExhaustedError
+from fedproto.types import ObjectInfo, TensorInfo
+
+__all__ = ["MAX_ID_BYTES", "ObjectStore", "StoredObject"]
+
+#: Longest object id accepted, in UTF-8 bytes (section 9.9).
+MAX_ID_BYTES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """One stored tensor: metadata and its payload bytes."""
+
+    info: ObjectInfo
+    payload: bytearray | bytes
+
+    def tensor(self) -> torch.Tensor:
+        """Decode the payload (a copy, so the stored bytes can never be changed through it)."""
+        return codec.tensor_from_bytes(
+            codec.dtype_to_proto(self.info.tensor.dtype), self.info.tensor.shape, bytes(self.payload)
+        )
+
+
+class _IdentityStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, StoredObject] = {}
+        self.bytes_used = 0
+
+
+class ObjectStore:
+    """Every identity's objects, with a per-identity byte quota (0: unlimited)."""
+
+    def __init__(self, *, max_bytes_per_identity: int = 0) -> None:
+        self.max_bytes = max_bytes_per_identity
+        self._stores: dict[str, _IdentityStore] = {}
+        self._ids = itertools.count(1)
+
+    def _store(self, identity: str) -> _IdentityStore:
+        store = self._stores.get(identity)
+        if store is None:
+            store = self._stores[identity] = _IdentityStore()
+        return store
+
+    @staticmethod
+    def check_id(object_id: str) -> None:
+        """Reject ids the protocol does not allow (INVALID_ARGUMENT)."""
+        if not object_id or len(object_id.encode()) > MAX_ID_BYTES:
+            raise InvalidArgumentError(f"object ids are 1 to {MAX_ID_BYTES} bytes of UTF-8")
+
+    def bytes_used(self, identity: str) -> int:
+        """Payload bytes the identity keeps stored."""
+        return self._store(identity).bytes_used
+
+    def check_room(self, identity: str, object_id: str, nbytes: int, *, overwrite: bool) -> None:
+        """Raise unless ``nbytes`` more (replacing ``object_id`` when overwriting) fit the quota."""
+        store = self._store(identity)
+        if object_id:
+            self.check_id(object_id)
+            if object_id in store.objects and not overwrite:
+                raise AlreadyExistsError(f"object {object_id!r} already exists", details={"id": object_id})
+        freed = store.objects[object_id].info.nbytes if overwrite and object_id in store.objects else 0
+        if self.max_bytes and store.bytes_used - freed + nbytes > self.max_bytes:
+            raise ResourceExhaustedError(
+                f"storing {nbytes} bytes would exceed this identity's quota of {self.max_bytes} bytes",
+                details={"limit": str(self.max_bytes), "used": str(store.bytes_used)},
+            )
+
+    def put(
+        self,
+        identity: str,
+        *,
+        object_id: str,
+        tags: Iterable[str],
+        description: str,
+        tensor: TensorInfo,
+        payload: bytearray | bytes,
+        overwrite: bool = False,
+    ) -> ObjectInfo:
+        """Store a payload; an empty id gets a fresh one. Returns the stored object's metadata."""
+        store = self._store(identity)
+        if not object_id:
+            object_id = self._fresh_id(store)
+        self.check_room(identity, object_id, tensor.nbytes, overwrite=overwrite)
+        sha = tensor.sha256 or codec.sha256(payload)
+        info = ObjectInfo(
+            id=object_id,
+            tags=tuple(tags),
+            description=description,
+            tensor=replace(tensor, sha256=sha),
+        )
+        old = store.objects.get(object_id)  # replacing keeps the object's place in the order
+        if old is not None:
+            store.bytes_used -= old.info.nbytes
+        store.objects[object_id] = StoredObject(info, payload)
+        store.bytes_used += tensor.nbytes
+        return info
+
+    def _fresh_id(self, store: _IdentityStore) -> str:
+        while True:
+            candidate = f"obj-{next(self._ids)}"
+            if candidate not in store.objects:
+                return candidate
+
+    def get(self, identity: str, object_id: str) -> StoredObject:
+        """Return a stored object (NOT_FOUND otherwise)."""
+        try:
+            return self._store(identity).objects[object_id]
+        except KeyError:
+            raise NotFoundError(f"no object {object_id!r}", details={"id": object_id}) from None
+
+    def delete(self, identity: str, object_id: str) -> int:
+        """Delete an object; returns the bytes freed (NOT_FOUND otherwise)."""
+        store = self._store(identity)
+        obj = store.objects.pop(object_id, None)
+        if obj is None:
+            raise NotFoundError(f"no object {object_id!r}", details={"id": object_id})
+        store.bytes_used -= obj.info.nbytes
+        return obj.info.nbytes
+
+    def list(self, identity: str) -> list[ObjectInfo]:
+        """Every object's metadata, in the order first stored."""
+        return [o.info for o in self._store(identity).objects.values()]
+
+    def count(self, identity: str) -> int:
+        """How many objects the identity keeps."""
+        return len(self._store(identity).objects)
+
+    def clear(self, identity: str) -> int:
+        """Delete every object of the identity; returns how many were deleted."""
+        store = self._store(identity)
+        removed = len(store.objects)
+        store.objects.clear()
+        store.bytes_used = 0
+        return removed
+
+    def search(self, identity: str, tags: Iterable[str]) -> list[ObjectInfo]:
+        """Objects that carry every one of ``tags`` (all objects for no tags), in stored order."""
+        wanted = set(tags)
+        return [o.info for o in self._store(identity).objects.values() if wanted <= set(o.info.tags)]
