@@ -17,6 +17,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from google.protobuf import unknown_fields
+from google.protobuf.message import DecodeError, Message
+
+from fedproto.datasets import DatasetDescription
+from fedproto.errors import (
+    ErrorCode,
+    InvalidArgumentError,
+    MalformedError,
+    ProtocolError,
+    error_class_for,
+)
+from fedproto.training import EvaluateResult, FitProgressEvent, FitResult, TrainSpec
+from fedproto.types import Limits, MethodInfo, ObjectInfo, ParameterInfo, ServerInfo, TensorInfo
 from fedproto_pb.v1 import tensor_pb2
 from fedproto_pb.v1.calls_pb2 import MethodInfo as ProtoMethodInfo
 from fedproto_pb.v1.calls_pb2 import ParameterInfo as ProtoParameterInfo
@@ -29,21 +42,13 @@ from fedproto_pb.v1.session_pb2 import Welcome as ProtoWelcome
 from fedproto_pb.v1.tensor_pb2 import NamedTensor as ProtoNamedTensor
 from fedproto_pb.v1.tensor_pb2 import Tensor as ProtoTensor
 from fedproto_pb.v1.tensor_pb2 import TensorInfo as ProtoTensorInfo
+from fedproto_pb.v1.training_pb2 import EvaluateReply as ProtoEvaluateReply
+from fedproto_pb.v1.training_pb2 import FitProgress as ProtoFitProgress
+from fedproto_pb.v1.training_pb2 import FitReply as ProtoFitReply
+from fedproto_pb.v1.training_pb2 import TrainConfig as ProtoTrainConfig
 from fedproto_pb.v1.value_pb2 import NULL_VALUE
 from fedproto_pb.v1.value_pb2 import MapEntry as ProtoMapEntry
 from fedproto_pb.v1.value_pb2 import Value as ProtoValue
-from google.protobuf import unknown_fields
-from google.protobuf.message import DecodeError, Message
-
-from fedproto.datasets import DatasetDescription
-from fedproto.errors import (
-    ErrorCode,
-    InvalidArgumentError,
-    MalformedError,
-    ProtocolError,
-    error_class_for,
-)
-from fedproto.types import Limits, MethodInfo, ObjectInfo, ParameterInfo, ServerInfo, TensorInfo
 
 __all__ = [
     "MAX_SEND_DEPTH",
@@ -59,6 +64,12 @@ __all__ = [
     "encode_envelope",
     "error_from_proto",
     "error_to_proto",
+    "evaluate_result_from_proto",
+    "evaluate_result_to_proto",
+    "fit_progress_from_proto",
+    "fit_progress_to_proto",
+    "fit_result_from_proto",
+    "fit_result_to_proto",
     "has_unknown_body",
     "limits_from_proto",
     "limits_to_proto",
@@ -77,6 +88,8 @@ __all__ = [
     "tensor_payload",
     "tensor_proto_from_payload",
     "tensor_to_proto",
+    "train_spec_from_proto",
+    "train_spec_to_proto",
     "value_from_proto",
     "value_to_proto",
     "values_from_entries",
@@ -521,6 +534,130 @@ def server_info_from_welcome(message: ProtoWelcome) -> ServerInfo:
         capabilities=frozenset(message.capabilities),
         limits=limits_from_proto(message.limits),
         identity=message.identity,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+
+
+def train_spec_to_proto(spec: TrainSpec) -> ProtoTrainConfig:
+    """Encode a train config (section 12.1)."""
+    message = ProtoTrainConfig(
+        optimizer=spec.optimizer,
+        optimizer_args=values_to_entries(spec.optimizer_args),
+        batch_size=spec.batch_size,
+        epochs=spec.epochs,
+        shuffle=spec.shuffle,
+        max_nr_batches=spec.max_nr_batches,
+        initial_weights=named_tensors_to_proto(spec.initial_weights),
+    )
+    if spec.model_torchscript is not None:
+        message.model_torchscript = spec.model_torchscript
+    elif spec.registered_model is not None:
+        message.registered_model = spec.registered_model
+    if spec.loss_torchscript is not None:
+        message.loss_torchscript = spec.loss_torchscript
+    elif spec.loss_name is not None:
+        message.loss_name = spec.loss_name
+    if spec.seed is not None:
+        message.seed = spec.seed
+    return message
+
+
+def train_spec_from_proto(message: ProtoTrainConfig) -> TrainSpec:
+    """Decode a train config; what it means is checked by the training engine, not here."""
+    model = message.WhichOneof("model")
+    loss = message.WhichOneof("loss")
+    return TrainSpec(
+        model_torchscript=message.model_torchscript if model == "model_torchscript" else None,
+        registered_model=message.registered_model if model == "registered_model" else None,
+        loss_torchscript=message.loss_torchscript if loss == "loss_torchscript" else None,
+        loss_name=message.loss_name if loss == "loss_name" else None,
+        optimizer=message.optimizer,
+        optimizer_args=values_from_entries(message.optimizer_args),
+        batch_size=message.batch_size,
+        epochs=message.epochs,
+        shuffle=message.shuffle,
+        max_nr_batches=message.max_nr_batches,
+        seed=message.seed if message.HasField("seed") else None,
+        initial_weights=named_tensors_from_proto(message.initial_weights),
+    )
+
+
+def fit_progress_to_proto(event: FitProgressEvent) -> ProtoFitProgress:
+    """Encode a fit progress event."""
+    return ProtoFitProgress(
+        epoch=event.epoch,
+        batch=event.batch,
+        batches_per_epoch=event.batches_per_epoch,
+        loss=event.loss,
+        running_loss=event.running_loss,
+        samples=event.samples,
+    )
+
+
+def fit_progress_from_proto(message: ProtoFitProgress) -> FitProgressEvent:
+    """Decode a fit progress event."""
+    return FitProgressEvent(
+        epoch=message.epoch,
+        batch=message.batch,
+        batches_per_epoch=message.batches_per_epoch,
+        loss=message.loss,
+        running_loss=message.running_loss,
+        samples=message.samples,
+    )
+
+
+def fit_result_to_proto(result: FitResult) -> ProtoFitReply:
+    """Encode a fit's outcome (with the weights when they were asked for)."""
+    return ProtoFitReply(
+        final_loss=result.final_loss,
+        mean_loss=result.mean_loss,
+        samples=result.samples,
+        batches=result.batches,
+        epochs=result.epochs,
+        seconds=result.seconds,
+        dataset_size=result.dataset_size,
+        weights=named_tensors_to_proto(result.weights or {}),
+    )
+
+
+def fit_result_from_proto(message: ProtoFitReply) -> FitResult:
+    """Decode a fit's outcome (``weights`` is None when none were sent)."""
+    return FitResult(
+        final_loss=message.final_loss,
+        mean_loss=message.mean_loss,
+        samples=message.samples,
+        batches=message.batches,
+        epochs=message.epochs,
+        seconds=message.seconds,
+        dataset_size=message.dataset_size,
+        weights=named_tensors_from_proto(message.weights) if message.weights else None,
+    )
+
+
+def evaluate_result_to_proto(result: EvaluateResult) -> ProtoEvaluateReply:
+    """Encode an evaluation's outcome."""
+    message = ProtoEvaluateReply(
+        correct=result.correct,
+        total=result.total,
+        prediction_histogram=result.prediction_histogram,
+        target_histogram=result.target_histogram,
+    )
+    if result.loss is not None:
+        message.loss = result.loss
+    return message
+
+
+def evaluate_result_from_proto(message: ProtoEvaluateReply) -> EvaluateResult:
+    """Decode an evaluation's outcome."""
+    return EvaluateResult(
+        loss=message.loss if message.HasField("loss") else None,
+        correct=message.correct,
+        total=message.total,
+        prediction_histogram=list(message.prediction_histogram),
+        target_histogram=list(message.target_histogram),
     )
 
 

@@ -13,6 +13,8 @@ import torch
 __all__ = [
     "Limits",
     "MethodInfo",
+    "ModelCatalog",
+    "ModelSummary",
     "ObjectInfo",
     "ParameterInfo",
     "ServerInfo",
@@ -99,3 +101,19 @@ class ServerInfo:
     capabilities: frozenset[str] = field(default_factory=frozenset)
     limits: Limits = field(default_factory=Limits)
     identity: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSummary:
+    """What a worker reports after accepting a train config: parameter count and state names."""
+
+    parameter_count: int
+    state_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelCatalog:
+    """The architectures a worker registered, and whether it accepts only those."""
+
+    names: tuple[str, ...] = ()
+    weights_only: bool = False

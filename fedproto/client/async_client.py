@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from fedproto_pb.v1 import calls_pb2, datasets_pb2, objects_pb2, session_pb2
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.typing import Subprotocol
 
 from fedproto import codec
+from fedproto.client.progress import FitProgressBar, FitProgressCallback, wants_bar
 from fedproto.datasets import DatasetDescription
 from fedproto.errors import (
     ConnectionClosedError,
@@ -48,7 +48,9 @@ from fedproto.session import (
     SessionState,
     TransferProgress,
 )
-from fedproto.types import MethodInfo, ObjectInfo, ServerInfo
+from fedproto.training import EvaluateResult, FitResult, TrainConfig
+from fedproto.types import MethodInfo, ModelCatalog, ModelSummary, ObjectInfo, ServerInfo
+from fedproto_pb.v1 import calls_pb2, datasets_pb2, objects_pb2, session_pb2, training_pb2
 
 __all__ = ["AsyncClient", "NotificationCallback", "ObjectRef", "RemoteMethods", "TransferCallback"]
 
@@ -530,6 +532,97 @@ class AsyncClient:
         )
         reply = await self._request(timeout=timeout, call=request)
         return codec.value_from_proto(reply.message.result)
+
+    # -- training ---------------------------------------------------------------------------------
+
+    async def set_train_config(self, config: TrainConfig, *, timeout: float | None = None) -> ModelSummary:
+        """Send a train config; the worker loads and checks it (the seed's ``config.send(alice)``)."""
+        spec = await asyncio.to_thread(config.to_spec)  # scripting a model takes a while: off the loop
+        reply = await self._request(
+            timeout=timeout,
+            set_train_config=training_pb2.SetTrainConfigRequest(config=codec.train_spec_to_proto(spec)),
+        )
+        return ModelSummary(
+            parameter_count=reply.message.parameter_count, state_names=tuple(reply.message.state_names)
+        )
+
+    async def fit(
+        self,
+        dataset_key: str,
+        *,
+        progress: bool | FitProgressCallback | None = False,
+        progress_every: int = 0,
+        return_weights: bool = False,
+        timeout: float | None = None,
+    ) -> FitResult:
+        """Train the worker's model on one of its datasets; no fixed timeout ends a long fit.
+
+        ``progress`` is a callback taking each :class:`~fedproto.training.FitProgressEvent`, ``True`` for
+        a progress bar, or ``None`` for a bar only when stderr is a terminal.
+        """
+        request = training_pb2.FitRequest(
+            dataset_key=dataset_key, return_weights=return_weights, progress_every=progress_every
+        )
+        callback = progress if callable(progress) else None
+        bar = FitProgressBar(f"{self._label()} fit {dataset_key!r}") if wants_bar(progress) else None
+
+        def on_progress(message: Any) -> None:
+            event = codec.fit_progress_from_proto(message)
+            if callback is not None:
+                callback(event)
+            if bar is not None:
+                bar.update(event)
+
+        with bar if bar is not None else contextlib.nullcontext():
+            reply = await self._request(timeout=timeout, on_progress=on_progress, fit=request)
+        return codec.fit_result_from_proto(reply.message)
+
+    def _label(self) -> str:
+        try:
+            return self.server.server_id
+        except ConnectionClosedError:
+            return self.url
+
+    async def evaluate(
+        self,
+        dataset_key: str,
+        *,
+        return_histograms: bool = False,
+        nr_bins: int = 0,
+        return_loss: bool = True,
+        return_raw_accuracy: bool = True,
+        batch_size: int = 0,
+        timeout: float | None = None,
+    ) -> EvaluateResult:
+        """Evaluate the worker's model on one of its datasets (loss, accuracy counts, histograms)."""
+        request = training_pb2.EvaluateRequest(
+            dataset_key=dataset_key,
+            return_histograms=return_histograms,
+            nr_bins=nr_bins,
+            return_loss=return_loss,
+            return_raw_accuracy=return_raw_accuracy,
+            batch_size=batch_size,
+        )
+        reply = await self._request(timeout=timeout, evaluate=request)
+        return codec.evaluate_result_from_proto(reply.message)
+
+    async def get_model_weights(self, *, timeout: float | None = None) -> dict[str, torch.Tensor]:
+        """The worker's current model weights (state dict) for this identity."""
+        reply = await self._request(timeout=timeout, get_weights=training_pb2.GetWeightsRequest())
+        return codec.named_tensors_from_proto(reply.message.weights)
+
+    async def set_model_weights(
+        self, state: dict[str, torch.Tensor], *, strict: bool = False, timeout: float | None = None
+    ) -> int:
+        """Replace (some of) the worker's model weights; returns how many tensors were replaced."""
+        request = training_pb2.SetWeightsRequest(weights=codec.named_tensors_to_proto(state), strict=strict)
+        reply = await self._request(timeout=timeout, set_weights=request)
+        return int(reply.message.updated)
+
+    async def list_models(self, *, timeout: float | None = None) -> ModelCatalog:
+        """The architectures the worker registered, and whether it accepts only those."""
+        reply = await self._request(timeout=timeout, list_models=training_pb2.ListModelsRequest())
+        return ModelCatalog(names=tuple(reply.message.names), weights_only=reply.message.weights_only)
 
 
 class _Connecting:

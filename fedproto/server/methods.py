@@ -163,6 +163,7 @@ class ExposedMethod:
                 kinds = kinds | {"null"}
             params.append(_Param(p.name, kinds, p.kind, required))
         self._params = params
+        self._full_signature = signature
         self._signature = signature.replace(
             parameters=[p for p in signature.parameters.values() if p.name != self._context_param]
         )
@@ -216,11 +217,16 @@ class ExposedMethod:
                         f"{self.name}(): argument {param.name!r} must be {expected}, got {got}",
                         details={"parameter": param.name},
                     )
-        call_args = bound.args
-        call_kwargs = dict(bound.kwargs)
-        if self._context_param is not None:
-            call_kwargs[self._context_param] = context
-        return tuple(call_args), call_kwargs
+        if self._context_param is None:
+            return tuple(bound.args), dict(bound.kwargs)
+        # Rebind on the full signature so the context lands in its own slot, wherever it is declared.
+        arguments = {
+            name: context if name == self._context_param else bound.arguments[name]
+            for name in self._full_signature.parameters
+            if name == self._context_param or name in bound.arguments
+        }
+        full = inspect.BoundArguments(self._full_signature, arguments)  # type: ignore[arg-type]
+        return tuple(full.args), dict(full.kwargs)
 
 
 @overload

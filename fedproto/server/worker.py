@@ -23,8 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from fedproto_pb.v1 import calls_pb2, datasets_pb2, objects_pb2
-from fedproto_pb.v1.objects_pb2 import SendObjectRequest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Subprotocol
 
@@ -42,6 +40,8 @@ from fedproto.server.methods import CallContext, ExposedMethod, MethodRegistry
 from fedproto.server.store import ObjectStore
 from fedproto.session import RequestReceived, ServerSession
 from fedproto.types import Limits, TensorInfo
+from fedproto_pb.v1 import calls_pb2, datasets_pb2, objects_pb2
+from fedproto_pb.v1.objects_pb2 import SendObjectRequest
 
 __all__ = ["ANONYMOUS", "SUBPROTOCOL", "Worker", "load_token_file"]
 

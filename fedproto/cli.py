@@ -1,0 +1,271 @@
+"""The ``fedproto`` command: serve a worker, poke any server, run the conformance suite or the demo.
+
+Every failure ends in one clear line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedproto.errors import FedprotoError, ProtocolError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="the server, as ws://HOST:PORT or wss://HOST:PORT")
+    parser.add_argument("--token", default="", help="bearer token for the handshake")
+    parser.add_argument("--token-file", type=Path, help="read the token from this file (first line)")
+    parser.add_argument("--ca-file", type=Path, help="CA certificate(s) to verify a wss:// server with")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait per request (default 30)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fedproto", description="Remote federated training over protocol fedproto v1."
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ...)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run a worker (a data owner's server)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8777, help="TCP port (default 8777; 0 picks one)")
+    serve.add_argument("--id", default="worker", help="the worker's id (default 'worker')")
+    serve.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="KEY=FILE",
+        help="offer a dataset from a .pt, .npz or .csv file (repeatable)",
+    )
+    serve.add_argument("--token-file", type=Path, help="file of 'IDENTITY TOKEN' lines; tokens required")
+    serve.add_argument("--tls-cert", type=Path, help="TLS certificate (PEM) to serve wss://")
+    serve.add_argument("--tls-key", type=Path, help="TLS private key (PEM)")
+    serve.add_argument(
+        "--weights-only", action="store_true", help="refuse TorchScript models; train registered ones only"
+    )
+    serve.add_argument(
+        "--conformance", action="store_true", help="expose the conformance profile (docs/protocol.md §18)"
+    )
+
+    ls = sub.add_parser("ls", help="list a server's datasets, objects and methods")
+    _add_client_options(ls)
+
+    call = sub.add_parser("call", help="call an exposed method with JSON arguments")
+    _add_client_options(call)
+    call.add_argument("method", help="the method's name")
+    call.add_argument("args", nargs="*", help="positional arguments, each a JSON value")
+    call.add_argument(
+        "--kw", action="append", default=[], metavar="NAME=JSON", help="a keyword argument (repeatable)"
+    )
+
+    ping = sub.add_parser("ping", help="measure round trips to a server")
+    _add_client_options(ping)
+    ping.add_argument("--count", type=int, default=5, help="how many pings (default 5)")
+
+    conformance = sub.add_parser(
+        "conformance",
+        help="check a server against the spec (see 'fedproto conformance --help')",
+        add_help=False,
+    )
+    conformance.add_argument("rest", nargs=argparse.REMAINDER)
+
+    demo = sub.add_parser("demo", help="federated training of a digits classifier on three local workers")
+    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "ls":
+            return asyncio.run(_ls(args))
+        if args.command == "call":
+            return asyncio.run(_call(args))
+        if args.command == "ping":
+            return asyncio.run(_ping(args))
+        if args.command == "conformance":
+            from conformance.cli import main as conformance_main
+
+            return conformance_main(args.rest)
+        if args.command == "demo":
+            from fedproto.demo import main as demo_main
+
+            return demo_main(args.rest)
+    except KeyboardInterrupt:
+        return 130
+    except (FedprotoError, OSError, ValueError) as exc:
+        print(f"fedproto {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE  # pragma: no cover - parser.error exits
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) if not isinstance(exc, ProtocolError) else f"{exc.code.name}: {exc.message}"
+    return " ".join(text.split()) or type(exc).__name__
+
+
+# -- serve --------------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from fedproto.server import Worker, load_token_file
+    from fedproto.server.conformance import conformance_worker
+
+    tokens = load_token_file(args.token_file) if args.token_file else None
+    if args.conformance:
+        worker = conformance_worker(args.id if args.id != "worker" else "conformance", tokens=tokens)
+    else:
+        worker = Worker(args.id, tokens=tokens, weights_only=args.weights_only)
+    for spec in args.dataset:
+        key, sep, path = spec.partition("=")
+        if not sep or not key or not path:
+            raise ValueError(f"--dataset expects KEY=FILE, got {spec!r}")
+        worker.add_dataset(Path(path), key=key)
+    worker.run(args.host, args.port, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    return EXIT_OK
+
+
+# -- client commands ----------------------------------------------------------------------------------
+
+
+def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    token = args.token
+    if args.token_file:
+        token = args.token_file.read_text().strip().splitlines()[0].split()[-1]
+    return {"token": token, "ca_file": args.ca_file, "timeout": args.timeout, "reconnect": False}
+
+
+async def _ls(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fedproto.client import AsyncClient
+
+    console = Console()
+    async with AsyncClient.connect(args.url, **_client_kwargs(args)) as client:
+        info = client.server
+        console.print(
+            f"[bold]{info.server_id}[/] ({info.server_name}) protocol v{info.version}, "
+            f"identity {info.identity!r}, capabilities: {', '.join(sorted(info.capabilities))}"
+        )
+        caps = info.capabilities
+        if "datasets" in caps:
+            table = Table("dataset", "samples", "features", "targets", "description", title="datasets")
+            for d in await client.datasets():
+                table.add_row(
+                    d.key,
+                    str(d.sample_count),
+                    f"{list(d.feature_shape)} {str(d.feature_dtype).removeprefix('torch.')}",
+                    f"{list(d.target_shape)} {str(d.target_dtype).removeprefix('torch.')}",
+                    d.description,
+                )
+            console.print(table)
+        if "objects" in caps:
+            table = Table("object", "dtype", "shape", "bytes", "tags", "description", title="objects")
+            for o in await client.list_objects():
+                table.add_row(
+                    o.id,
+                    str(o.dtype).removeprefix("torch."),
+                    str(list(o.shape)),
+                    str(o.nbytes),
+                    " ".join(o.tags),
+                    o.description,
+                )
+            console.print(table)
+        if "calls" in caps:
+            table = Table("method", "parameters", "returns", "description", title="methods")
+            for m in await client.methods():
+                params = ", ".join(f"{p.name}: {p.type}" + ("" if p.required else "?") for p in m.parameters)
+                table.add_row(m.name, params, m.returns, m.description)
+            console.print(table)
+    return EXIT_OK
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{what} is not valid JSON ({exc.msg}): {text!r}; quote strings as '\"text\"'"
+        ) from None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        if value.numel() <= 64:
+            return {"tensor": value.tolist(), "dtype": str(value.dtype).removeprefix("torch.")}
+        return {"tensor": f"<{list(value.shape)} {str(value.dtype).removeprefix('torch.')}>"}
+    if isinstance(value, bytes):
+        return {"bytes": value.hex()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+async def _call(args: argparse.Namespace) -> int:
+    from fedproto.client import AsyncClient
+
+    positional = [_parse_json(a, f"argument {i + 1}") for i, a in enumerate(args.args)]
+    keywords: dict[str, Any] = {}
+    for item in args.kw:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--kw expects NAME=JSON, got {item!r}")
+        keywords[name] = _parse_json(text, f"keyword {name}")
+    async with AsyncClient.connect(args.url, **_client_kwargs(args)) as client:
+        result = await client.call_with(args.method, positional, keywords, timeout=args.timeout)
+    print(json.dumps(_jsonable(result), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+async def _ping(args: argparse.Namespace) -> int:
+    from fedproto.client import AsyncClient
+
+    if args.count < 1:
+        raise ValueError("--count must be at least 1")
+    async with AsyncClient.connect(args.url, **_client_kwargs(args)) as client:
+        times = []
+        for n in range(args.count):
+            seconds = await client.ping(timeout=args.timeout)
+            times.append(seconds)
+            print(f"pong from {client.server.server_id}: seq={n + 1} time={seconds * 1000:.3f} ms")
+    print(
+        f"{len(times)} pings: min {min(times) * 1000:.3f} ms, median {statistics.median(times) * 1000:.3f} ms, "
+        f"max {max(times) * 1000:.3f} ms"
+    )
+    return EXIT_OK
