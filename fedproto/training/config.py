@@ -213,16 +213,14 @@ class TrainConfig:
     def _check_optimizer(self) -> None:
         optimizer_class = _optimizer_class(self.optimizer)
         if optimizer_class is None:
-            raise ValueError(
-                f"unknown optimizer {self.optimizer!r}; torch.optim has {_known_optimizers()}"
-            )
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; torch.optim has {_known_optimizers()}")
         problem = _optimizer_args_problem(self.optimizer_args)
         if problem is not None:
             raise ValueError(problem)
         try:
             optimizer_class([nn.Parameter(torch.zeros(1))], **_optimizer_kwargs(self.optimizer_args))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{self.optimizer} does not accept optimizer_args: {exc}") from None
+        except Exception as exc:  # TypeError, ValueError, IndexError (a short betas list)...
+            raise ValueError(f"{self.optimizer} does not accept optimizer_args: {_summary(exc)}") from None
 
     def model_bytes(self) -> bytes | None:
         """The model as a TorchScript archive, or None when the model is a registered name.

@@ -1,0 +1,668 @@
+"""The worker's training engine: one :class:`TrainingState` per client identity.
+
+:meth:`TrainingState.configure` turns a :class:`~fedproto.training.config.TrainSpec` into a model, a
+loss and an optimizer, checking everything a client could get wrong and raising the protocol's
+exceptions; :meth:`TrainingState.fit`, :meth:`TrainingState.evaluate`, :meth:`TrainingState.state_dict`
+and :meth:`TrainingState.load_weights` serve ``Fit``, ``Evaluate``, ``GetWeights`` and ``SetWeights``.
+Nothing here does I/O or knows about asyncio: the worker runs a fit in a thread and passes callbacks for
+progress and cancellation.
+
+Client bytes are only ever read with ``torch.jit.load`` (TorchScript's own format and interpreter),
+never with ``pickle`` or ``torch.load``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fedproto.datasets import Dataset
+from fedproto.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    RequestCancelledError,
+    ResourceExhaustedError,
+)
+from fedproto.training.config import (
+    _MAX_SEED,
+    TrainSpec,
+    _known_optimizers,
+    _optimizer_args_problem,
+    _optimizer_class,
+    _optimizer_kwargs,
+    _quiet_torchscript,
+    _summary,
+)
+from fedproto.training.losses import builtin_loss
+
+__all__ = [
+    "EvaluateResult",
+    "FitProgressEvent",
+    "FitResult",
+    "ModelRegistry",
+    "TrainingState",
+]
+
+#: Progress events per epoch when the request leaves the interval to the server (``progress_every`` 0).
+DEFAULT_PROGRESS_EVENTS_PER_EPOCH = 10
+
+
+class ModelRegistry:
+    """Architectures the data owner offers by name (``registered_model``), each built by a factory.
+
+    Factories take no arguments and return a new ``nn.Module`` with freshly initialised weights.
+    """
+
+    def __init__(self) -> None:
+        self._factories: dict[str, Callable[[], nn.Module]] = {}
+
+    def register(self, name: str, factory: Callable[[], nn.Module]) -> None:
+        """Offer an architecture under ``name``; ValueError when the name is empty or taken."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a registered model needs a non-empty name, got {name!r}")
+        if name in self._factories:
+            raise ValueError(f"a model named {name!r} is already registered")
+        if not callable(factory):
+            raise TypeError(f"the factory for {name!r} is not callable")
+        self._factories[name] = factory
+
+    def names(self) -> list[str]:
+        """The registered names, sorted (``ListModelsReply.names``)."""
+        return sorted(self._factories)
+
+    def create(self, name: str) -> nn.Module:
+        """Build a new module of the architecture ``name``; NotFoundError for an unknown name."""
+        try:
+            factory = self._factories[name]
+        except (KeyError, TypeError):
+            known = ", ".join(self.names()) or "none"
+            raise NotFoundError(
+                f"no registered model named {name!r} (registered: {known})",
+                details={"field": "registered_model"},
+            ) from None
+        module = factory()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"the factory for {name!r} returned {type(module).__name__}, not an nn.Module")
+        return module
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FitProgressEvent:
+    """One progress report of a running fit (``FitProgress``)."""
+
+    epoch: int
+    """The epoch in progress, from 1."""
+    batch: int
+    """Batches done in this epoch, from 1."""
+    batches_per_epoch: int
+    """Batches in this epoch (fewer in the epoch where ``max_nr_batches`` ends the fit)."""
+    loss: float
+    """The loss of the latest batch."""
+    running_loss: float
+    """The mean loss over this epoch's batches so far."""
+    samples: int
+    """Samples processed so far in this fit."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FitResult:
+    """The outcome of a finished fit (``FitReply``)."""
+
+    final_loss: float
+    mean_loss: float
+    samples: int
+    batches: int
+    epochs: int
+    seconds: float
+    dataset_size: int
+    weights: dict[str, Tensor] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluateResult:
+    """The outcome of an evaluation (``EvaluateReply``); unrequested parts are None, 0 or empty."""
+
+    loss: float | None
+    correct: int
+    total: int
+    prediction_histogram: list[int]
+    target_histogram: list[int]
+
+
+def _load_torchscript(data: bytes, field: str) -> torch.jit.ScriptModule:
+    """Load client bytes as a TorchScript archive (only ``torch.jit.load``); InvalidArgumentError else."""
+    try:
+        with _quiet_torchscript():
+            module: torch.jit.ScriptModule = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    except Exception as exc:
+        raise InvalidArgumentError(
+            f"{field} is not a loadable TorchScript archive: {_summary(exc)}", details={"field": field}
+        ) from None
+    return module
+
+
+def _check_loss_signature(loss: torch.jit.ScriptModule) -> None:
+    """Refuse a TorchScript loss whose forward cannot be called as ``forward(output, target)``."""
+    try:
+        forward: Any = loss.forward
+        arguments = list(forward.schema.arguments)[1:]  # without self
+    except Exception:
+        raise InvalidArgumentError(
+            "loss_torchscript has no forward method", details={"field": "loss_torchscript"}
+        ) from None
+    required = [argument for argument in arguments if not argument.has_default_value()]
+    if len(arguments) < 2 or len(required) > 2:
+        raise InvalidArgumentError(
+            f"the loss's forward must take (output, target), it takes "
+            f"({', '.join(argument.name for argument in arguments)})",
+            details={"field": "loss_torchscript"},
+        )
+
+
+def _failure(exc: Exception, where: str, details: Mapping[str, str]) -> ProtocolError:
+    """The protocol error for an exception raised by the client's model or loss (or the optimizer)."""
+    if isinstance(exc, MemoryError):
+        return ResourceExhaustedError(f"out of memory {where}", details=details)
+    return InvalidArgumentError(f"{where} failed: {_summary(exc)}", details=details)
+
+
+def _scalar_loss(value: object) -> Tensor:
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise InvalidArgumentError(f"the loss must return a scalar tensor, it returned {shape}")
+    return value
+
+
+def _predicted_classes(output: Tensor) -> Tensor:
+    """Class per sample: argmax over dim 1 for ``(N, C>1)``; ``output > 0`` for one value per sample."""
+    if output.dim() == 2 and output.shape[1] > 1:
+        return output.argmax(dim=1)
+    if output.dim() == 1 or (output.dim() == 2 and output.shape[1] == 1):
+        return (output.reshape(-1) > 0).long()
+    raise InvalidArgumentError(
+        f"cannot compute classes from a model output of shape {tuple(output.shape)}: "
+        "expected (N, classes) or one value per sample"
+    )
+
+
+def _target_classes(target: Tensor) -> Tensor:
+    """Class per sample: integer targets as they are, float targets rounded, ``(N, C>1)`` by argmax."""
+    if target.dim() == 2 and target.shape[1] > 1:
+        return target.argmax(dim=1)
+    if target.dim() == 1 or (target.dim() == 2 and target.shape[1] == 1):
+        flat = target.reshape(-1)
+        if flat.dtype.is_floating_point:
+            flat = flat.round()
+        return flat.long()
+    raise InvalidArgumentError(
+        f"cannot compute classes from targets of shape {tuple(target.shape)}: "
+        "expected class indices, one value per sample, or (N, classes)"
+    )
+
+
+def _classes(output: object, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Predicted and true class per sample of one batch."""
+    if not isinstance(output, Tensor):
+        raise InvalidArgumentError(f"the model returned a {type(output).__name__}, not a tensor")
+    predicted, truth = _predicted_classes(output), _target_classes(target)
+    if predicted.shape != truth.shape:
+        raise InvalidArgumentError(
+            f"the model predicts {predicted.numel()} classes for {truth.numel()} targets"
+        )
+    return predicted, truth
+
+
+def _histogram(classes: Tensor, bins: int) -> list[int]:
+    inside = classes[(classes >= 0) & (classes < bins)]
+    return [int(count) for count in torch.bincount(inside, minlength=bins)[:bins]]
+
+
+class TrainingState:
+    """A client identity's model, loss and optimizer on a worker, built by :meth:`configure`.
+
+    Only one of :meth:`fit`, :meth:`evaluate`, :meth:`state_dict` and :meth:`load_weights` runs at a time
+    on one state: entering any of them while another runs (typically a fit in the worker's training
+    thread) raises FailedPreconditionError instead of waiting. The optimizer keeps its state (momentum,
+    Adam's moments) across fits and weight loads; a new :meth:`configure` starts afresh.
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: TrainSpec,
+        model: nn.Module,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        optimizer: torch.optim.Optimizer,
+    ) -> None:
+        self._spec = spec
+        self._model = model
+        self._loss_fn = loss_fn
+        self._optimizer = optimizer
+        self._needs_closure = isinstance(optimizer, torch.optim.LBFGS)
+        self._busy = threading.Lock()
+
+    @classmethod
+    def configure(
+        cls,
+        spec: TrainSpec,
+        *,
+        registry: ModelRegistry,
+        weights_only: bool,
+        max_model_bytes: int,
+    ) -> TrainingState:
+        """Build a training state from a train config, checking it in this order.
+
+        1. Exactly one of model_torchscript/registered_model, and exactly one of
+           loss_torchscript/loss_name, is set: else InvalidArgumentError.
+        2. A TorchScript model on a weights-only worker: PermissionDeniedError.
+        3. A model or loss archive larger than ``max_model_bytes`` (0: no limit): ResourceExhaustedError.
+        4. batch_size or epochs below 1, a seed outside [0, 2**64), an optimizer that is no optimizer
+           class of ``torch.optim``, optimizer_args of the wrong kinds: InvalidArgumentError.
+        5. The model: bytes that ``torch.jit.load`` cannot load: InvalidArgumentError; an unknown
+           registered name: NotFoundError.
+        6. The loss: bytes that do not load, or a forward that cannot take (output, target), or an
+           unknown built-in name: InvalidArgumentError.
+        7. initial_weights with unknown names or a shape or dtype unlike the model's:
+           InvalidArgumentError.
+        8. The optimizer is constructed on the model's trainable parameters with optimizer_args; any
+           exception (unknown argument, bad value, no trainable parameters) becomes InvalidArgumentError.
+        """
+        has_script_model = spec.model_torchscript is not None
+        has_registered = spec.registered_model is not None
+        if has_script_model == has_registered:
+            state = "both model_torchscript and registered_model are" if has_script_model else "no model is"
+            raise InvalidArgumentError(f"{state} set; set exactly one", details={"field": "model"})
+        if (spec.loss_torchscript is not None) == (spec.loss_name is not None):
+            state = "both loss_torchscript and loss_name are" if spec.loss_name is not None else "no loss is"
+            raise InvalidArgumentError(f"{state} set; set exactly one", details={"field": "loss"})
+        if has_script_model and weights_only:
+            raise PermissionDeniedError(
+                "this worker is weights-only: it accepts registered models, not TorchScript models",
+                details={"field": "model_torchscript"},
+            )
+        for field_name in ("model_torchscript", "loss_torchscript"):
+            data = getattr(spec, field_name)
+            if data is not None and max_model_bytes > 0 and len(data) > max_model_bytes:
+                raise ResourceExhaustedError(
+                    f"{field_name} is {len(data)} bytes, more than the limit of {max_model_bytes}",
+                    details={"field": field_name, "limit": str(max_model_bytes)},
+                )
+        optimizer_class = _check_scalars(spec)
+
+        model: nn.Module
+        if spec.model_torchscript is not None:
+            model = _load_torchscript(spec.model_torchscript, "model_torchscript")
+        else:
+            model = registry.create(spec.registered_model or "")
+
+        loss_fn: Callable[[Tensor, Tensor], Tensor]
+        if spec.loss_torchscript is not None:
+            loss_module = _load_torchscript(spec.loss_torchscript, "loss_torchscript")
+            _check_loss_signature(loss_module)
+            loss_fn = loss_module
+        else:
+            loss_fn = builtin_loss(spec.loss_name or "")
+
+        if spec.initial_weights:
+            _load_into(model, spec.initial_weights, strict=False, field="initial_weights")
+
+        trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        try:
+            optimizer = optimizer_class(trainable, **_optimizer_kwargs(spec.optimizer_args))
+        except Exception as exc:  # the constructor checks client values: TypeError, ValueError, IndexError...
+            raise InvalidArgumentError(
+                f"cannot create {spec.optimizer} with optimizer_args {spec.optimizer_args!r}: "
+                f"{_summary(exc)}",
+                details={"field": "optimizer_args"},
+            ) from None
+        return cls(spec=spec, model=model, loss_fn=loss_fn, optimizer=optimizer)
+
+    @property
+    def spec(self) -> TrainSpec:
+        """The train config this state was built from."""
+        return self._spec
+
+    @property
+    def model(self) -> nn.Module:
+        """The model being trained (do not use it while a fit runs)."""
+        return self._model
+
+    @property
+    def parameter_count(self) -> int:
+        """Number of trainable parameter elements (``SetTrainConfigReply.parameter_count``)."""
+        return sum(parameter.numel() for parameter in self._model.parameters() if parameter.requires_grad)
+
+    @property
+    def state_names(self) -> list[str]:
+        """The names in the model's state dict, in order (``SetTrainConfigReply.state_names``)."""
+        return list(self._model.state_dict().keys())
+
+    @contextmanager
+    def _exclusive(self, action: str) -> Iterator[None]:
+        if not self._busy.acquire(blocking=False):
+            raise FailedPreconditionError(
+                f"cannot {action}: a fit or evaluation is already running on this training state"
+            )
+        try:
+            yield
+        finally:
+            self._busy.release()
+
+    def fit(
+        self,
+        dataset: Dataset,
+        *,
+        progress: Callable[[FitProgressEvent], None] | None = None,
+        progress_every: int = 0,
+        should_stop: Callable[[], bool] = lambda: False,
+        return_weights: bool = False,
+    ) -> FitResult:
+        """Train the model on ``dataset`` and return what happened.
+
+        The loop is exactly this plain PyTorch loop (``n = len(dataset)``; ``x``/``y`` its features and
+        targets; ``B`` batch_size), so a local run with the same seed and initial weights ends with the
+        same weights::
+
+            with torch.random.fork_rng(devices=[]):      # only when a seed is set
+                torch.manual_seed(seed)                  # randomness inside the model (dropout)
+                g = torch.Generator().manual_seed(seed)  # the shuffle order
+                for epoch in range(epochs):
+                    order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+                    for start in range(0, n, B):         # the last batch may be smaller
+                        index = order[start:start + B]
+                        optimizer.zero_grad()
+                        loss = loss_fn(model(x[index]), y[index])
+                        loss.backward()
+                        optimizer.step()
+
+        with ``model.train()`` first. Both generators are seeded afresh at the start of every fit, and
+        the global RNG state is restored afterwards. Without a seed the shuffle generator is seeded from
+        the OS, and the model draws from torch's global RNG as usual. Model randomness is reproducible
+        only when nothing else uses torch's global RNG during the fit (so not with two fits of dropout
+        models running in parallel threads). ``LBFGS`` steps with a closure doing the zero_grad, forward
+        and backward (its reported loss is the closure's first).
+
+        ``max_nr_batches > 0`` caps the batches of the whole fit; the fit then ends early, mid-epoch if
+        need be. ``progress`` is called after every ``progress_every``-th batch of an epoch (0: about ten
+        times per epoch) and always after the last batch of each epoch. ``should_stop`` is called before
+        every batch; when it returns True the fit raises RequestCancelledError, and the model keeps the
+        weights of the batches done so far. Failures of the model, loss or optimizer (a shape that does
+        not fit the dataset, say) raise InvalidArgumentError. The dataset must not be empty.
+        """
+        if progress_every < 0:
+            raise InvalidArgumentError(f"progress_every must be >= 0, got {progress_every}")
+        with self._exclusive("fit"):
+            size = len(dataset)
+            if size == 0:
+                raise InvalidArgumentError("cannot fit on an empty dataset", details={"field": "dataset_key"})
+            seed = self._spec.seed
+            started = time.perf_counter()
+            if seed is None:
+                generator = torch.Generator()
+                generator.seed()
+                totals = self._fit_loop(dataset, generator, progress, progress_every, should_stop)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    generator = torch.Generator().manual_seed(seed)
+                    totals = self._fit_loop(dataset, generator, progress, progress_every, should_stop)
+            seconds = time.perf_counter() - started
+            batches, samples, epochs, final_loss, loss_sum = totals
+            return FitResult(
+                final_loss=final_loss,
+                mean_loss=loss_sum / batches,
+                samples=samples,
+                batches=batches,
+                epochs=epochs,
+                seconds=seconds,
+                dataset_size=size,
+                weights=self._state_dict() if return_weights else None,
+            )
+
+    def _fit_loop(
+        self,
+        dataset: Dataset,
+        generator: torch.Generator,
+        progress: Callable[[FitProgressEvent], None] | None,
+        progress_every: int,
+        should_stop: Callable[[], bool],
+    ) -> tuple[int, int, int, float, float]:
+        """Run the training loop; returns (batches, samples, epochs, final loss, sum of batch losses)."""
+        spec = self._spec
+        features, targets = dataset.features, dataset.targets
+        size = len(dataset)
+        full_epoch = math.ceil(size / spec.batch_size)
+        remaining = spec.max_nr_batches if spec.max_nr_batches > 0 else spec.epochs * full_epoch
+        every = progress_every or max(1, math.ceil(full_epoch / DEFAULT_PROGRESS_EVENTS_PER_EPOCH))
+        batches = samples = epochs = 0
+        final_loss = loss_sum = 0.0
+        self._model.train()
+        for epoch in range(1, spec.epochs + 1):
+            if remaining <= 0:
+                break
+            order = torch.randperm(size, generator=generator) if spec.shuffle else torch.arange(size)
+            this_epoch = min(full_epoch, remaining)
+            epoch_loss = 0.0
+            epochs = epoch
+            for batch in range(1, this_epoch + 1):
+                if should_stop():
+                    raise RequestCancelledError(
+                        "fit cancelled", details={"epoch": str(epoch), "batch": str(batch)}
+                    )
+                start = (batch - 1) * spec.batch_size
+                index = order[start : start + spec.batch_size]
+                try:
+                    loss = self._step(features[index], targets[index])
+                except ProtocolError:
+                    raise
+                except Exception as exc:
+                    where = f"training (epoch {epoch}, batch {batch})"
+                    raise _failure(exc, where, {"epoch": str(epoch), "batch": str(batch)}) from exc
+                batches += 1
+                samples += int(index.numel())
+                remaining -= 1
+                final_loss = loss
+                loss_sum += loss
+                epoch_loss += loss
+                if progress is not None and (batch % every == 0 or batch == this_epoch):
+                    progress(
+                        FitProgressEvent(
+                            epoch=epoch,
+                            batch=batch,
+                            batches_per_epoch=this_epoch,
+                            loss=loss,
+                            running_loss=epoch_loss / batch,
+                            samples=samples,
+                        )
+                    )
+        return batches, samples, epochs, final_loss, loss_sum
+
+    def _step(self, x: Tensor, y: Tensor) -> float:
+        """One optimizer step on one batch; returns the batch's loss."""
+        model, loss_fn, optimizer = self._model, self._loss_fn, self._optimizer
+        if self._needs_closure:
+
+            def closure() -> Any:  # a Tensor; torch's stubs want float
+                optimizer.zero_grad()
+                loss = _scalar_loss(loss_fn(model(x), y))
+                loss.backward()
+                return loss
+
+            value = optimizer.step(closure)
+            return float(_scalar_loss(value).detach())
+        optimizer.zero_grad()
+        loss = _scalar_loss(loss_fn(model(x), y))
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    def evaluate(
+        self,
+        dataset: Dataset,
+        *,
+        return_loss: bool = True,
+        return_raw_accuracy: bool = True,
+        return_histograms: bool = False,
+        nr_bins: int = 0,
+        batch_size: int = 0,
+    ) -> EvaluateResult:
+        """Evaluate the model on ``dataset`` in eval mode without gradients, in order, batch by batch.
+
+        - ``loss``: the sum of each batch's loss times its sample count, divided by the sample count:
+          the mean per sample for losses that average over the batch (all built-in ones do).
+        - Classes, for accuracy and histograms: an output of shape ``(N, C)`` with ``C > 1`` predicts
+          ``argmax(dim=1)``; an output with one value per sample (``(N,)`` or ``(N, 1)``) is taken as a
+          logit and predicts class 1 when above 0, else 0. Integer targets are class indices; float
+          targets with one value per sample are rounded to the nearest integer; targets of shape
+          ``(N, C)`` with ``C > 1`` (one-hot, probabilities) use their argmax.
+        - ``correct``: samples whose predicted class equals the target class; ``total``: samples.
+        - Histograms: counts per class in ``range(nr_bins)``; when ``nr_bins`` is 0 it is the largest
+          predicted or target class plus one. Classes outside the range are not counted.
+
+        ``batch_size`` 0 uses the train config's. The model's train/eval mode is restored afterwards.
+        """
+        if nr_bins < 0:
+            raise InvalidArgumentError(f"nr_bins must be >= 0, got {nr_bins}", details={"field": "nr_bins"})
+        if batch_size < 0:
+            raise InvalidArgumentError(
+                f"batch_size must be >= 0, got {batch_size}", details={"field": "batch_size"}
+            )
+        with self._exclusive("evaluate"):
+            size = len(dataset)
+            if size == 0:
+                raise InvalidArgumentError(
+                    "cannot evaluate on an empty dataset", details={"field": "dataset_key"}
+                )
+            step = batch_size or self._spec.batch_size
+            want_classes = return_raw_accuracy or return_histograms
+            loss_total = 0.0
+            correct = 0
+            predictions: list[Tensor] = []
+            truths: list[Tensor] = []
+            was_training = self._model.training
+            self._model.eval()
+            try:
+                with torch.no_grad():
+                    for start in range(0, size, step):
+                        x = dataset.features[start : start + step]
+                        y = dataset.targets[start : start + step]
+                        try:
+                            output = self._model(x)
+                            if return_loss:
+                                loss_total += float(_scalar_loss(self._loss_fn(output, y))) * len(x)
+                            if want_classes:
+                                predicted, truth = _classes(output, y)
+                                correct += int((predicted == truth).sum())
+                                predictions.append(predicted)
+                                truths.append(truth)
+                        except ProtocolError:
+                            raise
+                        except Exception as exc:
+                            where = f"evaluation (samples {start} to {start + len(x) - 1})"
+                            raise _failure(exc, where, {"sample": str(start)}) from exc
+            finally:
+                self._model.train(was_training)
+            prediction_histogram: list[int] = []
+            target_histogram: list[int] = []
+            if return_histograms:
+                predicted_all, truth_all = torch.cat(predictions), torch.cat(truths)
+                bins = nr_bins or max(int(predicted_all.max()), int(truth_all.max()), -1) + 1
+                prediction_histogram = _histogram(predicted_all, bins)
+                target_histogram = _histogram(truth_all, bins)
+            return EvaluateResult(
+                loss=loss_total / size if return_loss else None,
+                correct=correct if return_raw_accuracy else 0,
+                total=size,
+                prediction_histogram=prediction_histogram,
+                target_histogram=target_histogram,
+            )
+
+    def _state_dict(self) -> dict[str, Tensor]:
+        return {name: tensor.detach().clone() for name, tensor in self._model.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The model's state dict (parameters and buffers) as detached copies, in order."""
+        with self._exclusive("read the weights"):
+            return self._state_dict()
+
+    def load_weights(self, weights: Mapping[str, Tensor], *, strict: bool) -> int:
+        """Replace model weights by name; returns how many tensors were replaced.
+
+        Every name must be in the model's state dict with the same shape and dtype, and with ``strict``
+        every entry of the state dict must be given; otherwise InvalidArgumentError, and no weight is
+        changed. The optimizer's state is kept.
+        """
+        with self._exclusive("load weights"):
+            return _load_into(self._model, weights, strict=strict, field="weights")
+
+
+def _check_scalars(spec: TrainSpec) -> type[torch.optim.Optimizer]:
+    """Check batch_size, epochs, seed and the optimizer's name and arguments; the optimizer class."""
+    for field_name in ("batch_size", "epochs"):
+        value = getattr(spec, field_name)
+        if not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(
+                f"{field_name} must be at least 1, got {value!r}", details={"field": field_name}
+            )
+    if spec.seed is not None and not 0 <= spec.seed <= _MAX_SEED:
+        raise InvalidArgumentError(f"seed {spec.seed} is outside [0, 2**64)", details={"field": "seed"})
+    optimizer_class = _optimizer_class(spec.optimizer)
+    if optimizer_class is None:
+        raise InvalidArgumentError(
+            f"unknown optimizer {spec.optimizer!r}; torch.optim has {_known_optimizers()}",
+            details={"field": "optimizer"},
+        )
+    problem = _optimizer_args_problem(spec.optimizer_args)
+    if problem is not None:
+        raise InvalidArgumentError(problem, details={"field": "optimizer_args"})
+    return optimizer_class
+
+
+def _load_into(model: nn.Module, weights: Mapping[str, Any], *, strict: bool, field: str) -> int:
+    """Check then copy ``weights`` into ``model``'s state; nothing changes when a check fails."""
+    state = model.state_dict()
+    problems: list[str] = []
+    for name, value in weights.items():
+        target = state.get(name)
+        if target is None:
+            problems.append(f"{name!r} is not in the model")
+        elif not isinstance(value, Tensor):
+            problems.append(f"{name!r} is a {type(value).__name__}, not a tensor")
+        elif value.shape != target.shape:
+            problems.append(f"{name!r} has shape {tuple(value.shape)}, the model's is {tuple(target.shape)}")
+        elif value.dtype != target.dtype:
+            problems.append(f"{name!r} has dtype {value.dtype}, the model's is {target.dtype}")
+    if strict:
+        missing = [name for name in state if name not in weights]
+        if missing:
+            shown = ", ".join(repr(name) for name in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            problems.append(f"strict load is missing {shown}{more}")
+    if problems:
+        shown_problems = "; ".join(problems[:5])
+        more = f" (and {len(problems) - 5} more problems)" if len(problems) > 5 else ""
+        raise InvalidArgumentError(
+            f"{field} do not fit the model: {shown_problems}{more}", details={"field": field}
+        )
+    with torch.no_grad():
+        for name, value in weights.items():
+            state[name].copy_(value)
+    return len(weights)
