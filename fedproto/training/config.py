@@ -61,20 +61,20 @@ def _is_number(value: object) -> bool:
 def _optimizer_args_problem(args: object) -> str | None:
     """Why ``args`` cannot be optimizer keyword arguments, or None when they can.
 
-    Values may be numbers, bools, strings, None, or lists/tuples of numbers.
+    Values may be ints, floats, bools, or lists/tuples of numbers (protocol section 12.1.10).
     """
     if not isinstance(args, Mapping):
         return f"optimizer_args must be a mapping, not {type(args).__name__}"
     for key, value in args.items():
         if not isinstance(key, str) or not key.isidentifier():
             return f"optimizer_args key {key!r} is not a keyword argument name"
-        if value is None or isinstance(value, (bool, str)) or _is_number(value):
+        if isinstance(value, bool) or _is_number(value):
             continue
         if isinstance(value, (list, tuple)) and all(_is_number(item) for item in value):
             continue
         return (
-            f"optimizer_args[{key!r}] is a {type(value).__name__}; values must be numbers, bools, "
-            "strings, None or lists of numbers"
+            f"optimizer_args[{key!r}] is a {type(value).__name__}; values must be numbers, bools "
+            "or lists of numbers"
         )
     return None
 
@@ -126,7 +126,7 @@ class TrainSpec:
     Exactly one of ``model_torchscript``/``registered_model`` and one of ``loss_torchscript``/``loss_name``
     should be set; this class does not check (the codec must be able to represent what a client sent,
     and :meth:`~fedproto.training.engine.TrainingState.configure` answers with the right error).
-    ``optimizer_args`` values are numbers, bools, strings, None or lists of numbers.
+    ``optimizer_args`` values are numbers, bools or lists of numbers.
     ``max_nr_batches`` <= 0 means no cap; ``seed`` None means nondeterministic.
     """
 
@@ -155,7 +155,7 @@ class TrainConfig:
       module or function called as ``loss_fn(output, target)`` returning a scalar tensor; it is sent as
       TorchScript, so it must be scriptable (TorchScript functions and modules are sent as they are).
     - ``optimizer``/``optimizer_args``: a ``torch.optim`` class name and its keyword arguments (numbers,
-      bools, strings, None or lists of numbers).
+      bools or lists of numbers; lists reach the constructor as tuples).
     - ``batch_size``, ``epochs``, ``shuffle``, ``max_nr_batches`` (<= 0: no cap), ``seed`` (None:
       nondeterministic): the training loop, see :meth:`~fedproto.training.engine.TrainingState.fit`.
     - ``initial_weights``: tensors to load into the model before training (mostly for registered models).

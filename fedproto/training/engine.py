@@ -277,7 +277,8 @@ class TrainingState:
         4. batch_size or epochs below 1, a seed outside [0, 2**64), an optimizer that is no optimizer
            class of ``torch.optim``, optimizer_args of the wrong kinds: InvalidArgumentError.
         5. The model: bytes that ``torch.jit.load`` cannot load: InvalidArgumentError; an unknown
-           registered name: NotFoundError.
+           registered name: NotFoundError. A registered model is built by its factory, under
+           ``torch.manual_seed(seed)`` when a seed is set (without disturbing the global RNG).
         6. The loss: bytes that do not load, or a forward that cannot take (output, target), or an
            unknown built-in name: InvalidArgumentError.
         7. initial_weights with unknown names or a shape or dtype unlike the model's:
@@ -310,8 +311,12 @@ class TrainingState:
         model: nn.Module
         if spec.model_torchscript is not None:
             model = _load_torchscript(spec.model_torchscript, "model_torchscript")
-        else:
+        elif spec.seed is None:
             model = registry.create(spec.registered_model or "")
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(spec.seed)  # the architecture's initialisation
+                model = registry.create(spec.registered_model or "")
 
         loss_fn: Callable[[Tensor, Tensor], Tensor]
         if spec.loss_torchscript is not None:

@@ -78,6 +78,8 @@ def _load(data: bytes | None) -> torch.jit.ScriptModule:
         ({"optimizer_args": {"lr": -1.0}}, "SGD does not accept optimizer_args: .*learning rate"),
         ({"optimizer_args": {"lr": {"nested": 1}}}, r"optimizer_args\['lr'\] is a dict"),
         ({"optimizer_args": {"lr": [0.1, "x"]}}, r"optimizer_args\['lr'\] is a list"),
+        ({"optimizer_args": {"foreach": None}}, r"optimizer_args\['foreach'\] is a NoneType"),
+        ({"optimizer": "LBFGS", "optimizer_args": {"line_search_fn": "strong_wolfe"}}, "is a str"),
         ({"loss_fn": "mean_squared"}, "unknown loss name 'mean_squared'; built-in losses are mse"),
         ({"model": ""}, "empty name"),
         ({"seed": -1}, "seed must be None or an integer"),

@@ -177,6 +177,16 @@ def test_configure_a_registered_model_with_initial_weights() -> None:
     torch.testing.assert_close(state.state_dict()["weight"], weights["weight"])
 
 
+def test_registered_models_are_initialised_from_the_seed() -> None:
+    before = torch.get_rng_state()
+    first, second = (configure(registered_spec(registered_model="mlp", seed=11)) for _ in range(2))
+    assert torch.equal(torch.get_rng_state(), before)
+    other = configure(registered_spec(registered_model="mlp", seed=12))
+    for name, tensor in first.state_dict().items():
+        assert torch.equal(second.state_dict()[name], tensor)
+    assert not torch.equal(other.state_dict()["hidden.weight"], first.state_dict()["hidden.weight"])
+
+
 def test_configure_a_torchscript_model_and_loss() -> None:
     model = MLP()
     spec = TrainConfig(model=model, loss_fn=doubled_mse).to_spec()
@@ -224,6 +234,9 @@ _CONFIGURE_ERRORS: list[tuple[dict[str, Any], dict[str, Any], type[ProtocolError
     ({"optimizer": "Nope"}, {}, InvalidArgumentError, "unknown optimizer 'Nope'"),
     ({"optimizer": "Optimizer"}, {}, InvalidArgumentError, "unknown optimizer 'Optimizer'"),
     ({"optimizer_args": {"lr": object()}}, {}, InvalidArgumentError, r"optimizer_args\['lr'\] is a object"),
+    ({"optimizer_args": {"lr": "0.1"}}, {}, InvalidArgumentError, r"optimizer_args\['lr'\] is a str"),
+    ({"optimizer_args": {"foreach": None}}, {}, InvalidArgumentError, "is a NoneType"),
+    ({"optimizer_args": {"lr": torch.tensor(0.1)}}, {}, InvalidArgumentError, "is a Tensor"),
     ({"registered_model": None, "model_torchscript": b"not torchscript"}, {}, InvalidArgumentError,
      "model_torchscript is not a loadable TorchScript archive"),
     ({"registered_model": None, "model_torchscript": b""}, {}, InvalidArgumentError,
