@@ -179,7 +179,7 @@ def tensor_payload(value: torch.Tensor | np.ndarray[Any, Any]) -> tuple[TensorIn
     that need it (chunked transfers) compute it once with :func:`sha256`.
     """
     array = _as_le_array(value)
-    shape = tuple(int(d) for d in (value.shape if isinstance(value, torch.Tensor) else array.shape))
+    shape = tuple(int(d) for d in value.shape)
     dtype = value.dtype if isinstance(value, torch.Tensor) else _torch_dtype_of_numpy(array.dtype)
     if dtype is None or dtype not in _CODE_BY_TORCH:
         raise InvalidArgumentError(f"dtype {value.dtype} has no wire representation")
@@ -211,7 +211,8 @@ def _as_le_array(value: torch.Tensor | np.ndarray[Any, Any]) -> np.ndarray[Any, 
         array = value
         if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder != "little"):
             array = array.astype(array.dtype.newbyteorder("<"))
-        return np.ascontiguousarray(array)
+        # not np.ascontiguousarray: it turns 0-d arrays into 1-d ones
+        return array if array.flags.c_contiguous else array.copy(order="C")
     raise InvalidArgumentError(f"expected a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
 
 
