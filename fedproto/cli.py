@@ -264,8 +264,6 @@ async def _ping(args: argparse.Namespace) -> int:
             seconds = await client.ping(timeout=args.timeout)
             times.append(seconds)
             print(f"pong from {client.server.server_id}: seq={n + 1} time={seconds * 1000:.3f} ms")
-    print(
-        f"{len(times)} pings: min {min(times) * 1000:.3f} ms, median {statistics.median(times) * 1000:.3f} ms, "
-        f"max {max(times) * 1000:.3f} ms"
-    )
+    low, mid, high = (1000 * x for x in (min(times), statistics.median(times), max(times)))
+    print(f"{len(times)} pings: min {low:.3f} ms, median {mid:.3f} ms, max {high:.3f} ms")
     return EXIT_OK

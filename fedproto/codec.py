@@ -122,7 +122,7 @@ _TORCH_BY_CODE: dict[int, torch.dtype] = {
     tensor_pb2.DTYPE_COMPLEX64: torch.complex64,
     tensor_pb2.DTYPE_COMPLEX128: torch.complex128,
 }
-_CODE_BY_TORCH: dict[torch.dtype, int] = {v: k for k, v in _TORCH_BY_CODE.items()}
+_CODE_BY_TORCH: dict[torch.dtype, Any] = {v: k for k, v in _TORCH_BY_CODE.items()}
 _NUMPY_BY_CODE: dict[int, np.dtype[Any]] = {
     code: np.dtype(str(dt).removeprefix("torch.")).newbyteorder("<")
     for code, dt in _TORCH_BY_CODE.items()
@@ -133,12 +133,13 @@ _WIDTH_BY_CODE: dict[int, int] = {
 }
 
 
-def dtype_to_proto(dtype: torch.dtype | np.dtype[Any]) -> int:
+def dtype_to_proto(dtype: torch.dtype | np.dtype[Any]) -> Any:
     """Return the wire ``DType`` code of a torch or numpy dtype."""
     if isinstance(dtype, torch.dtype):
         code = _CODE_BY_TORCH.get(dtype)
     else:
-        code = _CODE_BY_TORCH.get(_torch_dtype_of_numpy(np.dtype(dtype)))
+        torch_dtype = _torch_dtype_of_numpy(np.dtype(dtype))
+        code = _CODE_BY_TORCH.get(torch_dtype) if torch_dtype is not None else None
     if code is None:
         raise InvalidArgumentError(f"dtype {dtype} has no wire representation")
     return code
@@ -183,7 +184,7 @@ def tensor_payload(value: torch.Tensor | np.ndarray[Any, Any]) -> tuple[TensorIn
     dtype = value.dtype if isinstance(value, torch.Tensor) else _torch_dtype_of_numpy(array.dtype)
     if dtype is None or dtype not in _CODE_BY_TORCH:
         raise InvalidArgumentError(f"dtype {value.dtype} has no wire representation")
-    view = memoryview(array.reshape(-1)).cast("B") if array.size else memoryview(b"")
+    view = memoryview(array.reshape(-1)).cast("B") if array.size else memoryview(b"")  # type: ignore[arg-type]
     return TensorInfo(dtype=dtype, shape=shape, nbytes=view.nbytes), view
 
 
@@ -232,7 +233,7 @@ def tensor_proto_from_payload(info: TensorInfo, view: memoryview) -> ProtoTensor
     return ProtoTensor(dtype=dtype_to_proto(info.dtype), shape=info.shape, data=view.tobytes())
 
 
-def _check_layout(code: int, shape: Sequence[int], nbytes: int) -> tuple[torch.dtype, tuple[int, ...]]:
+def _check_layout(code: Any, shape: Sequence[int], nbytes: int) -> tuple[torch.dtype, tuple[int, ...]]:
     dtype = dtype_from_proto(code)
     dims = tuple(int(d) for d in shape)
     if any(d < 0 for d in dims):
@@ -246,7 +247,7 @@ def _check_layout(code: int, shape: Sequence[int], nbytes: int) -> tuple[torch.d
 
 
 def tensor_from_bytes(
-    code: int, shape: Sequence[int], buffer: bytes | bytearray | memoryview
+    code: Any, shape: Sequence[int], buffer: bytes | bytearray | memoryview
 ) -> torch.Tensor:
     """Build a tensor from a dtype code, a shape and its little-endian payload.
 
@@ -413,7 +414,7 @@ def values_from_entries(entries: Sequence[ProtoMapEntry], *, _depth: int = 0) ->
 
 def error_to_proto(error: ProtocolError) -> ProtoError:
     """Encode a protocol exception as a wire ``Error``."""
-    return ProtoError(code=int(error.code), message=error.message, details=error.details)
+    return ProtoError(code=error.code.value, message=error.message, details=error.details)
 
 
 def error_from_proto(message: ProtoError) -> ProtocolError:

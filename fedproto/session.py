@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from google.protobuf.message import Message
-
 from fedproto import codec
 from fedproto.errors import (
     DataLossError,
@@ -254,7 +252,7 @@ Event = (
 )
 
 
-def _frame(request_id: int, **body: Message) -> bytes:
+def _frame(request_id: int, **body: Any) -> bytes:
     return codec.encode_envelope(Envelope(request_id=request_id, **body))
 
 
@@ -358,6 +356,7 @@ class ServerSession:
 
     def receive_frame(self, data: bytes | bytearray | memoryview | str) -> list[Event]:
         """Apply one received WebSocket message and return what to do about it."""
+        error: ProtocolError
         if self.state in (SessionState.CLOSING, SessionState.CLOSED):
             return []
         if isinstance(data, str):  # section 3.2
@@ -369,8 +368,8 @@ class ServerSession:
             ]
         try:
             envelope = codec.decode_envelope(data)
-        except MalformedError as error:  # section 3.3: report, keep the connection
-            return [SendFrame(_error_frame(0, error))]
+        except MalformedError as undecodable:  # section 3.3: report, keep the connection
+            return [SendFrame(_error_frame(0, undecodable))]
         kind = envelope.WhichOneof("body")
         rid = envelope.request_id
         if self.state is SessionState.AWAIT_HELLO:
@@ -395,6 +394,7 @@ class ServerSession:
         return [SendFrame(_error_frame(rid, InvalidArgumentError(f"{kind} is sent by servers only")))]
 
     def _receive_before_handshake(self, envelope: Envelope, kind: str | None) -> list[Event]:
+        error: ProtocolError
         rid = envelope.request_id
         if kind != "hello":
             self.state = SessionState.CLOSING
@@ -447,6 +447,7 @@ class ServerSession:
         ]
 
     def _receive_request(self, envelope: Envelope, kind: str) -> list[Event]:
+        error: ProtocolError
         rid = envelope.request_id
         if rid == 0:  # section 5.1
             error = InvalidArgumentError("request_id 0 is reserved for messages tied to no request")
@@ -530,7 +531,7 @@ class ServerSession:
         self._in_flight.discard(request_id)
         self._uploads.pop(request_id, None)
 
-    def reply(self, request_id: int, **body: Message) -> bytes:
+    def reply(self, request_id: int, **body: Any) -> bytes:
         """Build the terminal reply of a request, e.g. ``reply(7, count_objects_reply=...)``."""
         ((kind, _),) = body.items()
         if kind not in SERVER_ONLY_KINDS or kind in _PROGRESS_KINDS:
@@ -543,7 +544,7 @@ class ServerSession:
         self._finish(request_id)
         return _error_frame(request_id, error)
 
-    def progress(self, request_id: int, **body: Message) -> bytes:
+    def progress(self, request_id: int, **body: Any) -> bytes:
         """Build a non-terminal event of a request in flight (``fit_progress=...``)."""
         if request_id not in self._in_flight:
             raise SessionError(f"request {request_id} is not in flight")
@@ -635,7 +636,7 @@ class ClientSession:
         )
         return _frame(self._hello_id, hello=hello)
 
-    def request(self, *, deadline: float | None = None, **body: Message) -> tuple[int, bytes]:
+    def request(self, *, deadline: float | None = None, **body: Any) -> tuple[int, bytes]:
         """Start a request, e.g. ``request(count_objects=CountObjectsRequest())``: its id and frame."""
         ((kind, _),) = body.items()
         if kind not in REQUEST_KINDS:
@@ -674,6 +675,7 @@ class ClientSession:
 
     def receive_frame(self, data: bytes | bytearray | memoryview | str) -> list[Event]:
         """Apply one frame received from the server and return what happened."""
+        error: ProtocolError
         if isinstance(data, str):
             self.state = SessionState.CLOSED
             return [
@@ -682,9 +684,12 @@ class ClientSession:
             ]
         try:
             envelope = codec.decode_envelope(data)
-        except MalformedError as error:
+        except MalformedError as undecodable:
             self.state = SessionState.CLOSED
-            return [ConnectionErrorReceived(error), CloseConnection(CloseCode.PROTOCOL_ERROR, "bad frame")]
+            return [
+                ConnectionErrorReceived(undecodable),
+                CloseConnection(CloseCode.PROTOCOL_ERROR, "bad frame"),
+            ]
         kind = envelope.WhichOneof("body")
         rid = envelope.request_id
         if self.state is SessionState.AWAIT_WELCOME:
@@ -715,6 +720,7 @@ class ClientSession:
         return [ReplyReceived(rid, kind, message)]
 
     def _receive_welcome(self, envelope: Envelope, kind: str | None) -> list[Event]:
+        error: ProtocolError
         if kind == "error":
             self.state = SessionState.CLOSED
             return [ConnectionErrorReceived(codec.error_from_proto(envelope.error))]

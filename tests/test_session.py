@@ -279,7 +279,7 @@ def test_pair_chunked_download_with_progress() -> None:
     pair = Pair(chunk_bytes=8)
     payload = bytes(range(30))
     rid, data = pair.client.request(get_object=objects_pb2.GetObjectRequest(id="x"))
-    (event,) = pair.server.receive_frame(data)
+    (_event,) = pair.server.receive_frame(data)
     info = ObjectInfo(
         id="x", tensor=TensorInfo(dtype=torch.uint8, shape=(30,), nbytes=30, sha256=codec.sha256(payload))
     )

@@ -158,7 +158,7 @@ class AsyncClient:
 
     @classmethod
     def connect(cls, url: str, **kwargs: Any) -> _Connecting:
-        """Open a client: ``async with AsyncClient.connect(url) as c`` or ``c = await AsyncClient.connect(url)``."""
+        """Open a client: ``async with AsyncClient.connect(url) as c:`` or ``await ....connect(url)``."""
         return _Connecting(cls(url, **kwargs))
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -144,7 +145,10 @@ class ServerConnectionHandler:
     def _start(self, event: RequestReceived) -> None:
         task = asyncio.create_task(self._run(event))
         self._tasks[event.request_id] = task
-        task.add_done_callback(lambda _t, rid=event.request_id: self._tasks.pop(rid, None))
+        task.add_done_callback(functools.partial(self._forget, event.request_id))
+
+    def _forget(self, rid: int, _task: asyncio.Task[None]) -> None:
+        self._tasks.pop(rid, None)
 
     async def _run(self, event: RequestReceived) -> None:
         rid = event.request_id

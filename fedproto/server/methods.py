@@ -13,7 +13,7 @@ import inspect
 import threading
 import types
 import typing
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -77,7 +77,7 @@ class CallContext:
     method: str
     #: Set when the call is cancelled or its deadline passes; sync handlers may poll it.
     cancelled: threading.Event = field(default_factory=threading.Event)
-    _notify: Callable[[str, Any], Awaitable[None]] | None = None
+    _notify: Callable[[str, Any], Coroutine[Any, Any, None]] | None = None
     _loop: Any = None
 
     async def notify(self, topic: str, payload: Any = None) -> None:
@@ -225,7 +225,7 @@ class ExposedMethod:
             for name in self._full_signature.parameters
             if name == self._context_param or name in bound.arguments
         }
-        full = inspect.BoundArguments(self._full_signature, arguments)  # type: ignore[arg-type]
+        full = inspect.BoundArguments(self._full_signature, arguments)
         return tuple(full.args), dict(full.kwargs)
 
 

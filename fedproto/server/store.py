@@ -8,6 +8,7 @@ operation either completes or leaves the store as it was.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -134,7 +135,7 @@ class ObjectStore:
         store.bytes_used -= obj.info.nbytes
         return obj.info.nbytes
 
-    def list(self, identity: str) -> list[ObjectInfo]:
+    def list(self, identity: str) -> builtins.list[ObjectInfo]:
         """Every object's metadata, in the order first stored."""
         return [o.info for o in self._store(identity).objects.values()]
 
@@ -150,7 +151,7 @@ class ObjectStore:
         store.bytes_used = 0
         return removed
 
-    def search(self, identity: str, tags: Iterable[str]) -> list[ObjectInfo]:
+    def search(self, identity: str, tags: Iterable[str]) -> builtins.list[ObjectInfo]:
         """Objects that carry every one of ``tags`` (all objects for no tags), in stored order."""
         wanted = set(tags)
         return [o.info for o in self._store(identity).objects.values() if wanted <= set(o.info.tags)]

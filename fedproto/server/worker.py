@@ -148,11 +148,16 @@ class Worker:
     def method(self, func: F, /) -> F: ...
 
     @overload
-    def method(self, *, name: str | None = None, description: str | None = None) -> Callable[[F], F]: ...
+    def method(self, /, *, name: str | None = None, description: str | None = None) -> Callable[[F], F]: ...
 
     def method(
-        self, func: F | None = None, /, *, name: str | None = None, description: str | None = None
-    ) -> F | Callable[[F], F]:
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Any:
         """Expose a function to custom calls: ``@worker.method`` or ``@worker.method(name=...)``."""
 
         def register(f: F) -> F:
