@@ -34,7 +34,7 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
     extra = sorted(set(committed) - set(fresh))
     stale = sorted(name for name in set(fresh) & set(committed) if fresh[name] != committed[name])
     assert not (missing or extra or stale), (
-        f"generated/ is out of date; run `make proto` and commit. missing={missing} extra={extra} stale={stale}"
+        f"generated/ is out of date; run `make proto`. missing={missing} extra={extra} stale={stale}"
     )
 
 
