@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import colony_client  # noqa: E402
-import colony_worker  # noqa: E402
+import colony_client
+import colony_worker
 
 
 def main() -> int:
