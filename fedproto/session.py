@@ -374,10 +374,13 @@ class ServerSession:
         rid = envelope.request_id
         if self.state is SessionState.AWAIT_HELLO:
             return self._receive_before_handshake(envelope, kind)
+        # Errors about an envelope whose id is already in flight use request_id 0 so they are never
+        # taken for that request's terminal reply (section 3.7.3).
+        stray = 0 if rid in self._in_flight else rid
         if kind is None:  # sections 3.5 and 3.6
             if codec.has_unknown_body(envelope):
-                return [SendFrame(_error_frame(rid, UnimplementedError("unknown message kind")))]
-            return [SendFrame(_error_frame(rid, MalformedError("envelope has no body")))]
+                return [SendFrame(_error_frame(stray, UnimplementedError("unknown message kind")))]
+            return [SendFrame(_error_frame(stray, MalformedError("envelope has no body")))]
         if kind in REQUEST_KINDS:
             return self._receive_request(envelope, kind)
         if kind == "chunk":
@@ -389,9 +392,9 @@ class ServerSession:
             return [GoodbyeReceived(envelope.goodbye.reason)]
         if kind == "hello":
             error = FailedPreconditionError("the handshake is already done")
-            return [SendFrame(_error_frame(rid, error))]
+            return [SendFrame(_error_frame(stray, error))]
         # section 3.7: a body only servers send
-        return [SendFrame(_error_frame(rid, InvalidArgumentError(f"{kind} is sent by servers only")))]
+        return [SendFrame(_error_frame(stray, InvalidArgumentError(f"{kind} is sent by servers only")))]
 
     def _receive_before_handshake(self, envelope: Envelope, kind: str | None) -> list[Event]:
         error: ProtocolError
@@ -537,7 +540,14 @@ class ServerSession:
         if kind not in SERVER_ONLY_KINDS or kind in _PROGRESS_KINDS:
             raise SessionError(f"{kind} is not a terminal reply")
         self._finish(request_id)
-        return _frame(request_id, **body)
+        data = _frame(request_id, **body)
+        if self.client_max_frame and len(data) > self.client_max_frame:  # section 14.2.4
+            error = ResourceExhaustedError(
+                f"the reply takes {len(data)} bytes, more than the client's frame limit",
+                details={"limit": str(self.client_max_frame)},
+            )
+            return _error_frame(request_id, error)
+        return data
 
     def fail(self, request_id: int, error: ProtocolError) -> bytes:
         """Build the terminal Error of a request."""
