@@ -57,10 +57,12 @@ __all__ = [
     "check_tensor",
     "dataset_info_from_proto",
     "dataset_info_to_proto",
+    "decode_chunk_frame",
     "decode_envelope",
     "dtype_from_proto",
     "dtype_to_proto",
     "dtype_width",
+    "encode_chunk_frame",
     "encode_envelope",
     "error_from_proto",
     "error_to_proto",
@@ -682,6 +684,121 @@ def decode_envelope(data: bytes | bytearray | memoryview) -> ProtoEnvelope:
         raise MalformedError(f"frame is not a valid Envelope: {exc}") from None
     except Exception as exc:  # the parser is C code; no hostile input may escape as anything else
         raise MalformedError(f"frame is not a valid Envelope: {type(exc).__name__}") from None
+
+
+# Chunk frames carry nearly all the bytes of a big transfer, so they get a hand-written encoder and a
+# fast-path decoder that avoid protobuf's copies of the payload (the generated classes only take and give
+# ``bytes``). Both follow the ordinary protobuf encoding of ``Envelope{request_id, chunk: Chunk{offset,
+# data, total_bytes}}``; the decoder recognizes only that shape and returns None for anything else, which
+# then goes through the generic parser, so no valid envelope is ever read differently.
+
+_ENVELOPE_REQUEST_ID = 1
+_ENVELOPE_DEADLINE = 2
+_ENVELOPE_CHUNK = ProtoEnvelope.DESCRIPTOR.fields_by_name["chunk"].number
+_CHUNK_OFFSET, _CHUNK_DATA, _CHUNK_TOTAL = 1, 2, 3
+_VARINT, _LEN = 0, 2
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(field: int, wire_type: int) -> bytes:
+    return _varint(field << 3 | wire_type)
+
+
+def encode_chunk_frame(request_id: int, offset: int, data: memoryview, total_bytes: int) -> bytes:
+    """Serialize ``Envelope{request_id, chunk: Chunk{offset, data, total_bytes}}`` with one payload copy."""
+    head = bytearray()
+    if offset:
+        head += _key(_CHUNK_OFFSET, _VARINT) + _varint(offset)
+    head += _key(_CHUNK_DATA, _LEN) + _varint(data.nbytes)
+    tail = _key(_CHUNK_TOTAL, _VARINT) + _varint(total_bytes) if total_bytes else b""
+    body_len = len(head) + data.nbytes + len(tail)
+    prefix = b""
+    if request_id:
+        prefix = _key(_ENVELOPE_REQUEST_ID, _VARINT) + _varint(request_id)
+    prefix += _key(_ENVELOPE_CHUNK, _LEN) + _varint(body_len)
+    return b"".join((prefix, head, data, tail))
+
+
+def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while pos < end and shift < 64:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+    raise ValueError("bad varint")
+
+
+def decode_chunk_frame(data: bytes | bytearray | memoryview) -> tuple[int, int, memoryview, int] | None:
+    """Read a chunk envelope without copying its payload: ``(request_id, offset, data, total_bytes)``.
+
+    Returns None when the frame is anything but a plain chunk envelope (including a deadline, unknown
+    fields or repeated fields): the caller then decodes it with :func:`decode_envelope`.
+    """
+    buf = memoryview(data).cast("B") if not isinstance(data, memoryview) else data
+    try:
+        pos, end = 0, buf.nbytes
+        request_id = 0
+        body: tuple[int, int] | None = None
+        seen: set[int] = set()
+        while pos < end:
+            key, pos = _read_varint(buf, pos, end)
+            field, wire = key >> 3, key & 7
+            if field in seen:
+                return None
+            seen.add(field)
+            if field == _ENVELOPE_REQUEST_ID and wire == _VARINT:
+                request_id, pos = _read_varint(buf, pos, end)
+            elif field == _ENVELOPE_CHUNK and wire == _LEN:
+                size, pos = _read_varint(buf, pos, end)
+                if pos + size > end:
+                    return None
+                body = (pos, pos + size)
+                pos += size
+            else:
+                return None
+        if body is None or request_id >= 1 << 64:
+            return None
+        pos, end = body
+        offset = total = 0
+        payload = buf[0:0]
+        seen.clear()
+        while pos < end:
+            key, pos = _read_varint(buf, pos, end)
+            field, wire = key >> 3, key & 7
+            if field in seen:
+                return None
+            seen.add(field)
+            if field == _CHUNK_OFFSET and wire == _VARINT:
+                offset, pos = _read_varint(buf, pos, end)
+            elif field == _CHUNK_TOTAL and wire == _VARINT:
+                total, pos = _read_varint(buf, pos, end)
+            elif field == _CHUNK_DATA and wire == _LEN:
+                size, pos = _read_varint(buf, pos, end)
+                if pos + size > end:
+                    return None
+                payload = buf[pos : pos + size]
+                pos += size
+            else:
+                return None
+        if offset >= 1 << 64 or total >= 1 << 64:
+            return None
+        return request_id, offset, payload, total
+    except (ValueError, IndexError):
+        return None
 
 
 def has_unknown_body(message: Message) -> bool:

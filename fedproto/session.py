@@ -269,18 +269,18 @@ class _Assembly:
     received: int = 0
     hasher: Any = field(default_factory=hashlib.sha256)
 
-    def add(self, chunk: Chunk, max_chunk: int) -> None:
-        size = len(chunk.data)
-        if chunk.total_bytes != self.total:
-            raise InvalidArgumentError(f"chunk says total_bytes={chunk.total_bytes}, expected {self.total}")
-        if chunk.offset != self.received:
-            raise InvalidArgumentError(f"chunk at offset {chunk.offset}, expected {self.received}")
+    def add(self, offset: int, data: bytes | memoryview, total: int, max_chunk: int) -> None:
+        size = len(data)
+        if total != self.total:
+            raise InvalidArgumentError(f"chunk says total_bytes={total}, expected {self.total}")
+        if offset != self.received:
+            raise InvalidArgumentError(f"chunk at offset {offset}, expected {self.received}")
         if size == 0 or (max_chunk and size > max_chunk):
             raise InvalidArgumentError(f"chunk of {size} bytes (allowed: 1 to {max_chunk})")
         if self.received + size > self.total:
             raise InvalidArgumentError("chunks run past the announced total_bytes")
-        self.buffer[self.received : self.received + size] = chunk.data
-        self.hasher.update(chunk.data)
+        self.buffer[self.received : self.received + size] = data
+        self.hasher.update(data)
         self.received += size
 
     @property
@@ -300,8 +300,7 @@ def chunk_frames(request_id: int, view: memoryview, chunk_bytes: int) -> Iterato
     """Yield the Chunk frames that carry ``view`` for one transfer (section 7.3)."""
     total = view.nbytes
     for offset in range(0, total, chunk_bytes):
-        piece = view[offset : offset + chunk_bytes]
-        yield _frame(request_id, chunk=Chunk(offset=offset, data=piece.tobytes(), total_bytes=total))
+        yield codec.encode_chunk_frame(request_id, offset, view[offset : offset + chunk_bytes], total)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -359,6 +358,10 @@ class ServerSession:
         error: ProtocolError
         if self.state in (SessionState.CLOSING, SessionState.CLOSED):
             return []
+        if self.state is SessionState.OPEN and not isinstance(data, str):
+            fast = codec.decode_chunk_frame(data)  # big transfers: no payload copies (section 7.3)
+            if fast is not None:
+                return self._receive_chunk(*fast)
         if isinstance(data, str):  # section 3.2
             self.state = SessionState.CLOSING
             error = MalformedError("text frames are not part of the protocol; send binary frames")
@@ -384,7 +387,8 @@ class ServerSession:
         if kind in REQUEST_KINDS:
             return self._receive_request(envelope, kind)
         if kind == "chunk":
-            return self._receive_chunk(rid, envelope.chunk)
+            chunk = envelope.chunk
+            return self._receive_chunk(rid, chunk.offset, chunk.data, chunk.total_bytes)
         if kind == "cancel":
             return self._receive_cancel(rid)
         if kind == "goodbye":
@@ -490,12 +494,12 @@ class ServerSession:
         self._uploads[rid] = upload
         return []
 
-    def _receive_chunk(self, rid: int, chunk: Chunk) -> list[Event]:
+    def _receive_chunk(self, rid: int, offset: int, data: bytes | memoryview, total: int) -> list[Event]:
         upload = self._uploads.get(rid)
         if upload is None:  # section 7.3: chunks of no upload in progress are ignored
             return []
         try:
-            upload.assembly.add(chunk, self.limits.chunk_bytes)
+            upload.assembly.add(offset, data, total, self.limits.chunk_bytes)
         except ProtocolError as error:
             del self._uploads[rid]
             return [SendFrame(self.fail(rid, error))]
@@ -686,6 +690,12 @@ class ClientSession:
     def receive_frame(self, data: bytes | bytearray | memoryview | str) -> list[Event]:
         """Apply one frame received from the server and return what happened."""
         error: ProtocolError
+        if self.state is SessionState.OPEN and not isinstance(data, str):
+            fast = codec.decode_chunk_frame(data)
+            if fast is not None:
+                rid, offset, payload, total = fast
+                pending = self._pending.get(rid)
+                return [] if pending is None else self._receive_chunk(rid, pending, offset, payload, total)
         if isinstance(data, str):
             self.state = SessionState.CLOSED
             return [
@@ -710,7 +720,8 @@ class ClientSession:
         if pending is None:  # a late reply to something already forgotten
             return []
         if kind == "chunk":
-            return self._receive_chunk(rid, pending, envelope.chunk)
+            chunk = envelope.chunk
+            return self._receive_chunk(rid, pending, chunk.offset, chunk.data, chunk.total_bytes)
         if kind == "fit_progress":
             return [] if pending.abandoned else [ProgressReceived(rid, kind, envelope.fit_progress)]
         del self._pending[rid]
@@ -760,20 +771,22 @@ class ClientSession:
             return [ConnectionErrorReceived(codec.error_from_proto(envelope.error))]
         return []
 
-    def _receive_chunk(self, rid: int, pending: _Pending, chunk: Chunk) -> list[Event]:
+    def _receive_chunk(
+        self, rid: int, pending: _Pending, offset: int, data: bytes | memoryview, total: int
+    ) -> list[Event]:
         if pending.kind != "get_object" or pending.failed is not None:
             if pending.failed is None:
                 pending.failed = MalformedError("server sent a chunk for a request that has none")
             return []
         if pending.assembly is None:
             limit = self.server.limits.max_object_bytes if self.server else 0
-            if limit and chunk.total_bytes > limit:
+            if limit and total > limit:
                 pending.failed = MalformedError("chunked download larger than the server's own limit")
                 return []
-            pending.assembly = _Assembly(chunk.total_bytes, bytearray(chunk.total_bytes))
+            pending.assembly = _Assembly(total, bytearray(total))
         chunk_limit = self.server.limits.chunk_bytes if self.server else 0
         try:
-            pending.assembly.add(chunk, chunk_limit)
+            pending.assembly.add(offset, data, total, chunk_limit)
         except ProtocolError as error:
             pending.failed = DataLossError(f"bad chunk from server: {error.message}")
             return []

@@ -403,3 +403,59 @@ def test_random_bytes_only_raise_protocol_errors(frame: bytes) -> None:
 
 def test_error_classes_are_protocol_errors() -> None:
     assert issubclass(NotFoundError, ProtocolError)
+
+
+# -- chunk frames: hand-written encoder and fast-path decoder -----------------------------------------
+
+u64 = st.integers(0, 2**64 - 1)
+
+
+@given(rid=u64, offset=u64, data=st.binary(max_size=300), total=u64)
+@settings(max_examples=300, deadline=None)
+def test_chunk_frame_matches_protobuf(rid: int, offset: int, data: bytes, total: int) -> None:
+    frame = codec.encode_chunk_frame(rid, offset, memoryview(data), total)
+    expected = envelope_pb2.Envelope(
+        request_id=rid, chunk=tensor_pb2.Chunk(offset=offset, data=data, total_bytes=total)
+    )
+    assert envelope_pb2.Envelope.FromString(frame) == expected
+    for encoded in (frame, expected.SerializeToString()):
+        fast = codec.decode_chunk_frame(encoded)
+        assert fast is not None
+        assert (fast[0], fast[1], bytes(fast[2]), fast[3]) == (rid, offset, data, total)
+
+
+def test_fast_chunk_decoder_declines_everything_else() -> None:
+    others = [
+        codec.encode_envelope(envelope_pb2.Envelope(request_id=3, ping=session_pb2.Ping())),
+        codec.encode_envelope(
+            envelope_pb2.Envelope(request_id=3, deadline_ms=5, chunk=tensor_pb2.Chunk(data=b"x"))
+        ),
+        codec.encode_envelope(envelope_pb2.Envelope(request_id=3)),
+        b"\x08\x05\xfa\x07\x00",
+        b"",
+    ]
+    for frame in others:
+        assert codec.decode_chunk_frame(frame) is None
+
+
+def test_fast_chunk_decoder_agrees_with_protobuf_on_mutations() -> None:
+    rng = random.Random(7)
+    seed = codec.encode_chunk_frame(77, 1024, memoryview(bytes(range(40))), 4096)
+    for _ in range(20_000):
+        data = bytearray(seed)
+        for _ in range(rng.randint(1, 3)):
+            if data and rng.random() < 0.7:
+                data[rng.randrange(len(data))] = rng.getrandbits(8)
+            else:
+                del data[rng.randrange(len(data) + 1) :]
+        fast = codec.decode_chunk_frame(bytes(data))
+        if fast is None:
+            continue
+        generic = codec.decode_envelope(bytes(data))  # must parse, and to the same values
+        assert generic.WhichOneof("body") == "chunk"
+        assert (generic.request_id, generic.chunk.offset, generic.chunk.data, generic.chunk.total_bytes) == (
+            fast[0],
+            fast[1],
+            bytes(fast[2]),
+            fast[3],
+        )
