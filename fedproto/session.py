@@ -37,7 +37,6 @@ from fedproto.types import Limits, ObjectInfo, ServerInfo, TensorInfo
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import GetObjectReply, SendObjectRequest
 from fedproto_pb.v1.session_pb2 import Cancel, Goodbye, Hello, Notification, Pong, Welcome
-from fedproto_pb.v1.tensor_pb2 import Chunk
 
 __all__ = [
     "CLIENT_CONTROL_KINDS",
