@@ -575,9 +575,12 @@ class ServerSession:
         if self.client_max_frame:
             inline_limit = min(inline_limit, max(self.client_max_frame - 4096, 0))
         if view.nbytes <= inline_limit:
-            tensor = codec.tensor_proto_from_payload(info.tensor, view)
-            reply = GetObjectReply(info=codec.object_info_to_proto(info), tensor=tensor)
-            yield self.reply(request_id, get_object_reply=reply)
+            self._finish(request_id)
+            envelope = Envelope(request_id=request_id)
+            envelope.get_object_reply.info.CopyFrom(codec.object_info_to_proto(info))
+            envelope.get_object_reply.tensor.dtype = codec.dtype_to_proto(info.tensor.dtype)
+            envelope.get_object_reply.tensor.shape.extend(info.tensor.shape)
+            yield codec.encode_with_payload(envelope, ("get_object_reply", "tensor", "data"), view)
             return
         yield from chunk_frames(request_id, view, self.limits.chunk_bytes)
         if request_id in self._in_flight:
@@ -649,8 +652,18 @@ class ClientSession:
         )
         return _frame(self._hello_id, hello=hello)
 
-    def request(self, *, deadline: float | None = None, **body: Any) -> tuple[int, bytes]:
-        """Start a request, e.g. ``request(count_objects=CountObjectsRequest())``: its id and frame."""
+    def request(
+        self,
+        *,
+        deadline: float | None = None,
+        payload: tuple[Sequence[str], memoryview] | None = None,
+        **body: Any,
+    ) -> tuple[int, bytes]:
+        """Start a request, e.g. ``request(count_objects=CountObjectsRequest())``: its id and frame.
+
+        ``payload=(path, view)`` puts a big bytes field (such as an inline tensor's data) into the frame
+        with a single copy; ``path`` runs from the envelope, e.g. ``("send_object", "tensor", "data")``.
+        """
         ((kind, _),) = body.items()
         if kind not in REQUEST_KINDS:
             raise SessionError(f"{kind} is not a request")
@@ -659,7 +672,10 @@ class ClientSession:
         rid = next(self._ids)
         self._pending[rid] = _Pending(kind)
         deadline_ms = max(1, math.ceil(deadline * 1000)) if deadline is not None else 0
-        return rid, codec.encode_envelope(Envelope(request_id=rid, deadline_ms=deadline_ms, **body))
+        envelope = Envelope(request_id=rid, deadline_ms=deadline_ms, **body)
+        if payload is not None:
+            return rid, codec.encode_with_payload(envelope, payload[0], payload[1])
+        return rid, codec.encode_envelope(envelope)
 
     def upload(self, rid: int, view: memoryview, chunk_bytes: int) -> Iterator[bytes]:
         """Yield the Chunk frames of a chunked SendObjectRequest already started with :meth:`request`."""

@@ -459,3 +459,22 @@ def test_fast_chunk_decoder_agrees_with_protobuf_on_mutations() -> None:
             bytes(fast[2]),
             fast[3],
         )
+
+
+@given(
+    rid=u64,
+    object_id=st.text(max_size=20),
+    tags=st.lists(st.text(max_size=5), max_size=3),
+    data=st.binary(max_size=2000),
+    deadline=u64,
+)
+@settings(max_examples=200, deadline=None)
+def test_encode_with_payload_equals_assigning_the_field(rid, object_id, tags, data, deadline) -> None:
+    envelope = envelope_pb2.Envelope(request_id=rid, deadline_ms=deadline)
+    envelope.send_object.id = object_id
+    envelope.send_object.tags.extend(tags)
+    envelope.send_object.tensor.dtype = tensor_pb2.DTYPE_UINT8
+    envelope.send_object.tensor.shape.append(len(data))
+    frame = codec.encode_with_payload(envelope, ("send_object", "tensor", "data"), memoryview(data))
+    envelope.send_object.tensor.data = data
+    assert codec.decode_envelope(frame) == envelope

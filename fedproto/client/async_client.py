@@ -364,13 +364,14 @@ class AsyncClient:
         on_progress: Callable[[Any], None] | None = None,
         on_transfer: TransferCallback | None = None,
         upload: tuple[memoryview, TransferCallback | None] | None = None,
+        payload: tuple[tuple[str, ...], memoryview] | None = None,
         **body: Any,
     ) -> ReplyReceived:
         await self._ensure_connected()
         ws, session = self._ws, self._session
         assert ws is not None and session is not None
         timeout = self.timeout if timeout is None else timeout
-        rid, frame = session.request(deadline=timeout, **body)
+        rid, frame = session.request(deadline=timeout, payload=payload, **body)
         future: asyncio.Future[ReplyReceived] = asyncio.get_running_loop().create_future()
         self._calls[rid] = _Call(future, on_progress, on_transfer)
         try:
@@ -456,8 +457,10 @@ class AsyncClient:
             )
             reply = await self._request(timeout=timeout, send_object=request, upload=(view, progress))
         else:
-            request.tensor.CopyFrom(codec.tensor_proto_from_payload(info, view))
-            reply = await self._request(timeout=timeout, send_object=request)
+            request.tensor.dtype = codec.dtype_to_proto(info.dtype)
+            request.tensor.shape.extend(info.shape)
+            payload = (("send_object", "tensor", "data"), view)
+            reply = await self._request(timeout=timeout, payload=payload, send_object=request)
         stored = codec.object_info_from_proto(reply.message.info)
         return ObjectRef(stored.id, stored, self)
 
