@@ -31,7 +31,6 @@ def _state(worker: Worker, identity: str) -> TrainingState:
     state = worker._training.get(identity)
     if state is None:
         raise FailedPreconditionError("no train config: send one first (set_train_config)")
-    assert isinstance(state, TrainingState)
     return state
 
 

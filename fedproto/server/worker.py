@@ -39,6 +39,7 @@ from fedproto.server._connection import ServerConnectionHandler
 from fedproto.server.methods import CallContext, ExposedMethod, MethodRegistry
 from fedproto.server.store import ObjectStore
 from fedproto.session import RequestReceived, ServerSession
+from fedproto.training import ModelRegistry, TrainingState
 from fedproto.types import Limits, TensorInfo
 from fedproto_pb.v1 import calls_pb2, datasets_pb2, objects_pb2
 from fedproto_pb.v1.objects_pb2 import SendObjectRequest
@@ -119,8 +120,8 @@ class Worker:
         self.methods = MethodRegistry()
         self.methods.register_marked(self)
         self._datasets: dict[str, Dataset] = {}
-        self._training: dict[str, Any] = {}
-        self._models: Any = None
+        self._training: dict[str, TrainingState] = {}
+        self._models = ModelRegistry()
         self._extra_capabilities: list[str] = []
         self._connections: set[ServerConnectionHandler] = set()
         self._server: Server | None = None
@@ -170,11 +171,7 @@ class Worker:
         """Register an architecture clients may train by name (the weights-only mode's only option)."""
         self._model_registry().register(name, factory)
 
-    def _model_registry(self) -> Any:
-        if self._models is None:
-            from fedproto.training import ModelRegistry
-
-            self._models = ModelRegistry()
+    def _model_registry(self) -> ModelRegistry:
         return self._models
 
     def add_capability(self, name: str) -> None:
@@ -185,9 +182,7 @@ class Worker:
     @property
     def capabilities(self) -> list[str]:
         """The capability strings this worker advertises (section 4.3)."""
-        caps = ["objects", "chunked", "datasets", "calls", "notifications", "deadlines"]
-        if _training_available():
-            caps.append("training")
+        caps = ["objects", "chunked", "datasets", "calls", "notifications", "deadlines", "training"]
         return caps + self._extra_capabilities
 
     # -- serving ----------------------------------------------------------------------------------
@@ -511,14 +506,6 @@ async def _call(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceiv
     return {"call_reply": calls_pb2.CallReply(result=value)}
 
 
-def _training_available() -> bool:
-    try:
-        import fedproto.training  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _select_subprotocol(connection: ServerConnection, offered: Any) -> Subprotocol | None:
     # Offered: use it. Not offered: still serve (section 2 forbids refusing such clients).
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
@@ -534,6 +521,5 @@ def _normalize_tokens(tokens: Mapping[str, str] | Iterable[str] | None) -> list[
     return [(token.encode(), identity) for identity, token in pairs]
 
 
-# Training handlers register themselves in _HANDLERS when their module is imported.
-with contextlib.suppress(ImportError):
-    from fedproto.server import _training_handlers  # noqa: F401
+# The training handlers register themselves in _HANDLERS when their module is imported.
+from fedproto.server import _training_handlers  # noqa: E402, F401
