@@ -43,9 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fedproto", description="Remote federated training over protocol fedproto v1."
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ...)")
+    # --log-level is also accepted after the subcommand (fedproto serve --log-level WARNING)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help="logging level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run a worker (a data owner's server)")
+    serve = sub.add_parser("serve", help="run a worker (a data owner's server)", parents=[common])
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8777, help="TCP port (default 8777; 0 picks one)")
     serve.add_argument("--id", default="worker", help="the worker's id (default 'worker')")
@@ -63,13 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights-only", action="store_true", help="refuse TorchScript models; train registered ones only"
     )
     serve.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE:FACTORY",
+        help="register an architecture clients may train by name: mlp=mypkg.models:make_mlp (repeatable)",
+    )
+    serve.add_argument(
         "--conformance", action="store_true", help="expose the conformance profile (docs/protocol.md §18)"
     )
 
-    ls = sub.add_parser("ls", help="list a server's datasets, objects and methods")
+    ls = sub.add_parser("ls", help="list a server's datasets, objects and methods", parents=[common])
     _add_client_options(ls)
 
-    call = sub.add_parser("call", help="call an exposed method with JSON arguments")
+    call = sub.add_parser("call", help="call an exposed method with JSON arguments", parents=[common])
     _add_client_options(call)
     call.add_argument("method", help="the method's name")
     call.add_argument("args", nargs="*", help="positional arguments, each a JSON value")
@@ -77,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--kw", action="append", default=[], metavar="NAME=JSON", help="a keyword argument (repeatable)"
     )
 
-    ping = sub.add_parser("ping", help="measure round trips to a server")
+    ping = sub.add_parser("ping", help="measure round trips to a server", parents=[common])
     _add_client_options(ping)
     ping.add_argument("--count", type=int, default=5, help="how many pings (default 5)")
 
@@ -152,8 +162,28 @@ def _serve(args: argparse.Namespace) -> int:
         if not sep or not key or not path:
             raise ValueError(f"--dataset expects KEY=FILE, got {spec!r}")
         worker.add_dataset(Path(path), key=key)
+    for spec in args.model:
+        name, factory = _model_factory(spec)
+        worker.register_model(name, factory)
     worker.run(args.host, args.port, tls_cert=args.tls_cert, tls_key=args.tls_key)
     return EXIT_OK
+
+
+def _model_factory(spec: str) -> tuple[str, Any]:
+    """Resolve ``NAME=package.module:callable`` into the name and the callable."""
+    import importlib
+
+    name, sep, target = spec.partition("=")
+    module_name, colon, attribute = target.partition(":")
+    if not (sep and colon and name and module_name and attribute):
+        raise ValueError(f"--model expects NAME=MODULE:FACTORY, got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--model {spec}: cannot load {target} ({exc})") from None
+    if not callable(factory):
+        raise ValueError(f"--model {spec}: {target} is not callable")
+    return name, factory
 
 
 # -- client commands ----------------------------------------------------------------------------------
