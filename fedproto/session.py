@@ -93,6 +93,10 @@ REQUEST_KINDS = frozenset(REPLY_KIND)
 CLIENT_CONTROL_KINDS = frozenset({"hello", "cancel", "goodbye", "chunk"})
 #: Bodies only a server sends (section 3.7).
 SERVER_ONLY_KINDS = frozenset({"welcome", "notification", "error", "fit_progress", *REPLY_KIND.values()})
+#: Bytes a chunk envelope adds around its data (tags, varints of a 64-bit id, offset and total).
+_CHUNK_FRAME_OVERHEAD = 64
+#: Room left for a GetObjectReply's metadata (id, tags, description) around an inline tensor.
+_INLINE_REPLY_OVERHEAD = 4096
 #: Non-terminal bodies a server may send with a request's id before its terminal reply.
 _PROGRESS_KINDS = frozenset({"fit_progress", "chunk"})
 
@@ -379,10 +383,13 @@ class ServerSession:
         # Errors about an envelope whose id is already in flight use request_id 0 so they are never
         # taken for that request's terminal reply (section 3.7.3).
         stray = 0 if rid in self._in_flight else rid
+        about = {"request_id": str(rid)} if stray != rid else None
         if kind is None:  # sections 3.5 and 3.6
             if codec.has_unknown_body(envelope):
-                return [SendFrame(_error_frame(stray, UnimplementedError("unknown message kind")))]
-            return [SendFrame(_error_frame(stray, MalformedError("envelope has no body")))]
+                error = UnimplementedError("unknown message kind", details=about)
+            else:
+                error = MalformedError("envelope has no body", details=about)
+            return [SendFrame(_error_frame(stray, error))]
         if kind in REQUEST_KINDS:
             return self._receive_request(envelope, kind)
         if kind == "chunk":
@@ -394,10 +401,11 @@ class ServerSession:
             self.state = SessionState.CLOSING
             return [GoodbyeReceived(envelope.goodbye.reason)]
         if kind == "hello":
-            error = FailedPreconditionError("the handshake is already done")
+            error = FailedPreconditionError("the handshake is already done", details=about)
             return [SendFrame(_error_frame(stray, error))]
         # section 3.7: a body only servers send
-        return [SendFrame(_error_frame(stray, InvalidArgumentError(f"{kind} is sent by servers only")))]
+        error = InvalidArgumentError(f"{kind} is sent by servers only", details=about)
+        return [SendFrame(_error_frame(stray, error))]
 
     def _receive_before_handshake(self, envelope: Envelope, kind: str | None) -> list[Event]:
         error: ProtocolError
@@ -573,7 +581,7 @@ class ServerSession:
             raise SessionError(f"request {request_id} is not in flight")
         inline_limit = self.limits.chunk_bytes
         if self.client_max_frame:
-            inline_limit = min(inline_limit, max(self.client_max_frame - 4096, 0))
+            inline_limit = min(inline_limit, max(self.client_max_frame - _INLINE_REPLY_OVERHEAD, 0))
         if view.nbytes <= inline_limit:
             self._finish(request_id)
             envelope = Envelope(request_id=request_id)
@@ -582,7 +590,10 @@ class ServerSession:
             envelope.get_object_reply.tensor.shape.extend(info.tensor.shape)
             yield codec.encode_with_payload(envelope, ("get_object_reply", "tensor", "data"), view)
             return
-        yield from chunk_frames(request_id, view, self.limits.chunk_bytes)
+        chunk_bytes = self.limits.chunk_bytes
+        if self.client_max_frame:  # every chunk frame must fit the client's own limit (section 3.4)
+            chunk_bytes = max(1, min(chunk_bytes, self.client_max_frame - _CHUNK_FRAME_OVERHEAD))
+        yield from chunk_frames(request_id, view, chunk_bytes)
         if request_id in self._in_flight:
             yield self.reply(
                 request_id, get_object_reply=GetObjectReply(info=codec.object_info_to_proto(info))
@@ -593,8 +604,11 @@ class ServerSession:
         return _frame(0, notification=Notification(topic=topic, payload=codec.value_to_proto(value)))
 
     def goodbye(self, reason: str = "") -> bytes:
-        """Build the server's Goodbye before a shutdown close (section 6.3)."""
-        self.state = SessionState.CLOSING
+        """Build the server's Goodbye before a shutdown close (section 6.3).
+
+        The session keeps reading: uploads in progress may complete during the grace period, and new
+        requests reach the I/O layer, which answers them UNAVAILABLE.
+        """
         return _frame(0, goodbye=Goodbye(reason=reason))
 
     def connection_error(self, error: ProtocolError) -> bytes:

@@ -28,6 +28,7 @@ __all__ = ["CallContext", "ExposedMethod", "MethodRegistry", "rpc"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _RPC_MARK = "__fedproto_rpc__"
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 #: Python annotations and the Value kind (calls.proto ParameterInfo.type) each accepts.
 _KIND_OF_TYPE: dict[Any, str] = {
@@ -103,8 +104,17 @@ class _Param:
 
     @property
     def wire_type(self) -> str:
-        named = sorted(self.kinds - {"null"})
-        return named[0] if len(named) == 1 else "any"
+        return _wire_type(self.kinds)
+
+
+def _wire_type(kinds: frozenset[str]) -> str:
+    """The one type string (calls.proto ParameterInfo.type) describing accepted kinds."""
+    if kinds == {"null"}:
+        return "null"
+    named = kinds - {"null"}
+    if named == {"double", "int"}:  # a double parameter also takes ints (section 11.2.5)
+        return "double"
+    return next(iter(named)) if len(named) == 1 else "any"
 
 
 def _accepted_kinds(annotation: Any) -> frozenset[str]:
@@ -168,9 +178,7 @@ class ExposedMethod:
             parameters=[p for p in signature.parameters.values() if p.name != self._context_param]
         )
         returns = hints.get("return", signature.return_annotation)
-        ret_kinds = _accepted_kinds(returns)
-        named = sorted(ret_kinds - {"null"})
-        self.returns = named[0] if len(named) == 1 else ("null" if ret_kinds == {"null"} else "any")
+        self.returns = _wire_type(_accepted_kinds(returns))
 
     def info(self) -> MethodInfo:
         """Describe the method for ListMethods."""
@@ -217,6 +225,18 @@ class ExposedMethod:
                         f"{self.name}(): argument {param.name!r} must be {expected}, got {got}",
                         details={"parameter": param.name},
                     )
+            if param.wire_type == "double" and param.kind not in _VARIADIC:
+                # an int given for a double parameter arrives as the nearest double (section 11.2.5)
+                if _kind_of_value(value) == "int":
+                    bound.arguments[param.name] = float(value)
+            elif param.wire_type == "double" and param.kind is inspect.Parameter.VAR_POSITIONAL:
+                bound.arguments[param.name] = tuple(
+                    float(v) if _kind_of_value(v) == "int" else v for v in value
+                )
+            elif param.wire_type == "double":
+                bound.arguments[param.name] = {
+                    k: float(v) if _kind_of_value(v) == "int" else v for k, v in value.items()
+                }
         if self._context_param is None:
             return tuple(bound.args), dict(bound.kwargs)
         # Rebind on the full signature so the context lands in its own slot, wherever it is declared.

@@ -420,6 +420,7 @@ async def _send_object(worker: Worker, conn: ServerConnectionHandler, ev: Reques
 
 @_handles("get_object")
 async def _get_object(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> None:
+    ObjectStore.check_id(ev.message.id)
     stored = worker.objects.get(conn.identity, ev.message.id)
     for frame in conn.session.download(ev.request_id, stored.info, memoryview(stored.payload)):
         await conn.send(frame)
@@ -429,6 +430,7 @@ async def _get_object(worker: Worker, conn: ServerConnectionHandler, ev: Request
 async def _delete_object(
     worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived
 ) -> dict[str, Any]:
+    ObjectStore.check_id(ev.message.id)
     freed = worker.objects.delete(conn.identity, ev.message.id)
     return {"delete_object_reply": objects_pb2.DeleteObjectReply(freed_bytes=freed)}
 
