@@ -1,0 +1,168 @@
+"""The ``fedproto`` command, run in-process against a worker served from a thread of its own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import WAIT, ThreadedWorker, free_port
+
+import fedproto
+from fedproto.cli import main
+from fedproto.server.conformance import conformance_worker
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # tables are not wrapped
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"fedproto {command}: "), lines[0]
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_ping(threaded_worker: ThreadedWorker, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ping", threaded_worker.url, "--count", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("pong from conformance: seq=1 ")
+    assert out[1].startswith("pong from conformance: seq=2 ")
+    assert out[2].startswith("2 pings: ")
+    assert len(out) == 3
+
+
+def test_ls(threaded_worker: ThreadedWorker, capsys: pytest.CaptureFixture[str]) -> None:
+    with fedproto.Client(threaded_worker.url) as c:
+        c.send(torch.zeros(2, 3), "stored-object", tags=["tag-one"])
+    assert main(["ls", threaded_worker.url]) == 0
+    out = capsys.readouterr().out
+    assert "conformance" in out and "identity 'anonymous'" in out
+    assert "conformance fixture" in out and "64" in out
+    assert "stored-object" in out and "tag-one" in out and "[2, 3]" in out
+    for method in ("echo", "fail", "notify", "sleep", "whoami"):
+        assert method in out
+
+
+def test_call_prints_json(threaded_worker: ThreadedWorker, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["call", threaded_worker.url, "echo", "1", '"x"', "--kw", "k=2", "--kw", 'z={"a": [null]}']) == 0
+    )
+    assert json.loads(capsys.readouterr().out) == {"args": [1, "x"], "kwargs": {"k": 2, "z": {"a": [None]}}}
+    assert main(["call", threaded_worker.url, "whoami"]) == 0
+    assert json.loads(capsys.readouterr().out) == "anonymous"
+    assert main(["call", threaded_worker.url, "sleep", "0"]) == 0
+    assert json.loads(capsys.readouterr().out) == 0.0
+
+
+def test_call_with_a_token(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    threaded = ThreadedWorker(conformance_worker(tokens={"alice": "tok-a"}))
+    try:
+        threaded.run(threaded.worker.start("127.0.0.1", 0))
+        assert main(["call", threaded.url, "whoami", "--token", "tok-a"]) == 0
+        assert json.loads(capsys.readouterr().out) == "alice"
+        token_file = tmp_path / "token"
+        token_file.write_text("alice tok-a\n")
+        assert main(["call", threaded.url, "whoami", "--token-file", str(token_file)]) == 0
+        assert json.loads(capsys.readouterr().out) == "alice"
+        assert main(["call", threaded.url, "whoami", "--token", "wrong"]) == 1
+        assert "UNAUTHENTICATED" in one_line_error(capsys, "call")
+    finally:
+        threaded.close()
+
+
+def test_unreachable_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+    assert main(["ping", url, "--count", "1", "--timeout", "2"]) == 1
+    assert url in one_line_error(capsys, "ping")
+    assert main(["ls", url, "--timeout", "2"]) == 1
+    one_line_error(capsys, "ls")
+
+
+def test_bad_json_argument_is_one_line(
+    threaded_worker: ThreadedWorker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["call", threaded_worker.url, "echo", "x"]) == 1
+    assert "not valid JSON" in one_line_error(capsys, "call")
+    assert main(["call", threaded_worker.url, "echo", "--kw", "k={"]) == 1
+    assert "not valid JSON" in one_line_error(capsys, "call")
+    assert main(["call", threaded_worker.url, "echo", "--kw", "no-equals-sign"]) == 1
+    one_line_error(capsys, "call")
+
+
+def test_unknown_method_and_remote_errors_are_one_line(
+    threaded_worker: ThreadedWorker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["call", threaded_worker.url, "no_such_method"]) == 1
+    assert "METHOD_NOT_FOUND" in one_line_error(capsys, "call")
+    assert main(["call", threaded_worker.url, "fail", "5", '"gone\\nfor good"']) == 1
+    line = one_line_error(capsys, "call")
+    assert "NOT_FOUND" in line and "gone for good" in line
+    assert main(["call", threaded_worker.url, "sleep", "5", "--timeout", "0.2"]) == 1
+    assert "DEADLINE_EXCEEDED" in one_line_error(capsys, "call")
+
+
+def test_bad_option_values_are_one_line(
+    threaded_worker: ThreadedWorker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ping", threaded_worker.url, "--count", "0"]) == 1
+    one_line_error(capsys, "ping")
+    assert main(["ping", "http://127.0.0.1:1"]) == 1
+    one_line_error(capsys, "ping")
+
+
+def usage_failure(argv: list[str]) -> int:
+    """Exit status of a command that must fail before doing anything (returned or raised by argparse)."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "0", "--dataset", "bad"],
+        ["serve", "--port", "0", "--dataset", "=file.pt"],
+        ["serve", "--port", "0", "--dataset", "key=/no/such/file.pt"],
+        ["serve", "--port", "0", "--model", "bad"],
+        ["serve", "--port", "0", "--model", "m=no_such_module_anywhere:factory"],
+    ],
+    ids=["no-equals", "no-key", "missing-file", "model-no-equals", "model-missing"],
+)
+def test_serve_usage_errors_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert usage_failure(argv) in (1, 2)
+    line = one_line_error(capsys, "serve")
+    assert "--dataset" in line or "--model" in line or "no/such/file" in line
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "serve" in capsys.readouterr().out
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert usage_failure(["frobnicate"]) == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_module_help_in_a_subprocess() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fedproto", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=6 * WAIT,
+    )
+    assert result.returncode == 0, result.stderr
+    for command in ("serve", "ls", "call", "ping"):
+        assert command in result.stdout
