@@ -221,11 +221,6 @@ async def test_methods(alice: fedproto.AsyncClient) -> None:
     assert all(m.description for m in methods.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a parameter or result annotated float is listed with type 'any' instead of 'double' "
-    "(sections 11.6.3, 18.2.1: sleep(seconds: double) -> double), because floats also accept ints",
-)
 async def test_float_parameter_is_listed_as_double(alice: fedproto.AsyncClient) -> None:
     methods = {m.name: m for m in await alice.methods()}
     assert [(p.name, p.type) for p in methods["sleep"].parameters] == [("seconds", "double")]
@@ -680,12 +675,6 @@ async def test_small_client_frame_limit_gets_chunked_downloads(make_worker) -> N
         assert progress and progress[-1] == (120_000, 120_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="download chunks are always limits.chunk_bytes long, even when the client's "
-    "Hello.max_frame_bytes is smaller (sections 3.4.4 and 7.3.19), so the download fails with a "
-    "closed connection",
-)
 async def test_download_chunks_fit_a_client_frame_limit_below_chunk_bytes(make_worker) -> None:
     w = await make_worker(limits=CHUNKED_LIMITS)
     tensor = torch.arange(50_000, dtype=torch.int32)  # 200000 bytes, chunk_bytes is 65536

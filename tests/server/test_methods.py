@@ -83,11 +83,6 @@ def test_parameter_type_from_annotation(func: Any, wire_type: str) -> None:
     assert param.type == wire_type
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a parameter annotated None (it accepts only null) is listed with type 'any' instead of 'null' "
-    "(section 11.6.3), unlike a result annotated None, which is listed as 'null'",
-)
 def test_none_parameter_is_null() -> None:
     (param,) = exposed(_p_none).info().parameters
     assert param.type == "null"
@@ -95,11 +90,6 @@ def test_none_parameter_is_null() -> None:
         exposed(_p_none).bind([1], {}, context())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="float annotations are listed as 'any' instead of 'double' (section 11.6.3), since a double "
-    "parameter also accepts ints",
-)
 def test_float_parameter_and_result_are_double() -> None:
     def scale(x: float) -> float:
         return x
@@ -171,11 +161,6 @@ def test_a_double_parameter_accepts_an_int() -> None:
         exposed(half).bind(["3"], {}, context())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an int bound to a float parameter reaches the method as an int; section 11.2.5 says it is "
-    "converted to the nearest double",
-)
 def test_an_int_for_a_double_parameter_arrives_as_a_float() -> None:
     def kind(x: float) -> str:
         return type(x).__name__

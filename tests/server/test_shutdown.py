@@ -90,11 +90,6 @@ async def test_idle_connections_are_closed_1001(make_worker) -> None:
         assert await close_code(before_hello) == 1001
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after the worker's Goodbye the server session ignores every frame, so a request that arrives "
-    "during the grace period gets no reply at all instead of an Error UNAVAILABLE (section 6.3.5)",
-)
 async def test_requests_during_shutdown_are_unavailable(make_worker) -> None:
     w = await make_worker()
     async with raw_connection(w.url) as ws:

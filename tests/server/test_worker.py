@@ -331,12 +331,6 @@ REJECTED_BODIES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an envelope rejected under sections 3.5, 3.6.1 or 3.7 whose request_id names a request in "
-    "flight is answered on request_id 0 but without the details {'request_id': '<id>'} that section 3.7.3 "
-    "requires",
-)
 @pytest.mark.parametrize("frame", list(REJECTED_BODIES.values()), ids=list(REJECTED_BODIES))
 async def test_rejected_body_with_an_in_flight_id_is_answered_on_id_zero(
     worker: fedproto.Worker, frame: bytes
@@ -549,11 +543,6 @@ async def test_invalid_send_object(worker: fedproto.Worker, request_: SendObject
         await expect_error(ws, ErrorCode.INVALID_ARGUMENT, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="get_object and delete_object with an empty id or one longer than 256 bytes answer NOT_FOUND "
-    "instead of INVALID_ARGUMENT (section 9.9.2)",
-)
 @pytest.mark.parametrize("object_id", ["", "x" * 257], ids=["empty", "257-bytes"])
 @pytest.mark.parametrize("kind", ["get_object", "delete_object"])
 async def test_invalid_object_id_on_get_and_delete(
