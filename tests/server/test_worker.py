@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import pickle
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +37,7 @@ from fedproto_pb.v1.errors_pb2 import Error
 from fedproto_pb.v1.objects_pb2 import CountObjectsRequest, SendObjectRequest
 from fedproto_pb.v1.session_pb2 import Cancel, Goodbye, Hello, Ping
 from fedproto_pb.v1.tensor_pb2 import DTYPE_BOOL, DTYPE_FLOAT32, DTYPE_UNSPECIFIED, Chunk, Tensor, TensorInfo
+from fedproto_pb.v1.training_pb2 import SetTrainConfigRequest, TrainConfig
 from fedproto_pb.v1.value_pb2 import ListValue, MapEntry, Value
 
 TOKEN = TOKENS["alice"]
@@ -582,14 +587,18 @@ async def test_invalid_values(worker: fedproto.Worker, call: CallRequest) -> Non
 # -- chunked uploads at the protocol level --------------------------------------------------------------
 
 
-def chunked_request(rid: int, object_id: str, data: bytes, sha: bytes | None = None) -> Envelope:
+def chunked_request(
+    rid: int, object_id: str, data: bytes, sha: bytes | None = None, deadline_ms: int = 0
+) -> Envelope:
     info = TensorInfo(
         dtype=DTYPE_FLOAT32,
         shape=[len(data) // 4],
         nbytes=len(data),
         sha256=sha or hashlib.sha256(data).digest(),
     )
-    return Envelope(request_id=rid, send_object=SendObjectRequest(id=object_id, chunked=info))
+    return Envelope(
+        request_id=rid, deadline_ms=deadline_ms, send_object=SendObjectRequest(id=object_id, chunked=info)
+    )
 
 
 def chunk(rid: int, offset: int, data: bytes, total: int) -> Envelope:
@@ -823,3 +832,152 @@ async def test_a_failing_method_is_internal_without_internals(make_worker) -> No
         with pytest.raises(fedproto.InternalError):
             await c.call("unrepresentable")
         await c.ping()
+
+
+async def test_chunked_upload_counts_once_toward_the_in_flight_limit(make_worker) -> None:
+    w = await make_worker(limits=conformance_limits(max_in_flight=2))
+    data = bytes(400)
+    async with raw_connection(w.url) as ws:
+        await raw_handshake(ws)
+        await send_envelope(ws, chunked_request(1, "up", data))
+        await send_envelope(ws, sleep_call(2, 0.3))
+        await send_envelope(ws, ping(3))
+        await expect_error(ws, ErrorCode.RESOURCE_EXHAUSTED, 3)  # the upload is in flight
+        await send_envelope(ws, chunk(1, 0, data[:200], len(data)))  # chunks are no requests
+        await send_envelope(ws, chunk(1, 200, data[200:], len(data)))
+        replies = {(await recv_envelope(ws)).request_id for _ in range(2)}
+        assert replies == {1, 2}
+
+
+async def test_chunked_upload_of_an_existing_id_is_refused_at_once(worker: fedproto.Worker) -> None:
+    async with raw_connection(worker.url) as ws:
+        await raw_handshake(ws, TOKEN)
+        await send_envelope(ws, chunked_request(2, "dup", bytes(8)))
+        await send_envelope(ws, chunk(2, 0, bytes(8), 8))
+        assert body(await recv_envelope(ws)) == "send_object_reply"
+        await send_envelope(ws, chunked_request(3, "dup", bytes(400)))
+        await expect_error(ws, ErrorCode.ALREADY_EXISTS, 3)  # before any chunk
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the deadline of a chunked upload is not enforced while the worker waits for its chunks: an "
+    "upload whose deadline_ms passes mid-transfer gets no DEADLINE_EXCEEDED (section 5.6.3)",
+)
+async def test_chunked_upload_deadline_covers_the_whole_upload(worker: fedproto.Worker) -> None:
+    async with raw_connection(worker.url) as ws:
+        await raw_handshake(ws, TOKEN)
+        await send_envelope(ws, chunked_request(2, "slow", bytes(400), deadline_ms=200))
+        await send_envelope(ws, chunk(2, 0, bytes(100), 400))
+        reply = await recv_envelope(ws, timeout=3)  # the deadline is 0.2 s
+        assert reply.request_id == 2 and reply.error.code == ErrorCode.DEADLINE_EXCEEDED
+        await send_envelope(ws, Envelope(request_id=3, count_objects=CountObjectsRequest()))
+        assert (await recv_envelope(ws)).count_objects_reply.count == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="on a client's Goodbye a chunked upload still waiting for chunks is dropped silently instead of "
+    "ending with an Error CANCELLED before the close (section 6.3.2)",
+)
+async def test_goodbye_cancels_an_upload_in_progress(worker: fedproto.Worker) -> None:
+    async with raw_connection(worker.url) as ws:
+        await raw_handshake(ws, TOKEN)
+        await send_envelope(ws, chunked_request(2, "partial", bytes(400)))
+        await send_envelope(ws, chunk(2, 0, bytes(100), 400))
+        await send_envelope(ws, Envelope(request_id=0, goodbye=Goodbye()))
+        await expect_error(ws, ErrorCode.CANCELLED, 2)
+        assert await close_code(ws) == 1000
+
+
+# -- handshake ordering and notifications ---------------------------------------------------------------
+
+
+async def test_requests_pipelined_behind_the_hello_run_after_the_welcome(worker: fedproto.Worker) -> None:
+    async with raw_connection(worker.url) as ws:
+        await ws.send(Envelope(request_id=1, hello=Hello(versions=[1], token=TOKEN)).SerializeToString())
+        await send_envelope(ws, ping(2))
+        await send_envelope(ws, Envelope(request_id=3, call=CallRequest(method="whoami")))
+        assert body(await recv_envelope(ws)) == "welcome"
+        assert body(await recv_envelope(ws)) == "pong"
+        assert (await recv_envelope(ws)).call_reply.result.string_value == "alice"
+
+
+async def test_no_notification_before_the_welcome(worker: fedproto.Worker) -> None:
+    async with raw_connection(worker.url) as ws:
+        for _ in range(int(WAIT / 0.01)):
+            if worker._connections:
+                break
+            await asyncio.sleep(0.01)
+        await worker.notify("early", 1)
+        welcome = await raw_handshake(ws, TOKEN)
+        assert body(welcome) == "welcome"
+        await worker.notify("late", 2)
+        note = await recv_envelope(ws)
+        assert body(note) == "notification" and note.request_id == 0
+        assert note.notification.topic == "late" and note.notification.payload.int_value == 2
+
+
+# -- datasets, models and what a worker runs ------------------------------------------------------------
+
+
+async def test_datasets_and_models_are_sorted(make_worker) -> None:
+    w = await make_worker(conformance=False)
+    w.add_dataset((torch.zeros(3, 2), torch.zeros(3)), key="zeta")
+    w.add_dataset(
+        (torch.zeros(5, 2, 2), torch.zeros(5, 3, dtype=torch.int64)), key="Alpha", description="first"
+    )
+    w.add_dataset((torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.int8)), key="alpha")
+    w.register_model("b", lambda: nn.Linear(2, 2))
+    w.register_model("a", lambda: nn.Linear(2, 2))
+    async with client_of(w) as c:
+        datasets = await c.datasets()
+        assert [d.key for d in datasets] == ["Alpha", "alpha", "zeta"]  # byte-wise order
+        first = datasets[0]
+        assert (first.sample_count, first.feature_shape, first.target_shape) == (5, (2, 2), (3,))
+        assert first.description == "first"
+        assert (datasets[1].feature_dtype, datasets[1].target_dtype) == (torch.float64, torch.int8)
+        assert (await c.list_models()).names == ("a", "b")
+
+
+def _pickle_bomb(marker: Path) -> bytes:
+    class Touch:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (Path.touch, (marker,))
+
+    return pickle.dumps(Touch())
+
+
+async def test_model_bytes_that_are_not_torchscript_are_never_unpickled(
+    worker: fedproto.Worker, tmp_path: Path
+) -> None:
+    marker = tmp_path / "executed"
+    bomb = _pickle_bomb(marker)
+    saved = io.BytesIO()
+    torch.save({"payload": 1}, saved)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:  # shaped like a TorchScript archive, pickles inside
+        zf.writestr("archive/data.pkl", bomb)
+        zf.writestr("archive/constants.pkl", bomb)
+        zf.writestr("archive/version", "3\n")
+    payloads = [b"not an archive", bomb, saved.getvalue(), archive.getvalue()]
+    async with raw_connection(worker.url) as ws:
+        await raw_handshake(ws, TOKEN)
+        for rid, payload in enumerate(payloads, start=10):
+            for config in (
+                TrainConfig(
+                    model_torchscript=payload, loss_name="mse", optimizer="SGD", batch_size=1, epochs=1
+                ),
+                TrainConfig(
+                    registered_model="conformance-linear",
+                    loss_torchscript=payload,
+                    optimizer="SGD",
+                    batch_size=1,
+                    epochs=1,
+                ),
+            ):
+                await send_envelope(
+                    ws, Envelope(request_id=rid, set_train_config=SetTrainConfigRequest(config=config))
+                )
+                await expect_error(ws, ErrorCode.INVALID_ARGUMENT, rid)
+    assert not marker.exists()
