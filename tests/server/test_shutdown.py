@@ -5,6 +5,7 @@ stopped with SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
@@ -29,6 +30,8 @@ import fedproto
 from fedproto.errors import ErrorCode
 from fedproto_pb.v1.calls_pb2 import CallRequest
 from fedproto_pb.v1.envelope_pb2 import Envelope
+from fedproto_pb.v1.objects_pb2 import SendObjectRequest
+from fedproto_pb.v1.tensor_pb2 import DTYPE_FLOAT32, Chunk, TensorInfo
 from fedproto_pb.v1.value_pb2 import Value
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,3 +189,30 @@ def test_serve_process_exits_0_on_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=WAIT)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a chunked upload still waiting for chunks when the grace period ends gets no Error "
+    "UNAVAILABLE before the 1001 close (section 6.3.4): uploads are not tracked as request tasks",
+)
+async def test_upload_in_progress_at_shutdown_ends_unavailable(make_worker) -> None:
+    w = await make_worker()
+    data = bytes(400)
+    info = TensorInfo(dtype=DTYPE_FLOAT32, shape=[100], nbytes=400, sha256=hashlib.sha256(data).digest())
+    async with raw_connection(w.url) as ws:
+        await raw_handshake(ws)
+        await send_envelope(ws, Envelope(request_id=2, send_object=SendObjectRequest(id="u", chunked=info)))
+        await send_envelope(
+            ws, Envelope(request_id=2, chunk=Chunk(offset=0, data=data[:100], total_bytes=400))
+        )
+        await send_envelope(ws, Envelope(request_id=3, call=CallRequest(method="whoami")))
+        assert (await recv_envelope(ws)).request_id == 3  # everything before has been read
+        stopping = asyncio.create_task(w.stop(grace=0.2))
+        try:
+            assert (await recv_envelope(ws)).WhichOneof("body") == "goodbye"
+            reply = await recv_envelope(ws)
+            assert reply.request_id == 2
+            assert reply.error.code == ErrorCode.UNAVAILABLE
+        finally:
+            await asyncio.wait_for(stopping, WAIT)
