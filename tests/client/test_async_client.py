@@ -378,6 +378,102 @@ async def test_fit_without_weights_and_registered_model(alice: fedproto.AsyncCli
     assert not torch.equal(after["weight"], before["weight"])
 
 
+async def test_progress_every_zero_still_reports_the_last_batch_of_each_epoch(
+    alice: fedproto.AsyncClient,
+) -> None:
+    await alice.set_train_config(small_config(batch_size=3, epochs=3))  # 22 batches per epoch
+    events: list[fedproto.FitProgressEvent] = []
+    result = await alice.fit("conformance", progress=events.append)
+    pairs = [(e.epoch, e.batch) for e in events]
+    assert pairs == sorted(set(pairs))
+    for epoch in (1, 2, 3):
+        assert (epoch, 22) in pairs
+    assert len(pairs) <= 3 * 22
+    assert result.batches == 66 and result.samples == 192
+
+
+async def test_fits_continue_from_the_current_weights(alice: fedproto.AsyncClient) -> None:
+    await alice.set_train_config(small_config(epochs=1))
+    first = await alice.fit("conformance", return_weights=True)
+    second = await alice.fit("conformance", return_weights=True)
+    assert first.weights is not None and second.weights is not None
+    assert not torch.equal(first.weights["weight"], second.weights["weight"])
+    assert second.mean_loss < first.mean_loss  # plain SGD on a fixed order keeps improving here
+
+
+async def test_same_seed_same_result(alice: fedproto.AsyncClient) -> None:
+    results = []
+    for _ in range(2):
+        await alice.set_train_config(small_config(shuffle=True, seed=123, epochs=2))
+        results.append(await alice.fit("conformance", return_weights=True))
+    assert results[0].weights is not None and results[1].weights is not None
+    for name in results[0].weights:
+        assert_identical(results[0].weights[name], results[1].weights[name])
+
+
+async def test_failed_set_train_config_keeps_the_previous_state(alice: fedproto.AsyncClient) -> None:
+    await alice.set_train_config(small_config())
+    before = await alice.get_model_weights()
+    with pytest.raises(fedproto.NotFoundError):
+        await alice.set_train_config(small_config(model="no-such-model"))
+    with pytest.raises(fedproto.InvalidArgumentError):
+        await alice.set_train_config(small_config(initial_weights={"weight": torch.zeros(2, 2)}))
+    after = await alice.get_model_weights()
+    for name in before:
+        assert_identical(after[name], before[name])
+
+
+async def test_a_model_that_does_not_fit_the_dataset_fails_the_fit(alice: fedproto.AsyncClient) -> None:
+    await alice.set_train_config(small_config(model=nn.Linear(5, 3)))  # 5 inputs, the fixture has 4
+    with pytest.raises(fedproto.InvalidArgumentError):
+        await alice.fit("conformance")
+    with pytest.raises(fedproto.InvalidArgumentError):
+        await alice.evaluate("conformance")
+    assert await alice.call("whoami") == "alice"
+
+
+async def test_model_use_during_a_fit(alice: fedproto.AsyncClient, worker: fedproto.Worker) -> None:
+    await alice.set_train_config(small_config(batch_size=1, epochs=100_000))
+    started = asyncio.Event()
+    fit = asyncio.create_task(alice.fit("conformance", progress=lambda _e: started.set(), progress_every=1))
+    try:
+        await asyncio.wait_for(started.wait(), WAIT)
+        # the reference worker refuses other uses of the model while it trains (section 12.3.13)
+        with pytest.raises(fedproto.FailedPreconditionError):
+            await alice.get_model_weights()
+        with pytest.raises(fedproto.FailedPreconditionError):
+            await alice.evaluate("conformance")
+        # a new train config replaces the state for later requests; the running fit keeps its own
+        zeros = {"weight": torch.zeros(3, 4), "bias": torch.zeros(3)}
+        await alice.set_train_config(small_config(model="conformance-linear", initial_weights=zeros))
+        assert not fit.done()
+        weights = await alice.get_model_weights()
+        assert_identical(weights["weight"], zeros["weight"])
+    finally:
+        fit.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fit
+    await wait_until(lambda: in_flight(worker) == 0, what="the worker to stop the fit")
+    assert_identical((await alice.get_model_weights())["bias"], torch.zeros(3))
+
+
+async def test_model_size_limit(make_worker) -> None:
+    w = await make_worker(limits=conformance_limits(max_model_bytes=500))
+    async with client_of(w) as c:
+        with pytest.raises(fedproto.ResourceExhaustedError):
+            await c.set_train_config(small_config())
+        assert (await c.set_train_config(small_config(model="conformance-linear"))).parameter_count == 15
+
+
+async def test_custom_torchscript_loss(alice: fedproto.AsyncClient) -> None:
+    def squared_margin(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (output.sum(dim=1) - target.to(output.dtype)).pow(2).mean()
+
+    await alice.set_train_config(small_config(loss_fn=squared_margin, epochs=1))
+    result = await alice.fit("conformance")
+    assert result.batches == 8 and math.isfinite(result.final_loss)
+
+
 # -- errors ---------------------------------------------------------------------------------------------
 
 
@@ -682,6 +778,16 @@ async def test_download_chunks_fit_a_client_frame_limit_below_chunk_bytes(make_w
         await sender.send(tensor, "t")
     async with client_of(w, max_frame_bytes=16 << 10) as c:
         assert_identical(await asyncio.wait_for(c.get("t"), WAIT), tensor)
+
+
+async def test_concurrent_uploads_are_checked_against_the_quota_when_they_finish(make_worker) -> None:
+    w = await make_worker(limits=conformance_limits(chunk_bytes=1024, max_object_bytes=3000))
+    async with client_of(w) as c:
+        first, second = torch.zeros(2000, dtype=torch.uint8), torch.ones(2000, dtype=torch.uint8)
+        results = await asyncio.gather(c.send(first, "a"), c.send(second, "b"), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(refused) == 1 and isinstance(refused[0], fedproto.ResourceExhaustedError)
+        assert await c.objects_count() == 1
 
 
 # -- reconnect ------------------------------------------------------------------------------------------
