@@ -1,0 +1,377 @@
+"""Federated averaging against real loopback workers: weighting, records, failures and both APIs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+from conftest import WAIT, ThreadedWorker, in_flight, stop_quietly, wait_until
+from torch import nn
+
+import fedproto
+from fedproto.fedavg import FedAvg, FedAvgError, RoundRecord, WorkerRound
+from fedproto.server.conformance import REGISTERED_MODEL, conformance_worker, fixture_dataset
+
+#: Bound on a whole federated run in these tests.
+RUN = 60.0
+
+StartWorker = Callable[..., Awaitable[fedproto.Worker]]
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="worker .* requires no token")
+        yield
+
+
+@pytest.fixture
+async def start_worker() -> AsyncIterator[StartWorker]:
+    """Start plain workers on 127.0.0.1: ``await start_worker("a", (x, y), port=0)``; stopped at the end."""
+    started: list[fedproto.Worker] = []
+
+    async def factory(id: str, dataset: Any, *, port: int = 0, key: str = "data") -> fedproto.Worker:
+        worker = fedproto.Worker(id, shutdown_grace=0.5)
+        worker.add_dataset(dataset, key=key)
+        started.append(worker)
+        await worker.start("127.0.0.1", port)
+        return worker
+
+    try:
+        yield factory
+    finally:
+        for worker in started:
+            await stop_quietly(worker)
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Awaitable[fedproto.AsyncClient]]]:
+    """Connect AsyncClients (closed at the end): ``await connect(worker, reconnect_attempts=2)``."""
+    clients: list[fedproto.AsyncClient] = []
+
+    async def factory(worker: fedproto.Worker, **kwargs: Any) -> fedproto.AsyncClient:
+        client = await asyncio.wait_for(fedproto.AsyncClient.connect(worker.url, **kwargs), WAIT)
+        clients.append(client)
+        return client
+
+    try:
+        yield factory
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), WAIT)
+
+
+def classification(samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(samples, 4, generator=generator)
+    targets = (features[:, 0] > 0).long() + (features[:, 1] > 0).long()
+    return features, targets
+
+
+class Normed(nn.Module):
+    """A small classifier with buffers, one of them an integer (BatchNorm's num_batches_tracked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(4, 8)
+        self.norm = nn.BatchNorm1d(8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.norm(self.hidden(x))))
+
+
+def classifier_config(model: nn.Module | str, **changes: Any) -> fedproto.TrainConfig:
+    settings: dict[str, Any] = {
+        "model": model,
+        "loss_fn": "cross_entropy",
+        "optimizer": "SGD",
+        "optimizer_args": {"lr": 0.1},
+        "batch_size": 8,
+        "epochs": 1,
+        "seed": 0,
+    }
+    settings.update(changes)
+    return fedproto.TrainConfig(**settings)
+
+
+# -- weighting ------------------------------------------------------------------------------------------
+
+
+async def test_average_is_weighted_by_samples_held(start_worker: StartWorker, connect: Any) -> None:
+    # One full-batch SGD step on w*x with MSE from w=0: w_k = lr * 2 * mean(x*y) = 2 * 0.25 * y_k.
+    # Worker a holds 1 sample (y=1 -> w=0.5), worker b 3 samples (y=3 -> w=1.5): the FedAvg average is
+    # (1 * 0.5 + 3 * 1.5) / 4 = 1.25 (an unweighted mean would give 1.0).
+    a = await start_worker("a", (torch.ones(1, 1), torch.full((1, 1), 1.0)))
+    b = await start_worker("b", (torch.ones(3, 1), torch.full((3, 1), 3.0)))
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    config = fedproto.TrainConfig(
+        model=model, loss_fn="mse", optimizer_args={"lr": 0.25}, batch_size=8, shuffle=False
+    )
+    fedavg = FedAvg([await connect(a), await connect(b)], model, config, dataset_key="data", progress=False)
+    [record] = await asyncio.wait_for(fedavg.run_async(1), RUN)
+
+    assert model.weight.item() == 1.25
+    assert [(w.worker, w.ok, w.dataset_size, w.samples) for w in record.workers] == [
+        ("a", True, 1, 1),
+        ("b", True, 3, 3),
+    ]
+    # Evaluated at w=1.25: a's loss (1.25-1)^2, b's (1.25-3)^2, weighted by samples; logit > 0 is class 1,
+    # so a's sample (target 1) is right and b's (target 3) are wrong.
+    assert [w.eval_loss for w in record.workers] == [0.0625, 3.0625]
+    assert record.loss == pytest.approx((0.0625 + 3 * 3.0625) / 4)
+    assert record.accuracy == 0.25
+    assert [(w.eval_correct, w.eval_total) for w in record.workers] == [(1, 1), (0, 3)]
+
+
+async def test_global_weights_are_the_average_of_the_workers_updates(
+    start_worker: StartWorker, connect: Any
+) -> None:
+    sizes = [24, 40, 72]
+    workers = [await start_worker(f"w{k}", classification(n, seed=k)) for k, n in enumerate(sizes)]
+    clients = [await connect(w) for w in workers]
+    torch.manual_seed(0)
+    model = Normed()
+    fedavg = FedAvg(
+        clients, model, classifier_config(model, epochs=2), dataset_key="data", evaluate=False, progress=False
+    )
+    [record] = await asyncio.wait_for(fedavg.run_async(1), RUN)
+
+    # Without evaluation every worker still holds the weights it trained this round.
+    updates = [(await c.get_model_weights(), n) for c, n in zip(clients, sizes, strict=True)]
+    expected = fedproto.average_weights(updates)
+    got = model.state_dict()
+    assert list(got) == list(expected)
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name
+    # The integer buffer comes from the worker holding the most samples (2 epochs of 72 in batches of 8).
+    assert int(got["norm.num_batches_tracked"]) == 18
+    assert [w.dataset_size for w in record.workers] == sizes
+    assert [w.samples for w in record.workers] == [2 * n for n in sizes]
+    assert record.loss is None and record.accuracy is None
+    assert all(w.eval_loss is None for w in record.workers)
+
+
+# -- records ------------------------------------------------------------------------------------------
+
+
+async def test_history_records_every_round(start_worker: StartWorker, connect: Any) -> None:
+    # The workers train the architecture they registered; the coordinator's copy has the same state names.
+    workers = []
+    for k in range(2):
+        worker = fedproto.Worker(f"reg{k}")
+        worker.add_dataset(fixture_dataset(), key="conformance")
+        worker.register_model(REGISTERED_MODEL, lambda: nn.Linear(4, 3))
+        workers.append(worker)
+    seen: list[RoundRecord] = []
+    try:
+        for worker in workers:
+            await worker.start("127.0.0.1", 0)
+        clients = [await connect(w) for w in workers]
+        model = nn.Linear(4, 3)
+        fedavg = FedAvg(
+            clients,
+            model,
+            classifier_config(REGISTERED_MODEL),
+            dataset_key="conformance",
+            progress=seen.append,
+        )
+        first = await asyncio.wait_for(fedavg.run_async(3), RUN)
+        more = await asyncio.wait_for(fedavg.run_async(2), RUN)
+    finally:
+        for worker in workers:
+            await stop_quietly(worker)
+
+    assert fedavg.history == first + more == seen
+    assert [r.round for r in fedavg.history] == [1, 2, 3, 4, 5]
+    assert fedavg.workers == ["reg0", "reg1"]
+    for record in fedavg.history:
+        assert isinstance(record, RoundRecord)
+        assert len(record.workers) == 2 and record.succeeded == record.workers and record.failed == ()
+        assert all(isinstance(w, WorkerRound) for w in record.workers)
+        assert record.loss is not None and record.loss >= 0
+        assert record.accuracy is not None and 0 <= record.accuracy <= 1
+        assert record.seconds > 0
+        for w in record.workers:
+            assert w.ok and w.error is None and w.eval_error is None
+            assert w.samples == w.dataset_size == 64 and w.eval_total == 64
+            assert w.loss is not None and w.final_loss is not None
+            assert w.seconds > 0 and w.fit_seconds > 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fedavg.history[0].round = 9  # type: ignore[misc]
+
+
+async def test_progress_line_per_round_on_request(
+    start_worker: StartWorker, connect: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    worker = await start_worker("solo", classification(16, seed=1))
+    client = await connect(worker)
+    model = nn.Linear(4, 3)
+    await asyncio.wait_for(
+        FedAvg([client], model, classifier_config(model), dataset_key="data", progress=True).run_async(2), RUN
+    )
+    err = capsys.readouterr().err
+    assert "round   1" in err and "round   2" in err and "1/1 workers" in err
+    await asyncio.wait_for(
+        FedAvg([client], model, classifier_config(model), dataset_key="data", progress=False).run_async(1),
+        RUN,
+    )
+    await asyncio.wait_for(
+        FedAvg([client], model, classifier_config(model), dataset_key="data").run_async(1), RUN
+    )
+    assert capsys.readouterr().err == ""  # silent, and stderr is no terminal under pytest
+
+
+# -- failures -----------------------------------------------------------------------------------------
+
+
+async def test_worker_dying_mid_round_is_left_out_and_rejoins(
+    start_worker: StartWorker, connect: Any
+) -> None:
+    a = await start_worker("a", classification(32, seed=1))
+    b = await start_worker("b", classification(48, seed=2))
+    # The victim's dataset makes its fit long enough to be stopped while the round runs.
+    victim = await start_worker("victim", classification(60_000, seed=3))
+    port = victim.port
+    clients = [await connect(a), await connect(b), await connect(victim, reconnect_attempts=2)]
+    model = nn.Linear(4, 3)
+    fedavg = FedAvg(
+        clients, model, classifier_config(model, batch_size=4), dataset_key="data", progress=False
+    )
+
+    round_one = asyncio.create_task(fedavg.run_async(1))
+    try:
+        await wait_until(
+            lambda: (bool(victim._training) and in_flight(victim) > 0) or round_one.done(),
+            timeout=RUN,
+            what="the victim's training request",
+        )
+        assert not round_one.done(), "the round ended before the victim could be stopped"
+        await victim.stop(grace=0)
+        [first] = await asyncio.wait_for(round_one, RUN)
+    finally:
+        round_one.cancel()
+    assert [w.worker for w in first.failed] == ["victim"]
+    failure = first.failed[0]
+    assert failure.error and failure.loss is None and failure.eval_loss is None
+    assert [w.worker for w in first.succeeded] == ["a", "b"]
+    assert first.accuracy is not None  # evaluated on the workers that trained
+    assert sum(w.eval_total or 0 for w in first.workers) == 32 + 48
+
+    # Still down: left out again, and the run goes on.
+    [second] = await asyncio.wait_for(fedavg.run_async(1), RUN)
+    assert [w.worker for w in second.failed] == ["victim"]
+    assert [w.worker for w in second.succeeded] == ["a", "b"]
+
+    # Back (restarted, so without training state): configured again, it rejoins the average.
+    await start_worker("victim", classification(16, seed=4), port=port)
+    [third] = await asyncio.wait_for(fedavg.run_async(1), RUN)
+    assert third.failed == ()
+    assert [w.dataset_size for w in third.workers] == [32, 48, 16]
+    assert [r.round for r in fedavg.history] == [1, 2, 3]
+
+
+async def test_fewer_than_min_workers_raise(start_worker: StartWorker, connect: Any) -> None:
+    up = await start_worker("up", classification(16, seed=1))
+    down = await start_worker("down", classification(16, seed=2))
+    clients = [await connect(up), await connect(down, reconnect_attempts=1)]
+    await down.stop(grace=0)
+    model = nn.Linear(4, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fedavg = FedAvg(
+        clients, model, classifier_config(model), dataset_key="data", min_workers=2, progress=False
+    )
+
+    with pytest.raises(FedAvgError, match="down") as caught:
+        await asyncio.wait_for(fedavg.run_async(3), RUN)
+
+    assert isinstance(caught.value, fedproto.FedprotoError)
+    assert "1 of 2 workers" in str(caught.value) and "min_workers=2" in str(caught.value)
+    record = caught.value.record
+    assert fedavg.history == [record]
+    assert [w.worker for w in record.failed] == ["down"] and [w.worker for w in record.succeeded] == ["up"]
+    assert record.loss is None and record.accuracy is None
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), "the global weights must not change in a failed round"
+
+    # With min_workers=1 the same situation is an ordinary round.
+    lenient = FedAvg(clients, model, classifier_config(model), dataset_key="data", progress=False)
+    [ok] = await asyncio.wait_for(lenient.run_async(1), RUN)
+    assert [w.worker for w in ok.succeeded] == ["up"] and [w.worker for w in ok.failed] == ["down"]
+
+
+async def test_a_worker_refusing_the_request_fails_only_its_part(
+    start_worker: StartWorker, connect: Any
+) -> None:
+    good = await start_worker("good", classification(16, seed=1))
+    other = await start_worker("other", classification(16, seed=2), key="elsewhere")
+    model = nn.Linear(4, 3)
+    fedavg = FedAvg(
+        [await connect(good), await connect(other)],
+        model,
+        classifier_config(model),
+        dataset_key="data",
+        progress=False,
+    )
+    [record] = await asyncio.wait_for(fedavg.run_async(1), RUN)
+    [failure] = record.failed
+    assert failure.worker == "other" and failure.error is not None and "NotFoundError" in failure.error
+
+
+# -- arguments and the blocking form --------------------------------------------------------------------
+
+
+async def test_arguments_are_checked(start_worker: StartWorker, connect: Any) -> None:
+    worker = await start_worker("w", classification(16, seed=1))
+    client = await connect(worker)
+    model = nn.Linear(4, 3)
+    config = classifier_config(model)
+    with pytest.raises(ValueError, match="at least one client"):
+        FedAvg([], model, config, dataset_key="data")
+    with pytest.raises(ValueError, match="min_workers"):
+        FedAvg([client], model, config, dataset_key="data", min_workers=2)
+    with pytest.raises(TypeError, match=r"AsyncClient or fedproto\.Client"):
+        FedAvg([object()], model, config, dataset_key="data")  # type: ignore[list-item]
+    fedavg = FedAvg([client], model, config, dataset_key="data", progress=False)
+    with pytest.raises(ValueError, match="rounds"):
+        await fedavg.run_async(-1)
+    with pytest.raises(TypeError, match=r"needs fedproto\.Client"):
+        fedavg.run(1)
+    # A global model whose state names differ from what the workers build is a coordinator mistake.
+    other = nn.Sequential(nn.Linear(4, 3))
+    mismatched = FedAvg([client], other, config, dataset_key="data", progress=False)
+    with pytest.raises(ValueError, match="state names"):
+        await asyncio.wait_for(mismatched.run_async(1), RUN)
+
+
+def test_blocking_run_drives_clients_concurrently() -> None:
+    threaded = [ThreadedWorker(conformance_worker(f"t{k}")) for k in range(2)]
+    clients: list[fedproto.Client] = []
+    try:
+        for t in threaded:
+            t.run(t.worker.start("127.0.0.1", 0))
+        clients = [fedproto.Client(t.url) for t in threaded]
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        fedavg = FedAvg(clients, model, classifier_config(model), dataset_key="conformance", progress=False)
+        records = fedavg.run(2)
+        assert [r.round for r in records] == [1, 2] and fedavg.history == records
+        assert all(r.failed == () and r.accuracy is not None for r in records)
+        # The clients still work on their own afterwards.
+        assert clients[0].ping() >= 0
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+        for t in threaded:
+            t.close()
