@@ -1147,13 +1147,21 @@ async def test_old_connection_closing_does_not_fail_requests_on_the_new_one(scri
     async with fedproto.AsyncClient.connect(fake.url) as c:
         assert await c.call("first") == 1  # then the server said goodbye on that connection
         slow = asyncio.create_task(c.call("slow"))
-        await wait_until(lambda: fake.connections == 2 and "call" in fake.kinds()[3:], what="the slow call")
-        await fake.sockets[0].close()  # the server finally closes the old connection
-        await asyncio.sleep(0.2)
-        assert not slow.done(), slow
-        rid = next(
-            e.request_id for e in fake.received if e.WhichOneof("body") == "call" and e.call.method == "slow"
-        )
-        reply = Envelope(request_id=rid, call_reply=CallReply(result=Value(int_value=2)))
-        await fake.sockets[1].send(reply.SerializeToString())
-        assert await asyncio.wait_for(slow, WAIT) == 2
+        try:
+            await wait_until(
+                lambda: fake.connections == 2 and "call" in fake.kinds()[3:], what="the slow call"
+            )
+            await fake.sockets[0].close()  # the server finally closes the old connection
+            await asyncio.sleep(0.2)
+            assert not slow.done(), slow
+            rid = next(
+                e.request_id
+                for e in fake.received
+                if e.WhichOneof("body") == "call" and e.call.method == "slow"
+            )
+            reply = Envelope(request_id=rid, call_reply=CallReply(result=Value(int_value=2)))
+            await fake.sockets[1].send(reply.SerializeToString())
+            assert await asyncio.wait_for(slow, WAIT) == 2
+        finally:
+            slow.cancel()
+            await asyncio.gather(slow, return_exceptions=True)
