@@ -219,26 +219,7 @@ def _workers(directory: Path, shards: list[Path], test: Path, tokens: Path) -> I
         for number, (shard, port) in enumerate(zip(shards, _free_ports(len(shards)), strict=True), start=1):
             name = f"worker-{number}"
             log = directory / f"{name}.log"
-            command = [
-                sys.executable,
-                "-m",
-                "fedproto",
-                "--log-level",
-                "WARNING",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--id",
-                name,
-                "--dataset",
-                f"train={shard}",
-                "--dataset",
-                f"test={test}",
-                "--token-file",
-                str(tokens),
-            ]
+            command = _worker_command(name, port, shard, test, tokens)
             with log.open("wb") as sink:
                 process = subprocess.Popen(
                     command, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, env=_worker_environment()
@@ -248,6 +229,30 @@ def _workers(directory: Path, shards: list[Path], test: Path, tokens: Path) -> I
         yield started
     finally:
         _stop(started)
+
+
+def _worker_command(name: str, port: int, shard: Path, test: Path, tokens: Path) -> list[str]:
+    """The command line of one worker process: ``fedproto serve`` on 127.0.0.1 with its two datasets."""
+    return [
+        sys.executable,
+        "-m",
+        "fedproto",
+        "--log-level",
+        "WARNING",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--id",
+        name,
+        "--dataset",
+        f"train={shard}",
+        "--dataset",
+        f"test={test}",
+        "--token-file",
+        str(tokens),
+    ]
 
 
 def _worker_environment() -> dict[str, str]:
