@@ -21,11 +21,11 @@ global weights left unchanged). A failed worker is tried again in the next round
 reconnects by itself; when the worker lost its training state (it restarted), the train config is sent
 again and the step retried once.
 
-``FedAvg`` is async first: ``await fedavg.run_async(rounds)`` drives :class:`~fedproto.AsyncClient`\\ s on
-the running loop. The blocking ``fedavg.run(rounds)`` drives :class:`~fedproto.Client`\\ s: each client's
-requests run on that client's own loop thread, so the workers still train concurrently.
-``run_async`` accepts both kinds of clients. FedAvg assumes it is the only user of its identity's
-training state on each worker while it runs.
+``FedAvg`` is async first: ``await fedavg.run_async(rounds)`` drives :class:`~fedproto.AsyncClient`
+objects on the running loop. The blocking ``fedavg.run(rounds)`` drives :class:`~fedproto.Client`
+objects: each client's requests run on that client's own loop thread, so the workers still train
+concurrently. ``run_async`` accepts both kinds of clients. FedAvg assumes it is the only user of its
+identity's training state on each worker while it runs.
 """
 
 from __future__ import annotations
@@ -185,8 +185,8 @@ def _one_line(exc: BaseException) -> str:
 class FedAvg:
     """Federated averaging of ``model`` over the workers behind ``clients``.
 
-    - ``clients``: connected :class:`~fedproto.AsyncClient`\\ s (for :meth:`run_async`) or
-      :class:`~fedproto.Client`\\ s (for :meth:`run` or :meth:`run_async`), one per worker.
+    - ``clients``: one connected client per worker: :class:`~fedproto.AsyncClient` objects (for
+      :meth:`run_async`) or :class:`~fedproto.Client` objects (for :meth:`run` or :meth:`run_async`).
     - ``model``: the global model; its state dict holds the global weights, which every round replaces.
     - ``config``: how workers train locally (loss, optimizer, batch size, local epochs, seed...). Its
       ``model`` is what workers build: usually ``model`` itself, or a TorchScript version of it, or the
@@ -250,7 +250,7 @@ class FedAvg:
     # -- running ----------------------------------------------------------------------------------
 
     def run(self, rounds: int) -> list[RoundRecord]:
-        """Run ``rounds`` more rounds, blocking; returns their records. Needs :class:`~fedproto.Client`\\ s.
+        """Run ``rounds`` more rounds, blocking, with :class:`~fedproto.Client` objects; their records.
 
         Works in scripts and where an event loop already runs in this thread (a notebook): the rounds
         then run on a loop of their own in a helper thread.
