@@ -1,0 +1,31 @@
+"""The cases, one module per group; importing this package registers them in group order."""
+
+from conformance.cases import (
+    auth,
+    calls,
+    compatibility,
+    concurrency,
+    datasets,
+    errors,
+    framing,
+    handshake,
+    limits,
+    objects,
+    robustness,
+    training,
+)
+
+__all__ = [
+    "auth",
+    "calls",
+    "compatibility",
+    "concurrency",
+    "datasets",
+    "errors",
+    "framing",
+    "handshake",
+    "limits",
+    "objects",
+    "robustness",
+    "training",
+]

@@ -1,0 +1,256 @@
+"""Helpers the case modules share: envelopes of exact sizes, objects, chunked transfers, calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from conformance.checks import check, fail
+from conformance.spec import DTYPE_WIDTHS, sha256
+from conformance.values import make_tensor, to_value
+from conformance.wire import Connection, Reply, make_envelope
+from fedproto_pb.v1 import calls_pb2, errors_pb2, objects_pb2, session_pb2, tensor_pb2, value_pb2
+from fedproto_pb.v1.envelope_pb2 import Envelope
+
+__all__ = [
+    "Download",
+    "E",
+    "call",
+    "call_request",
+    "chunk_sizes",
+    "clear_store",
+    "download",
+    "expect_call",
+    "float_tensor",
+    "ping_of_size",
+    "send_chunks",
+    "send_tensor",
+    "start_upload",
+    "store_listing",
+    "upload",
+]
+
+
+class E:
+    """The error codes of section 13.2, without their prefix: ``E.NOT_FOUND``."""
+
+    UNSPECIFIED = errors_pb2.ERROR_CODE_UNSPECIFIED
+    MALFORMED = errors_pb2.ERROR_CODE_MALFORMED
+    UNSUPPORTED_VERSION = errors_pb2.ERROR_CODE_UNSUPPORTED_VERSION
+    UNAUTHENTICATED = errors_pb2.ERROR_CODE_UNAUTHENTICATED
+    PERMISSION_DENIED = errors_pb2.ERROR_CODE_PERMISSION_DENIED
+    NOT_FOUND = errors_pb2.ERROR_CODE_NOT_FOUND
+    METHOD_NOT_FOUND = errors_pb2.ERROR_CODE_METHOD_NOT_FOUND
+    INVALID_ARGUMENT = errors_pb2.ERROR_CODE_INVALID_ARGUMENT
+    ALREADY_EXISTS = errors_pb2.ERROR_CODE_ALREADY_EXISTS
+    FAILED_PRECONDITION = errors_pb2.ERROR_CODE_FAILED_PRECONDITION
+    RESOURCE_EXHAUSTED = errors_pb2.ERROR_CODE_RESOURCE_EXHAUSTED
+    CANCELLED = errors_pb2.ERROR_CODE_CANCELLED
+    DEADLINE_EXCEEDED = errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED
+    INTERNAL = errors_pb2.ERROR_CODE_INTERNAL
+    UNAVAILABLE = errors_pb2.ERROR_CODE_UNAVAILABLE
+    UNIMPLEMENTED = errors_pb2.ERROR_CODE_UNIMPLEMENTED
+    DATA_LOSS = errors_pb2.ERROR_CODE_DATA_LOSS
+
+
+def ping_of_size(request_id: int, size: int) -> bytes:
+    """An encoded Ping envelope of exactly ``size`` bytes."""
+    payload = max(size - 16, 0)
+    for _ in range(64):
+        data = Envelope(
+            request_id=request_id, ping=session_pb2.Ping(payload=bytes(payload))
+        ).SerializeToString()
+        if len(data) == size:
+            return data
+        payload = max(payload + size - len(data), 0)
+    raise ValueError(f"no Ping envelope has exactly {size} bytes")
+
+
+# -- objects -----------------------------------------------------------------------------------------
+
+
+async def clear_store(conn: Connection) -> None:
+    """Empty the connection's identity's store."""
+    await conn.expect("clear_objects", objects_pb2.ClearObjectsRequest())
+
+
+async def store_listing(conn: Connection) -> list[objects_pb2.ObjectInfo]:
+    """The ObjectInfos of ``list_objects``."""
+    reply = await conn.expect("list_objects", objects_pb2.ListObjectsRequest())
+    return list(reply.objects)
+
+
+def float_tensor(values: Sequence[float]) -> tensor_pb2.Tensor:
+    """A 1-d float32 tensor."""
+    import struct
+
+    return make_tensor(tensor_pb2.DTYPE_FLOAT32, [len(values)], struct.pack(f"<{len(values)}f", *values))
+
+
+async def send_tensor(
+    conn: Connection,
+    object_id: str,
+    tensor: tensor_pb2.Tensor,
+    *,
+    tags: Sequence[str] = (),
+    description: str = "",
+    overwrite: bool = False,
+) -> Reply:
+    """Send an object inline and return the reply (not checked)."""
+    request = objects_pb2.SendObjectRequest(
+        id=object_id, tags=list(tags), description=description, tensor=tensor, overwrite=overwrite
+    )
+    return await conn.call("send_object", request)
+
+
+def chunk_sizes(total: int, chunk_bytes: int) -> list[int]:
+    """The chunk sizes of a valid upload: full chunks, then a shorter last one (section 7.3.5)."""
+    sizes = [chunk_bytes] * (total // chunk_bytes)
+    if total % chunk_bytes:
+        sizes.append(total % chunk_bytes)
+    return sizes
+
+
+async def start_upload(
+    conn: Connection,
+    object_id: str,
+    *,
+    dtype: int,
+    shape: Sequence[int],
+    nbytes: int,
+    digest: bytes,
+    overwrite: bool = False,
+    deadline_ms: int = 0,
+) -> int:
+    """Announce a chunked upload and return its request id."""
+    info = tensor_pb2.TensorInfo(dtype=cast(Any, dtype), shape=list(shape), nbytes=nbytes, sha256=digest)
+    request = objects_pb2.SendObjectRequest(id=object_id, chunked=info, overwrite=overwrite)
+    return await conn.request("send_object", request, deadline_ms=deadline_ms)
+
+
+async def send_chunks(
+    conn: Connection, rid: int, data: bytes, sizes: Sequence[int], *, total: int | None = None
+) -> None:
+    """Send ``data`` as Chunk envelopes of ``sizes`` (which need not be valid)."""
+    offset = 0
+    for size in sizes:
+        chunk = tensor_pb2.Chunk(
+            offset=offset,
+            data=data[offset : offset + size],
+            total_bytes=len(data) if total is None else total,
+        )
+        await conn.send(make_envelope(rid, "chunk", chunk))
+        offset += size
+
+
+async def upload(
+    conn: Connection,
+    object_id: str,
+    data: bytes,
+    *,
+    dtype: int = tensor_pb2.DTYPE_UINT8,
+    chunk_bytes: int,
+    sizes: Sequence[int] | None = None,
+) -> Reply:
+    """A whole chunked upload of ``data`` (1-d, so any length fits uint8)."""
+    width = DTYPE_WIDTHS[dtype]
+    rid = await start_upload(
+        conn, object_id, dtype=dtype, shape=[len(data) // width], nbytes=len(data), digest=sha256(data)
+    )
+    await send_chunks(conn, rid, data, sizes if sizes is not None else chunk_sizes(len(data), chunk_bytes))
+    return await conn.reply(rid)
+
+
+@dataclass(slots=True)
+class Download:
+    """A checked ``get_object`` answer: the bytes, the info, and whether it came in chunks."""
+
+    info: objects_pb2.ObjectInfo
+    data: bytes
+    dtype: int
+    shape: list[int]
+    chunked: bool
+    chunk_lengths: list[int]
+
+
+async def download(
+    conn: Connection, object_id: str, *, chunk_bytes: int, strict_sizes: bool = True
+) -> Download:
+    """``get_object`` with every rule of sections 7.3.15 to 7.3.19 checked on the way."""
+    rid = await conn.request("get_object", objects_pb2.GetObjectRequest(id=object_id))
+    reply = await conn.reply(rid)
+    body: objects_pb2.GetObjectReply = reply.expect("get_object_reply")
+    if not reply.events:
+        if not body.HasField("tensor"):
+            fail(
+                f"get_object_reply for request {rid} has no tensor and no chunks came before it (section "
+                "7.3.15)"
+            )
+        t = body.tensor
+        return Download(body.info, t.data, t.dtype, list(t.shape), False, [])
+    if body.HasField("tensor"):
+        fail(f"a chunked get_object_reply for request {rid} also carries an inline tensor (section 7.3.16)")
+    received = bytearray()
+    lengths = []
+    total = body.info.tensor.nbytes
+    for n, event in enumerate(reply.events):
+        if event.WhichOneof("body") != "chunk":
+            fail(f"request {rid} got {event.WhichOneof('body')} before its get_object_reply (section 5.3.2)")
+        chunk = event.chunk
+        size = len(chunk.data)
+        if chunk.offset != len(received):
+            fail(
+                f"chunk {n} of request {rid} has offset {chunk.offset}, expected {len(received)}: "
+                "chunks must be contiguous and in order (section 7.3.4)"
+            )
+        if not 1 <= size <= chunk_bytes:
+            fail(
+                f"chunk {n} of request {rid} carries {size} bytes, allowed 1 to {chunk_bytes} (section 7.3.5)"
+            )
+        if chunk.total_bytes != total:
+            fail(
+                f"chunk {n} of request {rid} says total_bytes={chunk.total_bytes}, "
+                f"the reply's nbytes is {total} (section 7.3.16)"
+            )
+        received += chunk.data
+        lengths.append(size)
+    if strict_sizes and any(size != chunk_bytes for size in lengths[:-1]):
+        fail(f"request {rid} got chunks of {lengths} bytes: only the last may be shorter (section 7.3.5)")
+    if len(received) != total:
+        fail(
+            f"the chunks of request {rid} cover {len(received)} bytes, total_bytes is {total} (section 7.3.7)"
+        )
+    check(
+        body.info.tensor.sha256 == sha256(bytes(received)),
+        f"the SHA-256 in the get_object_reply of request {rid} does not match the chunks' bytes (section "
+        "7.3.16)",
+    )
+    return Download(
+        body.info, bytes(received), body.info.tensor.dtype, list(body.info.tensor.shape), True, lengths
+    )
+
+
+# -- calls -------------------------------------------------------------------------------------------
+
+
+def call_request(method: str, *args: Any, **kwargs: Any) -> calls_pb2.CallRequest:
+    """A CallRequest from Python values (see :func:`conformance.values.to_value`)."""
+    request = calls_pb2.CallRequest(method=method, args=[to_value(a) for a in args])
+    for key, value in kwargs.items():
+        request.kwargs.add(key=key).value.CopyFrom(to_value(value))
+    return request
+
+
+async def call(conn: Connection, method: str, *args: Any, deadline_ms: int = 0, **kwargs: Any) -> Reply:
+    """Call ``method`` and return the reply (not checked)."""
+    return await conn.call("call", call_request(method, *args, **kwargs), deadline_ms=deadline_ms)
+
+
+async def expect_call(conn: Connection, method: str, *args: Any, **kwargs: Any) -> value_pb2.Value:
+    """Call ``method``; the reply must be a CallReply with ``result`` set (section 11.5.1)."""
+    reply = await call(conn, method, *args, **kwargs)
+    body: calls_pb2.CallReply = reply.expect("call_reply")
+    if not body.HasField("result"):
+        fail(f"the call_reply of {method}() for request {reply.request_id} has no result (section 11.5.1)")
+    return body.result

@@ -1,0 +1,442 @@
+"""Sections 5 and 6: request ids, pipelining, exactly one terminal reply, ping, cancel, deadlines, goodbye."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from conformance.cases._common import E, call_request, float_tensor, send_chunks, start_upload
+from conformance.checks import check, fail
+from conformance.context import Context
+from conformance.registry import case
+from conformance.spec import REQUESTS, code_name, sha256
+from conformance.values import to_value, value_diff
+from conformance.wire import Reply, make_envelope
+from fedproto_pb.v1 import datasets_pb2, objects_pb2, session_pb2, tensor_pb2
+
+CALLS = ("calls",)
+
+
+# -- pipelining --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One pipelined request and what its terminal reply must be."""
+
+    kind: str
+    message: Message
+    reply: str
+    code: int = 0
+    echo: int | None = None
+    payload: bytes | None = None
+
+    def check(self, reply: Reply) -> None:
+        """Fail unless ``reply`` is this request's expected terminal reply."""
+        if self.code:
+            if reply.kind != "error" or reply.envelope.error.code != self.code:
+                fail(
+                    f"{self.kind} with request_id {reply.request_id} got {reply.describe()}, expected "
+                    f"Error{{{code_name(self.code)}}}"
+                )
+            return
+        body = reply.expect(self.reply)
+        if self.payload is not None:
+            check(
+                body.payload == self.payload, f"the Pong for request {reply.request_id} has another payload"
+            )
+        if self.echo is not None:
+            args = body.result.map_value.entries[0].value if body.result.map_value.entries else None
+            diff = (
+                value_diff(to_value([self.echo]), args, "echo()['args']") if args is not None else "no args"
+            )
+            if diff:
+                fail(f"request {reply.request_id}: {diff} (a reply of another request?)")
+
+
+def _ops(ctx: Context) -> st.SearchStrategy[Op]:
+    options: list[st.SearchStrategy[Op]] = [
+        st.binary(max_size=16).map(lambda p: Op("ping", session_pb2.Ping(payload=p), "pong", payload=p)),
+    ]
+    if ctx.has("objects"):
+        options += [
+            st.just(Op("count_objects", objects_pb2.CountObjectsRequest(), "count_objects_reply")),
+            st.just(
+                Op("get_object", objects_pb2.GetObjectRequest(id="no-such-object"), "", code=E.NOT_FOUND)
+            ),
+        ]
+    if ctx.has("datasets"):
+        options.append(
+            st.just(Op("list_datasets", datasets_pb2.ListDatasetsRequest(), "list_datasets_reply"))
+        )
+    if ctx.has("calls"):
+        options += [
+            st.integers(-(1 << 63), (1 << 63) - 1).map(
+                lambda n: Op("call", call_request("echo", n), "call_reply", echo=n)
+            ),
+            st.integers(1, 16).map(lambda c: Op("call", call_request("fail", c), "", code=c)),
+            st.sampled_from([0.0, 0.01, 0.03]).map(
+                lambda s: Op("call", call_request("sleep", s), "call_reply")
+            ),
+        ]
+    return st.one_of(options)
+
+
+_NOISE = st.sampled_from(["none", "none", "cancel-unknown", "stray-chunk"])
+
+
+@case(
+    "concurrency/5.3.1/pipelined-one-reply-each",
+    rule="For every request it accepts the server MUST send exactly one terminal reply with the request's "
+    "request_id (§5.3.3: nothing more with that id after it; §5.4.3: in any order).",
+)
+def _case_pipelined(ctx: Context) -> None:
+    limit = min(ctx.limits.max_in_flight, 12)
+
+    @given(
+        batch=st.lists(
+            st.tuples(_ops(ctx), st.integers(1, (1 << 64) - 1), _NOISE),
+            min_size=2,
+            max_size=limit,
+            unique_by=lambda t: t[1],
+        ),
+    )
+    @example(
+        batch=[
+            (Op("ping", session_pb2.Ping(), "pong"), (1 << 64) - 1 - n, "none") for n in range(min(limit, 6))
+        ]
+    )
+    def check_batch(batch: list[tuple[Op, int, str]]) -> None:
+        ctx.run(_pipelined(ctx, batch))
+
+    ctx.hypothesis(check_batch)
+
+
+async def _pipelined(ctx: Context, batch: list[tuple[Op, int, str]]) -> None:
+    async with await ctx.connect() as conn:
+        used = {rid for _, rid, _ in batch}
+        for op, rid, noise in batch:
+            await conn.send(make_envelope(rid, op.kind, op.message))
+            if noise == "cancel-unknown":
+                await conn.send(make_envelope(_unused_id(used), "cancel", None))
+            elif noise == "stray-chunk":
+                chunk = tensor_pb2.Chunk(offset=0, data=b"x", total_bytes=1)
+                await conn.send(make_envelope(_unused_id(used), "chunk", chunk))
+        for op, rid, _ in batch:
+            op.check(await conn.reply(rid, timeout=2.0))
+        await conn.settle(0.05)
+        await conn.ping()
+        for frame in conn.pending_frames():
+            if frame.request_id in used:
+                fail(f"after its terminal reply, request {frame.request_id} got {frame.describe()} as well")
+            fail(f"the server also sent {frame.describe()}")
+
+
+def _unused_id(used: set[int]) -> int:
+    rid = 7_000_001
+    while rid in used:
+        rid += 1
+    return rid
+
+
+@case(
+    "concurrency/5.1.5/request-id-zero",
+    rule="When an envelope with a request body has request_id 0, the server MUST answer with an Error with "
+    "code INVALID_ARGUMENT and request_id 0, and MUST NOT run the request.",
+)
+def _case_id_zero(ctx: Context) -> None:
+    kinds = sorted(k for k, r in REQUESTS.items() if r.capability is None or ctx.has(r.capability))
+
+    @given(kind=st.sampled_from(kinds))
+    @example(kind="send_object")
+    def check_kind(kind: str) -> None:
+        ctx.run(_id_zero(ctx, kind))
+
+    ctx.hypothesis(check_kind, max_examples=max(len(kinds), ctx.settings.max_examples))
+
+
+async def _id_zero(ctx: Context, kind: str) -> None:
+    async with await ctx.connect() as conn:
+        message: Message | None = None
+        object_id = ctx.unique("zero")
+        if kind == "send_object":
+            message = objects_pb2.SendObjectRequest(id=object_id, tensor=float_tensor([1.0]))
+        await conn.send(make_envelope(0, kind, message))
+        await conn.connection_error({E.INVALID_ARGUMENT})
+        await conn.ping()
+        for frame in conn.pending_frames():
+            fail(f"a {kind} with request_id 0 was answered with {frame.describe()} as well")
+        if kind == "send_object":
+            reply = await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))
+            if reply.kind != "error":
+                fail("a send_object with request_id 0 was run: its object exists")
+
+
+@case(
+    "concurrency/5.2.1/duplicate-in-flight-id",
+    rule="When a request arrives whose request_id equals that of a request of the same connection still in "
+    "flight, the server MUST answer with an Error with code INVALID_ARGUMENT, request_id 0 and details "
+    '{"request_id": '
+    '"<the id in decimal>"} (§5.2.2: not run; §5.2.3: the original continues unaffected).',
+    needs=CALLS,
+)
+async def _case_duplicate(ctx: Context) -> None:
+    conn = await ctx.connect()
+    rid = (1 << 64) - 2
+    await conn.request("call", call_request("sleep", 0.4), request_id=rid)
+    await conn.request("ping", session_pb2.Ping(payload=b"dup"), request_id=rid)
+    error = await conn.connection_error({E.INVALID_ARGUMENT})
+    check(
+        error.details.get("request_id") == str(rid),
+        f"the duplicate-id Error has details {dict(error.details)}, expected {{'request_id': '{rid}'}}",
+    )
+    if ctx.has("objects"):
+        object_id = ctx.unique("dup")
+        request = objects_pb2.SendObjectRequest(id=object_id, tensor=float_tensor([1.0]))
+        await conn.request("send_object", request, request_id=rid)
+        await conn.connection_error({E.INVALID_ARGUMENT})
+    reply = await conn.reply(rid)
+    result = reply.expect("call_reply").result
+    check(result.double_value == 0.4, f"the original sleep(0.4) returned {result}")
+    await conn.ping()
+    extra = conn.frames_with_id(rid)
+    if len(extra) > 1:
+        fail(f"request {rid} got more than one reply: {[f.describe() for f in extra]}")
+    if ctx.has("objects"):
+        get = await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))
+        check(get.kind == "error", "a send_object with a duplicate in-flight id was run: its object exists")
+
+
+@case(
+    "concurrency/5.1.4/id-reuse-after-reply",
+    rule="A client MAY reuse an id after the terminal reply of the request that used it has arrived.",
+)
+async def _case_reuse(ctx: Context) -> None:
+    conn = await ctx.connect()
+    for payload in (b"first", b"second", b"third"):
+        pong = (await conn.call("ping", session_pb2.Ping(payload=payload), request_id=5)).expect("pong")
+        check(pong.payload == payload, f"a Ping reusing id 5 got the Pong of another Ping ({pong.payload!r})")
+
+
+@case(
+    "concurrency/5.1.6/ids-per-connection",
+    rule="Request ids are scoped to one connection; two connections may use the same ids independently.",
+    needs=CALLS,
+)
+async def _case_ids_per_connection(ctx: Context) -> None:
+    a, b = await ctx.connect(), await ctx.connect()
+    await a.request("call", call_request("sleep", 0.2), request_id=1)
+    await b.request("call", call_request("echo", "b"), request_id=1)
+    (await b.reply(1)).expect("call_reply")
+    (await a.reply(1)).expect("call_reply")
+
+
+@case(
+    "concurrency/5.4.2/concurrent-processing",
+    rule="A server MUST process a connection's requests concurrently, up to limits.max_in_flight of them.",
+    needs=CALLS,
+)
+async def _case_concurrent(ctx: Context) -> None:
+    count = max(1, min(8, ctx.limits.max_in_flight))
+    conn = await ctx.connect()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    rids = [await conn.request("call", call_request("sleep", 0.5)) for _ in range(count)]
+    for rid in rids:
+        (await conn.reply(rid)).expect("call_reply")
+    elapsed = loop.time() - started
+    check(
+        elapsed < 0.5 + 1.5,
+        f"{count} pipelined sleep(0.5) calls took {elapsed:.2f} s: they were not concurrent",
+    )
+
+
+@case(
+    "concurrency/5.4.4/ping-not-delayed",
+    rule="A slow request (a long custom call or a fit) MUST NOT delay the reply to a ping or to any other "
+    "request of the same connection (§6.1.3).",
+    needs=CALLS,
+)
+async def _case_ping_not_delayed(ctx: Context) -> None:
+    conn = await ctx.connect()
+    slow = await conn.request("call", call_request("sleep", 3.0))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await conn.ping(b"quick")
+    elapsed = loop.time() - started
+    check(elapsed < 0.5, f"a Ping took {elapsed:.2f} s behind a sleep(3) call")
+    check(not conn.frames_with_id(slow), "the sleep(3) call was answered before the Ping")
+    await conn.request("cancel", None, request_id=slow)
+    await conn.reply(slow)
+
+
+@case(
+    "concurrency/6.1.2/pong-payload",
+    rule="Pong.payload MUST equal Ping.payload byte for byte.",
+)
+def _case_pong(ctx: Context) -> None:
+    top = min(ctx.limits.max_frame_bytes - 64, 1 << 17)
+
+    @given(
+        payload=st.one_of(
+            st.binary(max_size=64), st.integers(0, top).map(lambda n: bytes(range(256)) * (n // 256))
+        )
+    )
+    @example(payload=b"")
+    @example(payload=b"\x00\xff" * 40000)
+    def check_payload(payload: bytes) -> None:
+        ctx.run(_pong(ctx, payload))
+
+    ctx.hypothesis(check_payload)
+
+
+async def _pong(ctx: Context, payload: bytes) -> None:
+    async with await ctx.connect() as conn:
+        await conn.ping(payload)
+
+
+@case(
+    "concurrency/6.2.3/cancel-stops-request",
+    rule="If the named request is still in flight, the server MUST stop it as soon as it can and end it "
+    "with an Error with code CANCELLED and the request's id (§18.2.7: sleep promptly, within 1 second).",
+    needs=CALLS,
+)
+async def _case_cancel(ctx: Context) -> None:
+    conn = await ctx.connect()
+    rid = await conn.request("call", call_request("sleep", 30.0))
+    await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await conn.request("cancel", session_pb2.Cancel(reason="conformance"), request_id=rid)
+    reply = await conn.reply(rid, timeout=3.0)
+    reply.expect_error(E.CANCELLED)
+    elapsed = loop.time() - started
+    check(elapsed <= 1.0, f"the cancelled sleep(30) ended {elapsed:.2f} s after the Cancel")
+
+
+@case(
+    "concurrency/6.2.5/cancel-after-finish",
+    rule="If the named request already finished, the server MUST NOT send anything more for it; the "
+    "request's normal terminal reply stands (§6.2.6: a cancel naming no request in flight MUST be ignored).",
+)
+async def _case_cancel_after(ctx: Context) -> None:
+    conn = await ctx.connect()
+    rid = await conn.request("ping", session_pb2.Ping())
+    (await conn.reply(rid)).expect("pong")
+    for target in (rid, 0, 987654321, (1 << 64) - 1):
+        await conn.send(make_envelope(target, "cancel", session_pb2.Cancel(reason="late")))
+    await conn.ping()
+    for frame in conn.pending_frames():
+        fail(f"a Cancel of a finished or unknown request was answered with {frame.describe()}")
+
+
+@case(
+    "concurrency/6.2.7/cancel-upload-discards",
+    rule="Cancelling a chunked upload MUST discard the partial data; nothing is stored.",
+    needs=("objects", "chunked"),
+)
+async def _case_cancel_upload(ctx: Context) -> None:
+    cb = ctx.limits.chunk_bytes
+    data = bytes(3 * cb)
+    conn = await ctx.connect()
+    object_id = ctx.unique("cancel")
+    rid = await start_upload(
+        conn,
+        object_id,
+        dtype=tensor_pb2.DTYPE_UINT8,
+        shape=[len(data)],
+        nbytes=len(data),
+        digest=sha256(data),
+    )
+    await send_chunks(conn, rid, data[:cb], [cb], total=len(data))
+    await conn.request("cancel", None, request_id=rid)
+    (await conn.reply(rid)).expect_error(E.CANCELLED)
+    await send_chunks(conn, rid, data, [cb, cb, cb])
+    await conn.ping()
+    late = conn.frames_with_id(rid)[1:]
+    if late:
+        fail(f"chunks sent after the upload was cancelled were answered with {late[0].describe()}")
+    (await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))).expect_error(E.NOT_FOUND)
+
+
+@case(
+    "concurrency/5.6.2/deadline-exceeded",
+    rule="When a server that advertises deadlines receives a request with a non-zero deadline_ms, and that "
+    "many milliseconds pass without the terminal reply having been sent, the server MUST stop the work and "
+    "answer with an Error with code DEADLINE_EXCEEDED.",
+    needs=("deadlines", "calls"),
+)
+async def _case_deadline(ctx: Context) -> None:
+    conn = await ctx.connect()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reply = await conn.call("call", call_request("sleep", 10.0), deadline_ms=300, timeout=4.0)
+    elapsed = loop.time() - started
+    reply.expect_error(E.DEADLINE_EXCEEDED)
+    check(0.25 <= elapsed <= 1.3, f"a sleep(10) with a 300 ms deadline ended after {elapsed:.2f} s")
+
+
+@case(
+    "concurrency/5.6.1/deadline-not-reached",
+    rule="Envelope.deadline_ms on a request gives the number of milliseconds the client is willing to wait; "
+    "0 means no deadline (a request that finishes in time gets its reply).",
+    needs=("deadlines", "calls"),
+)
+async def _case_deadline_met(ctx: Context) -> None:
+    conn = await ctx.connect()
+    (await conn.call("call", call_request("sleep", 0.05), deadline_ms=5000)).expect("call_reply")
+    reply = await conn.call("ping", session_pb2.Ping(), deadline_ms=1)
+    if reply.kind != "pong":
+        reply.expect_error(E.DEADLINE_EXCEEDED)
+
+
+@case(
+    "concurrency/5.6.3/upload-deadline",
+    rule="The deadline of a chunked upload covers the whole upload, from the SendObjectRequest to its "
+    "reply; on expiry the partial data is discarded.",
+    needs=("deadlines", "objects", "chunked"),
+)
+async def _case_upload_deadline(ctx: Context) -> None:
+    cb = ctx.limits.chunk_bytes
+    data = bytes(2 * cb)
+    conn = await ctx.connect()
+    object_id = ctx.unique("late")
+    rid = await start_upload(
+        conn,
+        object_id,
+        dtype=tensor_pb2.DTYPE_UINT8,
+        shape=[len(data)],
+        nbytes=len(data),
+        digest=sha256(data),
+        deadline_ms=300,
+    )
+    await send_chunks(conn, rid, data[:cb], [cb], total=len(data))
+    (await conn.reply(rid, timeout=3.0)).expect_error(E.DEADLINE_EXCEEDED)
+    (await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))).expect_error(E.NOT_FOUND)
+
+
+@case(
+    "concurrency/6.3.2/goodbye-cancels-and-closes",
+    rule="On a client's goodbye the server MUST cancel the connection's requests in flight, sending Error "
+    "CANCELLED for those still able to receive one, and MUST then close the connection with code 1000.",
+    needs=CALLS,
+)
+async def _case_goodbye(ctx: Context) -> None:
+    conn = await ctx.connect()
+    rid = await conn.request("call", call_request("sleep", 30.0))
+    await asyncio.sleep(0.05)
+    await conn.send(make_envelope(4242, "goodbye", session_pb2.Goodbye(reason="done")))
+    await conn.expect_close({1000}, timeout=3.0)
+    for frame in conn.frames_with_id(rid):
+        env = frame.envelope
+        if env is None or frame.kind != "error" or env.error.code != E.CANCELLED:
+            fail(
+                f"after goodbye the sleep call got {frame.describe()}, expected Error{{CANCELLED}} or nothing"
+            )
+    stray = conn.frames_with_id(4242)
+    if stray:
+        fail(f"the goodbye was answered with {stray[0].describe()}; it gets no reply (§6.3.1)")

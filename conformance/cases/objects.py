@@ -1,0 +1,915 @@
+"""Sections 7 and 9: tensors kept on the server, their ids, listings, searches and chunked transfers."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from conformance.cases._common import (
+    E,
+    chunk_sizes,
+    clear_store,
+    download,
+    float_tensor,
+    send_chunks,
+    send_tensor,
+    start_upload,
+    store_listing,
+    upload,
+)
+from conformance.checks import check, fail, skip
+from conformance.context import Context
+from conformance.registry import Level, case
+from conformance.spec import DTYPE_WIDTHS, EMPTY_SHA256, sha256
+from conformance.stateful import store_machine
+from conformance.strategies import invalid_tensors, tensors
+from conformance.values import make_tensor, tensor_problem
+from conformance.wire import Connection, make_envelope
+from fedproto_pb.v1 import objects_pb2, tensor_pb2
+
+OBJ = ("objects",)
+CHUNKED = ("objects", "chunked")
+
+
+def _check_info(info: objects_pb2.ObjectInfo, object_id: str, tensor: tensor_pb2.Tensor, where: str) -> None:
+    check(info.id == object_id, f"{where}: info.id is {info.id!r}, expected {object_id!r}")
+    check(
+        info.tensor.dtype == tensor.dtype,
+        f"{where}: info.tensor.dtype is {info.tensor.dtype}, sent {tensor.dtype}",
+    )
+    check(
+        list(info.tensor.shape) == list(tensor.shape),
+        f"{where}: info.tensor.shape is {list(info.tensor.shape)}, sent {list(tensor.shape)}",
+    )
+    check(
+        info.tensor.nbytes == len(tensor.data),
+        f"{where}: info.tensor.nbytes is {info.tensor.nbytes}, the tensor has {len(tensor.data)} bytes",
+    )
+
+
+async def _get_missing(conn: Connection, object_id: str, why: str) -> None:
+    reply = await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))
+    if reply.kind != "error" or reply.envelope.error.code != E.NOT_FOUND:
+        fail(f"{why}, get_object({object_id!r}) answered {reply.describe()}, expected Error{{NOT_FOUND}}")
+
+
+# -- send and get ------------------------------------------------------------------------------------
+
+
+@case(
+    "objects/9.2.10/send-reply-describes-object",
+    rule="The server MUST fill in info.tensor.nbytes and info.tensor.sha256 (the SHA-256 of the tensor's "
+    "data) in SendObjectReply (§9.2.9: id, tags, description and tensor).",
+    needs=OBJ,
+)
+async def _case_send_reply(ctx: Context) -> None:
+    conn = await ctx.connect()
+    tensor = float_tensor([1.0, -2.5, 3.25])
+    object_id = ctx.unique()
+    reply = await send_tensor(conn, object_id, tensor, tags=["b", "a"], description="three floats")
+    info = reply.expect("send_object_reply").info
+    _check_info(info, object_id, tensor, "SendObjectReply")
+    check(list(info.tags) == ["b", "a"], f"SendObjectReply: tags are {list(info.tags)}, sent ['b', 'a']")
+    check(info.description == "three floats", f"SendObjectReply: description is {info.description!r}")
+    check(
+        info.tensor.sha256 == sha256(tensor.data),
+        "SendObjectReply: info.tensor.sha256 is not the data's SHA-256",
+    )
+
+
+@case(
+    "objects/9.3.3/get-returns-stored-bytes",
+    rule="The returned tensor (inline, or assembled from chunks) MUST be byte-for-byte the data that was "
+    "stored, with the same dtype and shape.",
+    needs=OBJ,
+)
+def _case_roundtrip(ctx: Context) -> None:
+    @given(tensor=tensors())
+    @example(tensor=make_tensor(tensor_pb2.DTYPE_FLOAT32, [], struct.pack("<f", -0.0)))
+    @example(tensor=make_tensor(tensor_pb2.DTYPE_INT64, [0, 3], b""))
+    @example(tensor=make_tensor(tensor_pb2.DTYPE_INT32, [2, 2], struct.pack("<4i", 1, -2, 3, -4)))
+    def check_tensor(tensor: tensor_pb2.Tensor) -> None:
+        ctx.run(_roundtrip(ctx, tensor))
+
+    ctx.hypothesis(check_tensor)
+
+
+async def _roundtrip(ctx: Context, tensor: tensor_pb2.Tensor) -> None:
+    async with await ctx.connect() as conn:
+        object_id = ctx.unique()
+        (await send_tensor(conn, object_id, tensor)).expect("send_object_reply")
+        got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+        _check_info(got.info, object_id, tensor, "GetObjectReply")
+        check(got.dtype == tensor.dtype, f"get_object returned dtype {got.dtype}, stored {tensor.dtype}")
+        check(
+            got.shape == list(tensor.shape),
+            f"get_object returned shape {got.shape}, stored {list(tensor.shape)}",
+        )
+        if got.data != tensor.data:
+            at = next(
+                (i for i, (a, b) in enumerate(zip(got.data, tensor.data, strict=False)) if a != b), None
+            )
+            where = (
+                f"byte {at} differs"
+                if at is not None
+                else f"{len(got.data)} bytes, stored {len(tensor.data)}"
+            )
+            fail(f"get_object returned other bytes than were stored ({where})")
+        problem = tensor_problem(make_tensor(got.dtype, got.shape, got.data))
+        check(problem is None, f"the server sent an invalid tensor: {problem} (section 7.2.9)")
+
+
+@case(
+    "objects/7.1.3/float-bits-unchanged",
+    rule="Floating-point elements MAY be any bit pattern of their format, including NaN, infinities and "
+    "negative zero, and a receiver MUST keep the bits unchanged when it stores and returns them.",
+    needs=OBJ,
+)
+async def _case_float_bits(ctx: Context) -> None:
+    conn = await ctx.connect()
+    patterns = {
+        tensor_pb2.DTYPE_FLOAT16: struct.pack("<4H", 0x7E01, 0xFC00, 0x8000, 0x7D55),
+        tensor_pb2.DTYPE_BFLOAT16: struct.pack("<4H", 0x7FC1, 0xFF80, 0x8000, 0x7F81),
+        tensor_pb2.DTYPE_FLOAT32: struct.pack("<4I", 0x7FC00001, 0xFF800000, 0x80000000, 0x7F800001),
+        tensor_pb2.DTYPE_FLOAT64: struct.pack(
+            "<4Q", 0x7FF8000000000001, 0xFFF0000000000000, 1 << 63, 0x7FF0000000000001
+        ),
+        tensor_pb2.DTYPE_COMPLEX64: struct.pack("<4I", 0x7FC00001, 0x80000000, 0x7F800001, 0xFF800000),
+    }
+    for dtype, data in patterns.items():
+        shape = [len(data) // DTYPE_WIDTHS[dtype]]
+        object_id = ctx.unique("bits")
+        (await send_tensor(conn, object_id, make_tensor(dtype, shape, data))).expect("send_object_reply")
+        got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+        check(got.data == data, f"dtype {dtype}: NaN payloads, infinities or -0.0 came back changed")
+
+
+@case(
+    "objects/9.3.2/get-missing-not-found",
+    rule="An id that names no object of the identity MUST be answered with NOT_FOUND.",
+    needs=OBJ,
+)
+async def _case_get_missing(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await _get_missing(conn, ctx.unique("missing"), "for an id never used")
+
+
+@case(
+    "objects/9.3.4/inline-info-sha256",
+    rule="GetObjectReply.info MUST describe the object as in §9.2.9; info.tensor.sha256 ... SHOULD be set "
+    "in the inline form.",
+    level=Level.SHOULD,
+    needs=OBJ,
+)
+async def _case_inline_sha(ctx: Context) -> None:
+    conn = await ctx.connect()
+    object_id = ctx.unique()
+    tensor = float_tensor([0.5, 1.5])
+    (await send_tensor(conn, object_id, tensor)).expect("send_object_reply")
+    got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    if not got.chunked:
+        check(
+            got.info.tensor.sha256 == sha256(tensor.data),
+            "the inline GetObjectReply lacks info.tensor.sha256",
+        )
+
+
+@case(
+    "objects/9.2.2/payload-unset",
+    rule="When payload is unset the server MUST answer INVALID_ARGUMENT.",
+    needs=OBJ,
+)
+async def _case_payload_unset(ctx: Context) -> None:
+    conn = await ctx.connect()
+    object_id = ctx.unique()
+    await conn.expect_error("send_object", objects_pb2.SendObjectRequest(id=object_id), E.INVALID_ARGUMENT)
+    await _get_missing(conn, object_id, "after a send_object without payload")
+
+
+@case(
+    "objects/9.2.3/empty-id-assigned",
+    rule="When id is empty the server MUST choose an id that is unique in the identity's store, obeys §9.9, "
+    "and is returned in the reply.",
+    needs=OBJ,
+)
+async def _case_empty_id(ctx: Context) -> None:
+    conn = await ctx.connect()
+    tensor = float_tensor([7.0])
+    ids = []
+    for _ in range(3):
+        info = (await send_tensor(conn, "", tensor)).expect("send_object_reply").info
+        check(info.id, "SendObjectReply has an empty id for a send_object without id")
+        check(len(info.id.encode()) <= 256, f"the chosen id has {len(info.id.encode())} bytes (section 9.9)")
+        ids.append(info.id)
+    check(len(set(ids)) == 3, f"three sends without id got ids {ids}")
+    for object_id in ids:
+        got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+        check(got.data == tensor.data, f"object {object_id!r} with a chosen id returns other bytes")
+
+
+@case(
+    "objects/9.2.4/already-exists",
+    rule="When an object with id exists and overwrite is false, the server MUST answer ALREADY_EXISTS.",
+    needs=OBJ,
+)
+async def _case_already_exists(ctx: Context) -> None:
+    conn = await ctx.connect()
+    object_id = ctx.unique()
+    first = float_tensor([1.0])
+    (await send_tensor(conn, object_id, first)).expect("send_object_reply")
+    (await send_tensor(conn, object_id, float_tensor([2.0, 3.0]))).expect_error(E.ALREADY_EXISTS)
+    got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    check(
+        got.data == first.data, "a send_object refused with ALREADY_EXISTS still changed the object (§9.10.1)"
+    )
+
+
+@case(
+    "objects/9.2.5/overwrite-keeps-position",
+    rule="When an object with id exists and overwrite is true, the server replaces it; the replaced object "
+    "keeps its position in insertion order (§9.5).",
+    needs=OBJ,
+)
+async def _case_overwrite(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await clear_store(conn)
+    ids = [ctx.unique() for _ in range(3)]
+    for object_id in ids:
+        (await send_tensor(conn, object_id, float_tensor([1.0]))).expect("send_object_reply")
+    replacement = float_tensor([4.0, 5.0])
+    reply = await send_tensor(conn, ids[0], replacement, tags=["new"], overwrite=True)
+    reply.expect("send_object_reply")
+    listed = [o.id for o in await store_listing(conn)]
+    check(listed == ids, f"after overwriting {ids[0]!r} list_objects gives {listed}, expected {ids}")
+    got = await download(conn, ids[0], chunk_bytes=ctx.limits.chunk_bytes)
+    check(got.data == replacement.data and got.shape == [2], "overwrite=true did not replace the tensor")
+
+
+@case(
+    "objects/9.2.6/tags-and-description-stored",
+    rule="The server MUST store tags (in the order given) and description with the tensor.",
+    needs=OBJ,
+)
+async def _case_tags_stored(ctx: Context) -> None:
+    conn = await ctx.connect()
+    object_id = ctx.unique()
+    tags = ["zeta", "Alpha", "mid dle", "ünï"]
+    reply = await send_tensor(conn, object_id, float_tensor([1.0]), tags=tags, description="déscription\n2")
+    reply.expect("send_object_reply")
+    for where, info in [
+        ("list_objects", next((o for o in await store_listing(conn) if o.id == object_id), None)),
+        ("get_object", (await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)).info),
+    ]:
+        if info is None:
+            fail(f"{where} does not show object {object_id!r}")
+        check(list(info.tags) == tags, f"{where}: tags are {list(info.tags)}, sent {tags}")
+        check(info.description == "déscription\n2", f"{where}: description is {info.description!r}")
+
+
+@case(
+    "objects/9.2.8/invalid-tensor-rejected",
+    rule="An invalid tensor (§7.2) MUST be answered with INVALID_ARGUMENT.",
+    needs=OBJ,
+)
+def _case_invalid_tensor(ctx: Context) -> None:
+    @given(bad=invalid_tensors())
+    @example(bad=(make_tensor(tensor_pb2.DTYPE_INT32, [1 << 32, 1 << 32], b""), "overflowing shape"))
+    @example(bad=(make_tensor(tensor_pb2.DTYPE_BOOL, [2], b"\x01\x02"), "bool byte 2"))
+    def check_bad(bad: tuple[tensor_pb2.Tensor, str]) -> None:
+        ctx.run(_invalid(ctx, *bad))
+
+    ctx.hypothesis(check_bad)
+
+
+async def _invalid(ctx: Context, tensor: tensor_pb2.Tensor, why: str) -> None:
+    async with await ctx.connect() as conn:
+        object_id = ctx.unique("bad")
+        reply = await send_tensor(conn, object_id, tensor)
+        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+            fail(
+                f"a tensor with {why} was answered with {reply.describe()}, expected "
+                f"Error{{INVALID_ARGUMENT}}"
+            )
+        await _get_missing(conn, object_id, "after a rejected tensor")
+
+
+# -- delete, list, count, clear, search ----------------------------------------------------------------
+
+
+@case(
+    "objects/9.4.2/delete-missing-not-found",
+    rule="An id that names no object of the identity MUST be answered with NOT_FOUND.",
+    needs=OBJ,
+)
+async def _case_delete_missing(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await conn.expect_error(
+        "delete_object", objects_pb2.DeleteObjectRequest(id=ctx.unique("gone")), E.NOT_FOUND
+    )
+
+
+@case(
+    "objects/9.4.3/get-after-delete",
+    rule="After a successful delete, a get_object of that id MUST answer NOT_FOUND (until the id is used "
+    "again).",
+    needs=OBJ,
+)
+async def _case_get_after_delete(ctx: Context) -> None:
+    conn = await ctx.connect()
+    object_id = ctx.unique()
+    (await send_tensor(conn, object_id, float_tensor([1.0, 2.0]))).expect("send_object_reply")
+    await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
+    await _get_missing(conn, object_id, "after a successful delete_object")
+    await conn.expect_error("delete_object", objects_pb2.DeleteObjectRequest(id=object_id), E.NOT_FOUND)
+    (await send_tensor(conn, object_id, float_tensor([3.0]))).expect("send_object_reply")
+    got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    check(got.data == float_tensor([3.0]).data, "an id used again after a delete returns other bytes")
+
+
+@case(
+    "objects/9.4.4/freed-bytes",
+    rule="DeleteObjectReply.freed_bytes MUST equal the deleted tensor's nbytes, which no longer count "
+    "toward the quota.",
+    needs=OBJ,
+)
+async def _case_freed_bytes(ctx: Context) -> None:
+    conn = await ctx.connect()
+    object_id = ctx.unique()
+    tensor = make_tensor(tensor_pb2.DTYPE_FLOAT64, [3, 5], bytes(120))
+    (await send_tensor(conn, object_id, tensor)).expect("send_object_reply")
+    reply = await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
+    check(reply.freed_bytes == 120, f"freed_bytes is {reply.freed_bytes} for a tensor of 120 bytes")
+
+
+@case(
+    "objects/9.5.2/list-insertion-order",
+    rule="The objects MUST be in insertion order: the order in which they were first stored (a deleted and "
+    "re-sent id counts as new).",
+    needs=OBJ,
+)
+async def _case_list_order(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await clear_store(conn)
+    ids = [f"{ctx.unique()}-{name}" for name in ("m", "z", "a", "k")]
+    for object_id in ids:
+        (await send_tensor(conn, object_id, float_tensor([1.0]))).expect("send_object_reply")
+    await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=ids[1]))
+    (await send_tensor(conn, ids[1], float_tensor([2.0]))).expect("send_object_reply")
+    expected = [ids[0], ids[2], ids[3], ids[1]]
+    listed = [o.id for o in await store_listing(conn)]
+    check(listed == expected, f"list_objects gives {listed}, expected insertion order {expected}")
+
+
+@case(
+    "objects/9.6.1/count-equals-list",
+    rule="count_objects returns CountObjectsReply.count, the number of objects of the identity; it MUST "
+    "equal the length of a list_objects reply taken at the same moment.",
+    needs=OBJ,
+)
+async def _case_count_equals_list(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await clear_store(conn)
+    for n in range(4):
+        count = (await conn.expect("count_objects", objects_pb2.CountObjectsRequest())).count
+        listed = await store_listing(conn)
+        check(
+            count == len(listed) == n,
+            f"with {n} objects count_objects says {count}, list_objects {len(listed)}",
+        )
+        (await send_tensor(conn, ctx.unique(), float_tensor([1.0]))).expect("send_object_reply")
+
+
+@case(
+    "objects/9.7.2/clear-removed-count",
+    rule="ClearObjectsReply.removed MUST equal the number of objects deleted (0 for an empty store); after "
+    "a clear, count_objects returns 0 (§9.7.3).",
+    needs=OBJ,
+)
+async def _case_clear_removed(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await clear_store(conn)
+    for _ in range(3):
+        (await send_tensor(conn, ctx.unique(), float_tensor([1.0]))).expect("send_object_reply")
+    removed = (await conn.expect("clear_objects", objects_pb2.ClearObjectsRequest())).removed
+    check(removed == 3, f"clear_objects removed={removed} for 3 objects")
+    count = (await conn.expect("count_objects", objects_pb2.CountObjectsRequest())).count
+    check(count == 0, f"count_objects is {count} after clear_objects")
+    again = (await conn.expect("clear_objects", objects_pb2.ClearObjectsRequest())).removed
+    check(again == 0, f"clear_objects on an empty store says removed={again}")
+
+
+_TAGS = ["a", "b", "A", "c d", "é"]
+
+
+@case(
+    "objects/9.8.1/search-all-tags",
+    rule="search_objects returns SearchObjectsReply.objects: every object of the identity that carries ALL "
+    "the tags in SearchObjectsRequest.tags (in insertion order, §9.8.4).",
+    needs=OBJ,
+)
+def _case_search_all_tags(ctx: Context) -> None:
+    tag_sets = st.lists(st.sampled_from(_TAGS), max_size=4, unique=True)
+
+    @given(
+        objects=st.lists(tag_sets, min_size=1, max_size=6), queries=st.lists(tag_sets, min_size=1, max_size=4)
+    )
+    @example(objects=[["a", "b"], ["a"], ["b"]], queries=[["a", "b"], ["b", "a"]])
+    def check_search(objects: list[list[str]], queries: list[list[str]]) -> None:
+        ctx.run(_search(ctx, objects, queries))
+
+    ctx.hypothesis(check_search)
+
+
+async def _search(ctx: Context, objects: list[list[str]], queries: list[list[str]]) -> None:
+    async with await ctx.connect() as conn:
+        await clear_store(conn)
+        stored = []
+        for tags in objects:
+            object_id = ctx.unique("s")
+            (await send_tensor(conn, object_id, float_tensor([1.0]), tags=tags)).expect("send_object_reply")
+            stored.append((object_id, set(tags)))
+        for query in queries:
+            reply = await conn.expect("search_objects", objects_pb2.SearchObjectsRequest(tags=query))
+            got = [o.id for o in reply.objects]
+            expected = [oid for oid, tags in stored if set(query) <= tags]
+            check(got == expected, f"search_objects(tags={query}) gives {got}, expected {expected}")
+
+
+@case(
+    "objects/9.8.2/search-empty-tags-matches-all",
+    rule="An empty tags list matches every object.",
+    needs=OBJ,
+)
+async def _case_search_empty(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await clear_store(conn)
+    ids = [ctx.unique() for _ in range(3)]
+    for n, object_id in enumerate(ids):
+        (await send_tensor(conn, object_id, float_tensor([1.0]), tags=["x"] * (n % 2))).expect(
+            "send_object_reply"
+        )
+    got = [o.id for o in (await conn.expect("search_objects", objects_pb2.SearchObjectsRequest())).objects]
+    check(got == ids, f"search_objects with no tags gives {got}, expected every object {ids}")
+
+
+@case(
+    "objects/9.8.3/search-case-sensitive",
+    rule="Tags match by exact, case-sensitive string equality.",
+    needs=OBJ,
+)
+async def _case_search_case(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await clear_store(conn)
+    lower, upper, spaced = ctx.unique(), ctx.unique(), ctx.unique()
+    (await send_tensor(conn, lower, float_tensor([1.0]), tags=["tag"])).expect("send_object_reply")
+    (await send_tensor(conn, upper, float_tensor([1.0]), tags=["Tag"])).expect("send_object_reply")
+    (await send_tensor(conn, spaced, float_tensor([1.0]), tags=["tag "])).expect("send_object_reply")
+    for query, expected in (("tag", [lower]), ("Tag", [upper]), ("TAG", []), ("tag ", [spaced])):
+        reply = await conn.expect("search_objects", objects_pb2.SearchObjectsRequest(tags=[query]))
+        got = [o.id for o in reply.objects]
+        check(got == expected, f"search_objects(tags=[{query!r}]) gives {got}, expected {expected}")
+
+
+@case(
+    "objects/9.9.2/id-length",
+    rule="A send_object with a non-empty id longer than 256 bytes, and a get_object or delete_object with "
+    "an empty id or one longer than 256 bytes, MUST be answered with INVALID_ARGUMENT.",
+    needs=OBJ,
+)
+async def _case_id_length(ctx: Context) -> None:
+    conn = await ctx.connect()
+    at_limit = "é" * 128  # 256 bytes of UTF-8
+    too_long = "é" * 128 + "x"
+    await conn.expect_error("delete_object", objects_pb2.DeleteObjectRequest(id=at_limit), E.NOT_FOUND)
+    (await send_tensor(conn, at_limit, float_tensor([1.0]), overwrite=True)).expect("send_object_reply")
+    (await send_tensor(conn, too_long, float_tensor([1.0]))).expect_error(E.INVALID_ARGUMENT)
+    for object_id in ("", too_long):
+        await conn.expect_error("get_object", objects_pb2.GetObjectRequest(id=object_id), E.INVALID_ARGUMENT)
+        await conn.expect_error(
+            "delete_object", objects_pb2.DeleteObjectRequest(id=object_id), E.INVALID_ARGUMENT
+        )
+    await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=at_limit))
+
+
+@case(
+    "objects/9.1.5/objects-outlive-connection",
+    rule="A store belongs to its identity, not to a connection: objects survive the connection that sent "
+    "them and are visible to every connection of the same identity.",
+    needs=OBJ,
+)
+async def _case_outlive(ctx: Context) -> None:
+    object_id = ctx.unique()
+    tensor = float_tensor([9.0, 8.0])
+    first = await ctx.connect()
+    (await send_tensor(first, object_id, tensor)).expect("send_object_reply")
+    other = await ctx.connect()
+    await first.close()
+    got = await download(other, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    check(got.data == tensor.data, "an object read from another connection returns other bytes")
+
+
+@case(
+    "objects/9.1.2/identities-isolated",
+    rule="An identity MUST NOT see, get, delete, list, count, clear or search another identity's objects.",
+    needs=OBJ,
+    tokens=2,
+)
+async def _case_isolated(ctx: Context) -> None:
+    mine = await ctx.connect()
+    theirs = await ctx.connect_second()
+    await clear_store(theirs)
+    object_id = ctx.unique()
+    (await send_tensor(mine, object_id, float_tensor([1.0]), tags=["secret"])).expect("send_object_reply")
+    await _get_missing(theirs, object_id, "for an object of another identity")
+    await theirs.expect_error("delete_object", objects_pb2.DeleteObjectRequest(id=object_id), E.NOT_FOUND)
+    listed = await store_listing(theirs)
+    check(not listed, f"list_objects of the second identity shows {[o.id for o in listed]}")
+    count = (await theirs.expect("count_objects", objects_pb2.CountObjectsRequest())).count
+    check(count == 0, f"count_objects of the second identity is {count}")
+    found = (await theirs.expect("search_objects", objects_pb2.SearchObjectsRequest(tags=["secret"]))).objects
+    check(not found, "search_objects of the second identity finds the first identity's object")
+    removed = (await theirs.expect("clear_objects", objects_pb2.ClearObjectsRequest())).removed
+    check(removed == 0, f"clear_objects of the second identity removed {removed}")
+    got = await download(mine, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    check(
+        got.data == float_tensor([1.0]).data,
+        "another identity's clear_objects changed this identity's object",
+    )
+
+
+@case(
+    "objects/9.1.3/same-id-per-identity",
+    rule="Ids are scoped per identity: two identities may each store an object under the same id.",
+    needs=OBJ,
+    tokens=2,
+)
+async def _case_same_id(ctx: Context) -> None:
+    mine = await ctx.connect()
+    theirs = await ctx.connect_second()
+    object_id = ctx.unique()
+    (await send_tensor(mine, object_id, float_tensor([1.0]))).expect("send_object_reply")
+    (await send_tensor(theirs, object_id, float_tensor([2.0, 2.0]))).expect("send_object_reply")
+    a = await download(mine, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    b = await download(theirs, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    check(
+        a.data == float_tensor([1.0]).data,
+        "the first identity's object changed when another stored the same id",
+    )
+    check(b.data == float_tensor([2.0, 2.0]).data, "the second identity reads the other identity's object")
+
+
+@case(
+    "objects/9/store-state-machine",
+    rule="Every request of §9 behaves like a simple ordered map per identity: sends, gets, deletes, "
+    "listings (§9.5), counts (§9.6), clears (§9.7), searches (§9.8); a failed request leaves the store as "
+    "it was (§9.10.1).",
+    needs=OBJ,
+)
+def _case_state_machine(ctx: Context) -> None:
+    ctx.state_machine(store_machine(ctx), max_examples=max(2, ctx.settings.max_examples // 2), steps=20)
+
+
+# -- chunked transfers -------------------------------------------------------------------------------
+
+
+def _payload(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@case(
+    "objects/7.3.10/chunked-upload-roundtrip",
+    rule="When the last byte has arrived, the server MUST compute the SHA-256 of the assembled payload; if "
+    "it equals chunked.sha256 the server stores the tensor and answers SendObjectReply.",
+    needs=CHUNKED,
+)
+def _case_chunked_roundtrip(ctx: Context) -> None:
+    cb = ctx.limits.chunk_bytes
+    top = min(3 * cb, 8 << 20)
+    sizes = st.one_of(
+        st.integers(1, top),
+        st.sampled_from(sorted({1, cb - 1, cb, cb + 1, 2 * cb})).filter(lambda n: 0 < n <= top),
+    )
+
+    @given(size=sizes, seed=st.integers(0, 1 << 32), float32=st.booleans())
+    def check_upload(size: int, seed: int, float32: bool) -> None:
+        ctx.run(_chunked_roundtrip(ctx, size, seed, float32))
+
+    ctx.hypothesis(check_upload, max_examples=max(3, ctx.settings.max_examples // 2))
+
+
+async def _chunked_roundtrip(ctx: Context, size: int, seed: int, float32: bool) -> None:
+    dtype = tensor_pb2.DTYPE_FLOAT32 if float32 and size % 4 == 0 else tensor_pb2.DTYPE_UINT8
+    data = _payload(seed, size)
+    async with await ctx.connect() as conn:
+        object_id = ctx.unique("up")
+        reply = await upload(conn, object_id, data, dtype=dtype, chunk_bytes=ctx.limits.chunk_bytes)
+        info = reply.expect("send_object_reply").info
+        check(
+            info.tensor.nbytes == size, f"SendObjectReply says nbytes={info.tensor.nbytes} for {size} bytes"
+        )
+        check(info.tensor.sha256 == sha256(data), "SendObjectReply's sha256 is not the payload's")
+        got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+        check(got.data == data, f"an uploaded payload of {size} bytes came back different")
+        check(got.dtype == dtype, f"an uploaded tensor of dtype {dtype} came back as dtype {got.dtype}")
+        await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
+
+
+@case(
+    "objects/7.3.4/out-of-order-chunks-rejected",
+    rule="The first chunk MUST have offset 0, and each later chunk's offset MUST equal the previous chunk's "
+    "offset plus the length of its data (§7.3.8: otherwise INVALID_ARGUMENT, partial data discarded).",
+    needs=CHUNKED,
+)
+async def _case_out_of_order(ctx: Context) -> None:
+    cb = ctx.limits.chunk_bytes
+    data = _payload(4, 2 * cb + 17)
+    conn = await ctx.connect()
+    object_id = ctx.unique("order")
+    rid = await start_upload(
+        conn,
+        object_id,
+        dtype=tensor_pb2.DTYPE_UINT8,
+        shape=[len(data)],
+        nbytes=len(data),
+        digest=sha256(data),
+    )
+    pieces = [(0, data[:cb]), (cb, data[cb : 2 * cb]), (2 * cb, data[2 * cb :])]
+    for offset, piece in (pieces[1], pieces[0], pieces[2]):
+        chunk = tensor_pb2.Chunk(offset=offset, data=piece, total_bytes=len(data))
+        await conn.send(make_envelope(rid, "chunk", chunk))
+    reply = await conn.reply(rid)
+    if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        fail(
+            f"chunks sent at offsets {cb}, 0, {2 * cb} were answered with {reply.describe()}, "
+            "expected Error{INVALID_ARGUMENT}"
+        )
+    await conn.ping()
+    await _get_missing(conn, object_id, "after an upload with chunks out of order")
+
+
+@case(
+    "objects/7.3.5/short-middle-chunk-rejected",
+    rule="Each chunk's data MUST be at least 1 byte and at most limits.chunk_bytes bytes long; only the "
+    "last chunk may be shorter than chunk_bytes (§7.3.8: otherwise INVALID_ARGUMENT).",
+    needs=CHUNKED,
+)
+async def _case_short_middle(ctx: Context) -> None:
+    cb = ctx.limits.chunk_bytes
+    if cb < 2:
+        skip("chunk_bytes is below 2")
+    data = _payload(5, cb + 10)
+    conn = await ctx.connect()
+    object_id = ctx.unique("short")
+    reply = await upload(conn, object_id, data, chunk_bytes=cb, sizes=[cb - 1, 11])
+    reply.expect_error(E.INVALID_ARGUMENT)
+    await _get_missing(conn, object_id, "after an upload with a short chunk that was not the last")
+
+
+_MUTATIONS = ["gap", "overlap", "wrong-total", "empty", "too-big", "past-end", "first-not-zero"]
+
+
+@case(
+    "objects/7.3.8/bad-chunk-ends-upload",
+    rule="A chunk that breaks §7.3.4 to §7.3.7 MUST end the upload with an Error with code INVALID_ARGUMENT "
+    "and the upload's request_id; the partial data is discarded (§7.3.12: later chunks are ignored).",
+    needs=CHUNKED,
+)
+def _case_bad_chunk(ctx: Context) -> None:
+    @given(how=st.sampled_from(_MUTATIONS), extra=st.integers(2, 300), seed=st.integers(0, 1 << 16))
+    def check_mutation(how: str, extra: int, seed: int) -> None:
+        ctx.run(_bad_chunk(ctx, how, extra, seed))
+
+    ctx.hypothesis(check_mutation, max_examples=max(len(_MUTATIONS), ctx.settings.max_examples))
+
+
+async def _bad_chunk(ctx: Context, how: str, extra: int, seed: int) -> None:
+    cb = ctx.limits.chunk_bytes
+    data = _payload(seed, cb + extra)
+    chunks = [(0, data[:cb], len(data)), (cb, data[cb:], len(data))]
+    if how == "gap":
+        chunks[1] = (cb + 1, data[cb + 1 :], len(data))
+    elif how == "overlap":
+        chunks[1] = (cb - 1, data[cb - 1 :], len(data))
+    elif how == "wrong-total":
+        chunks[1] = (cb, data[cb:], len(data) + 1)
+    elif how == "empty":
+        chunks.insert(1, (cb, b"", len(data)))
+    elif how == "too-big":
+        chunks = [(0, data[: cb + 1], len(data)), (cb + 1, data[cb + 1 :], len(data))]
+    elif how == "past-end":
+        chunks[1] = (cb, data[cb:] + b"\x00", len(data))
+    elif how == "first-not-zero":
+        chunks = [(1, data[1 : cb + 1], len(data)), (cb + 1, data[cb + 1 :], len(data))]
+    async with await ctx.connect() as conn:
+        object_id = ctx.unique("mut")
+        rid = await start_upload(
+            conn,
+            object_id,
+            dtype=tensor_pb2.DTYPE_UINT8,
+            shape=[len(data)],
+            nbytes=len(data),
+            digest=sha256(data),
+        )
+        for offset, piece, total in chunks:
+            await conn.send(
+                make_envelope(rid, "chunk", tensor_pb2.Chunk(offset=offset, data=piece, total_bytes=total))
+            )
+        reply = await conn.reply(rid)
+        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+            fail(
+                f"an upload with a {how} chunk was answered with {reply.describe()}, expected "
+                f"Error{{INVALID_ARGUMENT}}"
+            )
+        await conn.ping()
+        extra_frames = conn.frames_with_id(rid)[1:]
+        if extra_frames:
+            fail(f"after ending the upload the server sent {extra_frames[0].describe()} for its later chunks")
+        await _get_missing(conn, object_id, f"after an upload ended by a {how} chunk")
+
+
+@case(
+    "objects/7.3.10/digest-mismatch-data-loss",
+    rule="If [the SHA-256 of the assembled payload] equals chunked.sha256 the server stores the tensor ...; "
+    "otherwise it MUST answer with an Error with code DATA_LOSS and store nothing.",
+    needs=CHUNKED,
+)
+async def _case_digest_mismatch(ctx: Context) -> None:
+    data = _payload(6, ctx.limits.chunk_bytes + 5)
+    conn = await ctx.connect()
+    object_id = ctx.unique("loss")
+    wrong = bytearray(sha256(data))
+    wrong[0] ^= 1
+    rid = await start_upload(
+        conn,
+        object_id,
+        dtype=tensor_pb2.DTYPE_UINT8,
+        shape=[len(data)],
+        nbytes=len(data),
+        digest=bytes(wrong),
+    )
+    await send_chunks(conn, rid, data, chunk_sizes(len(data), ctx.limits.chunk_bytes))
+    (await conn.reply(rid)).expect_error(E.DATA_LOSS)
+    await _get_missing(conn, object_id, "after an upload refused with DATA_LOSS")
+
+
+@case(
+    "objects/7.3.2/bad-chunked-info",
+    rule="chunked.nbytes MUST equal product(shape) x width(dtype), and chunked.sha256 MUST be 32 bytes; "
+    "otherwise the server MUST end the upload with an Error with code INVALID_ARGUMENT.",
+    needs=CHUNKED,
+)
+async def _case_bad_info(ctx: Context) -> None:
+    conn = await ctx.connect()
+    f32 = tensor_pb2.DTYPE_FLOAT32
+    for shape, nbytes, digest in (
+        ([4], 15, sha256(bytes(15))),
+        ([4], 16, sha256(bytes(16))[:31]),
+        ([4], 16, b""),
+    ):
+        rid = await start_upload(
+            conn, ctx.unique("info"), dtype=f32, shape=shape, nbytes=nbytes, digest=digest
+        )
+        (await conn.reply(rid)).expect_error(E.INVALID_ARGUMENT)
+
+
+@case(
+    "objects/7.3.9/refused-before-chunks",
+    rule="The server checks the object id (§9.9), overwrite (§9.2) and the quota (§9.2) when the upload is "
+    "announced, and MUST answer ALREADY_EXISTS, INVALID_ARGUMENT or RESOURCE_EXHAUSTED before any chunk is "
+    "needed when one of them fails.",
+    needs=CHUNKED,
+)
+async def _case_refused_early(ctx: Context) -> None:
+    conn = await ctx.connect()
+    object_id = ctx.unique("early")
+    (await send_tensor(conn, object_id, float_tensor([1.0]))).expect("send_object_reply")
+    u8 = tensor_pb2.DTYPE_UINT8
+    rid = await start_upload(conn, object_id, dtype=u8, shape=[10], nbytes=10, digest=sha256(bytes(10)))
+    (await conn.reply(rid)).expect_error(E.ALREADY_EXISTS)
+    rid = await start_upload(conn, "x" * 257, dtype=u8, shape=[10], nbytes=10, digest=sha256(bytes(10)))
+    (await conn.reply(rid)).expect_error(E.INVALID_ARGUMENT)
+    quota = ctx.limits.max_object_bytes
+    if quota:
+        big = quota + 1
+        rid = await start_upload(
+            conn, ctx.unique("big"), dtype=u8, shape=[big], nbytes=big, digest=sha256(b"")
+        )
+        (await conn.reply(rid)).expect_error(E.RESOURCE_EXHAUSTED)
+
+
+@case(
+    "objects/7.3.11/empty-upload",
+    rule="An upload with nbytes 0 needs no chunks: the server completes it immediately on the send_object "
+    "request.",
+    needs=CHUNKED,
+)
+async def _case_empty_upload(ctx: Context) -> None:
+    conn = await ctx.connect()
+    object_id = ctx.unique("empty")
+    rid = await start_upload(
+        conn, object_id, dtype=tensor_pb2.DTYPE_FLOAT32, shape=[0, 4], nbytes=0, digest=EMPTY_SHA256
+    )
+    info = (await conn.reply(rid)).expect("send_object_reply").info
+    check(
+        list(info.tensor.shape) == [0, 4], f"the empty upload was stored with shape {list(info.tensor.shape)}"
+    )
+    got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    check(got.data == b"" and got.shape == [0, 4], "the empty upload reads back as something else")
+
+
+@case(
+    "objects/7.3.12/stray-chunks-ignored",
+    rule="A server MUST ignore chunk envelopes whose request_id names no upload in progress.",
+    needs=OBJ,
+)
+async def _case_stray_chunks(ctx: Context) -> None:
+    conn = await ctx.connect()
+    for rid in (5, 6, 1 << 50):
+        chunk = tensor_pb2.Chunk(offset=0, data=b"abc", total_bytes=3)
+        await conn.send(make_envelope(rid, "chunk", chunk))
+    await conn.ping()
+    for frame in conn.pending_frames():
+        fail(f"chunks of no upload were answered with {frame.describe()}")
+
+
+@case(
+    "objects/7.3.16/chunked-download",
+    rule="In the chunked form the server sends a sequence of chunk envelopes with the get_object request's "
+    "request_id, following the offset, size and total_bytes rules of §7.3.4 to §7.3.7, and then the "
+    "terminal GetObjectReply with tensor unset and info.tensor.sha256 set to the SHA-256 of the whole "
+    "payload.",
+    needs=CHUNKED,
+)
+async def _case_chunked_download(ctx: Context) -> None:
+    cb = ctx.limits.chunk_bytes
+    data = _payload(7, 2 * cb + 1000)
+    conn = await ctx.connect()
+    object_id = ctx.unique("down")
+    (await upload(conn, object_id, data, chunk_bytes=cb)).expect("send_object_reply")
+    got = await download(conn, object_id, chunk_bytes=cb)
+    check(got.data == data, "the downloaded payload differs from the uploaded one")
+
+
+@case(
+    "objects/7.3.18/chunked-above-chunk-bytes",
+    rule="The server SHOULD use the chunked form whenever nbytes > chunk_bytes.",
+    level=Level.SHOULD,
+    needs=CHUNKED,
+)
+async def _case_chunked_when_large(ctx: Context) -> None:
+    cb = ctx.limits.chunk_bytes
+    data = _payload(8, cb + 1)
+    conn = await ctx.connect()
+    object_id = ctx.unique("large")
+    (await upload(conn, object_id, data, chunk_bytes=cb)).expect("send_object_reply")
+    got = await download(conn, object_id, chunk_bytes=cb)
+    check(got.chunked, f"an object of chunk_bytes + 1 = {cb + 1} bytes came inline")
+
+
+@case(
+    "objects/7.3.17/chunked-above-frame-limit",
+    rule="The server MUST use the chunked form when the inline reply envelope would exceed the client's "
+    "Hello.max_frame_bytes (when non-zero) or the server's own limits.max_frame_bytes.",
+    needs=CHUNKED,
+)
+async def _case_chunked_above_frame(ctx: Context) -> None:
+    size = ctx.limits.max_frame_bytes + 1
+    quota = ctx.limits.max_object_bytes
+    if size > (64 << 20) or (quota and size > quota):
+        skip(f"an object above max_frame_bytes ({size} bytes) is too large to test here")
+    data = _payload(9, size)
+    conn = await ctx.connect()
+    object_id = ctx.unique("huge")
+    (await upload(conn, object_id, data, chunk_bytes=ctx.limits.chunk_bytes)).expect("send_object_reply")
+    got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    check(got.chunked, "an object larger than max_frame_bytes came inline")
+    check(got.data == data, "the downloaded payload differs from the uploaded one")
+    await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
+
+
+@case(
+    "objects/7.3.19/chunks-fit-client-frame-limit",
+    rule="When the client's Hello.max_frame_bytes is non-zero, every chunk envelope MUST fit within it; the "
+    "server sends smaller chunks when needed (§3.4.4: it MUST NOT send a larger message).",
+    needs=CHUNKED,
+)
+async def _case_chunks_fit_client(ctx: Context) -> None:
+    limit = 16384
+    size = max(3 * limit, min(ctx.limits.chunk_bytes + 1, 1 << 20))
+    data = _payload(10, size)
+    sender = await ctx.connect()
+    object_id = ctx.unique("fit")
+    (await upload(sender, object_id, data, chunk_bytes=ctx.limits.chunk_bytes)).expect("send_object_reply")
+    conn = await ctx.connect(max_frame_bytes=limit)
+    got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes, strict_sizes=False)
+    big = [f for f in conn.frames if len(f.data) > limit]
+    if big:
+        fail(
+            f"with Hello.max_frame_bytes={limit} the server sent a frame of {len(big[0].data)} bytes "
+            f"({big[0].describe()})"
+        )
+    check(got.chunked, f"an object of {size} bytes came inline to a client accepting {limit}-byte frames")
+    check(got.data == data, "the downloaded payload differs from the uploaded one")

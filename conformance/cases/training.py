@@ -1,0 +1,928 @@
+"""Sections 12 and 18.3: configuring, fitting and evaluating the registered model, and moving weights.
+
+Expected numbers are computed locally from the fixture of section 18.1 with the same arithmetic the
+spec prescribes (one SGD step per batch, mean losses), and compared within float32 tolerance, since
+bit-for-bit equality across servers is not required (§12.3.8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from conformance.cases._common import E
+from conformance.checks import check, fail, skip
+from conformance.context import Context
+from conformance.registry import case
+from conformance.values import make_tensor, to_value
+from conformance.wire import Connection
+from fedproto_pb.v1 import tensor_pb2, training_pb2, value_pb2
+
+TRAIN = ("training",)
+MODEL = "conformance-linear"
+LOSSES = ("mse", "l1", "smooth_l1", "cross_entropy", "nll", "bce", "bce_with_logits", "huber", "kl_div")
+FLOAT32 = tensor_pb2.DTYPE_FLOAT32
+RTOL, ATOL = 1e-4, 1e-5
+
+
+# -- the fixture and local arithmetic -----------------------------------------------------------------
+
+
+def fixture() -> tuple[np.ndarray, np.ndarray]:
+    """The 64 samples of section 18.1, computed as the spec says (binary64, then rounded to binary32)."""
+    x = np.array([[((i * 4 + j) % 11) / 10 - 0.5 for j in range(4)] for i in range(64)], dtype=np.float64)
+    y = np.array([(i * 7) % 3 for i in range(64)], dtype=np.int64)
+    return x.astype(np.float32), y
+
+
+def initial_weights(seed: int = 1) -> dict[str, np.ndarray]:
+    """Weights of the registered model without argmax ties on the fixture."""
+    rng = np.random.default_rng(seed)
+    return {
+        "weight": rng.normal(0, 0.8, size=(3, 4)).astype(np.float32),
+        "bias": rng.normal(0, 0.2, size=(3,)).astype(np.float32),
+    }
+
+
+def named(weights: dict[str, np.ndarray]) -> list[tensor_pb2.NamedTensor]:
+    """NamedTensors of float32 arrays, in the dict's order."""
+    return [
+        tensor_pb2.NamedTensor(
+            name=name,
+            tensor=make_tensor(FLOAT32, list(a.shape), np.ascontiguousarray(a, dtype="<f4").tobytes()),
+        )
+        for name, a in weights.items()
+    ]
+
+
+def from_named(tensors: Any) -> dict[str, np.ndarray]:
+    """Arrays of float32 NamedTensors (other dtypes fail the case)."""
+    out = {}
+    for t in tensors:
+        if t.tensor.dtype != FLOAT32:
+            fail(f"weight {t.name!r} has dtype {t.tensor.dtype}, the registered model is float32 (§18.3.2)")
+        out[t.name] = np.frombuffer(t.tensor.data, dtype="<f4").reshape(list(t.tensor.shape))
+    return out
+
+
+def local_fit(
+    weights: dict[str, np.ndarray],
+    *,
+    lr: float,
+    batch_size: int,
+    epochs: int,
+    momentum: float = 0.0,
+    max_batches: int = 0,
+    fits: int = 1,
+) -> tuple[dict[str, np.ndarray], list[float]]:
+    """SGD with cross-entropy on the fixture in dataset order; the optimizer state persists across fits."""
+    import torch
+
+    x, y = fixture()
+    w = torch.tensor(weights["weight"], requires_grad=True)
+    b = torch.tensor(weights["bias"], requires_grad=True)
+    optimizer = torch.optim.SGD([w, b], lr=lr, momentum=momentum)
+    losses = []
+    for _ in range(fits):
+        done = 0
+        for _epoch in range(epochs):
+            for start in range(0, 64, batch_size):
+                if max_batches > 0 and done >= max_batches:
+                    break
+                xb = torch.tensor(x[start : start + batch_size])
+                yb = torch.tensor(y[start : start + batch_size])
+                loss = torch.nn.functional.cross_entropy(xb @ w.T + b, yb)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                done += 1
+    return {"weight": w.detach().numpy(), "bias": b.detach().numpy()}, losses
+
+
+def local_eval(weights: dict[str, np.ndarray]) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean cross-entropy per sample, predicted classes and target classes on the fixture."""
+    import torch
+
+    x, y = fixture()
+    out = torch.tensor(x) @ torch.tensor(weights["weight"]).T + torch.tensor(weights["bias"])
+    loss = float(torch.nn.functional.cross_entropy(out, torch.tensor(y)))
+    return loss, out.argmax(dim=1).numpy(), y
+
+
+def close(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    """Whether two state dicts agree within float32 tolerance."""
+    return a.keys() == b.keys() and all(np.allclose(a[k], b[k], rtol=RTOL, atol=ATOL) for k in a)
+
+
+# -- requests ------------------------------------------------------------------------------------------
+
+
+def config(
+    *,
+    lr: float = 0.1,
+    batch_size: int = 8,
+    epochs: int = 1,
+    loss: str = "cross_entropy",
+    optimizer: str = "SGD",
+    momentum: float | None = None,
+    max_nr_batches: int = 0,
+    weights: dict[str, np.ndarray] | None = None,
+) -> training_pb2.TrainConfig:
+    """A TrainConfig for the registered model, in dataset order."""
+    cfg = training_pb2.TrainConfig(
+        registered_model=MODEL,
+        loss_name=loss,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=False,
+        max_nr_batches=max_nr_batches,
+        seed=7,
+    )
+    cfg.optimizer_args.add(key="lr").value.CopyFrom(to_value(lr))
+    if momentum is not None:
+        cfg.optimizer_args.add(key="momentum").value.CopyFrom(to_value(momentum))
+    if weights is not None:
+        cfg.initial_weights.extend(named(weights))
+    return cfg
+
+
+async def configure(conn: Connection, cfg: training_pb2.TrainConfig) -> training_pb2.SetTrainConfigReply:
+    """set_train_config, which must succeed."""
+    return await conn.expect("set_train_config", training_pb2.SetTrainConfigRequest(config=cfg))
+
+
+async def refuse_config(conn: Connection, cfg: training_pb2.TrainConfig, codes: set[Any], what: str) -> None:
+    """set_train_config, which must fail with one of ``codes``."""
+    reply = await conn.call("set_train_config", training_pb2.SetTrainConfigRequest(config=cfg))
+    if reply.kind != "error" or reply.envelope.error.code not in codes:
+        names = " or ".join(sorted(_name(c) for c in codes))
+        fail(f"set_train_config with {what} was answered with {reply.describe()}, expected Error{{{names}}}")
+
+
+def _name(code: int) -> str:
+    from conformance.spec import code_name
+
+    return code_name(code)
+
+
+async def get_weights(conn: Connection) -> dict[str, np.ndarray]:
+    """get_weights, as arrays."""
+    return from_named((await conn.expect("get_weights", training_pb2.GetWeightsRequest())).weights)
+
+
+async def fit(
+    conn: Connection, **fields: Any
+) -> tuple[training_pb2.FitReply, list[training_pb2.FitProgress]]:
+    """A fit on the fixture; its reply and progress events."""
+    request = training_pb2.FitRequest(dataset_key="conformance", **fields)
+    reply = await conn.call("fit", request, timeout=max(conn.timeout, 30))
+    body = reply.expect("fit_reply")
+    progress = []
+    for event in reply.events:
+        if event.WhichOneof("body") != "fit_progress":
+            fail(f"fit request {reply.request_id} got {event.WhichOneof('body')} before its reply (§5.3.2)")
+        progress.append(event.fit_progress)
+    return body, progress
+
+
+# -- cases ---------------------------------------------------------------------------------------------
+
+
+@case(
+    "training/12.3.3/no-config-failed-precondition",
+    rule="A fit when the identity has no train config MUST be answered with FAILED_PRECONDITION (also "
+    "evaluate, §12.5.3, and get_weights and set_weights, §12.6.3).",
+    needs=TRAIN,
+)
+async def _case_no_config(ctx: Context) -> None:
+    conn = await ctx.connect()
+    probe = await conn.call("get_weights", training_pb2.GetWeightsRequest())
+    if probe.kind == "get_weights_reply":
+        skip("the suite's identity already has a train config on this server (run against a fresh server)")
+    probe.expect_error(E.FAILED_PRECONDITION)
+    for kind, message in (
+        ("fit", training_pb2.FitRequest(dataset_key="conformance")),
+        ("evaluate", training_pb2.EvaluateRequest(dataset_key="conformance", return_loss=True)),
+        ("set_weights", training_pb2.SetWeightsRequest(weights=named(initial_weights()))),
+    ):
+        (await conn.call(kind, message)).expect_error(E.FAILED_PRECONDITION)
+
+
+@case(
+    "training/12.7.1/list-models",
+    rule="list_models returns ListModelsReply.names, the registered architecture names, sorted (byte-wise), "
+    "and weights_only (§18.3.1: conformance-linear is registered).",
+    needs=TRAIN,
+)
+async def _case_list_models(ctx: Context) -> None:
+    conn = await ctx.connect()
+    names = list((await conn.expect("list_models", training_pb2.ListModelsRequest())).names)
+    check(names == sorted(names, key=lambda n: n.encode()), f"list_models gives names in the order {names}")
+    check(MODEL in names, f"list_models gives {names}, without {MODEL!r}")
+
+
+@case(
+    "training/18.3.2/registered-model-state",
+    rule="Its state dict has exactly two entries, in this order: weight with shape [3, 4] and bias with "
+    "shape [3], both DTYPE_FLOAT32 (§12.1.1: parameter_count and state_names in the reply).",
+    needs=TRAIN,
+)
+async def _case_registered_model(ctx: Context) -> None:
+    conn = await ctx.connect()
+    reply = await configure(conn, config())
+    check(reply.parameter_count == 15, f"parameter_count is {reply.parameter_count}, expected 15")
+    check(list(reply.state_names) == ["weight", "bias"], f"state_names are {list(reply.state_names)}")
+    weights = (await conn.expect("get_weights", training_pb2.GetWeightsRequest())).weights
+    got = [(w.name, list(w.tensor.shape), w.tensor.dtype) for w in weights]
+    check(got == [("weight", [3, 4], FLOAT32), ("bias", [3], FLOAT32)], f"get_weights gives {got} (§12.6.1)")
+
+
+@case(
+    "training/12.1.2/config-unset",
+    rule="SetTrainConfigRequest.config unset MUST be answered with INVALID_ARGUMENT.",
+    needs=TRAIN,
+)
+async def _case_config_unset(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await conn.expect_error("set_train_config", training_pb2.SetTrainConfigRequest(), E.INVALID_ARGUMENT)
+
+
+@case(
+    "training/12.1.3/model-unset",
+    rule="TrainConfig.model unset MUST be answered with INVALID_ARGUMENT.",
+    needs=TRAIN,
+)
+async def _case_model_unset(ctx: Context) -> None:
+    conn = await ctx.connect()
+    cfg = config()
+    cfg.ClearField("model")
+    await refuse_config(conn, cfg, {E.INVALID_ARGUMENT}, "no model")
+
+
+@case(
+    "training/12.1.4/loss-unset",
+    rule="TrainConfig.loss unset MUST be answered with INVALID_ARGUMENT.",
+    needs=TRAIN,
+)
+async def _case_loss_unset(ctx: Context) -> None:
+    conn = await ctx.connect()
+    cfg = config()
+    cfg.ClearField("loss")
+    await refuse_config(conn, cfg, {E.INVALID_ARGUMENT}, "no loss")
+
+
+@case(
+    "training/12.1.5/unknown-registered-model",
+    rule="A registered_model that names no registered architecture (§12.7) MUST be answered with NOT_FOUND.",
+    needs=TRAIN,
+)
+async def _case_unknown_model(ctx: Context) -> None:
+    conn = await ctx.connect()
+    cfg = config()
+    cfg.registered_model = "no-such-model-" + ctx.unique()
+    await refuse_config(conn, cfg, {E.NOT_FOUND}, f"registered_model {cfg.registered_model!r}")
+
+
+@case(
+    "training/12.1.7/torchscript-fails-to-load",
+    rule="A model_torchscript or loss_torchscript that fails to load MUST be answered with INVALID_ARGUMENT "
+    "(a weights-only server answers PERMISSION_DENIED instead, §12.2.5 and §12.2.6).",
+    needs=TRAIN,
+)
+async def _case_bad_torchscript(ctx: Context) -> None:
+    conn = await ctx.connect()
+    weights_only = (await conn.expect("list_models", training_pb2.ListModelsRequest())).weights_only
+    for blob in (b"", b"not a torchscript archive", b"PK\x03\x04" + bytes(40)):
+        cfg = config()
+        cfg.model_torchscript = blob
+        allowed = {E.PERMISSION_DENIED} if weights_only else {E.INVALID_ARGUMENT}
+        await refuse_config(conn, cfg, allowed, f"model_torchscript of {len(blob)} junk bytes")
+        cfg = config()
+        cfg.loss_torchscript = blob
+        allowed = {E.PERMISSION_DENIED, E.INVALID_ARGUMENT} if weights_only else {E.INVALID_ARGUMENT}
+        await refuse_config(conn, cfg, allowed, f"loss_torchscript of {len(blob)} junk bytes")
+
+
+@case(
+    "training/12.1.8/loss-names",
+    rule="A loss_name that is not one of the built-in names below MUST be answered with INVALID_ARGUMENT: "
+    "mse, l1, smooth_l1, cross_entropy, nll, bce, bce_with_logits, huber, kl_div.",
+    needs=TRAIN,
+)
+async def _case_loss_names(ctx: Context) -> None:
+    conn = await ctx.connect()
+    for loss in LOSSES:
+        await configure(conn, config(loss=loss))
+    for loss in ("CrossEntropy", "cross-entropy", "", "MSELoss", "__import__"):
+        await refuse_config(conn, config(loss=loss), {E.INVALID_ARGUMENT}, f"loss_name {loss!r}")
+
+
+@case(
+    "training/12.1.9/optimizer-names",
+    rule="optimizer MUST name an optimizer class in torch.optim (a subclass of torch.optim.Optimizer) that "
+    "accepts the given optimizer_args; otherwise the server MUST answer INVALID_ARGUMENT.",
+    needs=TRAIN,
+)
+async def _case_optimizers(ctx: Context) -> None:
+    conn = await ctx.connect()
+    for name in ("SGD", "Adam", "AdamW"):
+        await configure(conn, config(optimizer=name, lr=0.01))
+    for name in ("NotAnOptimizer", "", "sgd", "lr_scheduler", "Optimizer", "os", "__class__"):
+        await refuse_config(conn, config(optimizer=name), {E.INVALID_ARGUMENT}, f"optimizer {name!r}")
+
+
+@case(
+    "training/12.1.10/optimizer-args",
+    rule="optimizer_args values MUST be ints, doubles, bools or lists of numbers, and any other kind, a "
+    "duplicate key, or a constructor that rejects them MUST be answered with INVALID_ARGUMENT.",
+    needs=TRAIN,
+)
+async def _case_optimizer_args(ctx: Context) -> None:
+    conn = await ctx.connect()
+    good = config(optimizer="Adam", lr=0.01)
+    good.optimizer_args.add(key="betas").value.CopyFrom(to_value([0.9, 0.99]))
+    good.optimizer_args.add(key="amsgrad").value.CopyFrom(to_value(True))
+    await configure(conn, good)
+    cases: list[tuple[str, str, value_pb2.Value | None]] = [
+        ("lr as a string", "lr", to_value("0.1")),
+        ("a keyword the constructor rejects", "bogus", to_value(1)),
+        ("a negative learning rate", "lr", to_value(-1.0)),
+        ("a map value", "momentum", to_value({"a": 1})),
+        ("a duplicate key", "lr", to_value(0.2)),
+    ]
+    for what, key, value in cases:
+        cfg = config() if key != "lr" or what == "a duplicate key" else training_pb2.TrainConfig()
+        if what != "a duplicate key" and key == "lr":
+            cfg = config()
+            del cfg.optimizer_args[:]
+        if value is not None:
+            cfg.optimizer_args.add(key=key).value.CopyFrom(value)
+        await refuse_config(conn, cfg, {E.INVALID_ARGUMENT}, what)
+
+
+@case(
+    "training/12.1.11/batch-size-and-epochs",
+    rule="batch_size MUST be at least 1 and epochs MUST be at least 1; otherwise the server MUST answer "
+    "INVALID_ARGUMENT.",
+    needs=TRAIN,
+)
+async def _case_batch_epochs(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await refuse_config(conn, config(batch_size=0), {E.INVALID_ARGUMENT}, "batch_size 0")
+    await refuse_config(conn, config(epochs=0), {E.INVALID_ARGUMENT}, "epochs 0")
+    await configure(conn, config(batch_size=1, epochs=1))
+
+
+@case(
+    "training/12.1.12/initial-weights",
+    rule="initial_weights are loaded into the model before it is used; a name that is not in the model's "
+    "state dict, or a shape or dtype that differs from the model's, MUST be answered with INVALID_ARGUMENT.",
+    needs=TRAIN,
+)
+async def _case_initial_weights(ctx: Context) -> None:
+    conn = await ctx.connect()
+    weights = initial_weights(3)
+    await configure(conn, config(weights=weights))
+    check(
+        close(await get_weights(conn), weights),
+        "get_weights after set_train_config differs from initial_weights",
+    )
+    bad_dtype = tensor_pb2.NamedTensor(
+        name="bias", tensor=make_tensor(tensor_pb2.DTYPE_FLOAT64, [3], bytes(24))
+    )
+    for what, extra in (
+        ("an unknown name", named({"weights": weights["weight"]})),
+        ("a wrong shape", named({"weight": np.zeros((4, 3), np.float32)})),
+        ("a wrong dtype", [bad_dtype]),
+    ):
+        cfg = config()
+        cfg.initial_weights.extend(extra)
+        await refuse_config(conn, cfg, {E.INVALID_ARGUMENT}, f"initial_weights with {what}")
+
+
+@case(
+    "training/12.1.14/failed-config-keeps-state",
+    rule="A failed set_train_config MUST leave the identity's previous training state (if any) unchanged.",
+    needs=TRAIN,
+)
+async def _case_failed_config(ctx: Context) -> None:
+    conn = await ctx.connect()
+    weights = initial_weights(4)
+    await configure(conn, config(weights=weights, batch_size=64))
+    await refuse_config(conn, config(loss="no-such-loss"), {E.INVALID_ARGUMENT}, "an unknown loss")
+    check(close(await get_weights(conn), weights), "a refused set_train_config changed the weights")
+    body, _ = await fit(conn)
+    check(body.batches == 1, f"after a refused config a fit ran {body.batches} batches; the old config has 1")
+
+
+@case(
+    "training/12.1.1/torchscript-model",
+    rule="set_train_config sets the identity's TrainConfig, builds a fresh model and optimizer from it, and "
+    "answers parameter_count and state_names (§12.2.1: model_torchscript holds a torch.jit.save archive).",
+    needs=TRAIN,
+)
+async def _case_torchscript(ctx: Context) -> None:
+    import torch
+
+    conn = await ctx.connect()
+    if (await conn.expect("list_models", training_pb2.ListModelsRequest())).weights_only:
+        skip("the server is weights-only (§12.2.4)")
+    module = torch.jit.script(
+        torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    )
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    cfg = config()
+    cfg.model_torchscript = buffer.getvalue()
+    reply = await configure(conn, cfg)
+    check(
+        reply.parameter_count == 4 * 5 + 5 + 5 * 3 + 3,
+        f"parameter_count is {reply.parameter_count}, expected 43",
+    )
+    names = ["0.weight", "0.bias", "2.weight", "2.bias"]
+    check(list(reply.state_names) == names, f"state_names are {list(reply.state_names)}, expected {names}")
+    body, _ = await fit(conn)
+    check(body.samples == 64, f"a fit of the TorchScript model processed {body.samples} samples")
+
+
+@case(
+    "training/12.2.5/weights-only-refuses-torchscript",
+    rule="A weights-only server MUST answer a TrainConfig with model_torchscript with PERMISSION_DENIED.",
+    needs=TRAIN,
+)
+async def _case_weights_only(ctx: Context) -> None:
+    conn = await ctx.connect()
+    if not (await conn.expect("list_models", training_pb2.ListModelsRequest())).weights_only:
+        skip("the server is not weights-only")
+    cfg = config()
+    cfg.model_torchscript = b"PK\x03\x04"
+    await refuse_config(conn, cfg, {E.PERMISSION_DENIED}, "model_torchscript")
+
+
+@case(
+    "training/12.3.2/fit-unknown-dataset",
+    rule="A dataset_key that names no dataset MUST be answered with NOT_FOUND (for evaluate too, §12.5.2).",
+    needs=TRAIN,
+)
+async def _case_unknown_dataset(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await configure(conn, config())
+    for key in ("no-such-dataset", "", "Conformance"):
+        await conn.expect_error("fit", training_pb2.FitRequest(dataset_key=key), E.NOT_FOUND)
+        await conn.expect_error("evaluate", training_pb2.EvaluateRequest(dataset_key=key), E.NOT_FOUND)
+
+
+@case(
+    "training/12.3.6/sgd-step-matches",
+    rule="For each batch the server computes the output and the loss, back-propagates it and takes one "
+    "optimizer step (§12.3.4 and §12.3.5: batches of batch_size in dataset order, the last may be smaller).",
+    needs=TRAIN,
+)
+async def _case_sgd(ctx: Context) -> None:
+    conn = await ctx.connect()
+    start = initial_weights(5)
+    await configure(conn, config(weights=start, batch_size=10, epochs=2, lr=0.5))
+    body, _ = await fit(conn, return_weights=True)
+    expected, losses = local_fit(start, lr=0.5, batch_size=10, epochs=2)
+    got = from_named(body.weights)
+    if not close(got, expected):
+        fail(
+            "after 2 epochs of batches of 10 the weights differ from one SGD step per batch in dataset "
+            "order: "
+            f"got weight[0]={got.get('weight', np.zeros((1, 4)))[0].tolist()}, expected "
+            f"{expected['weight'][0].tolist()}"
+        )
+    check(
+        math.isclose(body.final_loss, losses[-1], rel_tol=1e-4, abs_tol=1e-5),
+        f"final_loss is {body.final_loss}",
+    )
+    mean = sum(losses) / len(losses)
+    check(
+        math.isclose(body.mean_loss, mean, rel_tol=1e-4, abs_tol=1e-5),
+        f"mean_loss is {body.mean_loss}, not {mean}",
+    )
+
+
+@case(
+    "training/12.3.10/fit-reply-counts",
+    rule="FitReply fields: samples (counting repeats across epochs), batches, epochs (run), dataset_size "
+    "(the number of samples in the dataset).",
+    needs=TRAIN,
+)
+async def _case_fit_counts(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await configure(conn, config(batch_size=10, epochs=3))
+    body, _ = await fit(conn)
+    got = (body.samples, body.batches, body.epochs, body.dataset_size)
+    check(
+        got == (192, 21, 3, 64),
+        f"(samples, batches, epochs, dataset_size) are {got}, expected (192, 21, 3, 64)",
+    )
+    check(
+        math.isfinite(body.final_loss) and body.seconds >= 0,
+        "final_loss is not finite or seconds is negative",
+    )
+
+
+@case(
+    "training/12.3.7/max-nr-batches",
+    rule="When max_nr_batches is greater than 0, the fit stops after that many batches in total, counted "
+    "across all its epochs; 0 or a negative value means no cap.",
+    needs=TRAIN,
+)
+async def _case_max_batches(ctx: Context) -> None:
+    conn = await ctx.connect()
+    for cap, expected in ((10, (80, 10, 2)), (3, (24, 3, 1)), (-1, (192, 24, 3)), (0, (192, 24, 3))):
+        await configure(conn, config(batch_size=8, epochs=3, max_nr_batches=cap))
+        body, progress = await fit(conn, progress_every=1)
+        got = (body.samples, body.batches, body.epochs)
+        check(
+            got == expected,
+            f"with max_nr_batches={cap} (samples, batches, epochs) are {got}, expected {expected}",
+        )
+        if cap == 10:
+            last = progress[-1] if progress else None
+            check(
+                last is not None and last.epoch == 2 and last.batches_per_epoch == 2,
+                "in the epoch where max_nr_batches=10 ends the fit, FitProgress.batches_per_epoch must be 2 "
+                f"(§12.4.7); the last progress is {last}",
+            )
+
+
+@case(
+    "training/12.3.9/state-persists-between-fits",
+    rule="The model and optimizer state persist between fits: each fit continues from the current weights "
+    "and optimizer state of the identity.",
+    needs=TRAIN,
+)
+async def _case_persist(ctx: Context) -> None:
+    conn = await ctx.connect()
+    start = initial_weights(6)
+    await configure(conn, config(weights=start, batch_size=64, lr=0.5, momentum=0.9))
+    await fit(conn)
+    await fit(conn)
+    got = await get_weights(conn)
+    expected, _ = local_fit(start, lr=0.5, batch_size=64, epochs=1, momentum=0.9, fits=2)
+    restarted, _ = local_fit(local_fit(start, lr=0.5, batch_size=64, epochs=1, momentum=0.9)[0], lr=0.5,
+                             batch_size=64, epochs=1, momentum=0.9)  # fmt: skip
+    if close(got, restarted) and not close(got, expected):
+        fail("the second fit started with a fresh optimizer (its momentum was lost)")
+    check(close(got, expected), "after two fits the weights differ from two SGD-with-momentum steps")
+
+
+@case(
+    "training/12.3.11/return-weights",
+    rule="FitReply.weights MUST be non-empty exactly when FitRequest.return_weights is true (all entries, "
+    "in order, §12.3.10).",
+    needs=TRAIN,
+)
+async def _case_return_weights(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await configure(conn, config())
+    body, _ = await fit(conn, return_weights=False)
+    check(not body.weights, f"return_weights=false still returned {len(body.weights)} weights")
+    body, _ = await fit(conn, return_weights=True)
+    names = [w.name for w in body.weights]
+    check(names == ["weight", "bias"], f"return_weights=true returned {names}")
+    check(
+        close(from_named(body.weights), await get_weights(conn)), "FitReply.weights differ from get_weights"
+    )
+
+
+_FIT_SHAPES = st.tuples(
+    st.sampled_from([1, 5, 8, 13, 32, 64, 100]),  # batch_size
+    st.integers(1, 3),  # epochs
+    st.integers(0, 6),  # progress_every
+    st.integers(-1, 20),  # max_nr_batches
+)
+
+
+@case(
+    "training/12.4/progress-events",
+    rule="FitProgress events arrive before the fit's terminal reply (§12.4.2), their (epoch, batch) pairs "
+    "are strictly increasing (§12.4.3), the last batch of every epoch has one (§12.4.4), every multiple of "
+    "progress_every has one (§12.4.5), and no batch has two (§12.4.6).",
+    needs=TRAIN,
+)
+def _case_progress(ctx: Context) -> None:
+    @given(shape=_FIT_SHAPES)
+    @example(shape=(8, 2, 3, 0))
+    @example(shape=(10, 2, 0, 9))
+    def check_progress(shape: tuple[int, int, int, int]) -> None:
+        ctx.run(_progress(ctx, *shape))
+
+    ctx.hypothesis(check_progress, max_examples=max(4, ctx.settings.max_examples // 2))
+
+
+async def _progress(ctx: Context, batch_size: int, epochs: int, every: int, cap: int) -> None:
+    per_epoch = -(-64 // batch_size)
+    total = per_epoch * epochs if cap <= 0 else min(cap, per_epoch * epochs)
+    async with await ctx.connect() as conn:
+        await configure(conn, config(batch_size=batch_size, epochs=epochs, max_nr_batches=cap))
+        body, progress = await fit(conn, progress_every=every)
+    check(body.batches == total, f"the fit ran {body.batches} batches, expected {total}")
+    seen = [(p.epoch, p.batch) for p in progress]
+    if any(b <= a for a, b in itertools.pairwise(seen)):
+        fail(f"(epoch, batch) of the FitProgress events are not strictly increasing: {seen}")
+    runs: dict[int, int] = {}
+    for n in range(total):
+        epoch = n // per_epoch + 1
+        runs[epoch] = runs.get(epoch, 0) + 1
+    for epoch, batches in runs.items():
+        if (epoch, batches) not in seen:
+            fail(f"no FitProgress for the last batch ({batches}) of epoch {epoch}; got {seen} (§12.4.4)")
+        if every:
+            missing = [b for b in range(every, batches + 1, every) if (epoch, b) not in seen]
+            if missing:
+                fail(
+                    f"progress_every={every}: no FitProgress for batches {missing} of epoch {epoch} (§12.4.5)"
+                )
+    for p in progress:
+        expected_per_epoch = runs.get(p.epoch)
+        if expected_per_epoch is None or p.batch > expected_per_epoch:
+            fail(f"FitProgress for epoch {p.epoch} batch {p.batch}, which the fit does not run")
+        if p.batches_per_epoch != expected_per_epoch:
+            fail(
+                f"FitProgress of epoch {p.epoch} says batches_per_epoch={p.batches_per_epoch}, "
+                f"expected {expected_per_epoch} (§12.4.7)"
+            )
+        samples = (p.epoch - 1) * 64 + min(p.batch * batch_size, 64)
+        if p.samples != samples:
+            fail(
+                f"FitProgress at epoch {p.epoch} batch {p.batch} says samples={p.samples}, expected {samples}"
+            )
+
+
+@case(
+    "training/12.4.9/cancel-fit",
+    rule="A Cancel of a fit MUST be honoured between batches: the server completes at most the batch in "
+    "progress and then ends the fit with CANCELLED (§12.3.12: the model is not rolled back).",
+    needs=TRAIN,
+)
+async def _case_cancel_fit(ctx: Context) -> None:
+    conn = await ctx.connect()
+    start = initial_weights(8)
+    await configure(conn, config(weights=start, batch_size=1, epochs=2000, lr=0.05))
+    rid = await conn.request("fit", training_pb2.FitRequest(dataset_key="conformance", progress_every=1))
+    await conn.wait_for(
+        lambda: next((f for f in conn.frames_with_id(rid) if f.kind == "fit_progress"), None),
+        f"a FitProgress for fit request {rid}",
+        timeout=max(ctx.settings.timeout, 30),
+    )
+    await conn.request("cancel", None, request_id=rid)
+    loop = asyncio.get_running_loop()
+    sent = loop.time()
+    reply = await conn.reply(rid, timeout=max(ctx.settings.timeout, 10))
+    elapsed = loop.time() - sent
+    reply.expect_error(E.CANCELLED)
+    check(elapsed < 2.0, f"CANCELLED came {elapsed:.2f} s after the Cancel")
+    check(
+        not close(await get_weights(conn), start), "after a cancelled fit the weights are back at their start"
+    )
+
+
+@case(
+    "training/12.5.6/evaluate-matches",
+    rule="When return_loss is true, EvaluateReply.loss MUST be set to the mean loss per sample; correct "
+    "MUST be the number of samples whose predicted class equals their target class (§12.5.7); the "
+    "histograms count predicted and target classes (§12.5.9), with nr_bins 0 meaning the largest class + 1 "
+    "(§12.5.10).",
+    needs=TRAIN,
+)
+async def _case_evaluate(ctx: Context) -> None:
+    conn = await ctx.connect()
+    weights = initial_weights(9)
+    await configure(conn, config(weights=weights, batch_size=16))
+    loss, predicted, target = local_eval(weights)
+    for batch_size in (0, 7, 64):
+        request = training_pb2.EvaluateRequest(
+            dataset_key="conformance",
+            return_loss=True,
+            return_raw_accuracy=True,
+            return_histograms=True,
+            nr_bins=0,
+            batch_size=batch_size,
+        )
+        body = await conn.expect("evaluate", request)
+        check(body.total == 64, f"evaluate says total={body.total}, expected 64 (§12.5.5)")
+        check(body.HasField("loss"), "evaluate with return_loss=true has no loss")
+        check(
+            math.isclose(body.loss, loss, rel_tol=1e-4, abs_tol=1e-5),
+            f"evaluate (batch_size {batch_size}) says loss={body.loss}, the mean loss per sample is {loss}",
+        )
+        correct = int((predicted == target).sum())
+        check(body.correct == correct, f"evaluate says correct={body.correct}, expected {correct}")
+        bins = int(max(predicted.max(), target.max())) + 1
+        expected_pred = np.bincount(predicted, minlength=bins).tolist()
+        expected_target = np.bincount(target, minlength=bins).tolist()
+        check(
+            list(body.prediction_histogram) == expected_pred
+            and list(body.target_histogram) == expected_target,
+            f"histograms are {list(body.prediction_histogram)} and {list(body.target_histogram)}, expected "
+            f"{expected_pred} and {expected_target}",
+        )
+    check(close(await get_weights(conn), weights), "evaluate changed the weights (§12.5.1)")
+
+
+@case(
+    "training/12.5.6/evaluate-omits-unasked",
+    rule="When return_loss is false, loss MUST be unset; without return_raw_accuracy correct is 0 "
+    "(§12.5.7); without return_histograms both histograms MUST be empty (§12.5.9).",
+    needs=TRAIN,
+)
+async def _case_evaluate_flags(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await configure(conn, config(weights=initial_weights(9)))
+    body = await conn.expect("evaluate", training_pb2.EvaluateRequest(dataset_key="conformance"))
+    check(not body.HasField("loss"), f"evaluate without return_loss sets loss={body.loss}")
+    check(body.correct == 0, f"evaluate without return_raw_accuracy says correct={body.correct}")
+    check(
+        not body.prediction_histogram and not body.target_histogram,
+        "evaluate sent histograms it was not asked for",
+    )
+    request = training_pb2.EvaluateRequest(dataset_key="conformance", return_histograms=True, nr_bins=2)
+    body = await conn.expect("evaluate", request)
+    _, predicted, target = local_eval(initial_weights(9))
+    want = ([int((predicted == c).sum()) for c in (0, 1)], [int((target == c).sum()) for c in (0, 1)])
+    got = (list(body.prediction_histogram), list(body.target_histogram))
+    check(got == want, f"with nr_bins=2 the histograms are {got}, expected {want} (class 2 is not counted)")
+
+
+@case(
+    "training/18.1.3/fixture-values",
+    rule="The features of sample i are x[i][j] = ((i x 4 + j) mod 11) / 10 - 0.5, and its target is y[i] = "
+    "(i x 7) mod 3 (§18.1.4), as seen through evaluate with known weights.",
+    needs=TRAIN,
+)
+async def _case_fixture_values(ctx: Context) -> None:
+    conn = await ctx.connect()
+    weights = {"weight": np.eye(3, 4, dtype=np.float32) * 3, "bias": np.array([0.01, 0.02, 0.03], np.float32)}
+    await configure(conn, config(weights=weights))
+    loss, predicted, _ = local_eval(weights)
+    request = training_pb2.EvaluateRequest(
+        dataset_key="conformance",
+        return_loss=True,
+        return_raw_accuracy=True,
+        return_histograms=True,
+        nr_bins=3,
+    )
+    body = await conn.expect("evaluate", request)
+    check(
+        list(body.target_histogram) == [22, 21, 21],
+        f"the fixture's targets count {list(body.target_histogram)}",
+    )
+    check(
+        list(body.prediction_histogram) == np.bincount(predicted, minlength=3).tolist()
+        and math.isclose(body.loss, loss, rel_tol=1e-5, abs_tol=1e-6),
+        "evaluate with one-hot weights does not match the fixture's features",
+    )
+
+
+_F32_BYTES = st.binary(min_size=4 * 15, max_size=4 * 15)
+
+
+@case(
+    "training/12.6.7/weights-roundtrip",
+    rule="Weights set with set_weights and then read with get_weights MUST be byte-for-byte equal (§12.6.2: "
+    "updated is the number of tensors replaced).",
+    needs=TRAIN,
+)
+def _case_weights_roundtrip(ctx: Context) -> None:
+    ctx.run(_configure_once(ctx))
+
+    @given(data=_F32_BYTES)
+    @example(data=bytes.fromhex("0100c07f") * 15)
+    def check_bytes(data: bytes) -> None:
+        ctx.run(_weights_roundtrip(ctx, data))
+
+    ctx.hypothesis(check_bytes)
+
+
+async def _configure_once(ctx: Context) -> None:
+    async with await ctx.connect() as conn:
+        await configure(conn, config())
+
+
+async def _weights_roundtrip(ctx: Context, data: bytes) -> None:
+    async with await ctx.connect() as conn:
+        weights = [
+            tensor_pb2.NamedTensor(name="weight", tensor=make_tensor(FLOAT32, [3, 4], data[:48])),
+            tensor_pb2.NamedTensor(name="bias", tensor=make_tensor(FLOAT32, [3], data[48:])),
+        ]
+        reply = await conn.expect("set_weights", training_pb2.SetWeightsRequest(weights=weights, strict=True))
+        check(reply.updated == 2, f"set_weights of 2 tensors says updated={reply.updated}")
+        got = (await conn.expect("get_weights", training_pb2.GetWeightsRequest())).weights
+        check(
+            [w.tensor.data for w in got] == [data[:48], data[48:]],
+            "get_weights returns other bytes than set_weights stored",
+        )
+
+
+@case(
+    "training/12.6.4/set-weights-invalid",
+    rule="A name that is not in the state dict, or a tensor whose shape or dtype differs from the model's, "
+    "MUST be answered with INVALID_ARGUMENT (§12.6.6: a set_weights that fails MUST change nothing).",
+    needs=TRAIN,
+)
+async def _case_set_weights_invalid(ctx: Context) -> None:
+    conn = await ctx.connect()
+    weights = initial_weights(10)
+    await configure(conn, config(weights=weights))
+    new = named(initial_weights(11))
+    bad = [
+        ("an unknown name", named({"weights": weights["weight"]})),
+        ("a wrong shape", [new[0], *named({"bias": np.zeros(4, np.float32)})]),
+        (
+            "a wrong dtype",
+            [new[0], tensor_pb2.NamedTensor(name="bias", tensor=make_tensor(7, [3], bytes(12)))],
+        ),
+        (
+            "an invalid tensor",
+            [new[0], tensor_pb2.NamedTensor(name="bias", tensor=make_tensor(FLOAT32, [3], b"x"))],
+        ),
+    ]
+    for what, tensors in bad:
+        reply = await conn.call("set_weights", training_pb2.SetWeightsRequest(weights=tensors))
+        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+            fail(
+                f"set_weights with {what} was answered with {reply.describe()}, expected "
+                f"Error{{INVALID_ARGUMENT}}"
+            )
+        check(
+            close(await get_weights(conn), weights), f"a refused set_weights with {what} changed the weights"
+        )
+
+
+@case(
+    "training/12.6.5/strict-needs-every-entry",
+    rule="When strict is true, every entry of the state dict MUST be given; a missing one MUST be answered "
+    "with INVALID_ARGUMENT.",
+    needs=TRAIN,
+)
+async def _case_strict(ctx: Context) -> None:
+    conn = await ctx.connect()
+    weights = initial_weights(12)
+    await configure(conn, config(weights=weights))
+    only_weight = named({"weight": initial_weights(13)["weight"]})
+    reply = await conn.call("set_weights", training_pb2.SetWeightsRequest(weights=only_weight, strict=True))
+    reply.expect_error(E.INVALID_ARGUMENT)
+    check(close(await get_weights(conn), weights), "a refused strict set_weights changed the weights")
+    body = await conn.expect("set_weights", training_pb2.SetWeightsRequest(weights=only_weight, strict=False))
+    check(body.updated == 1, f"a non-strict set_weights of one tensor says updated={body.updated}")
+
+
+@case(
+    "training/7.4.3/duplicate-names",
+    rule="A list of NamedTensor MUST NOT contain the same name twice; a server MUST reject a request that "
+    "does with INVALID_ARGUMENT (§7.4.2: an empty name or an unset tensor too).",
+    needs=TRAIN,
+)
+async def _case_duplicate_names(ctx: Context) -> None:
+    conn = await ctx.connect()
+    weights = initial_weights(14)
+    await configure(conn, config(weights=weights))
+    w = named(initial_weights(15))
+    for what, tensors in (
+        ("weight given twice", [w[0], w[1], w[0]]),
+        ("an empty name", [w[0], tensor_pb2.NamedTensor(name="", tensor=w[1].tensor)]),
+        ("an unset tensor", [w[0], tensor_pb2.NamedTensor(name="bias")]),
+    ):
+        reply = await conn.call("set_weights", training_pb2.SetWeightsRequest(weights=tensors))
+        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+            fail(
+                f"set_weights with {what} was answered with {reply.describe()}, expected "
+                f"Error{{INVALID_ARGUMENT}}"
+            )
+    check(close(await get_weights(conn), weights), "a refused set_weights changed the weights")
+
+
+@case(
+    "training/12.1.13/state-per-identity",
+    rule="Training state (the config, the model with its weights, and the optimizer with its state) belongs "
+    "to the identity that set it; it is shared by that identity's connections and invisible to other "
+    "identities.",
+    needs=TRAIN,
+    tokens=2,
+)
+async def _case_per_identity(ctx: Context) -> None:
+    mine = await ctx.connect()
+    theirs = await ctx.connect_second()
+    a, b = initial_weights(16), initial_weights(17)
+    await configure(mine, config(weights=a))
+    await configure(theirs, config(weights=b, batch_size=32))
+    again = await ctx.connect()
+    check(close(await get_weights(again), a), "another connection of the same identity sees other weights")
+    check(close(await get_weights(theirs), b), "the second identity sees the first identity's weights")
+    body, _ = await fit(again)
+    check(
+        body.batches == 8, f"a fit of the first identity ran {body.batches} batches; its config has batch 8"
+    )
