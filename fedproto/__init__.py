@@ -30,6 +30,7 @@ from fedproto.errors import (
     UnimplementedError,
     UnsupportedVersionError,
 )
+from fedproto.fedavg import FedAvg, FedAvgError, RoundRecord, WorkerRound
 from fedproto.server import CallContext, Worker, rpc
 from fedproto.training import EvaluateResult, FitProgressEvent, FitResult, TrainConfig, average_weights
 from fedproto.types import Limits, MethodInfo, ModelCatalog, ModelSummary, ObjectInfo, ServerInfo, TensorInfo
@@ -49,6 +50,8 @@ __all__ = [
     "ErrorCode",
     "EvaluateResult",
     "FailedPreconditionError",
+    "FedAvg",
+    "FedAvgError",
     "FedprotoError",
     "FitProgressEvent",
     "FitResult",
@@ -67,6 +70,7 @@ __all__ = [
     "ProtocolError",
     "RequestCancelledError",
     "ResourceExhaustedError",
+    "RoundRecord",
     "ServerInfo",
     "TensorInfo",
     "TrainConfig",
@@ -75,6 +79,7 @@ __all__ = [
     "UnimplementedError",
     "UnsupportedVersionError",
     "Worker",
+    "WorkerRound",
     "__version__",
     "average_weights",
     "rpc",

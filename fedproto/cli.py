@@ -103,9 +103,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _delegated(argv: Sequence[str]) -> tuple[str, list[str]] | None:
+    """``conformance`` and ``demo`` parse their own options: return (command, its arguments)."""
+    index = 0
+    while index < len(argv) and argv[index].startswith("-"):
+        index += 1 if "=" in argv[index] or argv[index] in ("-h", "--help") else 2
+    if index < len(argv) and argv[index] in ("conformance", "demo"):
+        return argv[index], list(argv[index + 1 :])
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    delegated = _delegated(argv)
+    if delegated is not None:
+        # argparse's REMAINDER drops options that follow the subcommand, so pass them on untouched
+        top = parser.parse_args(argv[: len(argv) - len(delegated[1]) - 1])
+        logging.basicConfig(level=getattr(logging, str(top.log_level).upper(), logging.INFO))
+        return _run_delegated(*delegated)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
@@ -123,14 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_call(args))
         if args.command == "ping":
             return asyncio.run(_ping(args))
-        if args.command == "conformance":
-            from conformance.cli import main as conformance_main
-
-            return conformance_main(args.rest)
-        if args.command == "demo":
-            from fedproto.demo import main as demo_main
-
-            return demo_main(args.rest)
     except KeyboardInterrupt:
         return 130
     except (FedprotoError, OSError, ValueError) as exc:
@@ -138,6 +147,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE  # pragma: no cover - parser.error exits
+
+
+def _run_delegated(command: str, rest: list[str]) -> int:
+    try:
+        if command == "conformance":
+            from conformance.cli import main as conformance_main
+
+            return conformance_main(rest)
+        from fedproto.demo import main as demo_main
+
+        return demo_main(rest)
+    except KeyboardInterrupt:
+        return 130
 
 
 def _one_line(exc: BaseException) -> str:

@@ -85,12 +85,6 @@ def test_bad_arguments_are_one_line(
     assert capsys.readouterr().err == f"fedproto demo: {message}\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SystemExit,
-    reason="the demo subcommand collects its options with nargs=REMAINDER, which argparse does not fill "
-    "when the first one starts with '-': 'fedproto demo --rounds 0' stops with 'unrecognized arguments'",
-)
 def test_the_cli_passes_options_to_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert fedproto.cli.main(["demo", "--rounds", "0"]) == 1
     assert "--rounds must be at least 1" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,10 +31,18 @@ _R_co = TypeVar("_R_co", covariant=True)
 _MAX_SEED = 2**64 - 1
 
 
+_TORCHSCRIPT_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _quiet_torchscript() -> Iterator[None]:
-    """Silence torch's deprecation warnings for ``torch.jit``: TorchScript is this protocol's format."""
-    with warnings.catch_warnings():
+    """Run TorchScript work one thread at a time, without torch's deprecation warnings for ``torch.jit``.
+
+    TorchScript is this protocol's format, so the warnings are noise. The lock is needed because the
+    TorchScript compiler is not thread-safe (two threads scripting the same module class can fail with
+    "Can't redefine method"), and ``warnings.catch_warnings`` changes process-wide state.
+    """
+    with _TORCHSCRIPT_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield

@@ -388,12 +388,6 @@ class Fresh(nn.Module):
         return torch.tanh(x) * 2.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="set_train_config scripts the model on a thread (asyncio.to_thread(config.to_spec)), and "
-    'torch.jit.script is not thread-safe: two configs sent at once can fail with "Can\'t redefine method"',
-)
 async def test_concurrent_configs_script_the_same_model_safely(
     trainer: fedproto.Worker, alice: fedproto.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
