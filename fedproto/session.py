@@ -63,6 +63,7 @@ __all__ = [
     "SessionError",
     "SessionState",
     "TransferProgress",
+    "UploadStarted",
 ]
 
 #: Protocol versions this implementation speaks (section 4.2).
@@ -167,6 +168,14 @@ class RequestReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadStarted:
+    """Server side: a chunked upload was announced; its chunks follow (the request is in flight)."""
+
+    request_id: int
+    deadline: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RequestCancelled:
     """Server side: the client cancelled an in-flight request; stop it and answer CANCELLED."""
 
@@ -243,6 +252,7 @@ Event = (
     | CloseConnection
     | HandshakeCompleted
     | RequestReceived
+    | UploadStarted
     | RequestCancelled
     | GoodbyeReceived
     | Connected
@@ -499,7 +509,7 @@ class ServerSession:
         if info.nbytes == 0:
             return self._finish_upload(rid, upload)
         self._uploads[rid] = upload
-        return []
+        return [UploadStarted(rid, deadline)]
 
     def _receive_chunk(self, rid: int, offset: int, data: bytes | memoryview, total: int) -> list[Event]:
         upload = self._uploads.get(rid)
@@ -598,6 +608,18 @@ class ServerSession:
             yield self.reply(
                 request_id, get_object_reply=GetObjectReply(info=codec.object_info_to_proto(info))
             )
+
+    @property
+    def uploads(self) -> frozenset[int]:
+        """Ids of chunked uploads still waiting for chunks."""
+        return frozenset(self._uploads)
+
+    def abort_upload(self, request_id: int, error: ProtocolError) -> bytes | None:
+        """End an upload still waiting for chunks with ``error`` (deadline, goodbye, shutdown)."""
+        if request_id not in self._uploads:
+            return None
+        del self._uploads[request_id]
+        return self.fail(request_id, error)
 
     def notification(self, topic: str, value: Any) -> bytes:
         """Build a Notification pushed to the client (request_id 0, section 6.4)."""

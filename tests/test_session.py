@@ -29,6 +29,7 @@ from fedproto.session import (
     SessionError,
     SessionState,
     TransferProgress,
+    UploadStarted,
 )
 from fedproto.types import Limits, ObjectInfo, TensorInfo
 from fedproto_pb.v1 import envelope_pb2, objects_pb2, session_pb2, tensor_pb2, training_pb2
@@ -196,7 +197,7 @@ def chunk(rid: int, offset: int, data: bytes, total: int) -> bytes:
 def test_upload_assembles_and_verifies() -> None:
     s = open_server()
     payload = bytes(range(20))
-    assert start_upload(s, payload) == []
+    assert start_upload(s, payload) == [UploadStarted(5, None)]
     events = s.receive_frame(chunk(5, 0, payload[:8], 20))
     assert events == [TransferProgress(5, 8, 20)]
     s.receive_frame(chunk(5, 8, payload[8:16], 20))

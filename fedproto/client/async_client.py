@@ -103,6 +103,7 @@ class RemoteMethods:
 @dataclass
 class _Call:
     future: asyncio.Future[ReplyReceived]
+    session: ClientSession
     on_progress: Callable[[Any], None] | None = None
     on_transfer: TransferCallback | None = None
 
@@ -293,8 +294,9 @@ class AsyncClient:
                 close_code=close_code,
                 reason=reason,
             )
+            # only this connection's requests: after a reconnect, newer ones live on another session
             for call in list(self._calls.values()):
-                if not call.future.done():
+                if call.session is session and not call.future.done():
                     call.future.set_exception(error)
 
     async def _dispatch(self, ws: ClientConnection, event: Event) -> None:
@@ -373,7 +375,7 @@ class AsyncClient:
         timeout = self.timeout if timeout is None else timeout
         rid, frame = session.request(deadline=timeout, payload=payload, **body)
         future: asyncio.Future[ReplyReceived] = asyncio.get_running_loop().create_future()
-        self._calls[rid] = _Call(future, on_progress, on_transfer)
+        self._calls[rid] = _Call(future, session, on_progress, on_transfer)
         try:
             async with asyncio.timeout(None if timeout is None else timeout + _DEADLINE_GRACE):
                 try:

@@ -25,6 +25,7 @@ from fedproto.client.async_client import (
 )
 from fedproto.client.progress import FitProgressCallback
 from fedproto.datasets import DatasetDescription
+from fedproto.errors import ConnectionClosedError
 from fedproto.training import EvaluateResult, FitResult, TrainConfig
 from fedproto.types import MethodInfo, ModelCatalog, ModelSummary, ObjectInfo, ServerInfo
 
@@ -45,7 +46,14 @@ class _LoopThread:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
+    @property
+    def closed(self) -> bool:
+        return self.loop.is_closed()
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self.loop.is_closed():
+            coro.close()
+            raise ConnectionClosedError("the client is closed")
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("a Client must not be used from its own callbacks; use AsyncClient there")
@@ -101,7 +109,9 @@ class Client:
         return self._async
 
     def close(self) -> None:
-        """Say Goodbye, close the connection and stop the background loop."""
+        """Say Goodbye, close the connection and stop the background loop (again: does nothing)."""
+        if self._portal.closed:
+            return
         try:
             self._portal.run(self._async.close())
         finally:

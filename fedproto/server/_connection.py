@@ -35,6 +35,7 @@ from fedproto.session import (
     RequestReceived,
     SendFrame,
     ServerSession,
+    UploadStarted,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +63,10 @@ class ServerConnectionHandler:
         self._cancel_reason: dict[int, str] = {}
         self._draining = False
         self._closing = False
+        # chunked uploads waiting for chunks have no task yet: their deadlines run on timers
+        self._upload_timers: dict[int, asyncio.TimerHandle] = {}
+        self._upload_started: dict[int, float] = {}
+        self._sends: set[asyncio.Task[None]] = set()
 
     @property
     def identity(self) -> str:
@@ -99,6 +104,8 @@ class ServerConnectionHandler:
             with contextlib.suppress(Exception):
                 await self.ws.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
+            for timer in self._upload_timers.values():
+                timer.cancel()
             await self._cancel_all(_CLOSED)
             log.info(
                 "connection closed peer=%s identity=%s code=%s",
@@ -111,8 +118,11 @@ class ServerConnectionHandler:
         for event in events:
             if isinstance(event, SendFrame):
                 await self.send(event.data)
+            elif isinstance(event, UploadStarted):
+                self._watch_upload(event)
             elif isinstance(event, RequestReceived):
-                if self._draining:  # section 6.3: no new work during shutdown
+                event = self._upload_done(event)
+                if self._draining and event.payload is None:  # section 6.3: no new work during shutdown
                     error = UnavailableError("the worker is shutting down")
                     await self.send(self.session.fail(event.request_id, error))
                 else:
@@ -132,6 +142,7 @@ class ServerConnectionHandler:
                 )
             elif isinstance(event, GoodbyeReceived):
                 self._closing = True
+                await self._abort_uploads(RequestCancelledError("the client said goodbye"))
                 await self._cancel_all(_CLIENT_CANCEL)
                 await self.ws.close(CloseCode.NORMAL, "goodbye")
 
@@ -139,6 +150,46 @@ class ServerConnectionHandler:
         """Send one frame; a connection that closed meanwhile is not an error here."""
         with contextlib.suppress(ConnectionClosed):
             await self.ws.send(frame)
+
+    # -- chunked uploads --------------------------------------------------------------------------
+
+    def _watch_upload(self, event: UploadStarted) -> None:
+        loop = asyncio.get_running_loop()
+        self._upload_started[event.request_id] = loop.time()
+        if event.deadline is not None:
+            self._upload_timers[event.request_id] = loop.call_later(
+                event.deadline, self._upload_deadline, event.request_id, event.deadline
+            )
+
+    def _upload_deadline(self, rid: int, deadline: float) -> None:
+        self._upload_timers.pop(rid, None)
+        self._upload_started.pop(rid, None)
+        frame = self.session.abort_upload(rid, DeadlineExceededError(f"deadline of {deadline:.3f} s passed"))
+        if frame is not None:
+            task = asyncio.create_task(self.send(frame))
+            self._sends.add(task)  # keep a reference until it is sent
+            task.add_done_callback(self._sends.discard)
+
+    def _upload_done(self, event: RequestReceived) -> RequestReceived:
+        """A completed upload's handler gets what is left of the request's deadline."""
+        timer = self._upload_timers.pop(event.request_id, None)
+        if timer is not None:
+            timer.cancel()
+        started = self._upload_started.pop(event.request_id, None)
+        if started is None or event.deadline is None:
+            return event
+        left = max(event.deadline - (asyncio.get_running_loop().time() - started), 0.0)
+        return RequestReceived(event.request_id, event.kind, event.message, left, event.payload)
+
+    async def _abort_uploads(self, error: ProtocolError) -> None:
+        for rid in sorted(self.session.uploads):
+            timer = self._upload_timers.pop(rid, None)
+            if timer is not None:
+                timer.cancel()
+            self._upload_started.pop(rid, None)
+            frame = self.session.abort_upload(rid, error)
+            if frame is not None:
+                await self.send(frame)
 
     # -- request tasks ----------------------------------------------------------------------------
 
@@ -201,9 +252,15 @@ class ServerConnectionHandler:
         self._draining = True
         if self.session.identity is not None:
             await self.send(self.session.goodbye("worker shutting down"))
-        pending = [t for t in self._tasks.values() if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=grace)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        while loop.time() < end and (self.session.uploads or any(not t.done() for t in self._tasks.values())):
+            pending = [t for t in self._tasks.values() if not t.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=max(end - loop.time(), 0))
+            else:  # only uploads still receiving chunks: give them the rest of the grace period
+                await asyncio.sleep(min(0.05, max(end - loop.time(), 0)))
+        await self._abort_uploads(UnavailableError("the worker is shutting down"))
         await self._cancel_all(_SHUTDOWN)
         self._closing = True
         with contextlib.suppress(Exception):

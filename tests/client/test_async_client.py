@@ -1130,12 +1130,6 @@ async def test_goodbye_from_the_server_moves_new_requests_to_a_new_connection(sc
     assert fake.kinds() == ["hello", "call", "hello", "ping", "goodbye"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a server Goodbye the client moves new requests to a new connection, but when the old "
-    "connection then closes its reader fails every pending request of the client, including those in "
-    "flight on the new connection (ConnectionClosedError code 1000)",
-)
 async def test_old_connection_closing_does_not_fail_requests_on_the_new_one(scripted) -> None:
     def respond(request: Envelope) -> Frames:
         if request.WhichOneof("body") == "call" and request.call.method == "first":

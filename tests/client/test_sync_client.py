@@ -156,11 +156,6 @@ def _outcome(action: Callable[[], object]) -> type[BaseException] | None:
     return raised
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a second Client.close() raises RuntimeError('Event loop is closed') and leaves the "
-    "AsyncClient.close coroutine never awaited, instead of doing nothing",
-)
 @pytest.mark.filterwarnings("ignore:coroutine 'AsyncClient:RuntimeWarning")
 def test_close_twice_is_harmless(threaded_worker: ThreadedWorker) -> None:
     c = fedproto.Client(threaded_worker.url)
@@ -168,11 +163,6 @@ def test_close_twice_is_harmless(threaded_worker: ThreadedWorker) -> None:
     assert _outcome(c.close) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call on a closed Client raises RuntimeError('Event loop is closed') (and leaves the "
-    "coroutine never awaited) instead of ConnectionClosedError as AsyncClient does",
-)
 @pytest.mark.filterwarnings("ignore:coroutine 'AsyncClient:RuntimeWarning")
 def test_calls_on_a_closed_client_raise_connection_closed(threaded_worker: ThreadedWorker) -> None:
     with fedproto.Client(threaded_worker.url) as c:

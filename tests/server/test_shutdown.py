@@ -191,11 +191,6 @@ def test_serve_process_exits_0_on_sigterm(tmp_path: Path) -> None:
             process.wait(timeout=WAIT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a chunked upload still waiting for chunks when the grace period ends gets no Error "
-    "UNAVAILABLE before the 1001 close (section 6.3.4): uploads are not tracked as request tasks",
-)
 async def test_upload_in_progress_at_shutdown_ends_unavailable(make_worker) -> None:
     w = await make_worker()
     data = bytes(400)

@@ -862,11 +862,6 @@ async def test_chunked_upload_of_an_existing_id_is_refused_at_once(worker: fedpr
         await expect_error(ws, ErrorCode.ALREADY_EXISTS, 3)  # before any chunk
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the deadline of a chunked upload is not enforced while the worker waits for its chunks: an "
-    "upload whose deadline_ms passes mid-transfer gets no DEADLINE_EXCEEDED (section 5.6.3)",
-)
 async def test_chunked_upload_deadline_covers_the_whole_upload(worker: fedproto.Worker) -> None:
     async with raw_connection(worker.url) as ws:
         await raw_handshake(ws, TOKEN)
@@ -878,11 +873,6 @@ async def test_chunked_upload_deadline_covers_the_whole_upload(worker: fedproto.
         assert (await recv_envelope(ws)).count_objects_reply.count == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on a client's Goodbye a chunked upload still waiting for chunks is dropped silently instead of "
-    "ending with an Error CANCELLED before the close (section 6.3.2)",
-)
 async def test_goodbye_cancels_an_upload_in_progress(worker: fedproto.Worker) -> None:
     async with raw_connection(worker.url) as ws:
         await raw_handshake(ws, TOKEN)
