@@ -251,10 +251,12 @@ class Runner:
             verdict, detail = Verdict.SKIPPED, str(exc)
         except CaseFailure as exc:
             verdict, detail = Verdict.FAILED, str(exc)
+            ctx.report.extend(n for n in getattr(exc, "__notes__", ()) if n not in ctx.report)
         except TimeoutError:
             verdict, detail = Verdict.FAILED, f"the case did not finish within {case.timeout:g} s"
         except BaseExceptionGroup as group:  # hypothesis' FlakyFailure and friends
             verdict, detail = Verdict.FAILED, _from_group(group)
+            ctx.report.extend(_notes(group))
         except Exception as exc:
             verdict = Verdict.FAILED
             detail = f"the check could not complete: {type(exc).__name__}: {exc}"
@@ -286,6 +288,14 @@ def _from_group(group: BaseExceptionGroup) -> str:
             return _from_group(exc)
     first = group.exceptions[0] if group.exceptions else group
     return f"the check could not complete: {type(first).__name__}: {first}"
+
+
+def _notes(exc: BaseException) -> list[str]:
+    notes = list(getattr(exc, "__notes__", ()))
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            notes.extend(_notes(inner))
+    return notes
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -145,8 +145,8 @@ def _unused_id(used: set[int]) -> int:
 
 @case(
     "concurrency/5.1.5/request-id-zero",
-    rule="When an envelope with a request body has request_id 0, the server MUST answer with an Error with "
-    "code INVALID_ARGUMENT and request_id 0, and MUST NOT run the request.",
+    rule="When an envelope with a request body (§19.1) has request_id 0, the server MUST answer with an "
+    "Error with code INVALID_ARGUMENT and request_id 0, and MUST NOT run the request.",
 )
 def _case_id_zero(ctx: Context) -> None:
     kinds = sorted(k for k, r in REQUESTS.items() if r.capability is None or ctx.has(r.capability))

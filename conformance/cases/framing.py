@@ -149,8 +149,8 @@ async def _case_invalid_utf8(ctx: Context) -> None:
 
 @case(
     "framing/3.3.5/undecodable-before-hello",
-    rule="Before the handshake an undecodable message is also answered with MALFORMED and request_id 0, and "
-    "the connection also stays open.",
+    rule="Before the handshake (§4.4) an undecodable message is also answered with MALFORMED and "
+    "request_id 0, and the connection also stays open.",
 )
 async def _case_undecodable_before_hello(ctx: Context) -> None:
     conn = await ctx.open()

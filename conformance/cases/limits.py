@@ -24,8 +24,8 @@ MAX_TESTED_IN_FLIGHT = 512
 
 @case(
     "limits/14.1.1/required-limits-nonzero",
-    rule="A value of 0 means no limit except for max_frame_bytes, max_in_flight and chunk_bytes, which MUST "
-    "NOT be 0.",
+    rule='A value of 0 means "no limit" except for max_frame_bytes, max_in_flight and chunk_bytes, which '
+    "MUST NOT be 0.",
 )
 async def _case_nonzero(ctx: Context) -> None:
     limits = ctx.limits
@@ -223,9 +223,10 @@ def _args_size(n: int) -> int:
 
 @case(
     "limits/11.3.2/call-args-limit",
-    rule="When the encoded size of a call's args and kwargs exceeds limits.max_call_args_bytes (when "
-    "non-zero), the server MUST answer RESOURCE_EXHAUSTED without running the method (§14.2.2: exactly at "
-    "the limit is within it).",
+    rule="When that size exceeds limits.max_call_args_bytes (when non-zero), the server MUST answer "
+    "RESOURCE_EXHAUSTED without running the method (§11.3.1: the size of a call's arguments is the "
+    "encoded size of its CallRequest with method cleared; §14.2.2: exactly at the limit is within "
+    "it).",
     needs=("calls",),
 )
 async def _case_call_args(ctx: Context) -> None:

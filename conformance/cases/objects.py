@@ -1,5 +1,7 @@
 """Sections 7 and 9: tensors kept on the server, their ids, listings, searches and chunked transfers."""
 
+# ruff: noqa: RUF001  (rule quotes keep the spec's own multiplication and minus signs)
+
 from __future__ import annotations
 
 import random
@@ -732,8 +734,9 @@ async def _bad_chunk(ctx: Context, how: str, extra: int, seed: int) -> None:
 
 @case(
     "objects/7.3.10/digest-mismatch-data-loss",
-    rule="If [the SHA-256 of the assembled payload] equals chunked.sha256 the server stores the tensor ...; "
-    "otherwise it MUST answer with an Error with code DATA_LOSS and store nothing.",
+    rule="When the last byte has arrived, the server MUST compute the SHA-256 of the assembled payload; "
+    "if it equals chunked.sha256 the server stores the tensor ...; otherwise it MUST answer with an "
+    "Error with code DATA_LOSS and store nothing.",
     needs=CHUNKED,
 )
 async def _case_digest_mismatch(ctx: Context) -> None:
@@ -757,7 +760,7 @@ async def _case_digest_mismatch(ctx: Context) -> None:
 
 @case(
     "objects/7.3.2/bad-chunked-info",
-    rule="chunked.nbytes MUST equal product(shape) x width(dtype), and chunked.sha256 MUST be 32 bytes; "
+    rule="chunked.nbytes MUST equal product(shape) × width(dtype), and chunked.sha256 MUST be 32 bytes; "
     "otherwise the server MUST end the upload with an Error with code INVALID_ARGUMENT.",
     needs=CHUNKED,
 )

@@ -186,8 +186,9 @@ async def _case_burst(ctx: Context) -> None:
 
 @case(
     "robustness/2.4.1/websocket-ping",
-    rule="WebSocket-level pings and pongs are allowed in both directions and are unrelated to the "
-    "protocol's Ping/Pong messages. They carry no envelope and are never answered with an envelope.",
+    rule="WebSocket-level pings and pongs (control frames) are allowed in both directions and are "
+    "unrelated to the protocol's Ping/Pong messages (§6.1). They carry no envelope and are never "
+    "answered with an envelope.",
 )
 async def _case_ws_ping(ctx: Context) -> None:
     conn = await ctx.connect()

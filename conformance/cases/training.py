@@ -5,12 +5,15 @@ spec prescribes (one SGD step per batch, mean losses), and compared within float
 bit-for-bit equality across servers is not required (§12.3.8).
 """
 
+# ruff: noqa: RUF001  (rule quotes keep the spec's own multiplication and minus signs)
+
 from __future__ import annotations
 
 import asyncio
 import io
 import itertools
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -342,8 +345,10 @@ async def _case_optimizers(ctx: Context) -> None:
 
 @case(
     "training/12.1.10/optimizer-args",
-    rule="optimizer_args values MUST be ints, doubles, bools or lists of numbers, and any other kind, a "
-    "duplicate key, or a constructor that rejects them MUST be answered with INVALID_ARGUMENT.",
+    rule="optimizer_args are keyword arguments of the optimizer's constructor (after the model's "
+    "parameters); their values MUST be ints, doubles, bools or lists of numbers (passed as tuples), "
+    "and any other kind, a duplicate key, or a constructor that rejects them MUST be answered with "
+    "INVALID_ARGUMENT.",
     needs=TRAIN,
 )
 async def _case_optimizer_args(ctx: Context) -> None:
@@ -426,8 +431,10 @@ async def _case_failed_config(ctx: Context) -> None:
 
 @case(
     "training/12.1.1/torchscript-model",
-    rule="set_train_config sets the identity's TrainConfig, builds a fresh model and optimizer from it, and "
-    "answers parameter_count and state_names (§12.2.1: model_torchscript holds a torch.jit.save archive).",
+    rule="set_train_config sets or replaces the identity's TrainConfig, builds a fresh model and "
+    "optimizer from it, and answers SetTrainConfigReply with parameter_count (the number of "
+    "trainable parameter elements) and state_names (the model's state-dict names, in order) "
+    "(§12.2.1: model_torchscript holds the bytes torch.jit.save writes).",
     needs=TRAIN,
 )
 async def _case_torchscript(ctx: Context) -> None:
@@ -436,11 +443,13 @@ async def _case_torchscript(ctx: Context) -> None:
     conn = await ctx.connect()
     if (await conn.expect("list_models", training_pb2.ListModelsRequest())).weights_only:
         skip("the server is weights-only (§12.2.4)")
-    module = torch.jit.script(
-        torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
-    )
-    buffer = io.BytesIO()
-    torch.jit.save(module, buffer)
+    with warnings.catch_warnings():  # newer torch deprecates TorchScript, which is what §12.2 names
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.script(
+            torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+        )
+        buffer = io.BytesIO()
+        torch.jit.save(module, buffer)
     cfg = config()
     cfg.model_torchscript = buffer.getvalue()
     reply = await configure(conn, cfg)
@@ -735,8 +744,8 @@ async def _case_evaluate(ctx: Context) -> None:
 
 @case(
     "training/12.5.6/evaluate-omits-unasked",
-    rule="When return_loss is false, loss MUST be unset; without return_raw_accuracy correct is 0 "
-    "(§12.5.7); without return_histograms both histograms MUST be empty (§12.5.9).",
+    rule="When it is false, loss MUST be unset (§12.5.6; and without return_raw_accuracy correct is 0, "
+    "§12.5.7; without return_histograms both histograms MUST be empty, §12.5.9).",
     needs=TRAIN,
 )
 async def _case_evaluate_flags(ctx: Context) -> None:
@@ -759,8 +768,9 @@ async def _case_evaluate_flags(ctx: Context) -> None:
 
 @case(
     "training/18.1.3/fixture-values",
-    rule="The features of sample i are x[i][j] = ((i x 4 + j) mod 11) / 10 - 0.5, and its target is y[i] = "
-    "(i x 7) mod 3 (§18.1.4), as seen through evaluate with known weights.",
+    rule="The features of sample i (i = 0..63) are x[i][j] = ((i × 4 + j) mod 11) / 10 − 0.5 for j = "
+    "0..3, computed in binary64 and rounded to the nearest binary32 (§18.1.4: y[i] = (i × 7) mod 3), "
+    "as seen through evaluate with known weights.",
     needs=TRAIN,
 )
 async def _case_fixture_values(ctx: Context) -> None:
