@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--junit", metavar="FILE", help="write the results as JUnit XML")
     parser.add_argument(
-        "--max-examples", type=int, default=15, metavar="N", help="hypothesis examples per case (default 15)"
+        "--max-examples", type=int, default=40, metavar="N", help="hypothesis examples per case (default 40)"
     )
     parser.add_argument("--seed", type=int, default=None, metavar="S", help="seed for a reproducible run")
     parser.add_argument(

@@ -38,7 +38,7 @@ class Settings:
     token: str = ""
     token2: str = ""
     timeout: float = 5.0
-    max_examples: int = 15
+    max_examples: int = 40
     seed: int | None = None
     shrink_seconds: float = 10.0
 

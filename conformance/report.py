@@ -81,17 +81,17 @@ class ConsoleReport:
         """A case has its verdict; failures are printed in full."""
         self.counts[result.case.group][result.verdict] += 1
         if result.verdict in (Verdict.FAILED, Verdict.XPASS):
-            self.console.print(failure_text(result))
+            self.console.print(failure_text(result), soft_wrap=True)
         elif self._live is None:
             line = Text(f"{_MARK[result.verdict]:5} ", style=_STYLE[result.verdict])
             line.append(result.case.id)
             if result.verdict is not Verdict.PASSED and result.detail:
                 line.append(f"  ({result.detail})", style="dim")
-            self.console.print(line)
+            self.console.print(line, soft_wrap=True)
 
     def _render(self) -> Group:
         table = Table(title=None, expand=False, show_edge=False)
-        table.add_column("group")
+        table.add_column("group", no_wrap=True, min_width=13)
         table.add_column("cases", justify="right")
         for verdict in Verdict:
             table.add_column(verdict.value, justify="right", style=_STYLE[verdict])

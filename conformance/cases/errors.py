@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -14,10 +15,12 @@ from conformance.values import make_tensor
 from conformance.wire import Connection, make_envelope
 from fedproto_pb.v1 import objects_pb2, session_pb2, tensor_pb2
 
+Failing = tuple[str, str, Message, int]
 
-def _failing(ctx: Context) -> list[tuple[str, str, object, int]]:
+
+def _failing(ctx: Context) -> list[Failing]:
     """(what, kind, message, expected code) of requests that fail, one per capability the server has."""
-    out: list[tuple[str, str, object, int]] = []
+    out: list[Failing] = []
     if ctx.has("objects"):
         out.append(
             (
@@ -55,10 +58,10 @@ def _case_error_id(ctx: Context) -> None:
     ctx.hypothesis(check_id)
 
 
-async def _error_id(ctx: Context, rid: int, failing: tuple[str, str, object, int]) -> None:
+async def _error_id(ctx: Context, rid: int, failing: Failing) -> None:
     what, kind, message, code = failing
     async with await ctx.connect() as conn:
-        await conn.send(make_envelope(rid, kind, message))  # type: ignore[arg-type]
+        await conn.send(make_envelope(rid, kind, message))
         reply = await conn.reply(rid)
         if reply.kind != "error" or reply.envelope.error.code != code:
             fail(
@@ -76,7 +79,7 @@ async def _error_codes_seen(ctx: Context, conn: Connection) -> list[tuple[str, i
         seen.append((what, reply.envelope.error.code))
 
     for what, kind, message, _ in _failing(ctx):
-        await expect_some(what, await conn.request(kind, message))  # type: ignore[arg-type]
+        await expect_some(what, await conn.request(kind, message))
     await expect_some("an envelope without a body", await conn.request(None))
     await expect_some("a second hello", await conn.request("hello", session_pb2.Hello(versions=[1])))
     await expect_some("a pong body", await conn.request("pong", session_pb2.Pong()))

@@ -653,21 +653,46 @@ async def _case_out_of_order(ctx: Context) -> None:
 
 
 @case(
-    "objects/7.3.5/short-middle-chunk-rejected",
-    rule="Each chunk's data MUST be at least 1 byte and at most limits.chunk_bytes bytes long; only the "
-    "last chunk may be shorter than chunk_bytes (§7.3.8: otherwise INVALID_ARGUMENT).",
+    "objects/7.3.5/chunk-boundaries",
+    rule="Each chunk's data MUST be at least 1 byte and at most limits.chunk_bytes bytes long; only the last "
+    "chunk may be shorter than chunk_bytes (§7.3.8: a chunk that breaks this ends the upload with "
+    "INVALID_ARGUMENT and the partial data is discarded).",
     needs=CHUNKED,
 )
-async def _case_short_middle(ctx: Context) -> None:
+def _case_chunk_boundaries(ctx: Context) -> None:
     cb = ctx.limits.chunk_bytes
-    if cb < 2:
-        skip("chunk_bytes is below 2")
-    data = _payload(5, cb + 10)
-    conn = await ctx.connect()
-    object_id = ctx.unique("short")
-    reply = await upload(conn, object_id, data, chunk_bytes=cb, sizes=[cb - 1, 11])
-    reply.expect_error(E.INVALID_ARGUMENT)
-    await _get_missing(conn, object_id, "after an upload with a short chunk that was not the last")
+    if cb < 2 or cb > (4 << 20):
+        skip(f"chunk_bytes={cb} is outside what this case splits (2 bytes to 4 MiB)")
+    sizes = st.lists(st.one_of(st.just(cb), st.integers(1, cb)), min_size=2, max_size=4)
+
+    @given(sizes=sizes, seed=st.integers(0, 1 << 16))
+    @example(sizes=[cb - 1, 11], seed=0)
+    @example(sizes=[cb, cb, 5], seed=0)
+    def check_boundaries(sizes: list[int], seed: int) -> None:
+        ctx.run(_chunk_boundaries(ctx, sizes, seed))
+
+    ctx.hypothesis(check_boundaries, max_examples=max(4, ctx.settings.max_examples // 2))
+
+
+async def _chunk_boundaries(ctx: Context, sizes: list[int], seed: int) -> None:
+    cb = ctx.limits.chunk_bytes
+    data = _payload(seed, sum(sizes))
+    valid = all(size == cb for size in sizes[:-1])
+    async with await ctx.connect() as conn:
+        object_id = ctx.unique("cut")
+        reply = await upload(conn, object_id, data, chunk_bytes=cb, sizes=sizes)
+        if valid:
+            reply.expect("send_object_reply")
+            got = await download(conn, object_id, chunk_bytes=cb)
+            check(got.data == data, f"an upload in chunks of {sizes} bytes came back different")
+            await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
+            return
+        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+            fail(
+                f"an upload in chunks of {sizes} bytes (chunk_bytes {cb}; only the last may be shorter) was "
+                f"answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}"
+            )
+        await _get_missing(conn, object_id, f"after an upload in chunks of {sizes} bytes was refused")
 
 
 _MUTATIONS = ["gap", "overlap", "wrong-total", "empty", "too-big", "past-end", "first-not-zero"]
