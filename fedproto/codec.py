@@ -9,6 +9,7 @@ or :class:`~fedproto.errors.InvalidArgumentError` (for an envelope whose content
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import sys
@@ -502,32 +503,19 @@ def method_info_from_proto(message: ProtoMethodInfo) -> MethodInfo:
     )
 
 
+def _same_named(source: Any, record: type[Any]) -> dict[str, Any]:
+    """The values of ``source``'s attributes named like the fields of the dataclass ``record``."""
+    return {f.name: getattr(source, f.name) for f in dataclasses.fields(record)}
+
+
 def limits_to_proto(limits: Limits) -> ProtoLimits:
-    """Encode a server's limits."""
-    return ProtoLimits(
-        max_frame_bytes=limits.max_frame_bytes,
-        max_in_flight=limits.max_in_flight,
-        chunk_bytes=limits.chunk_bytes,
-        max_object_bytes=limits.max_object_bytes,
-        max_call_args_bytes=limits.max_call_args_bytes,
-        idle_timeout_seconds=limits.idle_timeout_seconds,
-        handshake_timeout_seconds=limits.handshake_timeout_seconds,
-        max_model_bytes=limits.max_model_bytes,
-    )
+    """Encode a server's limits (the dataclass mirrors the message field for field)."""
+    return ProtoLimits(**_same_named(limits, Limits))
 
 
 def limits_from_proto(message: ProtoLimits) -> Limits:
     """Decode a server's limits."""
-    return Limits(
-        max_frame_bytes=message.max_frame_bytes,
-        max_in_flight=message.max_in_flight,
-        chunk_bytes=message.chunk_bytes,
-        max_object_bytes=message.max_object_bytes,
-        max_call_args_bytes=message.max_call_args_bytes,
-        idle_timeout_seconds=message.idle_timeout_seconds,
-        handshake_timeout_seconds=message.handshake_timeout_seconds,
-        max_model_bytes=message.max_model_bytes,
-    )
+    return Limits(**_same_named(message, Limits))
 
 
 def server_info_from_welcome(message: ProtoWelcome) -> ServerInfo:
@@ -591,27 +579,13 @@ def train_spec_from_proto(message: ProtoTrainConfig) -> TrainSpec:
 
 
 def fit_progress_to_proto(event: FitProgressEvent) -> ProtoFitProgress:
-    """Encode a fit progress event."""
-    return ProtoFitProgress(
-        epoch=event.epoch,
-        batch=event.batch,
-        batches_per_epoch=event.batches_per_epoch,
-        loss=event.loss,
-        running_loss=event.running_loss,
-        samples=event.samples,
-    )
+    """Encode a fit progress event (the dataclass mirrors the message field for field)."""
+    return ProtoFitProgress(**_same_named(event, FitProgressEvent))
 
 
 def fit_progress_from_proto(message: ProtoFitProgress) -> FitProgressEvent:
     """Decode a fit progress event."""
-    return FitProgressEvent(
-        epoch=message.epoch,
-        batch=message.batch,
-        batches_per_epoch=message.batches_per_epoch,
-        loss=message.loss,
-        running_loss=message.running_loss,
-        samples=message.samples,
-    )
+    return FitProgressEvent(**_same_named(message, FitProgressEvent))
 
 
 def fit_result_to_proto(result: FitResult) -> ProtoFitReply:
