@@ -36,9 +36,12 @@ __all__ = [
     "mutated",
     "object_ids",
     "parses",
+    "read_varint",
     "request_bodies",
+    "retyped",
     "server_only_bodies",
     "shapes",
+    "split_fields",
     "tensors",
     "unknown_envelope_fields",
     "unknown_fields",
@@ -380,6 +383,77 @@ def mutated(draw: st.DrawFn, templates: st.SearchStrategy[bytes]) -> bytes:
         elif op == "duplicate" and data:
             data[pos:pos] = data[pos : pos + draw(st.integers(1, 8))]
     return bytes(data)
+
+
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """Decode the varint at ``pos``: (value, position after it)."""
+    value, shift = 0, 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def split_fields(data: bytes) -> list[tuple[int, int, bytes]]:
+    """The top-level fields of well-formed protobuf bytes: (number, wire type, payload)."""
+    fields, pos = [], 0
+    while pos < len(data):
+        tag, pos = read_varint(data, pos)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            start = pos
+            _, pos = read_varint(data, pos)
+            fields.append((number, 0, data[start:pos]))
+        elif wire_type == 2:
+            size, pos = read_varint(data, pos)
+            fields.append((number, 2, data[pos : pos + size]))
+            pos += size
+        else:
+            width = 8 if wire_type == 1 else 4
+            fields.append((number, wire_type, data[pos : pos + width]))
+            pos += width
+    return fields
+
+
+def _retype(number: int, payload: bytes, wire_type: int) -> bytes:
+    if wire_type == 0:
+        return field_bytes(number, 0, int.from_bytes(payload[:8], "little"))
+    if wire_type == 1:
+        return field_bytes(number, 1, (payload + bytes(8))[:8])
+    if wire_type == 5:
+        return field_bytes(number, 5, (payload + bytes(4))[:4])
+    return field_bytes(number, 2, payload)
+
+
+@st.composite
+def retyped(draw: st.DrawFn, templates: st.SearchStrategy[bytes]) -> bytes:
+    """A template with one known field sent with the wrong wire type, at the top or inside the body.
+
+    Decoders read such a field as an unknown one (so a known field reads as unset), or reject the message.
+    """
+    fields = split_fields(draw(templates))
+    index = draw(st.integers(0, len(fields) - 1))
+    number, wire_type, payload = fields[index]
+    if wire_type == 2 and number >= 10 and payload and draw(st.booleans()):
+        inner = split_fields(payload)
+        if inner:
+            at = draw(st.integers(0, len(inner) - 1))
+            n, w, p = inner[at]
+            new_type = draw(st.sampled_from([t for t in (0, 1, 2, 5) if t != w]))
+            body = b"".join(
+                _retype(n, p, new_type) if i == at else _retype(fn, fp, fw)
+                for i, (fn, fw, fp) in enumerate(inner)
+            )
+            fields[index] = (number, 2, body)
+            return b"".join(_retype(fn, fp, fw) for fn, fw, fp in fields)
+    new_type = draw(st.sampled_from([t for t in (0, 1, 2, 5) if t != wire_type]))
+    return b"".join(
+        _retype(fn, fp, new_type) if i == index else _retype(fn, fp, fw)
+        for i, (fn, fw, fp) in enumerate(fields)
+    )
 
 
 def _broken(prefix: bytes, kind: str, number: int) -> bytes:

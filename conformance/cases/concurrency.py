@@ -37,6 +37,9 @@ class Op:
 
     def check(self, reply: Reply) -> None:
         """Fail unless ``reply`` is this request's expected terminal reply."""
+        if reply.events:
+            body = reply.events[0].WhichOneof("body")
+            fail(f"{self.kind} request {reply.request_id} got {body} before its terminal reply (§5.3.2)")
         if self.code:
             if reply.kind != "error" or reply.envelope.error.code != self.code:
                 fail(

@@ -21,7 +21,7 @@ from conformance.checks import check, fail
 from conformance.context import Context
 from conformance.registry import case
 from conformance.spec import REQUESTS, SERVER_ONLY_BODIES, code_name
-from conformance.strategies import envelope_bytes, mutated, request_bodies
+from conformance.strategies import envelope_bytes, mutated, request_bodies, retyped
 from conformance.wire import Connection, Reply, make_envelope
 from fedproto_pb.v1 import objects_pb2, session_pb2
 from fedproto_pb.v1.envelope_pb2 import Envelope
@@ -40,6 +40,10 @@ def _allowed(kind: str, message: Message) -> tuple[str, frozenset[int]]:
 
 def _verdict(kind: str, message: Message, reply: Reply) -> None:
     expected, codes = _allowed(kind, message)
+    for event in reply.events:
+        body = event.WhichOneof("body")
+        if body not in REQUESTS[kind].events:
+            fail(f"{kind} request {reply.request_id} got {body} before its terminal reply (§5.3.2)")
     if reply.kind == expected:
         return
     error = reply.error
@@ -127,17 +131,35 @@ def _decode(data: bytes) -> Envelope | None:
     "requests.",
 )
 def _case_mutated(ctx: Context) -> None:
-    @given(data=mutated(_TEMPLATES))
-    def check_frame(data: bytes) -> None:
-        ctx.run(_mutated(ctx, data))
+    @given(data=st.one_of(mutated(_TEMPLATES), retyped(_TEMPLATES).map(lambda d: (d, True))))
+    def check_frame(data: bytes | tuple[bytes, bool]) -> None:
+        raw, lenient = data if isinstance(data, tuple) else (data, False)
+        ctx.run(_mutated(ctx, raw, lenient))
 
     ctx.hypothesis(check_frame, max_examples=2 * ctx.settings.max_examples)
 
 
-async def _mutated(ctx: Context, data: bytes) -> None:
+async def _mutated(ctx: Context, data: bytes, lenient: bool) -> None:
     envelope = _decode(data)
     async with await ctx.connect() as conn:
         await conn.send_raw(data)
+        if lenient and envelope is not None and envelope.WhichOneof("body") != "goodbye":
+            # A field with the wrong wire type is an unknown field to most decoders; one that rejects the
+            # message instead answers MALFORMED with id 0 (§3.3.4). Both are conformant.
+            await conn.ping()
+            rejected = [
+                f
+                for f in conn.pending_frames()
+                if f.kind == "error" and f.envelope is not None and f.envelope.request_id == 0
+                and f.envelope.error.code == E.MALFORMED
+            ]  # fmt: skip
+            if rejected:
+                conn.consume(rejected[0])
+                for frame in conn.pending_frames():
+                    fail(
+                        f"after rejecting the message with MALFORMED the server also sent {frame.describe()}"
+                    )
+                return
         if envelope is None:
             await conn.connection_error({E.MALFORMED})
         else:
