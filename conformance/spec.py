@@ -22,6 +22,7 @@ __all__ = [
     "SUBPROTOCOL",
     "RequestSpec",
     "code_name",
+    "dtype_name",
     "sha256",
 ]
 
@@ -190,6 +191,14 @@ EMPTY_SHA256 = hashlib.sha256(b"").digest()
 def sha256(data: bytes) -> bytes:
     """The raw 32-byte SHA-256 digest (section 1.3.3)."""
     return hashlib.sha256(data).digest()
+
+
+def dtype_name(dtype: int) -> str:
+    """``FLOAT32`` for 2; unknown values as ``dtype 99``."""
+    try:
+        return str(tensor_pb2.DType.Name(dtype)).removeprefix("DTYPE_")
+    except ValueError:
+        return f"dtype {dtype}"
 
 
 def code_name(code: int) -> str:

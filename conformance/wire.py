@@ -239,7 +239,8 @@ class Connection:
         more = f" and {len(pending) - 3} more" if len(pending) > 3 else ""
         return f" (received instead: {shown}{more})"
 
-    def _find_terminal(self, request_id: int) -> Reply | None:
+    def find_terminal(self, request_id: int) -> Reply | None:
+        """The terminal reply of ``request_id`` if it has arrived (it and its events are then consumed)."""
         events: list[Frame] = []
         for frame in self.frames:
             if frame.index in self._consumed or frame.envelope is None or frame.request_id != request_id:
@@ -252,10 +253,12 @@ class Connection:
             return Reply(request_id, frame.envelope, [e.envelope for e in events if e.envelope is not None])
         return None
 
-    async def reply(self, request_id: int, timeout: float | None = None) -> Reply:
+    async def reply(self, request_id: int, timeout: float | None = None, what: str | None = None) -> Reply:
         """The terminal reply of ``request_id`` and the events that came before it."""
         return await self.wait_for(
-            lambda: self._find_terminal(request_id), f"a terminal reply for request {request_id}", timeout
+            lambda: self.find_terminal(request_id),
+            what or f"a terminal reply for request {request_id}",
+            timeout,
         )
 
     async def connection_error(

@@ -15,7 +15,7 @@ from conformance.context import Context
 from conformance.registry import case
 from conformance.spec import REQUESTS, code_name, sha256
 from conformance.values import to_value, value_diff
-from conformance.wire import Reply, make_envelope
+from conformance.wire import EVENT_BODIES, Reply, make_envelope
 from fedproto_pb.v1 import datasets_pb2, objects_pb2, session_pb2, tensor_pb2
 
 CALLS = ("calls",)
@@ -122,6 +122,7 @@ def _case_pipelined(ctx: Context) -> None:
 async def _pipelined(ctx: Context, batch: list[tuple[Op, int, str]]) -> None:
     async with await ctx.connect() as conn:
         used = {rid for _, rid, _ in batch}
+        start = len(conn.frames)
         for op, rid, noise in batch:
             await conn.send(make_envelope(rid, op.kind, op.message))
             if noise == "cancel-unknown":
@@ -129,8 +130,31 @@ async def _pipelined(ctx: Context, batch: list[tuple[Op, int, str]]) -> None:
             elif noise == "stray-chunk":
                 chunk = tensor_pb2.Chunk(offset=0, data=b"x", total_bytes=1)
                 await conn.send(make_envelope(_unused_id(used), "chunk", chunk))
+
+        def anomaly() -> str | None:
+            terminal: dict[int, int] = {}
+            for frame in conn.frames[start:]:
+                rid = frame.request_id
+                if frame.envelope is None or rid == 0 or frame.kind in EVENT_BODIES:
+                    continue
+                if rid not in used:
+                    return f"{frame.describe()}, an id no request used"
+                terminal[rid] = terminal.get(rid, 0) + 1
+                if terminal[rid] > 1:
+                    return f"a second terminal reply for request {rid}: {frame.describe()}"
+            return None
+
         for op, rid, _ in batch:
-            op.check(await conn.reply(rid, timeout=2.0))
+
+            def find(rid: int = rid) -> Reply | str | None:
+                return anomaly() or conn.find_terminal(rid)
+
+            got: Reply | str = await conn.wait_for(
+                find, f"a terminal reply for request {rid} ({op.kind})", 2.0
+            )
+            if isinstance(got, str):
+                fail(f"with {len(batch)} requests pipelined the server sent {got}")
+            op.check(got)
         await conn.settle(0.05)
         await conn.ping()
         for frame in conn.pending_frames():
@@ -315,7 +339,7 @@ async def _case_cancel(ctx: Context) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     await conn.request("cancel", session_pb2.Cancel(reason="conformance"), request_id=rid)
-    reply = await conn.reply(rid, timeout=3.0)
+    reply = await conn.reply(rid, timeout=3.0, what=f"Error{{CANCELLED}} ending sleep(30) request {rid}")
     reply.expect_error(E.CANCELLED)
     elapsed = loop.time() - started
     check(elapsed <= 1.0, f"the cancelled sleep(30) ended {elapsed:.2f} s after the Cancel")

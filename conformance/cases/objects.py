@@ -25,7 +25,7 @@ from conformance.cases._common import (
 from conformance.checks import check, fail, skip
 from conformance.context import Context
 from conformance.registry import Level, case
-from conformance.spec import DTYPE_WIDTHS, EMPTY_SHA256, sha256
+from conformance.spec import DTYPE_WIDTHS, EMPTY_SHA256, dtype_name, sha256
 from conformance.stateful import store_machine
 from conformance.strategies import invalid_tensors, tensors
 from conformance.values import make_tensor, tensor_problem
@@ -40,7 +40,7 @@ def _check_info(info: objects_pb2.ObjectInfo, object_id: str, tensor: tensor_pb2
     check(info.id == object_id, f"{where}: info.id is {info.id!r}, expected {object_id!r}")
     check(
         info.tensor.dtype == tensor.dtype,
-        f"{where}: info.tensor.dtype is {info.tensor.dtype}, sent {tensor.dtype}",
+        f"{where}: info.tensor.dtype is {dtype_name(info.tensor.dtype)}, sent {dtype_name(tensor.dtype)}",
     )
     check(
         list(info.tensor.shape) == list(tensor.shape),
@@ -105,7 +105,10 @@ async def _roundtrip(ctx: Context, tensor: tensor_pb2.Tensor) -> None:
         (await send_tensor(conn, object_id, tensor)).expect("send_object_reply")
         got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
         _check_info(got.info, object_id, tensor, "GetObjectReply")
-        check(got.dtype == tensor.dtype, f"get_object returned dtype {got.dtype}, stored {tensor.dtype}")
+        check(
+            got.dtype == tensor.dtype,
+            f"get_object returned dtype {dtype_name(got.dtype)}, stored {dtype_name(tensor.dtype)}",
+        )
         check(
             got.shape == list(tensor.shape),
             f"get_object returned shape {got.shape}, stored {list(tensor.shape)}",
@@ -615,7 +618,9 @@ async def _chunked_roundtrip(ctx: Context, size: int, seed: int, float32: bool) 
         check(info.tensor.sha256 == sha256(data), "SendObjectReply's sha256 is not the payload's")
         got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
         check(got.data == data, f"an uploaded payload of {size} bytes came back different")
-        check(got.dtype == dtype, f"an uploaded tensor of dtype {dtype} came back as dtype {got.dtype}")
+        check(
+            got.dtype == dtype, f"an uploaded {dtype_name(dtype)} tensor came back as {dtype_name(got.dtype)}"
+        )
         await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
 
 

@@ -24,6 +24,7 @@ from conformance.cases._common import E
 from conformance.checks import check, fail, skip
 from conformance.context import Context
 from conformance.registry import case
+from conformance.spec import code_name, dtype_name
 from conformance.values import make_tensor, to_value
 from conformance.wire import Connection
 from fedproto_pb.v1 import tensor_pb2, training_pb2, value_pb2
@@ -70,7 +71,7 @@ def from_named(tensors: Any) -> dict[str, np.ndarray]:
     out = {}
     for t in tensors:
         if t.tensor.dtype != FLOAT32:
-            fail(f"weight {t.name!r} has dtype {t.tensor.dtype}, the registered model is float32 (§18.3.2)")
+            fail(f"weight {t.name!r} is {dtype_name(t.tensor.dtype)}, expected FLOAT32 (§18.3.2)")
         out[t.name] = np.frombuffer(t.tensor.data, dtype="<f4").reshape(list(t.tensor.shape))
     return out
 
@@ -167,14 +168,8 @@ async def refuse_config(conn: Connection, cfg: training_pb2.TrainConfig, codes: 
     """set_train_config, which must fail with one of ``codes``."""
     reply = await conn.call("set_train_config", training_pb2.SetTrainConfigRequest(config=cfg))
     if reply.kind != "error" or reply.envelope.error.code not in codes:
-        names = " or ".join(sorted(_name(c) for c in codes))
+        names = " or ".join(sorted(code_name(c) for c in codes))
         fail(f"set_train_config with {what} was answered with {reply.describe()}, expected Error{{{names}}}")
-
-
-def _name(code: int) -> str:
-    from conformance.spec import code_name
-
-    return code_name(code)
 
 
 async def get_weights(conn: Connection) -> dict[str, np.ndarray]:

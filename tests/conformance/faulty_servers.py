@@ -403,6 +403,24 @@ class ChunksWrongOrder(Proxy):
         await link.to_client(data)
 
 
+class UploadInArrivalOrder(Proxy):
+    """An upload's chunks are assembled in the order they arrive, whatever their offsets say."""
+
+    name = "upload-in-arrival-order"
+    catches = "objects/7.3.4/out-of-order-chunks-rejected"
+
+    async def from_client(self, link: Link, data: bytes | str, envelope: Envelope | None) -> None:
+        uploads = link.state.setdefault("uploads", {})
+        kind = envelope.WhichOneof("body") if envelope is not None else None
+        if envelope is not None and kind == "send_object" and envelope.send_object.HasField("chunked"):
+            uploads[envelope.request_id] = 0
+        elif envelope is not None and kind == "chunk" and envelope.request_id in uploads:
+            envelope.chunk.offset = uploads[envelope.request_id]
+            uploads[envelope.request_id] += len(envelope.chunk.data)
+            data = encode(envelope)
+        await link.to_server(data)
+
+
 class WelcomeLiesAboutFrames(Proxy):
     """The Welcome advertises twice the max_frame_bytes the server really accepts."""
 
@@ -621,6 +639,7 @@ FAULTS: list[type[Proxy]] = [
     AuthSkipped,
     CrashOnMalformed,
     ChunksWrongOrder,
+    UploadInArrivalOrder,
     WelcomeLiesAboutFrames,
     InFlightOffByOne,
     DuplicateIdErrorOnOriginal,
