@@ -1,0 +1,371 @@
+"""Turn the results JSON files into ``docs/performance.md``, its plots and the closing console table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import MIB, REPO
+
+WORKLOADS = ("bulk", "small", "fit", "federated")
+TITLES = {
+    "bulk": "Bulk tensor transfer",
+    "small": "Small requests",
+    "fit": "Remote fit overhead",
+    "federated": "A federated round against Flower",
+}
+
+
+def load_results(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every workload's latest result found in ``folder``, by name."""
+    found = {}
+    for name in (*WORKLOADS, "run"):
+        path = folder / f"{name}.json"
+        if path.exists():
+            found[name] = json.loads(path.read_text())
+    return found
+
+
+def _fmt(value: float | None, unit: str = "x") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    if abs(value) >= 100:
+        return f"{value:,.0f}{unit}"
+    return f"{value:.2f}{unit}"
+
+
+def _verdict(met: bool | None) -> str:
+    return "not measured" if met is None else ("**met**" if met else "**missed**")
+
+
+def _relative(path: Path, start: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(start.resolve()))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# plots
+
+
+def _plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: dict[str, Path] = {}
+    bulk = results.get("bulk")
+    if bulk:
+        table = bulk["table"]
+        transports = list(dict.fromkeys(row["label"] for row in table))
+        sizes = sorted({row["bytes"] for row in table})
+        fig, ax = plt.subplots(figsize=(8, 4.6), dpi=100)
+        width = 0.8 / len(transports)
+        for index, label in enumerate(transports):
+            rows = {row["bytes"]: row for row in table if row["label"] == label}
+            values = [rows[s]["mbps"] for s in sizes]
+            errors = [
+                [rows[s]["mbps"] - rows[s]["mbps_q1"] for s in sizes],
+                [rows[s]["mbps_q3"] - rows[s]["mbps"] for s in sizes],
+            ]
+            positions = [i + (index - (len(transports) - 1) / 2) * width for i in range(len(sizes))]
+            ax.bar(positions, values, width, label=label, yerr=errors, capsize=2)
+        ax.set_xticks(range(len(sizes)), [f"{s / MIB:g} MiB" for s in sizes])
+        ax.set_yscale("log")
+        ax.set_ylabel("MB/s, send + get back (log)")
+        ax.set_title("Bulk float32 tensor round trip (median, bars: interquartile range)")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        made["bulk"] = folder / "performance-bulk.png"
+        fig.savefig(made["bulk"])
+        plt.close(fig)
+    small = results.get("small")
+    if small:
+        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+        for row in small["results"].values():
+            points = sorted((int(k), v) for k, v in row["rps"].items())
+            if len(points) > 1:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=row["label"])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("requests in flight on one connection")
+        ax.set_ylabel("requests per second")
+        ax.set_title("Small requests (~64 bytes)")
+        ax.axhline(20000, color="grey", linestyle=":", linewidth=1, label="target at 64 in flight")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        made["small"] = folder / "performance-small.png"
+        fig.savefig(made["small"])
+        plt.close(fig)
+    federated = results.get("federated")
+    if federated and federated.get("flower"):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+        for key, label in (("fedproto", "fedproto"), ("flower", f"Flower {federated['flower']['flwr']}")):
+            rounds = federated[key]["rounds"]
+            left.plot([r["round"] for r in rounds], [r["seconds"] for r in rounds], marker="o", label=label)
+            right.plot(
+                [0] + [r["round"] for r in rounds],
+                [federated[key]["initial_accuracy"]] + [r["accuracy"] for r in rounds],
+                marker="o",
+                label=label,
+            )
+        left.set_yscale("log")
+        left.set_xlabel("round")
+        left.set_ylabel("wall time per round, s (log)")
+        right.set_xlabel("round")
+        right.set_ylabel("test accuracy")
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle("FedAvg, same model, shards, clients and epochs")
+        fig.tight_layout()
+        made["federated"] = folder / "performance-federated.png"
+        fig.savefig(made["federated"])
+        plt.close(fig)
+    return made
+
+
+# --------------------------------------------------------------------------------------------------
+# markdown
+
+
+def _targets_table(results: dict[str, Any]) -> list[str]:
+    lines = ["| workload | target | measured | verdict |", "|---|---|---|---|"]
+    for name in WORKLOADS:
+        for target in results.get(name, {}).get("targets", []):
+            measured = _fmt(target["measured"], target.get("unit", "x"))
+            lines.append(f"| {name} | {target['name']} | {measured} | {_verdict(target['met'])} |")
+    return lines
+
+
+def _ratios_table(result: dict[str, Any]) -> list[str]:
+    lines = ["| measure | baseline | ratio | numbers |", "|---|---|---|---|"]
+    for ratio in result.get("ratios", []):
+        lines.append(
+            f"| {ratio['what']} | {ratio['baseline']} | {_fmt(ratio['value'])} | {ratio['detail']} |"
+        )
+    return lines
+
+
+def _bulk(result: dict[str, Any], plot: Path | None, docs: Path) -> list[str]:
+    sweep = result["frame_sweep"]
+    frames = (
+        ", ".join(
+            f"{int(f) >> 10} KiB: {2 * sweep['payload'] / s['median'] / 1e6:,.0f} MB/s"
+            for f, s in sweep["frames"].items()
+        )
+        or "no sweep in quick mode"
+    )
+    lines = [
+        "Send a float32 tensor to a server, get it back; every server in its own process and every client in",
+        "another, so each side's memory is its own. MB/s counts both directions (2 x payload / round-trip",
+        "time), median of the timed rounds after warm-up, with the interquartile range. Peak memory is the",
+        "most resident memory a side added during one round trip above what it held just before (VmHWM reset",
+        "through `/proc/<pid>/clear_refs`), as a multiple of the payload: the server keeps one copy and the",
+        "client receives one, so 1x is the floor. CPU is the seconds both processes spent per GB moved.",
+        "",
+        f"The bare websockets ceiling uses the frame size that moved {sweep['payload'] / MIB:g} MiB fastest "
+        f"in the same run ({frames}; chosen: {sweep['best_frame'] >> 10} KiB); fedproto uses its default "
+        "1 MiB chunks.",
+        "",
+        "| transport | payload | MB/s (IQR) | send MB/s | get MB/s | CPU s/GB | peak client | peak server "
+        "| rounds | intact |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["table"]:
+        lines.append(
+            f"| {row['label']} | {row['bytes'] / MIB:g} MiB | {row['mbps']:,.0f} "
+            f"({row['mbps_q1']:,.0f}-{row['mbps_q3']:,.0f}) | {row['send_mbps']:,.0f}"
+            f" | {row['get_mbps']:,.0f}"
+            f" | {row.get('cpu_s_per_gb', float('nan')):.2f} | {row['peak_client_x']:.2f}x"
+            f" | {row['peak_server_x']:.2f}x | {row['repeats']} | {row['correct']} |"
+        )
+    lines += ["", *_ratios_table(result)]
+    if plot:
+        lines += ["", f"![bulk transfer throughput]({_relative(plot, docs)})"]
+    return lines
+
+
+def _small(result: dict[str, Any], plot: Path | None, docs: Path) -> list[str]:
+    lines = [
+        "`ping` and a custom call (`echo` of 48 bytes, a plain function registered with `@worker.method`)",
+        "against a bare websockets echo of 64-byte messages (an id prefix matched to futures by a reader",
+        "task) and grpcio unary echo calls of 64 bytes. Latency: one request in flight, every request timed.",
+        "Throughput: that many tasks issuing requests back to back on one connection. The clients take turns",
+        "round after round; the servers run in their own processes.",
+        "",
+        "| client | p50 | p99 | 1 in flight | 8 in flight | 64 in flight |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["results"].values():
+        rps = [row["rps"].get(k) for k in ("1", "8", "64")]
+        cells = " | ".join("-" if v is None else f"{v:,.0f}/s" for v in rps)
+        lines.append(f"| {row['label']} | {row['p50_us']:,.0f} us | {row['p99_us']:,.0f} us | {cells} |")
+    lines += ["", *_ratios_table(result)]
+    if plot:
+        lines += ["", f"![requests per second]({_relative(plot, docs)})"]
+    return lines
+
+
+def _fit(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "The same training (initial weights, random data, seed, batch size, one epoch, SGD) locally as a",
+        "plain PyTorch loop, locally through `fedproto.training.TrainingState` (the worker's engine,",
+        "TorchScript model), and through `AsyncClient.fit` on a worker in its own process. They take turns",
+        "after a warm-up fit each. The first fits' losses must agree: same loop, same numbers.",
+        "",
+        "| model | parameters | batches | plain loop | engine in-process | remote fit | remote / plain | "
+        "remote / engine | losses agree |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in result["results"].items():
+        t = row["times"]
+        lines.append(
+            f"| {name} MLP {'-'.join(map(str, row['dims']))} | {row['parameters']:,} | {row['batches']}"
+            f" | {t['plain']['median']:.3f} s | {t['engine']['median']:.3f} s | {t['remote']['median']:.3f} s"
+            f" | {row['remote_over_plain']:.3f} | {row['remote_over_engine']:.3f} | {row['losses_agree']} |"
+        )
+    lines += [
+        "",
+        "`set_train_config` (scripting and sending the model, once) took "
+        + ", ".join(f"{row['set_train_config_s']:.2f} s ({name})" for name, row in result["results"].items())
+        + ".",
+    ]
+    return lines
+
+
+def _federated(result: dict[str, Any], plot: Path | None, docs: Path) -> list[str]:
+    config = result["config"]
+    data = result["data"]
+    lines = [
+        f"{config['clients']} clients, {config['rounds']} rounds of FedAvg, {config['epochs']} local epochs, "
+        f"batch size {config['batch_size']}, SGD lr {config['lr']}, "
+        f"MLP {'-'.join(map(str, config['dims']))}, on "
+        f"{data['source']}: {data['shard_samples']} training samples per client, {data['test_samples']} test "
+        "samples. Each client is a process limited to one torch thread; the same seeded initial weights and",
+        "training loop on both sides. A round runs from sending the global weights to having averaged the",
+        "trained ones; the global model is evaluated on the test set after each round, outside that span.",
+        "The first round is reported apart (fedproto sends the model then; Flower waits for its clients).",
+        "",
+    ]
+    if result.get("flower"):
+        lines += [
+            "| stack | round (median after the first) | fastest | slowest | first round | all rounds | "
+            "initial accuracy | final accuracy |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for key, label in (("fedproto", "fedproto FedAvg"), ("flower", f"Flower {result['flower']['flwr']}")):
+            s = result[key]["summary"]
+            lines.append(
+                f"| {label} | {s['round_median_s']:.3f} s | {s['round_min_s']:.3f} s"
+                f" | {s['round_max_s']:.3f} s"
+                f" | {s['first_round_s']:.3f} s | {s['rounds_total_s']:.2f} s | {s['initial_accuracy']:.3f}"
+                f" | {s['final_accuracy']:.3f} |"
+            )
+        lines += ["", *_ratios_table(result)]
+        if plot:
+            lines += ["", f"![FedAvg rounds]({_relative(plot, docs)})"]
+    else:
+        lines += [
+            "Flower could not run here; the exact error:",
+            "",
+            "```",
+            result.get("flower_error", "?"),
+            "```",
+        ]
+    return lines
+
+
+def write_markdown(results: dict[str, Any], path: Path, plot_folder: Path | None = None) -> Path:
+    """Write the summary (and its plots, next to it unless told otherwise); returns its path."""
+    docs = path.parent
+    docs.mkdir(parents=True, exist_ok=True)
+    plots = _plots(results, plot_folder or docs)
+    meta = results.get("run", {})
+    machine = next((r["machine"] for r in results.values() if isinstance(r, dict) and "machine" in r), {})
+    lines = [
+        "# Performance",
+        "",
+        "Generated by `make bench` (`python -m benchmarks`); do not edit by hand. Every number below was",
+        "measured on the machine described here, with fedproto and each alternative in the same run, and",
+        "every claim is a ratio between them. Raw results: `benchmarks/results/*.json`.",
+        "",
+        f"Machine: {machine.get('cpu', '?')}, {machine.get('cpus', '?')} CPUs, "
+        f"{machine.get('memory_gib', '?')} GiB, "
+        f"Python {machine.get('python', '?')}, {machine.get('platform', '?')}. "
+        + (f"Run of {meta['finished']}, {meta['seconds']:.0f} s in all" if meta else "")
+        + (" (quick mode: tiny sizes, not representative)." if meta.get("quick") else "."),
+        "The machine is shared: medians of interleaved rounds and interquartile ranges are given so that a",
+        "noisy neighbour shows rather than hides.",
+        "",
+        "## Targets",
+        "",
+        *_targets_table(results),
+    ]
+    sections = {
+        "bulk": lambda r: _bulk(r, plots.get("bulk"), docs),
+        "small": lambda r: _small(r, plots.get("small"), docs),
+        "fit": _fit,
+        "federated": lambda r: _federated(r, plots.get("federated"), docs),
+    }
+    for name in WORKLOADS:
+        if name in results:
+            lines += ["", f"## {TITLES[name]}", "", *sections[name](results[name])]
+    lines += [
+        "",
+        "## Reproducing",
+        "",
+        "```sh",
+        "make bench                                  # everything, writes this page",
+        ".venv/bin/python -m benchmarks --only bulk  # one workload (the others keep their last results)",
+        ".venv/bin/python -m benchmarks --quick      # a tiny run that checks the harness, not the numbers",
+        "```",
+        "",
+        "The Flower side runs in `benchmarks/.flower-venv`, created on first use from",
+        "`benchmarks/flower-requirements.txt` (Flower pins protobuf 6, the project uses 7).",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def console_table(results: dict[str, Any]) -> Any:
+    """A rich table with every ratio and every target's verdict."""
+    from rich.table import Table
+
+    table = Table(title="fedproto against its baselines (same machine, same run)", show_lines=False)
+    table.add_column("workload")
+    table.add_column("measure")
+    table.add_column("baseline / target")
+    table.add_column("value", justify="right")
+    table.add_column("verdict")
+    for name in WORKLOADS:
+        result = results.get(name)
+        if not result:
+            continue
+        for ratio in result.get("ratios", []):
+            table.add_row(name, ratio["what"], ratio["baseline"], _fmt(ratio["value"]), "")
+        for target in result.get("targets", []):
+            met = target["met"]
+            verdict = (
+                "[yellow]not measured[/]" if met is None else ("[green]met[/]" if met else "[red]missed[/]")
+            )
+            table.add_row(
+                name,
+                f"[bold]{target['name']}[/]",
+                f"{target['op']} {_fmt(target['threshold'], target.get('unit', 'x'))}",
+                _fmt(target["measured"], target.get("unit", "x")),
+                verdict,
+            )
+        table.add_section()
+    return table
+
+
+__all__ = ["REPO", "console_table", "load_results", "write_markdown"]
