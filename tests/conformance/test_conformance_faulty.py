@@ -8,14 +8,16 @@ from faulty_servers import FAULTS, Proxy
 
 from conformance import Verdict
 
+pytest_plugins = ["conformance_fixtures"]
 
-def _run_behind(background: BackgroundLoop, proxy: Proxy, patterns: list[str], tokens: bool):
-    url = background.run(proxy.start())
+
+def _run_behind(conformance_loop: BackgroundLoop, proxy: Proxy, patterns: list[str], tokens: bool):
+    url = conformance_loop.run(proxy.start())
     try:
         credentials = {"token": TOKENS["alice"], "token2": TOKENS["bob"]} if tokens else {}
         return run_suite(url, patterns, **credentials)
     finally:
-        background.run(proxy.stop())
+        conformance_loop.run(proxy.stop())
 
 
 def test_there_are_enough_faults() -> None:
@@ -25,10 +27,10 @@ def test_there_are_enough_faults() -> None:
 
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.name)
 def test_fault_is_caught_by_its_case(
-    fault: type[Proxy], background: BackgroundLoop, upstream: str, upstream_tokens: str
+    fault: type[Proxy], conformance_loop: BackgroundLoop, reference_url: str, reference_url_tokens: str
 ) -> None:
-    proxy = fault(upstream_tokens if fault.tokens else upstream)
-    run = _run_behind(background, proxy, [fault.catches], fault.tokens)
+    proxy = fault(reference_url_tokens if fault.tokens else reference_url)
+    run = _run_behind(conformance_loop, proxy, [fault.catches], fault.tokens)
     results = {r.case.id: r for r in run.results}
     assert fault.catches in results, f"no case {fault.catches}"
     result = results[fault.catches]
@@ -42,10 +44,12 @@ def test_fault_is_caught_by_its_case(
 
 @pytest.mark.parametrize("tokens", [False, True], ids=["anonymous", "tokens"])
 def test_a_correct_proxy_passes_the_same_cases(
-    tokens: bool, background: BackgroundLoop, upstream: str, upstream_tokens: str
+    tokens: bool, conformance_loop: BackgroundLoop, reference_url: str, reference_url_tokens: str
 ) -> None:
     """The proxy itself is transparent: without a fault every catching case passes."""
     patterns = sorted({f.catches for f in FAULTS if f.tokens == tokens})
-    run = _run_behind(background, Proxy(upstream_tokens if tokens else upstream), patterns, tokens)
+    run = _run_behind(
+        conformance_loop, Proxy(reference_url_tokens if tokens else reference_url), patterns, tokens
+    )
     failures = [f"{r.case.id}: {r.detail}" for r in run.results if r.verdict is not Verdict.PASSED]
     assert not failures

@@ -16,9 +16,11 @@ NOT_APPLICABLE = {
     "auth/15.2.2/tokens-ignored-without-tokens": "this run uses tokens (the anonymous run covers it)",
 }
 
+pytest_plugins = ["conformance_fixtures"]
 
-def test_reference_worker_passes_every_case(background: BackgroundLoop) -> None:
-    with reference_worker(background, tokens=TOKENS) as worker:
+
+def test_reference_worker_passes_every_case(conformance_loop: BackgroundLoop) -> None:
+    with reference_worker(conformance_loop, tokens=TOKENS) as worker:
         run = run_suite(worker.url, token=TOKENS["alice"], token2=TOKENS["bob"], max_examples=5, seed=11)
     failures = [f"{r.case.id}: {r.detail}" for r in run.results if r.counts_as_failure]
     assert not failures, "\n".join(failures)
@@ -27,8 +29,8 @@ def test_reference_worker_passes_every_case(background: BackgroundLoop) -> None:
     assert run.passed >= 150
 
 
-def test_reference_worker_without_tokens(background: BackgroundLoop) -> None:
-    with reference_worker(background) as worker:
+def test_reference_worker_without_tokens(conformance_loop: BackgroundLoop) -> None:
+    with reference_worker(conformance_loop) as worker:
         run = run_suite(worker.url, ["auth", "handshake", "objects/9.1"], max_examples=5, seed=12)
     failures = [f"{r.case.id}: {r.detail}" for r in run.results if r.counts_as_failure]
     assert not failures, "\n".join(failures)

@@ -18,6 +18,8 @@ from conformance.cli import main
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
+pytest_plugins = ["conformance_fixtures"]
+
 
 def _spec_text() -> str:
     text = SPEC.read_text(encoding="utf-8").replace("`", "")
@@ -85,9 +87,11 @@ def test_profiles_select_by_training() -> None:
         select(cases, "everything")
 
 
-def test_expected_failures_are_checked_both_ways(background: BackgroundLoop, upstream: str) -> None:
-    proxy = PongTruncated(upstream)
-    url = background.run(proxy.start())
+def test_expected_failures_are_checked_both_ways(
+    conformance_loop: BackgroundLoop, reference_url: str
+) -> None:
+    proxy = PongTruncated(reference_url)
+    url = conformance_loop.run(proxy.start())
     try:
         run = run_suite(
             url,
@@ -95,7 +99,7 @@ def test_expected_failures_are_checked_both_ways(background: BackgroundLoop, ups
             expected=["concurrency/6.1.2/*", "concurrency/5.1.4/id-reuse-after-reply", "no/1/such-case"],
         )
     finally:
-        background.run(proxy.stop())
+        conformance_loop.run(proxy.stop())
     verdicts = {r.case.id: r.verdict for r in run.results}
     assert verdicts == {
         "concurrency/6.1.2/pong-payload": Verdict.XFAIL,
@@ -106,9 +110,9 @@ def test_expected_failures_are_checked_both_ways(background: BackgroundLoop, ups
     assert run.unused_expected == ["no/1/such-case"]
 
 
-def test_command_line_reports(tmp_path: Path, upstream: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line_reports(tmp_path: Path, reference_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     report, junit = tmp_path / "report.json", tmp_path / "junit.xml"
-    argv = [upstream, "--cases", "handshake/4.1.3,datasets/18.1", "--seed", "5", "--max-examples", "3"]
+    argv = [reference_url, "--cases", "handshake/4.1.3,datasets/18.1", "--seed", "5", "--max-examples", "3"]
     code = main([*argv, "--json", str(report), "--junit", str(junit), "--no-live"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -128,7 +132,9 @@ def test_command_line_reports(tmp_path: Path, upstream: str, capsys: pytest.Capt
 
     listed = tmp_path / "expected.txt"
     listed.write_text("# passes now, so listing it fails the run\nhandshake/4.1.3/*\n")
-    code = main([upstream, "--cases", "handshake/4.1.3", "--expected-failures", str(listed), "--no-live"])
+    code = main(
+        [reference_url, "--cases", "handshake/4.1.3", "--expected-failures", str(listed), "--no-live"]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "0 passed, 1 failed, 0 skipped" in out.splitlines()
@@ -136,14 +142,14 @@ def test_command_line_reports(tmp_path: Path, upstream: str, capsys: pytest.Capt
 
 
 def test_command_line_failure_output(
-    background: BackgroundLoop, upstream: str, capsys: pytest.CaptureFixture[str]
+    conformance_loop: BackgroundLoop, reference_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    proxy = FlippedByte(upstream)
-    url = background.run(proxy.start())
+    proxy = FlippedByte(reference_url)
+    url = conformance_loop.run(proxy.start())
     try:
         code = main([url, "--cases", "objects/9.3.3", "--seed", "2", "--max-examples", "10", "--no-live"])
     finally:
-        background.run(proxy.stop())
+        conformance_loop.run(proxy.stop())
     out = capsys.readouterr().out
     assert code == 1
     assert "FAIL objects/9.3.3/get-returns-stored-bytes [MUST] §9.3.3" in out
@@ -152,14 +158,16 @@ def test_command_line_failure_output(
     assert "0 passed, 1 failed, 0 skipped" in out.splitlines()
 
 
-def test_seeded_runs_find_the_same_shrunk_example(background: BackgroundLoop, upstream: str) -> None:
-    proxy = MapsSorted(upstream)
-    url = background.run(proxy.start())
+def test_seeded_runs_find_the_same_shrunk_example(
+    conformance_loop: BackgroundLoop, reference_url: str
+) -> None:
+    proxy = MapsSorted(reference_url)
+    url = conformance_loop.run(proxy.start())
     try:
         first = run_suite(url, ["calls/18.2.2"], seed=99, max_examples=30)
         second = run_suite(url, ["calls/18.2.2"], seed=99, max_examples=30)
     finally:
-        background.run(proxy.stop())
+        conformance_loop.run(proxy.stop())
     result = first.results[0]
     assert result.verdict is Verdict.FAILED
     assert "check_echo(" in result.example and "kwargs=" in result.example
