@@ -12,6 +12,9 @@ from conformance.checks import check, fail
 from conformance.context import Context
 from conformance.registry import case
 
+#: Nothing to import: the cases register themselves with the registry.
+__all__: list[str] = []
+
 
 def _wrong_tokens(good: tuple[str, ...]) -> st.SearchStrategy[str]:
     """Tokens that are not configured: random ones and near misses of the real ones."""

@@ -18,6 +18,9 @@ from conformance.values import make_tensor, to_value, value_diff, value_list, va
 from conformance.wire import EVENT_BODIES, Frame
 from fedproto_pb.v1 import calls_pb2, tensor_pb2, value_pb2
 
+#: Nothing to import: the cases register themselves with the registry.
+__all__: list[str] = []
+
 CALLS = ("calls",)
 PROFILE_METHODS = {
     "echo": ([("args", "any", False, "var_positional"), ("kwargs", "any", False, "var_keyword")], "map"),

@@ -15,6 +15,9 @@ from conformance.values import make_tensor, value_diff
 from conformance.wire import make_envelope
 from fedproto_pb.v1 import calls_pb2, objects_pb2, session_pb2, tensor_pb2, value_pb2
 
+#: Nothing to import: the cases register themselves with the registry.
+__all__: list[str] = []
+
 
 def _numbers(message: type[Message]) -> frozenset[int]:
     return frozenset(f.number for f in message.DESCRIPTOR.fields)

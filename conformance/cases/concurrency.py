@@ -18,6 +18,9 @@ from conformance.values import to_value, value_diff
 from conformance.wire import EVENT_BODIES, Reply, make_envelope
 from fedproto_pb.v1 import datasets_pb2, objects_pb2, session_pb2, tensor_pb2
 
+#: Nothing to import: the cases register themselves with the registry.
+__all__: list[str] = []
+
 CALLS = ("calls",)
 
 

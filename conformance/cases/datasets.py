@@ -10,6 +10,9 @@ from conformance.registry import case
 from conformance.spec import DTYPE_WIDTHS
 from fedproto_pb.v1 import datasets_pb2, tensor_pb2
 
+#: Nothing to import: the cases register themselves with the registry.
+__all__: list[str] = []
+
 DS = ("datasets",)
 
 

@@ -17,6 +17,9 @@ from conformance.wire import make_envelope
 from fedproto_pb.v1 import objects_pb2, session_pb2
 from fedproto_pb.v1.envelope_pb2 import Envelope
 
+#: Nothing to import: the cases register themselves with the registry.
+__all__: list[str] = []
+
 
 async def _supported_versions(ctx: Context) -> set[int]:
     """The versions the server speaks, from the ``supported`` detail of an UNSUPPORTED_VERSION error."""

@@ -32,6 +32,9 @@ from conformance.values import make_tensor, tensor_problem
 from conformance.wire import Connection, make_envelope
 from fedproto_pb.v1 import objects_pb2, tensor_pb2
 
+#: Nothing to import: the cases register themselves with the registry.
+__all__: list[str] = []
+
 OBJ = ("objects",)
 CHUNKED = ("objects", "chunked")
 

@@ -29,6 +29,9 @@ from conformance.values import make_tensor, to_value
 from conformance.wire import Connection
 from fedproto_pb.v1 import tensor_pb2, training_pb2, value_pb2
 
+#: Nothing to import: the cases register themselves with the registry.
+__all__: list[str] = []
+
 TRAIN = ("training",)
 MODEL = "conformance-linear"
 LOSSES = ("mse", "l1", "smooth_l1", "cross_entropy", "nll", "bce", "bce_with_logits", "huber", "kl_div")

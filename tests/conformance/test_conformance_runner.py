@@ -192,3 +192,21 @@ def test_list_and_python_dash_m() -> None:
     ids = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
     assert "framing/3.2.1/text-frame-closes-1003" in ids
     assert not any(i.startswith("training/") for i in ids)
+
+
+def test_every_module_declares_all() -> None:
+    import importlib
+    import pkgutil
+
+    import conformance
+
+    names = ["conformance"] + [
+        info.name
+        for info in pkgutil.walk_packages(conformance.__path__, "conformance.")
+        if not info.name.endswith("__main__")
+    ]
+    for name in names:
+        module = importlib.import_module(name)
+        assert hasattr(module, "__all__"), f"{name} has no __all__"
+        for symbol in module.__all__:
+            assert hasattr(module, symbol), f"{name}.__all__ names missing {symbol}"
