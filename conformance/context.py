@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, seed, settings
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
-from conformance.checks import skip
+from conformance.checks import CaseFailure, skip
 from conformance.registry import Case
 from conformance.spec import SUBPROTOCOL
 from conformance.wire import Connection, open_connection
@@ -72,6 +73,8 @@ class Context:
         self.loop = loop
         self.case = case
         self.report: list[str] = []
+        #: When a synchronous (hypothesis) case must stop: ``run`` refuses to start work after it.
+        self.deadline = time.monotonic() + case.timeout * max(1.0, settings.max_examples / 10)
         self._connections: list[Connection] = []
         self._ids = itertools.count(1)
         self._tag = os.urandom(3).hex()
@@ -139,6 +142,11 @@ class Context:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run one coroutine to completion on the case's loop (from synchronous hypothesis code)."""
+        if time.monotonic() > self.deadline:
+            coro.close()
+            raise CaseFailure(
+                "the case ran out of its time budget: the server answers too slowly or stops answering"
+            )
         return self.loop.run_until_complete(coro)
 
     def hypothesis_settings(self, max_examples: int | None = None, **overrides: Any) -> settings:

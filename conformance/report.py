@@ -66,12 +66,9 @@ class ConsoleReport:
     def header(self, url: str, welcome: Any) -> None:
         """Print what server is under test."""
         caps = ", ".join(welcome.capabilities) or "none"
-        self.console.print(
-            Text(
-                f"fedproto conformance: {url} — {welcome.server_name or '?'} (id {welcome.server_id or '?'})"
-            )
-        )
-        self.console.print(Text(f"identity {welcome.identity!r}; capabilities: {caps}"))
+        name = f"{welcome.server_name or '?'} (id {welcome.server_id or '?'})"
+        self.console.print(Text(f"fedproto conformance: {url} — {name}"), soft_wrap=True)
+        self.console.print(Text(f"identity {welcome.identity!r}; capabilities: {caps}"), soft_wrap=True)
 
     def started(self, case: Case) -> None:
         """A case starts."""

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from conformance.checks import check, fail
-from conformance.spec import sha256
+from conformance.spec import dtype_name, sha256
 from conformance.strategies import invalid_tensors, tensors
 from fedproto_pb.v1 import objects_pb2, tensor_pb2
 
@@ -36,7 +36,7 @@ class StoredModel:
 
 
 def _describe(tensor: tensor_pb2.Tensor) -> str:
-    return f"Tensor(dtype={tensor.dtype}, shape={list(tensor.shape)}, {len(tensor.data)} bytes)"
+    return f"Tensor({dtype_name(tensor.dtype)}, shape={list(tensor.shape)}, {len(tensor.data)} bytes)"
 
 
 def store_machine(ctx: Context) -> type[RuleBasedStateMachine]:

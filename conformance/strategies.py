@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from google.protobuf import text_format
 from google.protobuf.message import DecodeError, Message
 from hypothesis import strategies as st
+from hypothesis.vendor import pretty
 
-from conformance.spec import DTYPE_WIDTHS, REQUESTS, SERVER_ONLY_BODIES, sha256
+from conformance.spec import DTYPE_WIDTHS, REQUESTS, SERVER_ONLY_BODIES, dtype_name, sha256
 from conformance.values import element_count, make_tensor, value_list, value_map
 from fedproto_pb.v1 import (
     calls_pb2,
@@ -51,6 +53,45 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=Message)
+
+
+# -- how generated messages read in shrunk examples --------------------------------------------------
+
+
+def _short_bytes(data: bytes) -> str:
+    return repr(data) if len(data) <= 24 else f"{data[:16]!r}... ({len(data)} bytes)"
+
+
+def _message_text(message: Message) -> str:
+    if isinstance(message, tensor_pb2.Tensor):
+        shape, data = list(message.shape), _short_bytes(message.data)
+        return f"Tensor({dtype_name(message.dtype)}, shape={shape}, data={data})"
+    body = text_format.MessageToString(message, as_one_line=True)
+    return f"{type(message).__name__}({body if len(body) <= 200 else body[:200] + '...'})"
+
+
+def _register_printers() -> None:
+    """One-line reprs of protobuf messages in hypothesis' reports (instead of multi-line text format)."""
+
+    def printer(obj: Message, p: Any, cycle: bool) -> None:
+        p.text(_message_text(obj))
+
+    for module in (
+        calls_pb2,
+        datasets_pb2,
+        envelope_pb2,
+        objects_pb2,
+        session_pb2,
+        tensor_pb2,
+        training_pb2,
+        value_pb2,
+    ):
+        for name in module.DESCRIPTOR.message_types_by_name:
+            cls = getattr(module, name)
+            pretty.for_type_by_name(cls.__module__, cls.__name__, printer)
+
+
+_register_printers()
 
 #: Field numbers the Envelope uses (envelope.proto): an unknown body must use another one.
 ENVELOPE_FIELDS = frozenset(f.number for f in envelope_pb2.Envelope.DESCRIPTOR.fields)
