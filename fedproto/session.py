@@ -279,6 +279,9 @@ class _Assembly:
 
     total: int
     buffer: bytearray
+    #: every chunk but the last must be exactly the chunk size (uploads, section 7.3.5); downloads may
+    #: use smaller chunks when the client's frame limit asks for it
+    full_chunks: bool = False
     received: int = 0
     hasher: Any = field(default_factory=hashlib.sha256)
 
@@ -290,6 +293,8 @@ class _Assembly:
             raise InvalidArgumentError(f"chunk at offset {offset}, expected {self.received}")
         if size == 0 or (max_chunk and size > max_chunk):
             raise InvalidArgumentError(f"chunk of {size} bytes (allowed: 1 to {max_chunk})")
+        if self.full_chunks and max_chunk and size < max_chunk and offset + size != self.total:
+            raise InvalidArgumentError(f"a chunk of {size} bytes before the last one (section 7.3.5)")
         if self.received + size > self.total:
             raise InvalidArgumentError("chunks run past the announced total_bytes")
         self.buffer[self.received : self.received + size] = data
@@ -488,7 +493,8 @@ class ServerSession:
             )
             return [SendFrame(_error_frame(rid, error))]
         if kind == "ping":  # answered here: nothing can delay it (section 5.4)
-            return [SendFrame(_frame(rid, pong=Pong(payload=envelope.ping.payload)))]
+            self._in_flight.add(rid)
+            return [SendFrame(self.reply(rid, pong=Pong(payload=envelope.ping.payload)))]
         deadline = envelope.deadline_ms / 1000.0 if envelope.deadline_ms else None
         message = getattr(envelope, kind)
         self._in_flight.add(rid)
@@ -505,7 +511,9 @@ class ServerSession:
                 self._check_upload(self.identity or "", request, info)
         except ProtocolError as error:
             return [SendFrame(self.fail(rid, error))]
-        upload = _Upload(request, info, _Assembly(info.nbytes, bytearray(info.nbytes)), deadline)
+        upload = _Upload(
+            request, info, _Assembly(info.nbytes, bytearray(info.nbytes), full_chunks=True), deadline
+        )
         if info.nbytes == 0:
             return self._finish_upload(rid, upload)
         self._uploads[rid] = upload

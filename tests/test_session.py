@@ -211,6 +211,7 @@ def test_upload_assembles_and_verifies() -> None:
     [
         ([(0, b"\x00" * 8), (9, b"\x00")], ErrorCode.INVALID_ARGUMENT),  # gap
         ([(0, b"\x00" * 9)], ErrorCode.INVALID_ARGUMENT),  # larger than chunk_bytes
+        ([(0, b"\x00" * 4)], ErrorCode.INVALID_ARGUMENT),  # short chunk before the last (7.3.5)
         ([(0, b"\x00" * 8), (8, b"\x00" * 8), (16, b"\x00" * 4)], ErrorCode.DATA_LOSS),  # wrong bytes
     ],
 )

@@ -347,12 +347,12 @@ async def _case_rejected_inflight(ctx: Context) -> None:
 
 
 @case(
-    "framing/3.1.3/oversized-text-closes-1003",
+    "framing/3.1.3/oversized-text-closes-1009",
     rule="When a frame breaks more than one rule of this section, the server applies the first rule that "
-    "matches, in the order §3.2, §3.4, ... (an oversized text frame: close with 1003).",
+    "matches, in the order §3.4, §3.2, ... (an oversized text frame: close with 1009).",
     level=Level.MUST,
 )
 async def _case_oversized_text(ctx: Context) -> None:
     conn = await ctx.connect()
     await conn.send_text("x" * (frame_limit(ctx) + 1))
-    await only_malformed_then_close(conn, {1003})
+    await only_malformed_then_close(conn, {1009})

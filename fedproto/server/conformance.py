@@ -86,7 +86,7 @@ def conformance_worker(
         return float(seconds)
 
     @worker.method(description="Push Notification{topic, payload} to the caller, then return null.")
-    async def notify(ctx: CallContext, topic: str, payload: Any = None) -> None:
+    async def notify(ctx: CallContext, topic: str, payload: Any) -> None:
         await ctx.notify(topic, payload)
 
     @worker.method(description="Return the caller's identity.")

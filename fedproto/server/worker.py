@@ -481,7 +481,8 @@ async def _list_methods(worker: Worker, conn: ServerConnectionHandler, ev: Reque
 async def _call(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
     request: calls_pb2.CallRequest = ev.message
     method: ExposedMethod = worker.methods.get(request.method)
-    size = sum(a.ByteSize() for a in request.args) + sum(e.ByteSize() for e in request.kwargs)
+    # the encoded CallRequest without its method field (section 11.3.1); fields encode independently
+    size = request.ByteSize() - calls_pb2.CallRequest(method=request.method).ByteSize()
     limit = worker.limits.max_call_args_bytes
     if limit and size > limit:
         raise ResourceExhaustedError(

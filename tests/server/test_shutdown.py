@@ -5,6 +5,7 @@ stopped with SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import signal
@@ -28,6 +29,7 @@ from conftest import (
 
 import fedproto
 from fedproto.errors import ErrorCode
+from fedproto.server.conformance import CONFORMANCE_LIMITS
 from fedproto_pb.v1.calls_pb2 import CallRequest
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import SendObjectRequest
@@ -192,7 +194,8 @@ def test_serve_process_exits_0_on_sigterm(tmp_path: Path) -> None:
 
 
 async def test_upload_in_progress_at_shutdown_ends_unavailable(make_worker) -> None:
-    w = await make_worker()
+    # chunks of 100 bytes: every chunk but the last must be exactly chunk_bytes long (section 7.3.5)
+    w = await make_worker(limits=dataclasses.replace(CONFORMANCE_LIMITS, chunk_bytes=100))
     data = bytes(400)
     info = TensorInfo(dtype=DTYPE_FLOAT32, shape=[100], nbytes=400, sha256=hashlib.sha256(data).digest())
     async with raw_connection(w.url) as ws:

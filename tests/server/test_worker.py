@@ -5,6 +5,7 @@ training state. After every misbehaving connection a separate client must still 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 import pickle
@@ -31,6 +32,7 @@ from websockets.asyncio.client import ClientConnection
 
 import fedproto
 from fedproto.errors import ErrorCode
+from fedproto.server.conformance import CONFORMANCE_LIMITS
 from fedproto_pb.v1.calls_pb2 import CallRequest
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.errors_pb2 import Error
@@ -590,6 +592,12 @@ async def test_invalid_values(worker: fedproto.Worker, call: CallRequest) -> Non
 # -- chunked uploads at the protocol level --------------------------------------------------------------
 
 
+@pytest.fixture
+async def hundred_byte_chunks(make_worker) -> fedproto.Worker:
+    """A conformance worker taking 100-byte chunks: uploads of a few hundred bytes stay in progress."""
+    return await make_worker(tokens=TOKENS, limits=dataclasses.replace(CONFORMANCE_LIMITS, chunk_bytes=100))
+
+
 def chunked_request(
     rid: int, object_id: str, data: bytes, sha: bytes | None = None, deadline_ms: int = 0
 ) -> Envelope:
@@ -608,14 +616,15 @@ def chunk(rid: int, offset: int, data: bytes, total: int) -> Envelope:
     return Envelope(request_id=rid, chunk=Chunk(offset=offset, data=data, total_bytes=total))
 
 
-async def test_raw_chunked_upload(worker: fedproto.Worker) -> None:
+async def test_raw_chunked_upload(hundred_byte_chunks: fedproto.Worker) -> None:
+    worker = hundred_byte_chunks
     data = torch.arange(1000, dtype=torch.float32).numpy().tobytes()
     async with raw_connection(worker.url) as ws:
         await raw_handshake(ws, TOKEN)
         await send_envelope(ws, Envelope(request_id=99, chunk=Chunk(offset=0, data=b"x", total_bytes=1)))
         await send_envelope(ws, chunked_request(2, "up", data))
-        for offset in range(0, len(data), 1000):
-            await send_envelope(ws, chunk(2, offset, data[offset : offset + 1000], len(data)))
+        for offset in range(0, len(data), 100):
+            await send_envelope(ws, chunk(2, offset, data[offset : offset + 100], len(data)))
         reply = await recv_envelope(ws)
         assert body(reply) == "send_object_reply" and reply.request_id == 2
         assert reply.send_object_reply.info.tensor.sha256 == hashlib.sha256(data).digest()
@@ -671,7 +680,8 @@ async def test_sha256_mismatch_is_data_loss(worker: fedproto.Worker) -> None:
         assert (await recv_envelope(ws)).count_objects_reply.count == 0
 
 
-async def test_cancelled_upload_stores_nothing(worker: fedproto.Worker) -> None:
+async def test_cancelled_upload_stores_nothing(hundred_byte_chunks: fedproto.Worker) -> None:
+    worker = hundred_byte_chunks
     data = bytes(400)
     async with raw_connection(worker.url) as ws:
         await raw_handshake(ws, TOKEN)
@@ -862,7 +872,8 @@ async def test_chunked_upload_of_an_existing_id_is_refused_at_once(worker: fedpr
         await expect_error(ws, ErrorCode.ALREADY_EXISTS, 3)  # before any chunk
 
 
-async def test_chunked_upload_deadline_covers_the_whole_upload(worker: fedproto.Worker) -> None:
+async def test_chunked_upload_deadline_covers_the_whole_upload(hundred_byte_chunks: fedproto.Worker) -> None:
+    worker = hundred_byte_chunks
     async with raw_connection(worker.url) as ws:
         await raw_handshake(ws, TOKEN)
         await send_envelope(ws, chunked_request(2, "slow", bytes(400), deadline_ms=200))
@@ -873,7 +884,8 @@ async def test_chunked_upload_deadline_covers_the_whole_upload(worker: fedproto.
         assert (await recv_envelope(ws)).count_objects_reply.count == 0
 
 
-async def test_goodbye_cancels_an_upload_in_progress(worker: fedproto.Worker) -> None:
+async def test_goodbye_cancels_an_upload_in_progress(hundred_byte_chunks: fedproto.Worker) -> None:
+    worker = hundred_byte_chunks
     async with raw_connection(worker.url) as ws:
         await raw_handshake(ws, TOKEN)
         await send_envelope(ws, chunked_request(2, "partial", bytes(400)))
