@@ -218,7 +218,7 @@ async def _case_oversized_before_hello(ctx: Context) -> None:
 @case(
     "framing/3.1.3/oversized-undecodable-closes-1009",
     rule="When a frame breaks more than one rule of this section, the server applies the first rule that "
-    "matches, in the order §3.2, §3.4, §3.3, ... (oversized before undecodable: close with 1009).",
+    "matches, in the order §3.4, §3.2, §3.3, ... (oversized before undecodable: close with 1009).",
 )
 async def _case_oversized_undecodable(ctx: Context) -> None:
     conn = await ctx.connect()
