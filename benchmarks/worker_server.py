@@ -2,7 +2,8 @@
 
 A plain :class:`fedproto.Worker` with limits large enough for the biggest benchmark tensor (the default
 chunk size is kept: it is what users get), an ``echo`` method as a user would write it (a plain
-function), and the datasets given with ``--dataset KEY=FILE.npz``. Prints ``READY <port>`` once it
+function, marked ``inline`` as the docs advise for methods that return at once), and the datasets
+given with ``--dataset KEY=FILE.npz``. Prints ``READY <port>`` once it
 listens and stops gracefully on SIGTERM.
 """
 
@@ -22,7 +23,7 @@ LIMITS = fedproto.Limits(max_object_bytes=8 << 30, max_frame_bytes=64 << 20)
 def build_worker(worker_id: str, datasets: list[str]) -> fedproto.Worker:
     worker = fedproto.Worker(worker_id, limits=LIMITS, shutdown_grace=1.0)
 
-    @worker.method
+    @worker.method(inline=True)
     def echo(data: bytes) -> bytes:
         """Return the argument."""
         return data

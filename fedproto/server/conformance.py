@@ -69,11 +69,11 @@ def conformance_worker(
     worker.register_model(REGISTERED_MODEL, _linear_model)
 
     @worker.method(description="Return the arguments as {'args': [...], 'kwargs': {...}}.")
-    def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
         return {"args": list(args), "kwargs": kwargs}
 
     @worker.method(description="Fail with the given protocol error code and message.")
-    def fail(code: int, message: str = "") -> None:
+    async def fail(code: int, message: str = "") -> None:
         if not 1 <= code <= max(ErrorCode):
             raise InvalidArgumentError(f"error code {code} is not between 1 and {int(max(ErrorCode))}")
         raise error_class_for(code)(message)
@@ -90,7 +90,7 @@ def conformance_worker(
         await ctx.notify(topic, payload)
 
     @worker.method(description="Return the caller's identity.")
-    def whoami(ctx: CallContext) -> str:
+    async def whoami(ctx: CallContext) -> str:
         return ctx.identity
 
     return worker

@@ -147,11 +147,15 @@ def _accepted_kinds(annotation: Any) -> frozenset[str]:
 class ExposedMethod:
     """One registered method: its callable, its wire description, and argument checking."""
 
-    def __init__(self, func: Callable[..., Any], *, name: str, description: str) -> None:
+    def __init__(
+        self, func: Callable[..., Any], *, name: str, description: str, inline: bool = False
+    ) -> None:
         self.func = func
         self.name = name
         self.description = description
         self.is_async = inspect.iscoroutinefunction(func)
+        #: run a plain function on the event loop instead of a thread (it must never block)
+        self.inline = inline and not self.is_async
         signature = inspect.signature(func)
         try:
             hints = typing.get_type_hints(func)
@@ -254,16 +258,27 @@ def rpc(func: F, /) -> F: ...
 
 
 @overload
-def rpc(*, name: str | None = None, description: str | None = None) -> Callable[[F], F]: ...
+def rpc(
+    *, name: str | None = None, description: str | None = None, inline: bool = False
+) -> Callable[[F], F]: ...
 
 
 def rpc(
-    func: F | None = None, /, *, name: str | None = None, description: str | None = None
+    func: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    inline: bool = False,
 ) -> F | Callable[[F], F]:
-    """Mark a method of a Worker subclass as callable by clients (``@rpc`` or ``@rpc(name=...)``)."""
+    """Mark a method of a Worker subclass as callable by clients (``@rpc`` or ``@rpc(name=...)``).
+
+    ``inline=True`` runs a plain (non-async) method on the event loop instead of a thread: only for
+    methods that return at once and never block, where the thread hop would cost more than the work.
+    """
 
     def mark(f: F) -> F:
-        setattr(f, _RPC_MARK, (name or f.__name__, description))
+        setattr(f, _RPC_MARK, (name or f.__name__, description, inline))
         return f
 
     return mark(func) if func is not None else mark
@@ -281,15 +296,25 @@ class MethodRegistry:
         self._methods: dict[str, ExposedMethod] = {}
 
     def register(
-        self, func: Callable[..., Any], *, name: str | None = None, description: str | None = None
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        inline: bool = False,
     ) -> ExposedMethod:
-        """Expose ``func`` under ``name`` (default: its ``__name__``); returns the registration."""
+        """Expose ``func`` under ``name`` (default: its ``__name__``); returns the registration.
+
+        Plain functions run on a thread, off the event loop, unless ``inline`` (see :func:`rpc`).
+        """
         method_name = name or getattr(func, "__name__", "")
         if not method_name or not isinstance(method_name, str):
             raise ValueError("a method needs a non-empty name")
         if method_name in self._methods:
             raise ValueError(f"method {method_name!r} is already registered")
-        exposed = ExposedMethod(func, name=method_name, description=description or _first_doc_line(func))
+        exposed = ExposedMethod(
+            func, name=method_name, description=description or _first_doc_line(func), inline=inline
+        )
         self._methods[method_name] = exposed
         return exposed
 
@@ -299,8 +324,8 @@ class MethodRegistry:
             member = getattr(type(owner), attr, None)
             mark = getattr(member, _RPC_MARK, None)
             if mark is not None:
-                rpc_name, description = mark
-                self.register(getattr(owner, attr), name=rpc_name, description=description)
+                rpc_name, description, inline = mark
+                self.register(getattr(owner, attr), name=rpc_name, description=description, inline=inline)
 
     def get(self, name: str) -> ExposedMethod:
         """Return the method called ``name`` (METHOD_NOT_FOUND otherwise)."""

@@ -169,7 +169,9 @@ class Worker:
     def method(self, func: F, /) -> F: ...
 
     @overload
-    def method(self, /, *, name: str | None = None, description: str | None = None) -> Callable[[F], F]: ...
+    def method(
+        self, /, *, name: str | None = None, description: str | None = None, inline: bool = False
+    ) -> Callable[[F], F]: ...
 
     def method(
         self,
@@ -178,11 +180,16 @@ class Worker:
         *,
         name: str | None = None,
         description: str | None = None,
+        inline: bool = False,
     ) -> Any:
-        """Expose a function to custom calls: ``@worker.method`` or ``@worker.method(name=...)``."""
+        """Expose a function to custom calls: ``@worker.method`` or ``@worker.method(name=...)``.
+
+        Plain functions run on a thread so they never stall the worker; ``inline=True`` runs one on the
+        event loop instead, for functions that return at once (see :func:`~fedproto.rpc`).
+        """
 
         def register(f: F) -> F:
-            self.methods.register(f, name=name, description=description)
+            self.methods.register(f, name=name, description=description, inline=inline)
             return f
 
         return register(func) if func is not None else register
@@ -522,6 +529,8 @@ async def _call(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceiv
     try:
         if method.is_async:
             result = await method.func(*call_args, **call_kwargs)
+        elif method.inline:
+            result = method.func(*call_args, **call_kwargs)
         else:
             result = await worker.run_sync(method.func, *call_args, **call_kwargs)
     except asyncio.CancelledError:
