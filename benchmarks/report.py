@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,8 @@ def _verdict(met: bool | None) -> str:
 
 
 def _relative(path: Path, start: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(start.resolve()))
-    except ValueError:
-        return str(path)
+    """``path`` as a link from a document in ``start`` (``../benchmarks/...`` from ``docs/``)."""
+    return os.path.relpath(path.resolve(), start.resolve())
 
 
 # --------------------------------------------------------------------------------------------------
