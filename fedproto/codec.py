@@ -672,6 +672,7 @@ _ENVELOPE_DEADLINE = 2
 _ENVELOPE_CHUNK = ProtoEnvelope.DESCRIPTOR.fields_by_name["chunk"].number
 _CHUNK_OFFSET, _CHUNK_DATA, _CHUNK_TOTAL = 1, 2, 3
 _VARINT, _LEN = 0, 2
+_CHUNK_KEY = bytes([(_ENVELOPE_CHUNK << 3 | _LEN) & 0x7F | 0x80, (_ENVELOPE_CHUNK << 3 | _LEN) >> 7])
 
 
 def _varint(value: int) -> bytes:
@@ -750,6 +751,8 @@ def decode_chunk_frame(data: bytes | bytearray | memoryview) -> tuple[int, int, 
     Returns None when the frame is anything but a plain chunk envelope (including a deadline, unknown
     fields or repeated fields): the caller then decodes it with :func:`decode_envelope`.
     """
+    if isinstance(data, (bytes, bytearray)) and data.find(_CHUNK_KEY, 0, 13) < 0:
+        return None  # quick refusal of every other frame: the chunk key follows at most a request id
     buf = memoryview(data).cast("B") if not isinstance(data, memoryview) else data
     try:
         pos, end = 0, buf.nbytes

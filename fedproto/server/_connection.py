@@ -218,8 +218,11 @@ class ServerConnectionHandler:
     async def _run(self, event: RequestReceived) -> None:
         rid = event.request_id
         try:
-            async with asyncio.timeout(event.deadline):
+            if event.deadline is None:
                 body = await self.worker._handle_request(self, event)
+            else:
+                async with asyncio.timeout(event.deadline):
+                    body = await self.worker._handle_request(self, event)
             if body is not None and self.session.is_in_flight(rid):
                 await self.send(self.session.reply(rid, **body))
         except asyncio.CancelledError:

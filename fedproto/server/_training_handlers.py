@@ -40,15 +40,19 @@ async def _set_train_config(
     worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived
 ) -> dict[str, Any]:
     spec = codec.train_spec_from_proto(ev.message.config)
-    state = await worker.run_training(
-        functools.partial(
-            TrainingState.configure,
-            spec,
-            registry=worker._model_registry(),
-            weights_only=worker.weights_only,
-            max_model_bytes=worker.limits.max_model_bytes,
-        )
+    configure = functools.partial(
+        TrainingState.configure,
+        spec,
+        registry=worker._model_registry(),
+        weights_only=worker.weights_only,
+        max_model_bytes=worker.limits.max_model_bytes,
     )
+    if worker.training_busy:
+        # A fit holds the training thread: load the model on the serving thread instead (it keeps one
+        # intra-op thread, so no second OpenMP team appears) rather than wait for the fit to end.
+        state = configure()
+    else:
+        state = await worker.run_training(configure)
     worker._training[conn.identity] = state
     reply = training_pb2.SetTrainConfigReply(
         parameter_count=state.parameter_count, state_names=state.state_names
@@ -61,6 +65,7 @@ async def _fit(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceive
     request: training_pb2.FitRequest = ev.message
     dataset = worker.dataset(request.dataset_key)
     state = _state(worker, conn.identity)
+    state.check_idle("fit")
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[FitProgressEvent | None] = asyncio.Queue()
     stop = threading.Event()
@@ -83,16 +88,13 @@ async def _fit(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceive
                 await conn.send(frame)
 
     pump_task = asyncio.create_task(pump())
-    future = loop.run_in_executor(
-        worker._training_executor,
-        functools.partial(
-            state.fit,
-            dataset,
-            progress=on_progress,
-            progress_every=request.progress_every,
-            should_stop=stop.is_set,
-            return_weights=request.return_weights,
-        ),
+    future = worker.submit_training(
+        state.fit,
+        dataset,
+        progress=on_progress,
+        progress_every=request.progress_every,
+        should_stop=stop.is_set,
+        return_weights=request.return_weights,
     )
     try:
         result = await asyncio.shield(future)
@@ -114,6 +116,7 @@ async def _evaluate(worker: Worker, conn: ServerConnectionHandler, ev: RequestRe
     request: training_pb2.EvaluateRequest = ev.message
     dataset = worker.dataset(request.dataset_key)
     state = _state(worker, conn.identity)
+    state.check_idle("evaluate")  # answered now, not after the running fit (section 12.3.13)
     result = await worker.run_training(
         state.evaluate,
         dataset,
@@ -135,6 +138,7 @@ async def _get_weights(worker: Worker, conn: ServerConnectionHandler, ev: Reques
 @_handles("set_weights")
 async def _set_weights(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
     state = _state(worker, conn.identity)
+    state.check_idle("set weights")
     weights = codec.named_tensors_from_proto(ev.message.weights)
     updated = await worker.run_training(state.load_weights, weights, strict=ev.message.strict)
     return {"set_weights_reply": training_pb2.SetWeightsReply(updated=updated)}

@@ -101,10 +101,10 @@ class _Param:
     kinds: frozenset[str]  # accepted Value kinds; empty means any
     kind: inspect._ParameterKind
     required: bool
+    wire_type: str = field(init=False)  # computed once: bind reads it on every call
 
-    @property
-    def wire_type(self) -> str:
-        return _wire_type(self.kinds)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wire_type", _wire_type(self.kinds))
 
 
 def _wire_type(kinds: frozenset[str]) -> str:
@@ -177,6 +177,12 @@ class ExposedMethod:
                 kinds = kinds | {"null"}
             params.append(_Param(p.name, kinds, p.kind, required))
         self._params = params
+        self._names = [p.name for p in params]
+        self._simple = all(
+            p.required
+            and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for p in params
+        )
         self._full_signature = signature
         self._signature = signature.replace(
             parameters=[p for p in signature.parameters.values() if p.name != self._context_param]
@@ -203,14 +209,23 @@ class ExposedMethod:
             ),
         )
 
+    @property
+    def wants_context(self) -> bool:
+        """Whether the method declares a :class:`CallContext` parameter."""
+        return self._context_param is not None
+
     def bind(
-        self, args: Sequence[Any], kwargs: Mapping[str, Any], context: CallContext
+        self, args: Sequence[Any], kwargs: Mapping[str, Any], context: CallContext | None
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Check the arguments against the signature (INVALID_ARGUMENT) and add the context."""
-        try:
-            bound = self._signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise InvalidArgumentError(f"{self.name}(): {exc}") from None
+        if self._simple and not kwargs and len(args) == len(self._params):
+            # every parameter positional and required, all given by position: nothing to resolve
+            bound = inspect.BoundArguments(self._signature, dict(zip(self._names, args, strict=True)))
+        else:
+            try:
+                bound = self._signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise InvalidArgumentError(f"{self.name}(): {exc}") from None
         for param in self._params:
             if param.name not in bound.arguments or not param.kinds:
                 continue

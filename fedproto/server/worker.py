@@ -140,6 +140,8 @@ class Worker:
         # every small parallel region pays for a sleep and a wake-up: a small model's fit ran 3-4x slower
         # in a worker than in a script. This must happen before the serving thread's first parallel
         # region (loading a dataset, say), which is why it is done here.
+        self._training_jobs = 0  # queued or running on the training thread
+        self._training_jobs_lock = threading.Lock()
         self.training_threads = training_threads or torch.get_num_threads()
         torch.set_num_threads(1)
         self._training_executor = ThreadPoolExecutor(
@@ -394,10 +396,31 @@ class Worker:
             raise UnimplementedError(f"{event.kind} is not implemented by this worker")
         return await handler(self, conn, event)
 
+    def submit_training(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        """Queue model work on the worker's training thread (one for all identities, in arrival order).
+
+        The job counts as running until the thread has finished it, even when whoever awaits the
+        returned future gives up earlier: :attr:`training_busy` must not say "idle" while a cancelled
+        fit is still winding down between two batches.
+        """
+        future = self._training_executor.submit(functools.partial(func, *args, **kwargs))
+        with self._training_jobs_lock:
+            self._training_jobs += 1
+        future.add_done_callback(self._training_job_done)
+        return asyncio.wrap_future(future)
+
+    def _training_job_done(self, _future: Any) -> None:  # runs on the training thread
+        with self._training_jobs_lock:
+            self._training_jobs -= 1
+
     async def run_training(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run model work on the worker's training thread (one for all identities, in arrival order)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._training_executor, functools.partial(func, *args, **kwargs))
+        """Run model work on the training thread and return its result (see :meth:`submit_training`)."""
+        return await self.submit_training(func, *args, **kwargs)
+
+    @property
+    def training_busy(self) -> bool:
+        """Whether the training thread is running (or has queued) model work."""
+        return self._training_jobs > 0
 
     async def run_sync(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run blocking work on the worker's threads, off the event loop."""
@@ -513,8 +536,9 @@ async def _list_methods(worker: Worker, conn: ServerConnectionHandler, ev: Reque
 async def _call(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
     request: calls_pb2.CallRequest = ev.message
     method: ExposedMethod = worker.methods.get(request.method)
-    # the encoded CallRequest without its method field (section 11.3.1); fields encode independently
-    size = request.ByteSize() - calls_pb2.CallRequest(method=request.method).ByteSize()
+    # the encoded CallRequest without its method field (section 11.3.1): a tag byte, the length, the name
+    name_bytes = len(request.method.encode())
+    size = request.ByteSize() - (1 + _varint_size(name_bytes) + name_bytes if name_bytes else 0)
     limit = worker.limits.max_call_args_bytes
     if limit and size > limit:
         raise ResourceExhaustedError(
@@ -522,9 +546,11 @@ async def _call(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceiv
         )
     args = [codec.value_from_proto(a) for a in request.args]
     kwargs = codec.values_from_entries(request.kwargs)
-    context = CallContext(
-        identity=conn.identity, method=method.name, _notify=conn.notify, _loop=asyncio.get_running_loop()
-    )
+    context = None
+    if method.wants_context:
+        context = CallContext(
+            identity=conn.identity, method=method.name, _notify=conn.notify, _loop=asyncio.get_running_loop()
+        )
     call_args, call_kwargs = method.bind(args, kwargs, context)
     try:
         if method.is_async:
@@ -534,13 +560,18 @@ async def _call(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceiv
         else:
             result = await worker.run_sync(method.func, *call_args, **call_kwargs)
     except asyncio.CancelledError:
-        context.cancelled.set()
+        if context is not None:
+            context.cancelled.set()
         raise
     try:
         value = codec.value_to_proto(result)
     except InvalidArgumentError as exc:
         raise InternalError(f"{method.name} returned a value the protocol cannot carry: {exc}") from None
     return {"call_reply": calls_pb2.CallReply(result=value)}
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Any) -> Subprotocol | None:

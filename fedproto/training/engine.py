@@ -360,6 +360,18 @@ class TrainingState:
         """The names in the model's state dict, in order (``SetTrainConfigReply.state_names``)."""
         return list(self._model.state_dict().keys())
 
+    @property
+    def busy(self) -> bool:
+        """Whether a fit or an evaluation is running on this state right now."""
+        return self._busy.locked()
+
+    def check_idle(self, action: str) -> None:
+        """Raise FAILED_PRECONDITION at once when a fit or an evaluation runs on this state."""
+        if self._busy.locked():
+            raise FailedPreconditionError(
+                f"cannot {action}: a fit or evaluation is already running on this training state"
+            )
+
     @contextmanager
     def _exclusive(self, action: str) -> Iterator[None]:
         if not self._busy.acquire(blocking=False):
