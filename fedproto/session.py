@@ -15,7 +15,7 @@ import itertools
 import math
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -33,6 +33,7 @@ from fedproto.errors import (
     UnimplementedError,
     UnsupportedVersionError,
 )
+from fedproto.hashing import Hasher
 from fedproto.types import Limits, ObjectInfo, ServerInfo, TensorInfo
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import GetObjectReply, SendObjectRequest
@@ -279,11 +280,11 @@ class _Assembly:
 
     total: int
     buffer: bytearray
+    hasher: Hasher
     #: every chunk but the last must be exactly the chunk size (uploads, section 7.3.5); downloads may
     #: use smaller chunks when the client's frame limit asks for it
     full_chunks: bool = False
     received: int = 0
-    hasher: Any = field(default_factory=hashlib.sha256)
 
     def add(self, offset: int, data: bytes | memoryview, total: int, max_chunk: int) -> None:
         size = len(data)
@@ -297,9 +298,11 @@ class _Assembly:
             raise InvalidArgumentError(f"a chunk of {size} bytes before the last one (section 7.3.5)")
         if self.received + size > self.total:
             raise InvalidArgumentError("chunks run past the announced total_bytes")
-        self.buffer[self.received : self.received + size] = data
-        self.hasher.update(data)
-        self.received += size
+        end = self.received + size
+        self.buffer[self.received : end] = data
+        # hash the bytes in place, not the frame: a background hasher then holds no frame alive
+        self.hasher.update(memoryview(self.buffer)[self.received : end])
+        self.received = end
 
     @property
     def complete(self) -> bool:
@@ -330,7 +333,8 @@ class ServerSession:
 
     ``authenticate`` maps a Hello token to an identity, or returns None to refuse it; ``check_upload`` is
     called with the identity and the request before a chunked upload's buffer is allocated, and raises a
-    :class:`ProtocolError` (usually RESOURCE_EXHAUSTED) to refuse it.
+    :class:`ProtocolError` (usually RESOURCE_EXHAUSTED) to refuse it. ``hasher`` makes the SHA-256 that
+    checks each chunked upload (the worker passes :class:`fedproto.hashing.BackgroundSha256`).
     """
 
     def __init__(
@@ -343,8 +347,10 @@ class ServerSession:
         authenticate: Callable[[str], str | None],
         check_upload: Callable[[str, SendObjectRequest, TensorInfo], None] | None = None,
         versions: Sequence[int] = PROTOCOL_VERSIONS,
+        hasher: Callable[[], Hasher] = hashlib.sha256,
     ) -> None:
         self.server_id = server_id
+        self._hasher = hasher
         self.server_name = server_name
         self.limits = limits
         self.capabilities = tuple(capabilities)
@@ -511,9 +517,8 @@ class ServerSession:
                 self._check_upload(self.identity or "", request, info)
         except ProtocolError as error:
             return [SendFrame(self.fail(rid, error))]
-        upload = _Upload(
-            request, info, _Assembly(info.nbytes, bytearray(info.nbytes), full_chunks=True), deadline
-        )
+        assembly = _Assembly(info.nbytes, bytearray(info.nbytes), self._hasher(), full_chunks=True)
+        upload = _Upload(request, info, assembly, deadline)
         if info.nbytes == 0:
             return self._finish_upload(rid, upload)
         self._uploads[rid] = upload
@@ -659,7 +664,10 @@ class _Pending:
 
 
 class ClientSession:
-    """The client's half of one connection: ids, correlation, chunk reassembly and checks."""
+    """The client's half of one connection: ids, correlation, chunk reassembly and checks.
+
+    ``hasher`` makes the SHA-256 that checks each chunked download (see :mod:`fedproto.hashing`).
+    """
 
     def __init__(
         self,
@@ -668,8 +676,10 @@ class ClientSession:
         client_name: str = "fedproto-python",
         versions: Sequence[int] = PROTOCOL_VERSIONS,
         max_frame_bytes: int = 0,
+        hasher: Callable[[], Hasher] = hashlib.sha256,
     ) -> None:
         self.token = token
+        self._hasher = hasher
         self.client_name = client_name
         self.versions = tuple(versions)
         self.max_frame_bytes = max_frame_bytes
@@ -842,7 +852,7 @@ class ClientSession:
             if limit and total > limit:
                 pending.failed = MalformedError("chunked download larger than the server's own limit")
                 return []
-            pending.assembly = _Assembly(total, bytearray(total))
+            pending.assembly = _Assembly(total, bytearray(total), self._hasher())
         chunk_limit = self.server.limits.chunk_bytes if self.server else 0
         try:
             pending.assembly.add(offset, data, total, chunk_limit)

@@ -34,6 +34,7 @@ from fedproto.errors import (
     ConnectionClosedError,
     DeadlineExceededError,
 )
+from fedproto.hashing import BackgroundSha256
 from fedproto.session import (
     ClientSession,
     CloseConnection,
@@ -212,7 +213,12 @@ class AsyncClient:
                     delay = min(delay * 2, 5.0)
 
     async def _connect_once(self) -> None:
-        session = ClientSession(token=self.token, client_name=self.name, max_frame_bytes=self.max_frame_bytes)
+        session = ClientSession(
+            token=self.token,
+            client_name=self.name,
+            max_frame_bytes=self.max_frame_bytes,
+            hasher=BackgroundSha256,
+        )
         try:
             ws = await connect(
                 self.url,

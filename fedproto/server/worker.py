@@ -36,6 +36,7 @@ from fedproto.errors import (
     ResourceExhaustedError,
     UnimplementedError,
 )
+from fedproto.hashing import BackgroundSha256
 from fedproto.server._connection import ServerConnectionHandler
 from fedproto.server.methods import CallContext, ExposedMethod, MethodRegistry
 from fedproto.server.store import ObjectStore
@@ -375,6 +376,7 @@ class Worker:
             capabilities=self.capabilities,
             authenticate=self.authenticate,
             check_upload=self._check_upload,
+            hasher=BackgroundSha256,
         )
         handler = ServerConnectionHandler(self, ws, session)
         self._connections.add(handler)
