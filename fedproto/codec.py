@@ -670,7 +670,7 @@ def decode_envelope(data: bytes | bytearray | memoryview) -> ProtoEnvelope:
 _ENVELOPE_REQUEST_ID = 1
 _ENVELOPE_DEADLINE = 2
 _ENVELOPE_CHUNK = ProtoEnvelope.DESCRIPTOR.fields_by_name["chunk"].number
-_CHUNK_OFFSET, _CHUNK_DATA, _CHUNK_TOTAL = 1, 2, 3
+_CHUNK_OFFSET, _CHUNK_DATA, _CHUNK_TOTAL, _CHUNK_SHA256 = 1, 2, 3, 4
 _VARINT, _LEN = 0, 2
 _CHUNK_KEY = bytes([(_ENVELOPE_CHUNK << 3 | _LEN) & 0x7F | 0x80, (_ENVELOPE_CHUNK << 3 | _LEN) >> 7])
 
@@ -691,13 +691,20 @@ def _key(field: int, wire_type: int) -> bytes:
     return _varint(field << 3 | wire_type)
 
 
-def encode_chunk_frame(request_id: int, offset: int, data: memoryview, total_bytes: int) -> bytes:
-    """Serialize ``Envelope{request_id, chunk: Chunk{offset, data, total_bytes}}`` with one payload copy."""
+def encode_chunk_frame(
+    request_id: int, offset: int, data: memoryview, total_bytes: int, sha256: bytes = b""
+) -> bytes:
+    """Serialize ``Envelope{request_id, chunk: Chunk{offset, data, total_bytes, sha256}}``, one payload copy.
+
+    ``sha256`` is the trailing digest an upload's last chunk may carry (section 7.3.26).
+    """
     head = bytearray()
     if offset:
         head += _key(_CHUNK_OFFSET, _VARINT) + _varint(offset)
     head += _key(_CHUNK_DATA, _LEN) + _varint(data.nbytes)
     tail = _key(_CHUNK_TOTAL, _VARINT) + _varint(total_bytes) if total_bytes else b""
+    if sha256:
+        tail += _key(_CHUNK_SHA256, _LEN) + _varint(len(sha256)) + sha256
     body_len = len(head) + data.nbytes + len(tail)
     prefix = b""
     if request_id:
@@ -748,8 +755,8 @@ def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
 def decode_chunk_frame(data: bytes | bytearray | memoryview) -> tuple[int, int, memoryview, int] | None:
     """Read a chunk envelope without copying its payload: ``(request_id, offset, data, total_bytes)``.
 
-    Returns None when the frame is anything but a plain chunk envelope (including a deadline, unknown
-    fields or repeated fields): the caller then decodes it with :func:`decode_envelope`.
+    Returns None when the frame is anything but a plain chunk envelope (including a deadline, a trailing
+    digest, unknown fields or repeated fields): the caller then decodes it with :func:`decode_envelope`.
     """
     if isinstance(data, (bytes, bytearray)) and data.find(_CHUNK_KEY, 0, 13) < 0:
         return None  # quick refusal of every other frame: the chunk key follows at most a request id

@@ -317,11 +317,33 @@ class _Upload:
     deadline: float | None
 
 
-def chunk_frames(request_id: int, view: memoryview, chunk_bytes: int) -> Iterator[bytes]:
-    """Yield the Chunk frames that carry ``view`` for one transfer (section 7.3)."""
+def chunk_frames(
+    request_id: int, view: memoryview, chunk_bytes: int, digest: Callable[[], bytes] | None = None
+) -> Iterator[bytes]:
+    """Yield the Chunk frames that carry ``view`` for one transfer (section 7.3).
+
+    With ``digest``, the last chunk carries ``digest()`` as its trailing SHA-256 (section 7.3.26); it is
+    asked for only once every earlier chunk has been yielded.
+    """
     total = view.nbytes
     for offset in range(0, total, chunk_bytes):
-        yield codec.encode_chunk_frame(request_id, offset, view[offset : offset + chunk_bytes], total)
+        end = offset + chunk_bytes
+        trailer = digest() if digest is not None and end >= total else b""
+        yield codec.encode_chunk_frame(request_id, offset, view[offset:end], total, trailer)
+
+
+def _check_trailing_digest(upload: _Upload, digest: bytes) -> None:
+    """Section 7.3.27: only the last chunk carries a digest, and only when the header left it out."""
+    last = upload.assembly.complete
+    if digest:
+        if upload.info.sha256:
+            raise InvalidArgumentError("the upload's header already gave its SHA-256; a chunk may not")
+        if not last:
+            raise InvalidArgumentError("only the last chunk of an upload may carry its SHA-256")
+        if len(digest) != 32:
+            raise InvalidArgumentError(f"the last chunk's sha256 has {len(digest)} bytes, not 32")
+    elif last and not upload.info.sha256:
+        raise InvalidArgumentError("the upload's header left sha256 empty, so its last chunk must carry it")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -415,7 +437,7 @@ class ServerSession:
             return self._receive_request(envelope, kind)
         if kind == "chunk":
             chunk = envelope.chunk
-            return self._receive_chunk(rid, chunk.offset, chunk.data, chunk.total_bytes)
+            return self._receive_chunk(rid, chunk.offset, chunk.data, chunk.total_bytes, chunk.sha256)
         if kind == "cancel":
             return self._receive_cancel(rid)
         if kind == "goodbye":
@@ -511,8 +533,11 @@ class ServerSession:
     def _start_upload(self, rid: int, request: SendObjectRequest, deadline: float | None) -> list[Event]:
         try:
             info = codec.tensor_info_from_proto(request.chunked)
-            if len(info.sha256) != 32:
-                raise InvalidArgumentError("a chunked upload needs the 32-byte SHA-256 of its payload")
+            if len(info.sha256) not in (0, 32):  # empty: the last chunk brings it (section 7.3.26)
+                raise InvalidArgumentError(
+                    f"chunked.sha256 has {len(info.sha256)} bytes; give the 32-byte SHA-256 of the payload "
+                    "here or in the last chunk"
+                )
             if self._check_upload is not None:
                 self._check_upload(self.identity or "", request, info)
         except ProtocolError as error:
@@ -524,24 +549,32 @@ class ServerSession:
         self._uploads[rid] = upload
         return [UploadStarted(rid, deadline)]
 
-    def _receive_chunk(self, rid: int, offset: int, data: bytes | memoryview, total: int) -> list[Event]:
+    def _receive_chunk(
+        self, rid: int, offset: int, data: bytes | memoryview, total: int, digest: bytes = b""
+    ) -> list[Event]:
         upload = self._uploads.get(rid)
         if upload is None:  # section 7.3: chunks of no upload in progress are ignored
             return []
         try:
             upload.assembly.add(offset, data, total, self.limits.chunk_bytes)
+            _check_trailing_digest(upload, digest)
         except ProtocolError as error:
             del self._uploads[rid]
             return [SendFrame(self.fail(rid, error))]
         events: list[Event] = [TransferProgress(rid, upload.assembly.received, upload.assembly.total)]
         if upload.assembly.complete:
             del self._uploads[rid]
-            events.extend(self._finish_upload(rid, upload))
+            events.extend(self._finish_upload(rid, upload, digest))
         return events
 
-    def _finish_upload(self, rid: int, upload: _Upload) -> list[Event]:
-        if upload.assembly.hasher.digest() != upload.info.sha256:
+    def _finish_upload(self, rid: int, upload: _Upload, trailing_digest: bytes = b"") -> list[Event]:
+        expected = upload.info.sha256 or trailing_digest
+        if expected and upload.assembly.hasher.digest() != expected:
             return [SendFrame(self.fail(rid, DataLossError("payload does not match its SHA-256")))]
+        if not upload.info.sha256:
+            # the handler stores the header's TensorInfo: give it the verified digest so nobody hashes
+            # the payload again (an empty upload has none to give: section 7.3.28)
+            upload.request.chunked.sha256 = expected or upload.assembly.hasher.digest()
         return [
             RequestReceived(
                 request_id=rid,
@@ -731,11 +764,22 @@ class ClientSession:
             return rid, codec.encode_with_payload(envelope, payload[0], payload[1])
         return rid, codec.encode_envelope(envelope)
 
-    def upload(self, rid: int, view: memoryview, chunk_bytes: int) -> Iterator[bytes]:
-        """Yield the Chunk frames of a chunked SendObjectRequest already started with :meth:`request`."""
+    def upload(
+        self, rid: int, view: memoryview, chunk_bytes: int, *, trailing_digest: bool = False
+    ) -> Iterator[bytes]:
+        """Yield the Chunk frames of a chunked SendObjectRequest already started with :meth:`request`.
+
+        With ``trailing_digest`` (the request's ``chunked.sha256`` was left empty) the payload is hashed
+        by the session's hasher while the frames are sent, and the last chunk carries the digest
+        (section 7.3.26): no pass over the payload before its first byte goes out.
+        """
         if rid not in self._pending:
             raise SessionError(f"request {rid} is not pending")
-        return chunk_frames(rid, view, chunk_bytes)
+        if not trailing_digest:
+            return chunk_frames(rid, view, chunk_bytes)
+        hasher = self._hasher()
+        hasher.update(view)
+        return chunk_frames(rid, view, chunk_bytes, hasher.digest)
 
     def cancel(self, rid: int, reason: str = "") -> bytes | None:
         """Build the Cancel of a pending request; its late reply will be dropped (section 6.2)."""

@@ -190,8 +190,8 @@ def start_upload(s: ServerSession, payload: bytes, rid: int = 5, sha: bytes | No
     return s.receive_frame(frame(rid, send_object=objects_pb2.SendObjectRequest(id="x", chunked=info)))
 
 
-def chunk(rid: int, offset: int, data: bytes, total: int) -> bytes:
-    return frame(rid, chunk=tensor_pb2.Chunk(offset=offset, data=data, total_bytes=total))
+def chunk(rid: int, offset: int, data: bytes, total: int, sha: bytes = b"") -> bytes:
+    return frame(rid, chunk=tensor_pb2.Chunk(offset=offset, data=data, total_bytes=total, sha256=sha))
 
 
 def test_upload_assembles_and_verifies() -> None:
@@ -225,6 +225,67 @@ def test_upload_violations(chunks, code) -> None:
     assert error.request_id == 5 and error.error.code == code
     assert 5 not in s.in_flight
     assert s.receive_frame(chunk(5, 0, b"\x00", 20)) == []  # late chunks are ignored
+
+
+def test_upload_with_trailing_digest() -> None:
+    s = open_server()
+    payload = bytes(range(20))
+    assert start_upload(s, payload, sha=b"") == [UploadStarted(5, None)]
+    s.receive_frame(chunk(5, 0, payload[:8], 20))
+    s.receive_frame(chunk(5, 8, payload[8:16], 20))
+    done = s.receive_frame(chunk(5, 16, payload[16:], 20, sha=hashlib.sha256(payload).digest()))[-1]
+    assert isinstance(done, RequestReceived) and bytes(done.payload or b"") == payload
+    # the handler gets the verified digest in the header it stores (section 7.3.26)
+    assert done.message.chunked.sha256 == hashlib.sha256(payload).digest()
+
+
+_GOOD = hashlib.sha256(bytes(range(20))).digest()
+
+
+@pytest.mark.parametrize(
+    ("header", "digests", "code"),
+    [
+        (b"", [b"", b"", b""], ErrorCode.INVALID_ARGUMENT),  # no digest anywhere
+        (b"", [_GOOD, b"", _GOOD], ErrorCode.INVALID_ARGUMENT),  # a digest before the last chunk
+        (_GOOD, [b"", b"", _GOOD], ErrorCode.INVALID_ARGUMENT),  # given twice
+        (b"", [b"", b"", _GOOD[:31]], ErrorCode.INVALID_ARGUMENT),  # 31 bytes
+        (b"", [b"", b"", bytes(32)], ErrorCode.DATA_LOSS),  # the wrong digest
+    ],
+)
+def test_trailing_digest_violations(header: bytes, digests: list[bytes], code: ErrorCode) -> None:
+    s = open_server()
+    payload = bytes(range(20))
+    start_upload(s, payload, sha=header)
+    events = []
+    for offset, digest in zip((0, 8, 16), digests, strict=True):
+        events += s.receive_frame(chunk(5, offset, payload[offset : offset + 8], 20, sha=digest))
+        if sent(events):
+            break
+    (error,) = sent(events)
+    assert error.request_id == 5 and error.error.code == code
+    assert 5 not in s.in_flight
+
+
+def test_empty_upload_without_digest_completes() -> None:
+    (done,) = start_upload(open_server(), b"", sha=b"")
+    assert isinstance(done, RequestReceived)
+    assert done.message.chunked.sha256 == hashlib.sha256(b"").digest()
+
+
+def test_client_upload_puts_the_digest_in_the_last_chunk() -> None:
+    pair = Pair(chunk_bytes=1000)
+    payload = bytes(range(256)) * 9
+    info = tensor_pb2.TensorInfo(dtype=tensor_pb2.DTYPE_UINT8, shape=[len(payload)], nbytes=len(payload))
+    rid, data = pair.client.request(send_object=objects_pb2.SendObjectRequest(id="t", chunked=info))
+    assert pair.to_server(data) == []
+    frames = list(pair.client.upload(rid, memoryview(payload), 1000, trailing_digest=True))
+    chunks = [envelope_pb2.Envelope.FromString(f).chunk for f in frames]
+    assert [bool(c.sha256) for c in chunks] == [False, False, True]
+    assert chunks[-1].sha256 == hashlib.sha256(payload).digest()
+    events = []
+    for f in frames:
+        events += pair.server.receive_frame(f)
+    assert isinstance(events[-1], RequestReceived) and bytes(events[-1].payload or b"") == payload
 
 
 def test_upload_announcement_checks() -> None:

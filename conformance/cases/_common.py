@@ -136,15 +136,25 @@ async def start_upload(
 
 
 async def send_chunks(
-    conn: Connection, rid: int, data: bytes, sizes: Sequence[int], *, total: int | None = None
+    conn: Connection,
+    rid: int,
+    data: bytes,
+    sizes: Sequence[int],
+    *,
+    total: int | None = None,
+    digests: Sequence[bytes] = (),
 ) -> None:
-    """Send ``data`` as Chunk envelopes of ``sizes`` (which need not be valid)."""
+    """Send ``data`` as Chunk envelopes of ``sizes`` (which need not be valid).
+
+    ``digests[i]`` goes in chunk i's ``sha256`` field (section 7.3.26); missing entries leave it empty.
+    """
     offset = 0
-    for size in sizes:
+    for index, size in enumerate(sizes):
         chunk = tensor_pb2.Chunk(
             offset=offset,
             data=data[offset : offset + size],
             total_bytes=len(data) if total is None else total,
+            sha256=digests[index] if index < len(digests) else b"",
         )
         await conn.send(make_envelope(rid, "chunk", chunk))
         offset += size
@@ -158,13 +168,25 @@ async def upload(
     dtype: int = tensor_pb2.DTYPE_UINT8,
     chunk_bytes: int,
     sizes: Sequence[int] | None = None,
+    trailing: bool = False,
 ) -> Reply:
-    """A whole chunked upload of ``data`` (1-d, so any length fits uint8)."""
+    """A whole chunked upload of ``data`` (1-d, so any length fits uint8).
+
+    With ``trailing`` the digest goes in the last chunk instead of the header (section 7.3.26).
+    """
     width = DTYPE_WIDTHS[dtype]
+    digest = sha256(data)
     rid = await start_upload(
-        conn, object_id, dtype=dtype, shape=[len(data) // width], nbytes=len(data), digest=sha256(data)
+        conn,
+        object_id,
+        dtype=dtype,
+        shape=[len(data) // width],
+        nbytes=len(data),
+        digest=b"" if trailing else digest,
     )
-    await send_chunks(conn, rid, data, sizes if sizes is not None else chunk_sizes(len(data), chunk_bytes))
+    sizes = sizes if sizes is not None else chunk_sizes(len(data), chunk_bytes)
+    digests = [b""] * (len(sizes) - 1) + [digest] if trailing and sizes else []
+    await send_chunks(conn, rid, data, sizes, digests=digests)
     return await conn.reply(rid)
 
 
@@ -218,6 +240,11 @@ async def download(
             fail(
                 f"chunk {n} of request {rid} says total_bytes={chunk.total_bytes}, "
                 f"the reply's nbytes is {total} (section 7.3.16)"
+            )
+        if chunk.sha256:
+            fail(
+                f"chunk {n} of request {rid} carries a sha256: a download's digest belongs in the reply "
+                "(section 7.3.29)"
             )
         received += chunk.data
         lengths.append(size)

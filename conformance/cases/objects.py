@@ -600,19 +600,24 @@ def _case_chunked_roundtrip(ctx: Context) -> None:
         st.sampled_from(sorted({1, cb - 1, cb, cb + 1, 2 * cb})).filter(lambda n: 0 < n <= top),
     )
 
-    @given(size=sizes, seed=st.integers(0, 1 << 32), float32=st.booleans())
-    def check_upload(size: int, seed: int, float32: bool) -> None:
-        ctx.run(_chunked_roundtrip(ctx, size, seed, float32))
+    @given(size=sizes, seed=st.integers(0, 1 << 32), float32=st.booleans(), trailing=st.booleans())
+    def check_upload(size: int, seed: int, float32: bool, trailing: bool) -> None:
+        ctx.run(_chunked_roundtrip(ctx, size, seed, float32, trailing))
 
     ctx.hypothesis(check_upload, max_examples=max(3, ctx.settings.max_examples // 2))
 
 
-async def _chunked_roundtrip(ctx: Context, size: int, seed: int, float32: bool) -> None:
+async def _chunked_roundtrip(ctx: Context, size: int, seed: int, float32: bool, trailing: bool) -> None:
     dtype = tensor_pb2.DTYPE_FLOAT32 if float32 and size % 4 == 0 else tensor_pb2.DTYPE_UINT8
     data = _payload(seed, size)
+    where = "in the last chunk" if trailing else "in the header"
     async with await ctx.connect() as conn:
         object_id = ctx.unique("up")
-        reply = await upload(conn, object_id, data, dtype=dtype, chunk_bytes=ctx.limits.chunk_bytes)
+        reply = await upload(
+            conn, object_id, data, dtype=dtype, chunk_bytes=ctx.limits.chunk_bytes, trailing=trailing
+        )
+        if reply.kind != "send_object_reply":
+            fail(f"an upload of {size} bytes with its digest {where} was answered with {reply.describe()}")
         info = reply.expect("send_object_reply").info
         check(
             info.tensor.nbytes == size, f"SendObjectReply says nbytes={info.tensor.nbytes} for {size} bytes"
@@ -791,6 +796,117 @@ async def _case_digest_mismatch(ctx: Context) -> None:
 
 
 @case(
+    "objects/7.3.26/trailing-digest",
+    rule="A client MAY leave chunked.sha256 empty and put the SHA-256 of the whole payload in the sha256 "
+    "field of the upload's last chunk instead. Servers that advertise chunked MUST accept both forms and "
+    "check the digest as §7.3.10 says.",
+    needs=CHUNKED,
+)
+async def _case_trailing_digest(ctx: Context) -> None:
+    cb = ctx.limits.chunk_bytes
+    data = _payload(8, 2 * cb + 3)
+    async with await ctx.connect() as conn:
+        object_id = ctx.unique("trail")
+        reply = await upload(conn, object_id, data, chunk_bytes=cb, trailing=True)
+        if reply.kind != "send_object_reply":
+            fail(f"an upload with its digest in the last chunk was answered with {reply.describe()}")
+        check(
+            reply.expect("send_object_reply").info.tensor.sha256 == sha256(data),
+            "the SendObjectReply of an upload with a trailing digest does not give the payload's SHA-256",
+        )
+        got = await download(conn, object_id, chunk_bytes=cb)
+        check(got.data == data, "an upload with its digest in the last chunk came back different")
+        wrong = bytearray(sha256(data))
+        wrong[-1] ^= 0x80
+        other = ctx.unique("trail-bad")
+        rid = await start_upload(
+            conn, other, dtype=tensor_pb2.DTYPE_UINT8, shape=[len(data)], nbytes=len(data), digest=b""
+        )
+        sizes = chunk_sizes(len(data), cb)
+        await send_chunks(conn, rid, data, sizes, digests=[b""] * (len(sizes) - 1) + [bytes(wrong)])
+        reply = await conn.reply(rid)
+        if reply.kind != "error" or reply.envelope.error.code != E.DATA_LOSS:
+            fail(
+                f"an upload whose last chunk carries a wrong digest was answered with {reply.describe()}, "
+                "expected Error{DATA_LOSS}"
+            )
+        await _get_missing(conn, other, "after an upload with a wrong trailing digest")
+        await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
+
+
+_DIGEST_MISPLACED = ["none", "early", "twice", "short"]
+
+
+@case(
+    "objects/7.3.27/misplaced-digest",
+    rule="A chunk's sha256 MUST be empty except on the last chunk of an upload whose header left "
+    "chunked.sha256 empty, where it MUST be 32 bytes. A chunk that breaks this ends the upload as §7.3.8 "
+    "says: INVALID_ARGUMENT, partial data discarded.",
+    needs=CHUNKED,
+)
+def _case_misplaced_digest(ctx: Context) -> None:
+    @given(how=st.sampled_from(_DIGEST_MISPLACED), extra=st.integers(1, 300), seed=st.integers(0, 1 << 16))
+    def check_misplaced(how: str, extra: int, seed: int) -> None:
+        ctx.run(_misplaced_digest(ctx, how, extra, seed))
+
+    ctx.hypothesis(check_misplaced, max_examples=max(len(_DIGEST_MISPLACED), ctx.settings.max_examples // 2))
+
+
+async def _misplaced_digest(ctx: Context, how: str, extra: int, seed: int) -> None:
+    cb = ctx.limits.chunk_bytes
+    data = _payload(seed, cb + extra)
+    digest = sha256(data)
+    header, digests = {
+        "none": (b"", [b"", b""]),  # the header left it out and the last chunk has none either
+        "early": (b"", [digest, digest]),  # on a chunk before the last
+        "twice": (digest, [b"", digest]),  # in the header and in the last chunk
+        "short": (b"", [b"", digest[:31]]),  # not 32 bytes
+    }[how]
+    async with await ctx.connect() as conn:
+        object_id = ctx.unique("misplaced")
+        rid = await start_upload(
+            conn, object_id, dtype=tensor_pb2.DTYPE_UINT8, shape=[len(data)], nbytes=len(data), digest=header
+        )
+        await send_chunks(conn, rid, data, [cb, extra], digests=digests)
+        reply = await conn.reply(rid)
+        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+            fail(
+                f"an upload with its digest {how!r} ({_MISPLACED_MEANING[how]}) was answered with "
+                f"{reply.describe()}, expected Error{{INVALID_ARGUMENT}}"
+            )
+        await conn.ping()
+        await _get_missing(conn, object_id, f"after an upload refused for a {how!r} digest")
+
+
+_MISPLACED_MEANING = {
+    "none": "no digest in the header nor in the last chunk",
+    "early": "on the first chunk as well as the last",
+    "twice": "in the header and in the last chunk",
+    "short": "31 bytes in the last chunk",
+}
+
+
+@case(
+    "objects/7.3.28/empty-upload-without-digest",
+    rule="An upload with nbytes 0 and an empty chunked.sha256 is completed at once (§7.3.11): there is no "
+    "chunk to carry a digest, and nothing to check.",
+    needs=CHUNKED,
+)
+async def _case_empty_without_digest(ctx: Context) -> None:
+    async with await ctx.connect() as conn:
+        object_id = ctx.unique("empty-trail")
+        rid = await start_upload(
+            conn, object_id, dtype=tensor_pb2.DTYPE_UINT8, shape=[0], nbytes=0, digest=b""
+        )
+        reply = await conn.reply(rid)
+        if reply.kind != "send_object_reply":
+            fail(f"an empty upload with no digest was answered with {reply.describe()}")
+        got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+        check(got.data == b"", "an empty upload came back with bytes")
+        await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
+
+
+@case(
     "objects/7.3.2/bad-chunked-info",
     rule="chunked.nbytes MUST equal product(shape) × width(dtype), and chunked.sha256 MUST be 32 bytes; "
     "otherwise the server MUST end the upload with an Error with code INVALID_ARGUMENT.",
@@ -802,7 +918,7 @@ async def _case_bad_info(ctx: Context) -> None:
     for shape, nbytes, digest in (
         ([4], 15, sha256(bytes(15))),
         ([4], 16, sha256(bytes(16))[:31]),
-        ([4], 16, b""),
+        ([4], 16, sha256(bytes(16)) + b"\x00"),
     ):
         rid = await start_upload(
             conn, ctx.unique("info"), dtype=f32, shape=shape, nbytes=nbytes, digest=digest

@@ -410,7 +410,7 @@ class AsyncClient:
         on_transfer: TransferCallback | None,
     ) -> None:
         sent = 0
-        for frame in session.upload(rid, view, self.server.limits.chunk_bytes):
+        for frame in session.upload(rid, view, self.server.limits.chunk_bytes, trailing_digest=True):
             if future.done():  # the worker already refused the upload: stop sending
                 return
             await ws.send(frame)
@@ -457,12 +457,8 @@ class AsyncClient:
             id=id or "", tags=list(tags), description=description, overwrite=overwrite
         )
         if view.nbytes > limits.chunk_bytes:
-            digest = await asyncio.to_thread(codec.sha256, view)
-            request.chunked.CopyFrom(
-                codec.tensor_info_to_proto(
-                    type(info)(dtype=info.dtype, shape=info.shape, nbytes=info.nbytes, sha256=digest)
-                )
-            )
+            # The digest travels in the last chunk (section 7.3.26), hashed while the chunks go out.
+            request.chunked.CopyFrom(codec.tensor_info_to_proto(info))
             reply = await self._request(timeout=timeout, send_object=request, upload=(view, progress))
         else:
             request.tensor.dtype = codec.dtype_to_proto(info.dtype)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from typing import Any, ClassVar
 
 from google.protobuf import unknown_fields
@@ -421,6 +422,25 @@ class UploadInArrivalOrder(Proxy):
         await link.to_server(data)
 
 
+class TrailingDigestUnchecked(Proxy):
+    """A digest that comes in the last chunk is never compared: the server checks its own hash."""
+
+    name = "trailing-digest-unchecked"
+    catches = "objects/7.3.26/trailing-digest"
+
+    async def from_client(self, link: Link, data: bytes | str, envelope: Envelope | None) -> None:
+        hashes = link.state.setdefault("hashes", {})
+        kind = envelope.WhichOneof("body") if envelope is not None else None
+        if envelope is not None and kind == "send_object" and envelope.send_object.HasField("chunked"):
+            hashes[envelope.request_id] = hashlib.sha256()
+        elif envelope is not None and kind == "chunk" and envelope.request_id in hashes:
+            hashes[envelope.request_id].update(envelope.chunk.data)
+            if envelope.chunk.sha256:  # what the server "checks" is the hash it computed itself
+                envelope.chunk.sha256 = hashes.pop(envelope.request_id).digest()
+                data = encode(envelope)
+        await link.to_server(data)
+
+
 class WelcomeLiesAboutFrames(Proxy):
     """The Welcome advertises twice the max_frame_bytes the server really accepts."""
 
@@ -640,6 +660,7 @@ FAULTS: list[type[Proxy]] = [
     CrashOnMalformed,
     ChunksWrongOrder,
     UploadInArrivalOrder,
+    TrailingDigestUnchecked,
     WelcomeLiesAboutFrames,
     InFlightOffByOne,
     DuplicateIdErrorOnOriginal,
