@@ -19,6 +19,10 @@ TITLES = {
 }
 
 
+#: Hand-written analysis of the missed targets, copied into the generated page.
+MISSED_TARGETS_NOTES = Path(__file__).with_name("missed_targets.md")
+
+
 def load_results(folder: Path) -> dict[str, dict[str, Any]]:
     """Every workload's latest result found in ``folder``, by name."""
     found = {}
@@ -317,6 +321,8 @@ def write_markdown(results: dict[str, Any], path: Path, plot_folder: Path | None
     for name in WORKLOADS:
         if name in results:
             lines += ["", f"## {TITLES[name]}", "", *sections[name](results[name])]
+    if MISSED_TARGETS_NOTES.exists():
+        lines += ["", "## Where a target is missed, and why", "", MISSED_TARGETS_NOTES.read_text().rstrip()]
     lines += [
         "",
         "## Reproducing",
