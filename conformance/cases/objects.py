@@ -589,7 +589,8 @@ def _payload(seed: int, size: int) -> bytes:
 @case(
     "objects/7.3.10/chunked-upload-roundtrip",
     rule="When the last byte has arrived, the server MUST compute the SHA-256 of the assembled payload; if "
-    "it equals chunked.sha256 the server stores the tensor and answers SendObjectReply.",
+    "it equals the upload's digest (chunked.sha256, or the last chunk's sha256, §7.3.26) the server stores "
+    "the tensor ... and answers SendObjectReply.",
     needs=CHUNKED,
 )
 def _case_chunked_roundtrip(ctx: Context) -> None:
@@ -772,7 +773,7 @@ async def _bad_chunk(ctx: Context, how: str, extra: int, seed: int) -> None:
 @case(
     "objects/7.3.10/digest-mismatch-data-loss",
     rule="When the last byte has arrived, the server MUST compute the SHA-256 of the assembled payload; "
-    "if it equals chunked.sha256 the server stores the tensor ...; otherwise it MUST answer with an "
+    "if it equals the upload's digest ... the server stores the tensor ...; otherwise it MUST answer with an "
     "Error with code DATA_LOSS and store nothing.",
     needs=CHUNKED,
 )
@@ -908,8 +909,8 @@ async def _case_empty_without_digest(ctx: Context) -> None:
 
 @case(
     "objects/7.3.2/bad-chunked-info",
-    rule="chunked.nbytes MUST equal product(shape) × width(dtype), and chunked.sha256 MUST be 32 bytes; "
-    "otherwise the server MUST end the upload with an Error with code INVALID_ARGUMENT.",
+    rule="chunked.nbytes MUST equal product(shape) × width(dtype), and chunked.sha256 MUST be 32 bytes "
+    "or empty; otherwise the server MUST end the upload with an Error with code INVALID_ARGUMENT.",
     needs=CHUNKED,
 )
 async def _case_bad_info(ctx: Context) -> None:
