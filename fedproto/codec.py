@@ -32,6 +32,7 @@ from fedproto.errors import (
 from fedproto.training import EvaluateResult, FitProgressEvent, FitResult, TrainSpec
 from fedproto.types import Limits, MethodInfo, ObjectInfo, ParameterInfo, ServerInfo, TensorInfo
 from fedproto_pb.v1 import tensor_pb2
+from fedproto_pb.v1.calls_pb2 import CallRequest as ProtoCallRequest
 from fedproto_pb.v1.calls_pb2 import MethodInfo as ProtoMethodInfo
 from fedproto_pb.v1.calls_pb2 import ParameterInfo as ProtoParameterInfo
 from fedproto_pb.v1.datasets_pb2 import DatasetInfo as ProtoDatasetInfo
@@ -55,6 +56,7 @@ __all__ = [
     "MAX_SEND_DEPTH",
     "MAX_VALUE_DEPTH",
     "array_from_proto",
+    "call_args_size",
     "check_tensor",
     "dataset_info_from_proto",
     "dataset_info_to_proto",
@@ -649,6 +651,17 @@ def encode_envelope(envelope: ProtoEnvelope) -> bytes:
     return envelope.SerializeToString()
 
 
+def call_args_size(request: ProtoCallRequest) -> int:
+    """The bytes a CallRequest's arguments take: its encoding without the method field (section 11.3.1).
+
+    Fields encode independently, so that is the whole size less the method's key, length and name,
+    computed without encoding anything again.
+    """
+    name = len(request.method.encode())
+    method_field = len(_key(_CALL_METHOD, _LEN)) + len(_varint(name)) + name if name else 0
+    return request.ByteSize() - method_field
+
+
 def decode_envelope(data: bytes | bytearray | memoryview) -> ProtoEnvelope:
     """Parse one binary frame; anything that is not an envelope raises :class:`MalformedError`."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -667,6 +680,7 @@ def decode_envelope(data: bytes | bytearray | memoryview) -> ProtoEnvelope:
 # data, total_bytes}}``; the decoder recognizes only that shape and returns None for anything else, which
 # then goes through the generic parser, so no valid envelope is ever read differently.
 
+_CALL_METHOD = ProtoCallRequest.DESCRIPTOR.fields_by_name["method"].number
 _ENVELOPE_REQUEST_ID = 1
 _ENVELOPE_DEADLINE = 2
 _ENVELOPE_CHUNK = ProtoEnvelope.DESCRIPTOR.fields_by_name["chunk"].number

@@ -481,3 +481,10 @@ def test_encode_with_payload_equals_assigning_the_field(rid, object_id, tags, da
     frame = codec.encode_with_payload(envelope, ("send_object", "tensor", "data"), memoryview(data))
     envelope.send_object.tensor.data = data
     assert codec.decode_envelope(frame) == envelope
+
+
+@given(method=st.text(max_size=300), args=st.lists(st.binary(max_size=200), max_size=4))
+def test_call_args_size_is_the_request_without_its_method(method: str, args: list[bytes]) -> None:
+    request = calls_pb2.CallRequest(method=method, args=[value_pb2.Value(bytes_value=a) for a in args])
+    without_method = calls_pb2.CallRequest(args=request.args).SerializeToString()
+    assert codec.call_args_size(request) == len(without_method)

@@ -538,9 +538,7 @@ async def _list_methods(worker: Worker, conn: ServerConnectionHandler, ev: Reque
 async def _call(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
     request: calls_pb2.CallRequest = ev.message
     method: ExposedMethod = worker.methods.get(request.method)
-    # the encoded CallRequest without its method field (section 11.3.1): a tag byte, the length, the name
-    name_bytes = len(request.method.encode())
-    size = request.ByteSize() - (1 + _varint_size(name_bytes) + name_bytes if name_bytes else 0)
+    size = codec.call_args_size(request)
     limit = worker.limits.max_call_args_bytes
     if limit and size > limit:
         raise ResourceExhaustedError(
@@ -570,10 +568,6 @@ async def _call(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceiv
     except InvalidArgumentError as exc:
         raise InternalError(f"{method.name} returned a value the protocol cannot carry: {exc}") from None
     return {"call_reply": calls_pb2.CallReply(result=value)}
-
-
-def _varint_size(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Any) -> Subprotocol | None:
