@@ -77,6 +77,7 @@ __all__ = [
     "fit_result_from_proto",
     "fit_result_to_proto",
     "has_unknown_body",
+    "inline_tensor_header",
     "limits_from_proto",
     "limits_to_proto",
     "method_info_from_proto",
@@ -236,7 +237,18 @@ def tensor_to_proto(value: torch.Tensor | np.ndarray[Any, Any]) -> ProtoTensor:
 
 def tensor_proto_from_payload(info: TensorInfo, view: memoryview) -> ProtoTensor:
     """Build a wire ``Tensor`` from metadata and a payload view (as returned by :func:`tensor_payload`)."""
-    return ProtoTensor(dtype=dtype_to_proto(info.dtype), shape=info.shape, data=view.tobytes())
+    message = inline_tensor_header(info)
+    message.data = view.tobytes()
+    return message
+
+
+def inline_tensor_header(info: TensorInfo) -> ProtoTensor:
+    """The wire ``Tensor`` of an inline tensor without its elements: dtype and shape (section 7.2).
+
+    Senders put it in their message and hand the elements to :func:`encode_with_payload` at the path
+    ending in ``"tensor", "data"``, so a big inline tensor is copied once, straight into the frame.
+    """
+    return ProtoTensor(dtype=dtype_to_proto(info.dtype), shape=info.shape)
 
 
 def _check_layout(code: Any, shape: Sequence[int], nbytes: int) -> tuple[torch.dtype, tuple[int, ...]]:

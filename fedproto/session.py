@@ -642,8 +642,7 @@ class ServerSession:
             self._finish(request_id)
             envelope = Envelope(request_id=request_id)
             envelope.get_object_reply.info.CopyFrom(codec.object_info_to_proto(info))
-            envelope.get_object_reply.tensor.dtype = codec.dtype_to_proto(info.tensor.dtype)
-            envelope.get_object_reply.tensor.shape.extend(info.tensor.shape)
+            envelope.get_object_reply.tensor.CopyFrom(codec.inline_tensor_header(info.tensor))
             yield codec.encode_with_payload(envelope, ("get_object_reply", "tensor", "data"), view)
             return
         chunk_bytes = self.limits.chunk_bytes

@@ -488,3 +488,18 @@ def test_call_args_size_is_the_request_without_its_method(method: str, args: lis
     request = calls_pb2.CallRequest(method=method, args=[value_pb2.Value(bytes_value=a) for a in args])
     without_method = calls_pb2.CallRequest(args=request.args).SerializeToString()
     assert codec.call_args_size(request) == len(without_method)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize("path", [("send_object", "tensor", "data"), ("get_object_reply", "tensor", "data")])
+@given(shape=shapes, seed=st.integers(0, 2**16))
+@settings(max_examples=10, deadline=None)
+def test_inline_tensor_header_round_trip(dtype: torch.dtype, path: tuple[str, ...], shape, seed: int) -> None:
+    tensor = _random_tensor(dtype, shape, seed)
+    info, view = codec.tensor_payload(tensor)
+    envelope = envelope_pb2.Envelope(request_id=3)
+    getattr(envelope, path[0]).tensor.CopyFrom(codec.inline_tensor_header(info))
+    received = getattr(codec.decode_envelope(codec.encode_with_payload(envelope, path, view)), path[0]).tensor
+    assert codec.check_tensor(received) == info
+    assert _same(tensor.contiguous(), codec.tensor_from_proto(received))
+    assert codec.tensor_proto_from_payload(info, view) == received

@@ -461,8 +461,7 @@ class AsyncClient:
             request.chunked.CopyFrom(codec.tensor_info_to_proto(info))
             reply = await self._request(timeout=timeout, send_object=request, upload=(view, progress))
         else:
-            request.tensor.dtype = codec.dtype_to_proto(info.dtype)
-            request.tensor.shape.extend(info.shape)
+            request.tensor.CopyFrom(codec.inline_tensor_header(info))
             payload = (("send_object", "tensor", "data"), view)
             reply = await self._request(timeout=timeout, payload=payload, send_object=request)
         stored = codec.object_info_from_proto(reply.message.info)
