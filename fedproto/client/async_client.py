@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.typing import Subprotocol
 
-from fedproto import codec
+from fedproto import codec, transport
 from fedproto.client.progress import FitProgressBar, FitProgressCallback, wants_bar
 from fedproto.datasets import DatasetDescription
 from fedproto.errors import (
@@ -62,8 +61,7 @@ TransferCallback = Callable[[int, int], None]
 #: Called as ``callback(topic, payload)`` for each notification; may be a coroutine function.
 NotificationCallback = Callable[[str, Any], Any]
 
-CLIENT_NAME = "fedproto-python/0.1"
-_SUBPROTOCOL = Subprotocol("fedproto.v1")
+CLIENT_NAME = transport.IMPLEMENTATION_NAME
 #: Extra seconds a client waits past a call's timeout for the worker's own DEADLINE_EXCEEDED reply.
 _DEADLINE_GRACE = 1.0
 
@@ -223,16 +221,8 @@ class AsyncClient:
             ws = await connect(
                 self.url,
                 ssl=self._ssl,
-                compression=None,
-                subprotocols=[_SUBPROTOCOL],
-                max_size=None if not self.max_frame_bytes else self.max_frame_bytes,
                 open_timeout=self.connect_timeout,
-                ping_interval=20,
-                ping_timeout=60,
-                max_queue=64,
-                write_limit=4 * 1024 * 1024,
-                proxy=None,
-                user_agent_header=None,
+                **transport.client_options(self.max_frame_bytes),
             )
         except (InvalidURI, InvalidHandshake) as exc:
             raise ConnectionClosedError(f"cannot open {self.url}: {exc}") from exc
