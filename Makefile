@@ -3,15 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# The Node package (node/): its exact dependencies come from the committed package-lock.json.
+NODE_STAMP := node/node_modules/.installed-stamp
 
-.PHONY: demo test lint typecheck unit proto snapshot bench venv clean
+.PHONY: demo test lint typecheck unit proto snapshot bench venv clean node node-build node-test
 
 # The main job: federated training across three local workers.
 demo: $(STAMP)
 	$(PY) -m fedproto demo
 
-# Everything CI runs: linters, types, then the test suite.
-test: $(STAMP) lint typecheck unit
+# Everything CI runs: linters, types, the Node package's build and tests, then the Python test suite
+# (which runs the conformance suite against the built Node worker too).
+test: $(STAMP) lint typecheck node-test unit
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -19,11 +22,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-unit: $(STAMP)
+unit: $(STAMP) node-build
 	$(PY) -m pytest
 
-# Regenerate generated/ from proto/ with the pinned generator.
-proto: $(STAMP)
+# The Node package: install (npm ci from the lock file), build (tsc), test (node --test).
+node: $(NODE_STAMP)
+
+$(NODE_STAMP): node/package.json node/package-lock.json
+	cd node && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+node-build: $(NODE_STAMP)
+	cd node && npm run build
+
+node-test: node-build
+	cd node && npm test
+
+# Regenerate generated/ (Python) and node/src/gen/ (TypeScript) from proto/ with the pinned generators.
+proto: $(STAMP) $(NODE_STAMP)
 	$(PY) tools/protogen.py
 
 # Accept the current schema as the wire-compatibility baseline (after a reviewed, compatible change).
@@ -42,4 +58,4 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .hypothesis node/node_modules node/dist node/dist-test

@@ -1,4 +1,5 @@
-"""generated/ must be exactly what ``make proto`` produces from proto/ (no stale, missing or extra file)."""
+"""generated/ and node/src/gen/ must be exactly what ``make proto`` produces from proto/ (no stale, missing
+or extra file)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
-    assert _protogen().main(["--out", str(tmp_path)]) == 0
+    assert _protogen().main(["--out", str(tmp_path), "--python-only"]) == 0
     fresh = _tree(tmp_path / "fedproto_pb")
     committed = _tree(ROOT / "generated" / "fedproto_pb")
     missing = sorted(set(fresh) - set(committed))
@@ -36,6 +37,26 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
     assert not (missing or extra or stale), (
         f"generated/ is out of date; run `make proto`. missing={missing} extra={extra} stale={stale}"
     )
+
+
+def test_generated_typescript_is_fresh(tmp_path: Path) -> None:
+    # Needs the pinned protoc-gen-es from `make node` (make test installs it first).
+    assert _protogen().main(["--ts-out", str(tmp_path), "--ts-only"]) == 0
+    fresh = _tree(tmp_path / "fedproto_pb")
+    committed = _tree(ROOT / "node" / "src" / "gen" / "fedproto_pb")
+    missing = sorted(set(fresh) - set(committed))
+    extra = sorted(set(committed) - set(fresh))
+    stale = sorted(name for name in set(fresh) & set(committed) if fresh[name] != committed[name])
+    assert not (missing or extra or stale), (
+        f"node/src/gen/ is out of date; run `make proto`. missing={missing} extra={extra} stale={stale}"
+    )
+
+
+def test_every_proto_file_has_a_typescript_module() -> None:
+    protos = sorted(p.stem for p in (ROOT / "proto" / "fedproto_pb" / "v1").glob("*.proto"))
+    gen_dir = ROOT / "node" / "src" / "gen" / "fedproto_pb" / "v1"
+    modules = sorted(p.stem.removesuffix("_pb") for p in gen_dir.glob("*_pb.ts"))
+    assert protos == modules
 
 
 def test_every_proto_file_has_a_module() -> None:

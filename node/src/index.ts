@@ -1,0 +1,2 @@
+/** `@fedproto/node`: the wire layer and the worker (server). */
+export * from "./wire/index.js";
