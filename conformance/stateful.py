@@ -18,6 +18,7 @@ from conformance.checks import check, fail
 from conformance.spec import dtype_name, sha256
 from conformance.strategies import invalid_tensors, tensors
 from fedproto_pb.v1 import objects_pb2, tensor_pb2
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 if TYPE_CHECKING:
     from conformance.context import Context
@@ -41,7 +42,7 @@ def _describe(tensor: tensor_pb2.Tensor) -> str:
 
 def store_machine(ctx: Context) -> type[RuleBasedStateMachine]:
     """A state machine class bound to ``ctx`` (its server, its loop)."""
-    from conformance.cases._common import E, clear_store, download, send_tensor
+    from conformance.cases._common import clear_store, download, send_tensor
 
     prefix = ctx.unique("sm")
     ids = st.sampled_from([f"{prefix}-{n}" for n in range(4)])
@@ -82,7 +83,7 @@ def store_machine(ctx: Context) -> type[RuleBasedStateMachine]:
                 )
             )
             if object_id in self.model and not overwrite:
-                reply.expect_error(E.ALREADY_EXISTS)
+                reply.expect_error(ErrorCode.ERROR_CODE_ALREADY_EXISTS)
                 return
             info = reply.expect("send_object_reply").info
             check(info.id == object_id, f"send_object stored id {info.id!r} for {object_id!r}")
@@ -103,7 +104,7 @@ def store_machine(ctx: Context) -> type[RuleBasedStateMachine]:
             tensor, why = bad
             note(f"send_object(id={object_id!r}, invalid tensor: {why}, overwrite={overwrite})")
             reply = ctx.run(send_tensor(self.conn, object_id, tensor, overwrite=overwrite))
-            allowed = {E.INVALID_ARGUMENT, E.ALREADY_EXISTS}
+            allowed = {ErrorCode.ERROR_CODE_INVALID_ARGUMENT, ErrorCode.ERROR_CODE_ALREADY_EXISTS}
             error = reply.error
             if error is None or error.code not in allowed:
                 fail(
@@ -116,7 +117,7 @@ def store_machine(ctx: Context) -> type[RuleBasedStateMachine]:
             note(f"get_object(id={object_id!r})")
             if object_id not in self.model:
                 reply = ctx.run(self.conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id)))
-                reply.expect_error(E.NOT_FOUND)
+                reply.expect_error(ErrorCode.ERROR_CODE_NOT_FOUND)
                 return
             got = ctx.run(download(self.conn, object_id, chunk_bytes=chunk_bytes))
             want = self.model[object_id].tensor
@@ -131,7 +132,7 @@ def store_machine(ctx: Context) -> type[RuleBasedStateMachine]:
             note(f"delete_object(id={object_id!r})")
             reply = ctx.run(self.conn.call("delete_object", objects_pb2.DeleteObjectRequest(id=object_id)))
             if object_id not in self.model:
-                reply.expect_error(E.NOT_FOUND)
+                reply.expect_error(ErrorCode.ERROR_CODE_NOT_FOUND)
                 return
             freed = reply.expect("delete_object_reply").freed_bytes
             nbytes = len(self.model.pop(object_id).tensor.data)

@@ -10,12 +10,11 @@ from conformance.checks import check, fail
 from conformance.spec import DTYPE_WIDTHS, sha256
 from conformance.values import make_tensor, to_value
 from conformance.wire import Connection, Reply, make_envelope
-from fedproto_pb.v1 import calls_pb2, errors_pb2, objects_pb2, session_pb2, tensor_pb2, value_pb2
+from fedproto_pb.v1 import calls_pb2, objects_pb2, session_pb2, tensor_pb2, value_pb2
 from fedproto_pb.v1.envelope_pb2 import Envelope
 
 __all__ = [
     "Download",
-    "E",
     "call",
     "call_request",
     "chunk_sizes",
@@ -30,28 +29,6 @@ __all__ = [
     "store_listing",
     "upload",
 ]
-
-
-class E:
-    """The error codes of section 13.2, without their prefix: ``E.NOT_FOUND``."""
-
-    UNSPECIFIED = errors_pb2.ERROR_CODE_UNSPECIFIED
-    MALFORMED = errors_pb2.ERROR_CODE_MALFORMED
-    UNSUPPORTED_VERSION = errors_pb2.ERROR_CODE_UNSUPPORTED_VERSION
-    UNAUTHENTICATED = errors_pb2.ERROR_CODE_UNAUTHENTICATED
-    PERMISSION_DENIED = errors_pb2.ERROR_CODE_PERMISSION_DENIED
-    NOT_FOUND = errors_pb2.ERROR_CODE_NOT_FOUND
-    METHOD_NOT_FOUND = errors_pb2.ERROR_CODE_METHOD_NOT_FOUND
-    INVALID_ARGUMENT = errors_pb2.ERROR_CODE_INVALID_ARGUMENT
-    ALREADY_EXISTS = errors_pb2.ERROR_CODE_ALREADY_EXISTS
-    FAILED_PRECONDITION = errors_pb2.ERROR_CODE_FAILED_PRECONDITION
-    RESOURCE_EXHAUSTED = errors_pb2.ERROR_CODE_RESOURCE_EXHAUSTED
-    CANCELLED = errors_pb2.ERROR_CODE_CANCELLED
-    DEADLINE_EXCEEDED = errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED
-    INTERNAL = errors_pb2.ERROR_CODE_INTERNAL
-    UNAVAILABLE = errors_pb2.ERROR_CODE_UNAVAILABLE
-    UNIMPLEMENTED = errors_pb2.ERROR_CODE_UNIMPLEMENTED
-    DATA_LOSS = errors_pb2.ERROR_CODE_DATA_LOSS
 
 
 def ping_of_size(request_id: int, size: int) -> bytes:

@@ -7,10 +7,11 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import E, expect_call
+from conformance.cases._common import expect_call
 from conformance.checks import check, fail
 from conformance.context import Context
 from conformance.registry import case
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
@@ -54,7 +55,7 @@ def _case_unknown_token(ctx: Context) -> None:
 async def _refused(ctx: Context, token: str) -> None:
     async with await ctx.open() as conn:
         reply = await conn.hello(token=token, request_id=17)
-        reply.expect_error(E.UNAUTHENTICATED)
+        reply.expect_error(ErrorCode.ERROR_CODE_UNAUTHENTICATED)
 
 
 @case(
@@ -65,7 +66,7 @@ async def _refused(ctx: Context, token: str) -> None:
 )
 async def _case_missing_token(ctx: Context) -> None:
     conn = await ctx.open()
-    (await conn.hello(token="")).expect_error(E.UNAUTHENTICATED)
+    (await conn.hello(token="")).expect_error(ErrorCode.ERROR_CODE_UNAUTHENTICATED)
 
 
 @case(
@@ -75,7 +76,7 @@ async def _case_missing_token(ctx: Context) -> None:
 )
 async def _case_closes_1008(ctx: Context) -> None:
     conn = await ctx.open()
-    (await conn.hello(token=ctx.settings.token + "-wrong")).expect_error(E.UNAUTHENTICATED)
+    (await conn.hello(token=ctx.settings.token + "-wrong")).expect_error(ErrorCode.ERROR_CODE_UNAUTHENTICATED)
     await conn.expect_close({1008})
 
 
@@ -89,7 +90,7 @@ async def _case_reveals_nothing(ctx: Context) -> None:
     texts = []
     for attempt in (good[0][:-1], good[0] + "x", "completely-different-token"):
         conn = await ctx.open()
-        error = (await conn.hello(token=attempt)).expect_error(E.UNAUTHENTICATED)
+        error = (await conn.hello(token=attempt)).expect_error(ErrorCode.ERROR_CODE_UNAUTHENTICATED)
         text = error.message + " " + " ".join(f"{k}={v}" for k, v in error.details.items())
         for token in good:
             if token in text:
@@ -140,7 +141,7 @@ async def _case_identity_per_token(ctx: Context) -> None:
 async def _case_version_before_token(ctx: Context) -> None:
     conn = await ctx.open()
     reply = await conn.hello(token="not-a-token", versions=[9999])
-    reply.expect_error(E.UNSUPPORTED_VERSION)
+    reply.expect_error(ErrorCode.ERROR_CODE_UNSUPPORTED_VERSION)
 
 
 @case(

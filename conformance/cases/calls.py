@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import E, call, call_request, expect_call
+from conformance.cases._common import call, call_request, expect_call
 from conformance.checks import check, fail, skip
 from conformance.context import Context
 from conformance.registry import case
@@ -17,6 +17,7 @@ from conformance.strategies import field_bytes, invalid_tensors, values
 from conformance.values import make_tensor, to_value, value_diff, value_list, value_map
 from conformance.wire import EVENT_BODIES, Frame
 from fedproto_pb.v1 import calls_pb2, tensor_pb2, value_pb2
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
@@ -201,7 +202,7 @@ def _case_unknown_method(ctx: Context) -> None:
 
 async def _unknown(ctx: Context, name: str) -> None:
     async with await ctx.connect() as conn:
-        (await call(conn, name)).expect_error(E.METHOD_NOT_FOUND)
+        (await call(conn, name)).expect_error(ErrorCode.ERROR_CODE_METHOD_NOT_FOUND)
 
 
 _BINDING_ERRORS: list[tuple[str, calls_pb2.CallRequest]] = [
@@ -227,7 +228,7 @@ async def _case_binding(ctx: Context) -> None:
     conn = await ctx.connect()
     for what, request in _BINDING_ERRORS:
         reply = await conn.call("call", request)
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(f"{what} was answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}")
 
 
@@ -239,7 +240,7 @@ async def _case_binding(ctx: Context) -> None:
 )
 async def _case_binding_not_run(ctx: Context) -> None:
     conn = await ctx.connect()
-    (await call(conn, "notify", "topic-x", 1, 2)).expect_error(E.INVALID_ARGUMENT)
+    (await call(conn, "notify", "topic-x", 1, 2)).expect_error(ErrorCode.ERROR_CODE_INVALID_ARGUMENT)
     await conn.ping()
     sent = [f for f in conn.frames if f.kind == "notification"]
     if sent:
@@ -268,7 +269,7 @@ async def _case_kind_mismatch(ctx: Context) -> None:
     conn = await ctx.connect()
     for what, request in _WRONG_KINDS:
         reply = await conn.call("call", request)
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(f"{what} was answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}")
 
 
@@ -293,7 +294,9 @@ async def _case_int_for_double(ctx: Context) -> None:
 )
 async def _case_default(ctx: Context) -> None:
     conn = await ctx.connect()
-    error = (await call(conn, "fail", E.NOT_FOUND)).expect_error(E.NOT_FOUND)
+    error = (await call(conn, "fail", ErrorCode.ERROR_CODE_NOT_FOUND)).expect_error(
+        ErrorCode.ERROR_CODE_NOT_FOUND
+    )
     check(error.message == "", f"fail(5) without message ended with message {error.message!r}, expected ''")
 
 
@@ -321,7 +324,7 @@ async def _case_fail_range(ctx: Context) -> None:
     conn = await ctx.connect()
     for code in (0, 17, -1, 1 << 40, -(1 << 63)):
         reply = await call(conn, "fail", code)
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(f"fail({code}) was answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}")
 
 
@@ -349,7 +352,7 @@ async def _case_sleep_range(ctx: Context) -> None:
     conn = await ctx.connect()
     for seconds in (-0.001, -5.0, 60.001, 1e9, float("inf")):
         reply = await call(conn, "sleep", seconds, deadline_ms=3000)
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(f"sleep({seconds}) was answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}")
 
 
@@ -404,7 +407,7 @@ async def _case_notify_unimplemented(ctx: Context) -> None:
     if ctx.has("notifications"):
         skip("the server advertises 'notifications'")
     conn = await ctx.connect()
-    (await call(conn, "notify", "t", 1)).expect_error(E.UNIMPLEMENTED)
+    (await call(conn, "notify", "t", 1)).expect_error(ErrorCode.ERROR_CODE_UNIMPLEMENTED)
 
 
 @case(
@@ -450,7 +453,7 @@ async def _case_kind_unset(ctx: Context) -> None:
     conn = await ctx.connect()
     for what, request in _unset_value_requests():
         reply = await conn.call("call", request)
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(f"echo with {what} was answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}")
 
 
@@ -467,7 +470,7 @@ async def _case_duplicate_keys(ctx: Context) -> None:
         calls_pb2.CallRequest(method="echo", args=[value_list([dup])]),
     ):
         reply = await conn.call("call", request)
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(f"echo with a map holding key 'k' twice was answered with {reply.describe()}")
 
 
@@ -491,7 +494,7 @@ async def _invalid_tensor(ctx: Context, tensor: tensor_pb2.Tensor, why: str, nes
         if nested:
             value = value_map([("t", value_list([value]))])
         reply = await conn.call("call", calls_pb2.CallRequest(method="echo", args=[value]))
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(f"echo with a tensor_value with {why} was answered with {reply.describe()}")
 
 
@@ -532,7 +535,7 @@ async def _case_too_deep(ctx: Context) -> None:
                 env is not None
                 and env.request_id == 0
                 and frame.kind == "error"
-                and env.error.code == E.MALFORMED
+                and env.error.code == ErrorCode.ERROR_CODE_MALFORMED
             ):
                 return frame
         return None
@@ -543,7 +546,7 @@ async def _case_too_deep(ctx: Context) -> None:
     if frame.request_id == rid:
         env = frame.envelope
         assert env is not None
-        if frame.kind != "error" or env.error.code != E.INVALID_ARGUMENT:
+        if frame.kind != "error" or env.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(f"a 65-level Value was answered with {frame.describe()}, expected Error{{INVALID_ARGUMENT}}")
         return
     await conn.ping()

@@ -6,7 +6,7 @@ from google.protobuf.message import Message
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import E, call_request, float_tensor, send_tensor
+from conformance.cases._common import call_request, float_tensor, send_tensor
 from conformance.checks import check, fail
 from conformance.context import Context
 from conformance.registry import case
@@ -14,6 +14,7 @@ from conformance.strategies import ENVELOPE_FIELDS, field_bytes, unknown_fields,
 from conformance.values import make_tensor, value_diff
 from conformance.wire import make_envelope
 from fedproto_pb.v1 import calls_pb2, objects_pb2, session_pb2, tensor_pb2, value_pb2
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
@@ -128,7 +129,7 @@ async def _case_unknown_dtype(ctx: Context) -> None:
     conn = await ctx.connect()
     for dtype in (13, 14, 100, (1 << 31) - 1, -1):
         reply = await send_tensor(conn, ctx.unique("dtype"), make_tensor(dtype, [2], bytes(8)))
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(
                 f"a tensor with dtype {dtype} was answered with {reply.describe()}, expected INVALID_ARGUMENT"
             )
@@ -143,5 +144,5 @@ async def _case_future_body(ctx: Context) -> None:
     for number in (19, 34, 73, 200, 100000):
         rid = 500 + number
         await conn.send_raw(field_bytes(1, 0, rid) + field_bytes(number, 2, b"\x08\x01"))
-        (await conn.reply(rid)).expect_error(E.UNIMPLEMENTED)
+        (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_UNIMPLEMENTED)
         await conn.ping()

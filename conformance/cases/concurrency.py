@@ -9,7 +9,7 @@ from google.protobuf.message import Message
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import E, call_request, float_tensor, send_chunks, start_upload
+from conformance.cases._common import call_request, float_tensor, send_chunks, start_upload
 from conformance.checks import check, fail
 from conformance.context import Context
 from conformance.registry import case
@@ -17,6 +17,7 @@ from conformance.spec import REQUESTS, code_name, sha256
 from conformance.values import to_value, value_diff
 from conformance.wire import EVENT_BODIES, Reply, make_envelope
 from fedproto_pb.v1 import datasets_pb2, objects_pb2, session_pb2, tensor_pb2
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
@@ -72,7 +73,12 @@ def _ops(ctx: Context) -> st.SearchStrategy[Op]:
         options += [
             st.just(Op("count_objects", objects_pb2.CountObjectsRequest(), "count_objects_reply")),
             st.just(
-                Op("get_object", objects_pb2.GetObjectRequest(id="no-such-object"), "", code=E.NOT_FOUND)
+                Op(
+                    "get_object",
+                    objects_pb2.GetObjectRequest(id="no-such-object"),
+                    "",
+                    code=ErrorCode.ERROR_CODE_NOT_FOUND,
+                )
             ),
         ]
     if ctx.has("datasets"):
@@ -196,7 +202,7 @@ async def _id_zero(ctx: Context, kind: str) -> None:
         if kind == "send_object":
             message = objects_pb2.SendObjectRequest(id=object_id, tensor=float_tensor([1.0]))
         await conn.send(make_envelope(0, kind, message))
-        await conn.connection_error({E.INVALID_ARGUMENT})
+        await conn.connection_error({ErrorCode.ERROR_CODE_INVALID_ARGUMENT})
         await conn.ping()
         for frame in conn.pending_frames():
             fail(f"a {kind} with request_id 0 was answered with {frame.describe()} as well")
@@ -219,7 +225,7 @@ async def _case_duplicate(ctx: Context) -> None:
     rid = (1 << 64) - 2
     await conn.request("call", call_request("sleep", 0.4), request_id=rid)
     await conn.request("ping", session_pb2.Ping(payload=b"dup"), request_id=rid)
-    error = await conn.connection_error({E.INVALID_ARGUMENT})
+    error = await conn.connection_error({ErrorCode.ERROR_CODE_INVALID_ARGUMENT})
     check(
         error.details.get("request_id") == str(rid),
         f"the duplicate-id Error has details {dict(error.details)}, expected {{'request_id': '{rid}'}}",
@@ -228,7 +234,7 @@ async def _case_duplicate(ctx: Context) -> None:
         object_id = ctx.unique("dup")
         request = objects_pb2.SendObjectRequest(id=object_id, tensor=float_tensor([1.0]))
         await conn.request("send_object", request, request_id=rid)
-        await conn.connection_error({E.INVALID_ARGUMENT})
+        await conn.connection_error({ErrorCode.ERROR_CODE_INVALID_ARGUMENT})
     reply = await conn.reply(rid)
     result = reply.expect("call_reply").result
     check(result.double_value == 0.4, f"the original sleep(0.4) returned {result}")
@@ -343,7 +349,7 @@ async def _case_cancel(ctx: Context) -> None:
     started = loop.time()
     await conn.request("cancel", session_pb2.Cancel(reason="conformance"), request_id=rid)
     reply = await conn.reply(rid, timeout=3.0, what=f"Error{{CANCELLED}} ending sleep(30) request {rid}")
-    reply.expect_error(E.CANCELLED)
+    reply.expect_error(ErrorCode.ERROR_CODE_CANCELLED)
     elapsed = loop.time() - started
     check(elapsed <= 1.0, f"the cancelled sleep(30) ended {elapsed:.2f} s after the Cancel")
 
@@ -384,13 +390,15 @@ async def _case_cancel_upload(ctx: Context) -> None:
     )
     await send_chunks(conn, rid, data[:cb], [cb], total=len(data))
     await conn.request("cancel", None, request_id=rid)
-    (await conn.reply(rid)).expect_error(E.CANCELLED)
+    (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_CANCELLED)
     await send_chunks(conn, rid, data, [cb, cb, cb])
     await conn.ping()
     late = conn.frames_with_id(rid)[1:]
     if late:
         fail(f"chunks sent after the upload was cancelled were answered with {late[0].describe()}")
-    (await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))).expect_error(E.NOT_FOUND)
+    (await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))).expect_error(
+        ErrorCode.ERROR_CODE_NOT_FOUND
+    )
 
 
 @case(
@@ -406,7 +414,7 @@ async def _case_deadline(ctx: Context) -> None:
     started = loop.time()
     reply = await conn.call("call", call_request("sleep", 10.0), deadline_ms=300, timeout=4.0)
     elapsed = loop.time() - started
-    reply.expect_error(E.DEADLINE_EXCEEDED)
+    reply.expect_error(ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)
     check(0.25 <= elapsed <= 1.3, f"a sleep(10) with a 300 ms deadline ended after {elapsed:.2f} s")
 
 
@@ -421,7 +429,7 @@ async def _case_deadline_met(ctx: Context) -> None:
     (await conn.call("call", call_request("sleep", 0.05), deadline_ms=5000)).expect("call_reply")
     reply = await conn.call("ping", session_pb2.Ping(), deadline_ms=1)
     if reply.kind != "pong":
-        reply.expect_error(E.DEADLINE_EXCEEDED)
+        reply.expect_error(ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)
 
 
 @case(
@@ -445,8 +453,10 @@ async def _case_upload_deadline(ctx: Context) -> None:
         deadline_ms=300,
     )
     await send_chunks(conn, rid, data[:cb], [cb], total=len(data))
-    (await conn.reply(rid, timeout=3.0)).expect_error(E.DEADLINE_EXCEEDED)
-    (await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))).expect_error(E.NOT_FOUND)
+    (await conn.reply(rid, timeout=3.0)).expect_error(ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)
+    (await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))).expect_error(
+        ErrorCode.ERROR_CODE_NOT_FOUND
+    )
 
 
 @case(
@@ -463,7 +473,7 @@ async def _case_goodbye(ctx: Context) -> None:
     await conn.expect_close({1000}, timeout=3.0)
     for frame in conn.frames_with_id(rid):
         env = frame.envelope
-        if env is None or frame.kind != "error" or env.error.code != E.CANCELLED:
+        if env is None or frame.kind != "error" or env.error.code != ErrorCode.ERROR_CODE_CANCELLED:
             fail(
                 f"after goodbye the sleep call got {frame.describe()}, expected Error{{CANCELLED}} or nothing"
             )

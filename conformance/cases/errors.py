@@ -6,7 +6,7 @@ from google.protobuf.message import Message
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import E, call_request, float_tensor, send_tensor, store_listing
+from conformance.cases._common import call_request, float_tensor, send_tensor, store_listing
 from conformance.checks import check, fail, skip
 from conformance.context import Context
 from conformance.registry import case
@@ -14,6 +14,7 @@ from conformance.spec import code_name
 from conformance.values import make_tensor
 from conformance.wire import Connection, make_envelope
 from fedproto_pb.v1 import objects_pb2, session_pb2, tensor_pb2
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
@@ -30,16 +31,25 @@ def _failing(ctx: Context) -> list[Failing]:
                 "get_object of a missing id",
                 "get_object",
                 objects_pb2.GetObjectRequest(id="missing"),
-                E.NOT_FOUND,
+                ErrorCode.ERROR_CODE_NOT_FOUND,
             )
         )
         bad = objects_pb2.SendObjectRequest(id="x", tensor=make_tensor(0, [1], b"\x00"))
-        out.append(("send_object of an invalid tensor", "send_object", bad, E.INVALID_ARGUMENT))
+        out.append(
+            ("send_object of an invalid tensor", "send_object", bad, ErrorCode.ERROR_CODE_INVALID_ARGUMENT)
+        )
     if ctx.has("calls"):
         out.append(
-            ("a call of an unknown method", "call", call_request("no such method"), E.METHOD_NOT_FOUND)
+            (
+                "a call of an unknown method",
+                "call",
+                call_request("no such method"),
+                ErrorCode.ERROR_CODE_METHOD_NOT_FOUND,
+            )
         )
-        out.append(("fail(9)", "call", call_request("fail", 9, "x"), E.FAILED_PRECONDITION))
+        out.append(
+            ("fail(9)", "call", call_request("fail", 9, "x"), ErrorCode.ERROR_CODE_FAILED_PRECONDITION)
+        )
     return out
 
 
@@ -144,6 +154,8 @@ async def _case_no_effect(ctx: Context) -> None:
     for request in attempts:
         reply = await conn.call("send_object", request)
         check(reply.kind == "error", f"a send_object that must fail was answered with {reply.describe()}")
-    await conn.expect_error("delete_object", objects_pb2.DeleteObjectRequest(id=""), E.INVALID_ARGUMENT)
+    await conn.expect_error(
+        "delete_object", objects_pb2.DeleteObjectRequest(id=""), ErrorCode.ERROR_CODE_INVALID_ARGUMENT
+    )
     after = [o.SerializeToString(deterministic=True) for o in await store_listing(conn)]
     check(before == after, "failed send_object or delete_object requests changed list_objects")

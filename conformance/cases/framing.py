@@ -7,7 +7,7 @@ import asyncio
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import E, call_request, ping_of_size
+from conformance.cases._common import call_request, ping_of_size
 from conformance.checks import check, fail, skip
 from conformance.context import Context
 from conformance.registry import Level, case
@@ -22,6 +22,7 @@ from conformance.strategies import (
 from conformance.wire import Connection, make_envelope
 from fedproto_pb.v1 import calls_pb2, objects_pb2, session_pb2, training_pb2
 from fedproto_pb.v1.envelope_pb2 import Envelope
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
@@ -57,7 +58,7 @@ async def only_malformed_then_close(conn: Connection, codes: set[int]) -> None:
             env is not None
             and frame.kind == "error"
             and env.request_id == 0
-            and env.error.code == E.MALFORMED
+            and env.error.code == ErrorCode.ERROR_CODE_MALFORMED
         ):
             fail(
                 f"before closing, the server sent {frame.describe()} (only Error{{MALFORMED}} with id 0 "
@@ -105,7 +106,7 @@ def _case_undecodable(ctx: Context) -> None:
 async def _undecodable(ctx: Context, data: bytes) -> None:
     async with await ctx.connect() as conn:
         await conn.send_raw(data)
-        await conn.connection_error({E.MALFORMED})
+        await conn.connection_error({ErrorCode.ERROR_CODE_MALFORMED})
         await conn.ping()
         for frame in conn.pending_frames():
             fail(f"after one undecodable message the server also sent {frame.describe()}")
@@ -120,7 +121,7 @@ async def _case_undecodable_keeps_open(ctx: Context) -> None:
     conn = await ctx.connect()
     for data in (b"\xff\xff\xff", b"\x0a\x05abc", b"\x00", bytes(range(256))):
         await conn.send_raw(data)
-        await conn.connection_error({E.MALFORMED})
+        await conn.connection_error({ErrorCode.ERROR_CODE_MALFORMED})
         await conn.ping(b"still here")
 
 
@@ -134,7 +135,7 @@ async def _case_undecodable_spares_inflight(ctx: Context) -> None:
     conn = await ctx.connect()
     rid = await conn.request("call", _sleep_request(0.3))
     await conn.send_raw(b"\xff\xfe")
-    await conn.connection_error({E.MALFORMED})
+    await conn.connection_error({ErrorCode.ERROR_CODE_MALFORMED})
     reply = await conn.reply(rid)
     result = reply.expect("call_reply").result
     check(result.double_value == 0.3, f"sleep(0.3) returned {result} after an undecodable message")
@@ -155,7 +156,7 @@ async def _case_invalid_utf8(ctx: Context) -> None:
     # Envelope{request_id: 41, get_object: {id: <not UTF-8>}}
     data = field_bytes(1, 0, rid) + field_bytes(22, 2, field_bytes(1, 2, b"ab\xff\xfe"))
     await conn.send_raw(data)
-    await conn.connection_error({E.MALFORMED})
+    await conn.connection_error({ErrorCode.ERROR_CODE_MALFORMED})
     await conn.ping()
     stray = conn.frames_with_id(rid)
     if stray:
@@ -170,7 +171,7 @@ async def _case_invalid_utf8(ctx: Context) -> None:
 async def _case_undecodable_before_hello(ctx: Context) -> None:
     conn = await ctx.open()
     await conn.send_raw(b"\xff\xff\xff\xff")
-    await conn.connection_error({E.MALFORMED})
+    await conn.connection_error({ErrorCode.ERROR_CODE_MALFORMED})
     await conn.handshake(token=ctx.settings.token)
     await conn.ping()
 
@@ -236,7 +237,7 @@ async def _case_oversized_undecodable(ctx: Context) -> None:
 async def _case_no_body(ctx: Context) -> None:
     conn = await ctx.connect()
     reply = await conn.call(None, request_id=77)
-    reply.expect_error(E.MALFORMED)
+    reply.expect_error(ErrorCode.ERROR_CODE_MALFORMED)
 
 
 @case(
@@ -268,7 +269,7 @@ async def _unknown_body(ctx: Context, extra: bytes, rid: int) -> None:
     async with await ctx.connect() as conn:
         await conn.send_raw(field_bytes(1, 0, rid) + extra)
         reply = await conn.reply(rid)
-        reply.expect_error(E.UNIMPLEMENTED)
+        reply.expect_error(ErrorCode.ERROR_CODE_UNIMPLEMENTED)
         await conn.ping()
 
 
@@ -294,7 +295,7 @@ async def _case_capability_not_advertised(ctx: Context) -> None:
         kinds = [k for k, r in REQUESTS.items() if r.capability == cap]
         for kind in kinds:
             reply = await conn.call(kind)
-            reply.expect_error(E.UNIMPLEMENTED)
+            reply.expect_error(ErrorCode.ERROR_CODE_UNIMPLEMENTED)
 
 
 @case(
@@ -313,7 +314,7 @@ def _case_server_only(ctx: Context) -> None:
 async def _server_only(ctx: Context, kind: str, rid: int) -> None:
     async with await ctx.connect() as conn:
         reply = await conn.call(kind, request_id=rid)
-        reply.expect_error(E.INVALID_ARGUMENT)
+        reply.expect_error(ErrorCode.ERROR_CODE_INVALID_ARGUMENT)
         await conn.ping()
 
 
@@ -330,9 +331,21 @@ async def _case_rejected_inflight(ctx: Context) -> None:
     await conn.request("call", _sleep_request(0.5), request_id=rid)
     await asyncio.sleep(0.05)
     probes = [
-        (Envelope(request_id=rid).SerializeToString(), E.MALFORMED, "an envelope without a body"),
-        (field_bytes(1, 0, rid) + field_bytes(99, 2, b"x"), E.UNIMPLEMENTED, "an unknown body"),
-        (make_envelope(rid, "pong").SerializeToString(), E.INVALID_ARGUMENT, "a pong body"),
+        (
+            Envelope(request_id=rid).SerializeToString(),
+            ErrorCode.ERROR_CODE_MALFORMED,
+            "an envelope without a body",
+        ),
+        (
+            field_bytes(1, 0, rid) + field_bytes(99, 2, b"x"),
+            ErrorCode.ERROR_CODE_UNIMPLEMENTED,
+            "an unknown body",
+        ),
+        (
+            make_envelope(rid, "pong").SerializeToString(),
+            ErrorCode.ERROR_CODE_INVALID_ARGUMENT,
+            "a pong body",
+        ),
     ]
     for data, code, what in probes:
         await conn.send_raw(data)

@@ -7,7 +7,7 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import E, expect_call
+from conformance.cases._common import expect_call
 from conformance.checks import check, fail
 from conformance.context import Context
 from conformance.registry import Level, case
@@ -16,6 +16,7 @@ from conformance.strategies import field_bytes, unknown_envelope_fields
 from conformance.wire import make_envelope
 from fedproto_pb.v1 import objects_pb2, session_pb2
 from fedproto_pb.v1.envelope_pb2 import Envelope
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
@@ -25,7 +26,7 @@ async def _supported_versions(ctx: Context) -> set[int]:
     """The versions the server speaks, from the ``supported`` detail of an UNSUPPORTED_VERSION error."""
     conn = await ctx.open()
     reply = await conn.hello(token=ctx.settings.token, versions=[])
-    error = reply.expect_error(E.UNSUPPORTED_VERSION)
+    error = reply.expect_error(ErrorCode.ERROR_CODE_UNSUPPORTED_VERSION)
     supported = error.details.get("supported", "")
     if not re.fullmatch(r"\d+(,\d+)*", supported):
         fail(f'UNSUPPORTED_VERSION carries details supported={supported!r}, expected e.g. "1" or "1,2"')
@@ -61,7 +62,7 @@ async def _welcome(ctx: Context, rid: int) -> None:
 async def _case_hello_id_zero(ctx: Context) -> None:
     conn = await ctx.open()
     await conn.request("hello", session_pb2.Hello(versions=[1], token=ctx.settings.token), request_id=0)
-    await conn.connection_error({E.INVALID_ARGUMENT})
+    await conn.connection_error({ErrorCode.ERROR_CODE_INVALID_ARGUMENT})
     await conn.expect_close({1002})
 
 
@@ -89,7 +90,7 @@ async def _case_discarded_after_failed(ctx: Context) -> None:
     conn = await ctx.open()
     await conn.send(make_envelope(1, "hello", session_pb2.Hello(versions=[987654], token=ctx.settings.token)))
     await conn.send(make_envelope(2, "ping", session_pb2.Ping(payload=b"late")))
-    (await conn.reply(1)).expect_error(E.UNSUPPORTED_VERSION)
+    (await conn.reply(1)).expect_error(ErrorCode.ERROR_CODE_UNSUPPORTED_VERSION)
     await conn.expect_close({1002})
     stray = conn.frames_with_id(2)
     if stray:
@@ -138,7 +139,7 @@ async def _case_no_common_version(ctx: Context) -> None:
     other = [v for v in (0, 7, 4000, 1 << 31) if v not in supported]
     conn = await ctx.open()
     reply = await conn.hello(token=ctx.settings.token, versions=other, request_id=31)
-    reply.expect_error(E.UNSUPPORTED_VERSION)
+    reply.expect_error(ErrorCode.ERROR_CODE_UNSUPPORTED_VERSION)
 
 
 @case(
@@ -160,7 +161,9 @@ async def _case_supported_detail(ctx: Context) -> None:
 )
 async def _case_unsupported_closes(ctx: Context) -> None:
     conn = await ctx.open()
-    (await conn.hello(token=ctx.settings.token, versions=[])).expect_error(E.UNSUPPORTED_VERSION)
+    (await conn.hello(token=ctx.settings.token, versions=[])).expect_error(
+        ErrorCode.ERROR_CODE_UNSUPPORTED_VERSION
+    )
     await conn.expect_close({1002})
 
 
@@ -192,7 +195,7 @@ def _case_before_hello(ctx: Context) -> None:
 async def _before_hello(ctx: Context, data: bytes) -> None:
     async with await ctx.open() as conn:
         await conn.send_raw(data)
-        (await conn.reply(9)).expect_error(E.FAILED_PRECONDITION)
+        (await conn.reply(9)).expect_error(ErrorCode.ERROR_CODE_FAILED_PRECONDITION)
         await conn.expect_close({1002})
 
 
@@ -203,7 +206,7 @@ async def _before_hello(ctx: Context, data: bytes) -> None:
 async def _case_before_hello_closes(ctx: Context) -> None:
     conn = await ctx.open()
     await conn.request("ping", session_pb2.Ping(), request_id=4)
-    (await conn.reply(4)).expect_error(E.FAILED_PRECONDITION)
+    (await conn.reply(4)).expect_error(ErrorCode.ERROR_CODE_FAILED_PRECONDITION)
     await conn.expect_close({1002})
 
 
@@ -216,7 +219,7 @@ async def _case_before_hello_closes(ctx: Context) -> None:
 async def _case_second_hello(ctx: Context) -> None:
     conn = await ctx.connect()
     reply = await conn.hello(token=ctx.settings.token + "-other", versions=[1], max_frame_bytes=100)
-    reply.expect_error(E.FAILED_PRECONDITION)
+    reply.expect_error(ErrorCode.ERROR_CODE_FAILED_PRECONDITION)
     await conn.ping(b"x" * 300)  # the second Hello's max_frame_bytes=100 is not in force
     if ctx.has("calls"):
         who = await expect_call(conn, "whoami")

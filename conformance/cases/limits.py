@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from conformance.cases._common import (
-    E,
     call_request,
     clear_store,
     float_tensor,
@@ -18,6 +17,7 @@ from conformance.spec import sha256
 from conformance.values import to_value
 from conformance.wire import Connection, make_envelope
 from fedproto_pb.v1 import calls_pb2, objects_pb2, session_pb2, tensor_pb2, training_pb2
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
@@ -69,7 +69,7 @@ async def _case_in_flight(ctx: Context) -> None:
     conn = await ctx.connect()
     sleeps = await _sleeps(conn, limit, 0.6)
     extra = await conn.request("call", call_request("sleep", 0.0))
-    (await conn.reply(extra)).expect_error(E.RESOURCE_EXHAUSTED)
+    (await conn.reply(extra)).expect_error(ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED)
     for n, rid in enumerate(sleeps, start=1):
         reply = await conn.reply(rid, timeout=max(ctx.settings.timeout, 10))
         if reply.kind != "call_reply":
@@ -93,7 +93,7 @@ async def _case_rejected_not_counted(ctx: Context) -> None:
     last = await conn.request("call", call_request("sleep", 0.6))
     over = [await conn.request("ping", session_pb2.Ping()) for _ in range(3)]
     for rid in over:
-        (await conn.reply(rid)).expect_error(E.RESOURCE_EXHAUSTED)
+        (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED)
     for rid in [*sleeps, last]:
         (await conn.reply(rid, timeout=max(ctx.settings.timeout, 10))).expect("call_reply")
     await conn.ping(b"room again")
@@ -110,7 +110,7 @@ async def _case_in_flight_detail(ctx: Context) -> None:
     conn = await ctx.connect()
     await _sleeps(conn, limit, 0.3)
     error = (await conn.reply(await conn.request("ping", session_pb2.Ping()))).expect_error(
-        E.RESOURCE_EXHAUSTED
+        ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED
     )
     check(
         error.details.get("limit") == str(limit), f"the RESOURCE_EXHAUSTED details are {dict(error.details)}"
@@ -141,7 +141,7 @@ async def _case_upload_counts_once(ctx: Context) -> None:
     )
     await send_chunks(conn, rid, data[: 2 * cb], [cb, cb], total=len(data))
     ping = await conn.request("ping", session_pb2.Ping())
-    (await conn.reply(ping)).expect_error(E.RESOURCE_EXHAUSTED)
+    (await conn.reply(ping)).expect_error(ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED)
     early = conn.frames_with_id(rid)
     if early:
         fail(f"chunks of an upload in progress were answered with {early[0].describe()}")
@@ -161,13 +161,15 @@ async def _case_reply_too_large(ctx: Context) -> None:
     limit = 1024
     conn = await ctx.connect(max_frame_bytes=limit)
     rid = await conn.request("ping", session_pb2.Ping(payload=b"p" * 2000))
-    (await conn.reply(rid)).expect_error(E.RESOURCE_EXHAUSTED)
+    (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED)
     if ctx.has("objects"):
         await clear_store(conn)
         for n in range(12):
             reply = await send_tensor(conn, f"{ctx.unique()}-{n}", float_tensor([1.0]), description="d" * 100)
             reply.expect("send_object_reply")
-        (await conn.call("list_objects", objects_pb2.ListObjectsRequest())).expect_error(E.RESOURCE_EXHAUSTED)
+        (await conn.call("list_objects", objects_pb2.ListObjectsRequest())).expect_error(
+            ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED
+        )
         await clear_store(conn)
     big = [f for f in conn.frames if len(f.data) > limit]
     if big:
@@ -204,7 +206,9 @@ async def _case_quota(ctx: Context) -> None:
         )
 
     over = ctx.unique("over")
-    (await conn.reply(await announce(over, quota - 1000 + 1))).expect_error(E.RESOURCE_EXHAUSTED)
+    (await conn.reply(await announce(over, quota - 1000 + 1))).expect_error(
+        ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED
+    )
     for object_id, nbytes, overwrite in ((ctx.unique("at"), quota - 1000, False), (kept, quota, True)):
         rid = await announce(object_id, nbytes, overwrite)
         await conn.ping()
@@ -214,9 +218,9 @@ async def _case_quota(ctx: Context) -> None:
                 f"an upload of {nbytes} bytes, exactly at the quota, was answered with {early[0].describe()}"
             )
         await conn.request("cancel", None, request_id=rid)
-        (await conn.reply(rid)).expect_error(E.CANCELLED)
+        (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_CANCELLED)
     reply = await conn.call("get_object", objects_pb2.GetObjectRequest(id=over))
-    reply.expect_error(E.NOT_FOUND)
+    reply.expect_error(ErrorCode.ERROR_CODE_NOT_FOUND)
     await clear_store(conn)
 
 
@@ -255,10 +259,12 @@ async def _case_call_args(ctx: Context) -> None:
     m = n + 1
     while _args_size(m) <= limit:
         m += 1
-    (await conn.call("call", call_request("echo", b"x" * m))).expect_error(E.RESOURCE_EXHAUSTED)
+    (await conn.call("call", call_request("echo", b"x" * m))).expect_error(
+        ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED
+    )
     if ctx.has("notifications"):
         request = call_request("notify", "too-big", b"x" * m)
-        (await conn.call("call", request)).expect_error(E.RESOURCE_EXHAUSTED)
+        (await conn.call("call", request)).expect_error(ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED)
         await conn.ping()
         check(
             not [f for f in conn.frames if f.kind == "notification"],
@@ -285,5 +291,9 @@ async def _case_model_size(ctx: Context) -> None:
     )
     config.batch_size, config.epochs = 1, 1
     reply = await conn.call("set_train_config", training_pb2.SetTrainConfigRequest(config=config))
-    allowed = {E.RESOURCE_EXHAUSTED, E.PERMISSION_DENIED} if weights_only else {E.RESOURCE_EXHAUSTED}
+    allowed = (
+        {ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED, ErrorCode.ERROR_CODE_PERMISSION_DENIED}
+        if weights_only
+        else {ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED}
+    )
     reply.expect_error(*allowed)

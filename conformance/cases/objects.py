@@ -11,7 +11,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from conformance.cases._common import (
-    E,
     chunk_sizes,
     clear_store,
     download,
@@ -31,6 +30,7 @@ from conformance.strategies import invalid_tensors, tensors
 from conformance.values import make_tensor, tensor_problem
 from conformance.wire import Connection, make_envelope
 from fedproto_pb.v1 import objects_pb2, tensor_pb2
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
@@ -57,7 +57,7 @@ def _check_info(info: objects_pb2.ObjectInfo, object_id: str, tensor: tensor_pb2
 
 async def _get_missing(conn: Connection, object_id: str, why: str) -> None:
     reply = await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))
-    if reply.kind != "error" or reply.envelope.error.code != E.NOT_FOUND:
+    if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_NOT_FOUND:
         fail(f"{why}, get_object({object_id!r}) answered {reply.describe()}, expected Error{{NOT_FOUND}}")
 
 
@@ -193,7 +193,9 @@ async def _case_inline_sha(ctx: Context) -> None:
 async def _case_payload_unset(ctx: Context) -> None:
     conn = await ctx.connect()
     object_id = ctx.unique()
-    await conn.expect_error("send_object", objects_pb2.SendObjectRequest(id=object_id), E.INVALID_ARGUMENT)
+    await conn.expect_error(
+        "send_object", objects_pb2.SendObjectRequest(id=object_id), ErrorCode.ERROR_CODE_INVALID_ARGUMENT
+    )
     await _get_missing(conn, object_id, "after a send_object without payload")
 
 
@@ -228,7 +230,9 @@ async def _case_already_exists(ctx: Context) -> None:
     object_id = ctx.unique()
     first = float_tensor([1.0])
     (await send_tensor(conn, object_id, first)).expect("send_object_reply")
-    (await send_tensor(conn, object_id, float_tensor([2.0, 3.0]))).expect_error(E.ALREADY_EXISTS)
+    (await send_tensor(conn, object_id, float_tensor([2.0, 3.0]))).expect_error(
+        ErrorCode.ERROR_CODE_ALREADY_EXISTS
+    )
     got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
     check(
         got.data == first.data, "a send_object refused with ALREADY_EXISTS still changed the object (§9.10.1)"
@@ -296,7 +300,7 @@ async def _invalid(ctx: Context, tensor: tensor_pb2.Tensor, why: str) -> None:
     async with await ctx.connect() as conn:
         object_id = ctx.unique("bad")
         reply = await send_tensor(conn, object_id, tensor)
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(
                 f"a tensor with {why} was answered with {reply.describe()}, expected "
                 f"Error{{INVALID_ARGUMENT}}"
@@ -315,7 +319,9 @@ async def _invalid(ctx: Context, tensor: tensor_pb2.Tensor, why: str) -> None:
 async def _case_delete_missing(ctx: Context) -> None:
     conn = await ctx.connect()
     await conn.expect_error(
-        "delete_object", objects_pb2.DeleteObjectRequest(id=ctx.unique("gone")), E.NOT_FOUND
+        "delete_object",
+        objects_pb2.DeleteObjectRequest(id=ctx.unique("gone")),
+        ErrorCode.ERROR_CODE_NOT_FOUND,
     )
 
 
@@ -331,7 +337,9 @@ async def _case_get_after_delete(ctx: Context) -> None:
     (await send_tensor(conn, object_id, float_tensor([1.0, 2.0]))).expect("send_object_reply")
     await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
     await _get_missing(conn, object_id, "after a successful delete_object")
-    await conn.expect_error("delete_object", objects_pb2.DeleteObjectRequest(id=object_id), E.NOT_FOUND)
+    await conn.expect_error(
+        "delete_object", objects_pb2.DeleteObjectRequest(id=object_id), ErrorCode.ERROR_CODE_NOT_FOUND
+    )
     (await send_tensor(conn, object_id, float_tensor([3.0]))).expect("send_object_reply")
     got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
     check(got.data == float_tensor([3.0]).data, "an id used again after a delete returns other bytes")
@@ -492,11 +500,17 @@ async def _case_id_length(ctx: Context) -> None:
     at_limit = "é" * 128  # 256 bytes of UTF-8
     too_long = "é" * 128 + "x"
     (await send_tensor(conn, at_limit, float_tensor([1.0]), overwrite=True)).expect("send_object_reply")
-    (await send_tensor(conn, too_long, float_tensor([1.0]))).expect_error(E.INVALID_ARGUMENT)
+    (await send_tensor(conn, too_long, float_tensor([1.0]))).expect_error(
+        ErrorCode.ERROR_CODE_INVALID_ARGUMENT
+    )
     for object_id in ("", too_long):
-        await conn.expect_error("get_object", objects_pb2.GetObjectRequest(id=object_id), E.INVALID_ARGUMENT)
         await conn.expect_error(
-            "delete_object", objects_pb2.DeleteObjectRequest(id=object_id), E.INVALID_ARGUMENT
+            "get_object", objects_pb2.GetObjectRequest(id=object_id), ErrorCode.ERROR_CODE_INVALID_ARGUMENT
+        )
+        await conn.expect_error(
+            "delete_object",
+            objects_pb2.DeleteObjectRequest(id=object_id),
+            ErrorCode.ERROR_CODE_INVALID_ARGUMENT,
         )
     await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=at_limit))
 
@@ -531,7 +545,9 @@ async def _case_isolated(ctx: Context) -> None:
     object_id = ctx.unique()
     (await send_tensor(mine, object_id, float_tensor([1.0]), tags=["secret"])).expect("send_object_reply")
     await _get_missing(theirs, object_id, "for an object of another identity")
-    await theirs.expect_error("delete_object", objects_pb2.DeleteObjectRequest(id=object_id), E.NOT_FOUND)
+    await theirs.expect_error(
+        "delete_object", objects_pb2.DeleteObjectRequest(id=object_id), ErrorCode.ERROR_CODE_NOT_FOUND
+    )
     listed = await store_listing(theirs)
     check(not listed, f"list_objects of the second identity shows {[o.id for o in listed]}")
     count = (await theirs.expect("count_objects", objects_pb2.CountObjectsRequest())).count
@@ -656,7 +672,7 @@ async def _case_out_of_order(ctx: Context) -> None:
         chunk = tensor_pb2.Chunk(offset=offset, data=piece, total_bytes=len(data))
         await conn.send(make_envelope(rid, "chunk", chunk))
     reply = await conn.reply(rid)
-    if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+    if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
         fail(
             f"chunks sent at offsets {cb}, 0, {2 * cb} were answered with {reply.describe()}, "
             "expected Error{INVALID_ARGUMENT}"
@@ -700,7 +716,7 @@ async def _chunk_boundaries(ctx: Context, sizes: list[int], seed: int) -> None:
             check(got.data == data, f"an upload in chunks of {sizes} bytes came back different")
             await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
             return
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(
                 f"an upload in chunks of {sizes} bytes (chunk_bytes {cb}; only the last may be shorter) was "
                 f"answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}"
@@ -758,7 +774,7 @@ async def _bad_chunk(ctx: Context, how: str, extra: int, seed: int) -> None:
                 make_envelope(rid, "chunk", tensor_pb2.Chunk(offset=offset, data=piece, total_bytes=total))
             )
         reply = await conn.reply(rid)
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(
                 f"an upload with a {how} chunk was answered with {reply.describe()}, expected "
                 f"Error{{INVALID_ARGUMENT}}"
@@ -792,7 +808,7 @@ async def _case_digest_mismatch(ctx: Context) -> None:
         digest=bytes(wrong),
     )
     await send_chunks(conn, rid, data, chunk_sizes(len(data), ctx.limits.chunk_bytes))
-    (await conn.reply(rid)).expect_error(E.DATA_LOSS)
+    (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_DATA_LOSS)
     await _get_missing(conn, object_id, "after an upload refused with DATA_LOSS")
 
 
@@ -826,7 +842,7 @@ async def _case_trailing_digest(ctx: Context) -> None:
         sizes = chunk_sizes(len(data), cb)
         await send_chunks(conn, rid, data, sizes, digests=[b""] * (len(sizes) - 1) + [bytes(wrong)])
         reply = await conn.reply(rid)
-        if reply.kind != "error" or reply.envelope.error.code != E.DATA_LOSS:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_DATA_LOSS:
             fail(
                 f"an upload whose last chunk carries a wrong digest was answered with {reply.describe()}, "
                 "expected Error{DATA_LOSS}"
@@ -870,7 +886,7 @@ async def _misplaced_digest(ctx: Context, how: str, extra: int, seed: int) -> No
         )
         await send_chunks(conn, rid, data, [cb, extra], digests=digests)
         reply = await conn.reply(rid)
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(
                 f"an upload with its digest {how!r} ({_MISPLACED_MEANING[how]}) was answered with "
                 f"{reply.describe()}, expected Error{{INVALID_ARGUMENT}}"
@@ -924,7 +940,7 @@ async def _case_bad_info(ctx: Context) -> None:
         rid = await start_upload(
             conn, ctx.unique("info"), dtype=f32, shape=shape, nbytes=nbytes, digest=digest
         )
-        (await conn.reply(rid)).expect_error(E.INVALID_ARGUMENT)
+        (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_INVALID_ARGUMENT)
 
 
 @case(
@@ -940,16 +956,16 @@ async def _case_refused_early(ctx: Context) -> None:
     (await send_tensor(conn, object_id, float_tensor([1.0]))).expect("send_object_reply")
     u8 = tensor_pb2.DTYPE_UINT8
     rid = await start_upload(conn, object_id, dtype=u8, shape=[10], nbytes=10, digest=sha256(bytes(10)))
-    (await conn.reply(rid)).expect_error(E.ALREADY_EXISTS)
+    (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_ALREADY_EXISTS)
     rid = await start_upload(conn, "x" * 257, dtype=u8, shape=[10], nbytes=10, digest=sha256(bytes(10)))
-    (await conn.reply(rid)).expect_error(E.INVALID_ARGUMENT)
+    (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_INVALID_ARGUMENT)
     quota = ctx.limits.max_object_bytes
     if quota:
         big = quota + 1
         rid = await start_upload(
             conn, ctx.unique("big"), dtype=u8, shape=[big], nbytes=big, digest=sha256(b"")
         )
-        (await conn.reply(rid)).expect_error(E.RESOURCE_EXHAUSTED)
+        (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED)
 
 
 @case(

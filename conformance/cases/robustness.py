@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError, Message
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import E, call_request
+from conformance.cases._common import call_request
 from conformance.checks import check, fail
 from conformance.context import Context
 from conformance.registry import case
@@ -25,6 +25,7 @@ from conformance.strategies import envelope_bytes, mutated, request_bodies, rety
 from conformance.wire import Connection, Reply, make_envelope
 from fedproto_pb.v1 import objects_pb2, session_pb2
 from fedproto_pb.v1.envelope_pb2 import Envelope
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
@@ -92,7 +93,7 @@ async def _request_fuzz(ctx: Context, batch: list[tuple[tuple[str, Message], int
         for (kind, message), rid in batch:
             spec = REQUESTS[kind]
             if spec.capability and not ctx.has(spec.capability):
-                (await _terminal(conn, rid, kind)).expect_error(E.UNIMPLEMENTED)
+                (await _terminal(conn, rid, kind)).expect_error(ErrorCode.ERROR_CODE_UNIMPLEMENTED)
                 continue
             _verdict(kind, message, await _terminal(conn, rid, kind))
         await conn.ping()
@@ -154,7 +155,7 @@ async def _mutated(ctx: Context, data: bytes, lenient: bool) -> None:
                 f
                 for f in conn.pending_frames()
                 if f.kind == "error" and f.envelope is not None and f.envelope.request_id == 0
-                and f.envelope.error.code == E.MALFORMED
+                and f.envelope.error.code == ErrorCode.ERROR_CODE_MALFORMED
             ]  # fmt: skip
             if rejected:
                 conn.consume(rejected[0])
@@ -164,28 +165,32 @@ async def _mutated(ctx: Context, data: bytes, lenient: bool) -> None:
                     )
                 return
         if envelope is None:
-            await conn.connection_error({E.MALFORMED})
+            await conn.connection_error({ErrorCode.ERROR_CODE_MALFORMED})
         else:
             kind = envelope.WhichOneof("body")
             rid = envelope.request_id
             if kind is None:
-                code = E.UNIMPLEMENTED if len(unknown_fields.UnknownFieldSet(envelope)) else E.MALFORMED
+                code = (
+                    ErrorCode.ERROR_CODE_UNIMPLEMENTED
+                    if len(unknown_fields.UnknownFieldSet(envelope))
+                    else ErrorCode.ERROR_CODE_MALFORMED
+                )
                 (await conn.reply(rid)).expect_error(code)
             elif kind == "hello":
-                (await conn.reply(rid)).expect_error(E.FAILED_PRECONDITION)
+                (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_FAILED_PRECONDITION)
             elif kind in SERVER_ONLY_BODIES:
-                (await conn.reply(rid)).expect_error(E.INVALID_ARGUMENT)
+                (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_INVALID_ARGUMENT)
             elif kind == "goodbye":
                 await conn.expect_close({1000})
                 return
             elif kind in REQUESTS and rid == 0:
-                await conn.connection_error({E.INVALID_ARGUMENT})
+                await conn.connection_error({ErrorCode.ERROR_CODE_INVALID_ARGUMENT})
             elif kind in REQUESTS:
                 message = getattr(envelope, kind)
                 spec = REQUESTS[kind]
                 reply = await _terminal(conn, rid, kind)
                 if spec.capability and not ctx.has(spec.capability):
-                    reply.expect_error(E.UNIMPLEMENTED)
+                    reply.expect_error(ErrorCode.ERROR_CODE_UNIMPLEMENTED)
                 else:
                     _verdict(kind, message, reply)
         await conn.ping()
@@ -205,7 +210,7 @@ async def _case_burst(ctx: Context) -> None:
     for n in range(count):
         await conn.send_raw(b"\xff" + os.urandom(n % 17) + b"\x07")
     for _ in range(count):
-        await conn.connection_error({E.MALFORMED})
+        await conn.connection_error({ErrorCode.ERROR_CODE_MALFORMED})
     await conn.ping(b"survived")
 
 

@@ -20,7 +20,6 @@ import numpy as np
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import E
 from conformance.checks import check, fail, skip
 from conformance.context import Context
 from conformance.registry import case
@@ -28,6 +27,7 @@ from conformance.spec import code_name, dtype_name
 from conformance.values import make_tensor, to_value
 from conformance.wire import Connection
 from fedproto_pb.v1 import tensor_pb2, training_pb2, value_pb2
+from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
@@ -209,13 +209,13 @@ async def _case_no_config(ctx: Context) -> None:
     probe = await conn.call("get_weights", training_pb2.GetWeightsRequest())
     if probe.kind == "get_weights_reply":
         skip("the suite's identity already has a train config on this server (run against a fresh server)")
-    probe.expect_error(E.FAILED_PRECONDITION)
+    probe.expect_error(ErrorCode.ERROR_CODE_FAILED_PRECONDITION)
     for kind, message in (
         ("fit", training_pb2.FitRequest(dataset_key="conformance")),
         ("evaluate", training_pb2.EvaluateRequest(dataset_key="conformance", return_loss=True)),
         ("set_weights", training_pb2.SetWeightsRequest(weights=named(initial_weights()))),
     ):
-        (await conn.call(kind, message)).expect_error(E.FAILED_PRECONDITION)
+        (await conn.call(kind, message)).expect_error(ErrorCode.ERROR_CODE_FAILED_PRECONDITION)
 
 
 @case(
@@ -254,7 +254,9 @@ async def _case_registered_model(ctx: Context) -> None:
 )
 async def _case_config_unset(ctx: Context) -> None:
     conn = await ctx.connect()
-    await conn.expect_error("set_train_config", training_pb2.SetTrainConfigRequest(), E.INVALID_ARGUMENT)
+    await conn.expect_error(
+        "set_train_config", training_pb2.SetTrainConfigRequest(), ErrorCode.ERROR_CODE_INVALID_ARGUMENT
+    )
 
 
 @case(
@@ -266,7 +268,7 @@ async def _case_model_unset(ctx: Context) -> None:
     conn = await ctx.connect()
     cfg = config()
     cfg.ClearField("model")
-    await refuse_config(conn, cfg, {E.INVALID_ARGUMENT}, "no model")
+    await refuse_config(conn, cfg, {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, "no model")
 
 
 @case(
@@ -278,7 +280,7 @@ async def _case_loss_unset(ctx: Context) -> None:
     conn = await ctx.connect()
     cfg = config()
     cfg.ClearField("loss")
-    await refuse_config(conn, cfg, {E.INVALID_ARGUMENT}, "no loss")
+    await refuse_config(conn, cfg, {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, "no loss")
 
 
 @case(
@@ -290,7 +292,9 @@ async def _case_unknown_model(ctx: Context) -> None:
     conn = await ctx.connect()
     cfg = config()
     cfg.registered_model = "no-such-model-" + ctx.unique()
-    await refuse_config(conn, cfg, {E.NOT_FOUND}, f"registered_model {cfg.registered_model!r}")
+    await refuse_config(
+        conn, cfg, {ErrorCode.ERROR_CODE_NOT_FOUND}, f"registered_model {cfg.registered_model!r}"
+    )
 
 
 @case(
@@ -305,11 +309,19 @@ async def _case_bad_torchscript(ctx: Context) -> None:
     for blob in (b"", b"not a torchscript archive", b"PK\x03\x04" + bytes(40)):
         cfg = config()
         cfg.model_torchscript = blob
-        allowed = {E.PERMISSION_DENIED} if weights_only else {E.INVALID_ARGUMENT}
+        allowed = (
+            {ErrorCode.ERROR_CODE_PERMISSION_DENIED}
+            if weights_only
+            else {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}
+        )
         await refuse_config(conn, cfg, allowed, f"model_torchscript of {len(blob)} junk bytes")
         cfg = config()
         cfg.loss_torchscript = blob
-        allowed = {E.PERMISSION_DENIED, E.INVALID_ARGUMENT} if weights_only else {E.INVALID_ARGUMENT}
+        allowed = (
+            {ErrorCode.ERROR_CODE_PERMISSION_DENIED, ErrorCode.ERROR_CODE_INVALID_ARGUMENT}
+            if weights_only
+            else {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}
+        )
         await refuse_config(conn, cfg, allowed, f"loss_torchscript of {len(blob)} junk bytes")
 
 
@@ -324,7 +336,9 @@ async def _case_loss_names(ctx: Context) -> None:
     for loss in LOSSES:
         await configure(conn, config(loss=loss))
     for loss in ("CrossEntropy", "cross-entropy", "", "MSELoss", "__import__"):
-        await refuse_config(conn, config(loss=loss), {E.INVALID_ARGUMENT}, f"loss_name {loss!r}")
+        await refuse_config(
+            conn, config(loss=loss), {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, f"loss_name {loss!r}"
+        )
 
 
 @case(
@@ -338,7 +352,9 @@ async def _case_optimizers(ctx: Context) -> None:
     for name in ("SGD", "Adam", "AdamW"):
         await configure(conn, config(optimizer=name, lr=0.01))
     for name in ("NotAnOptimizer", "", "sgd", "lr_scheduler", "Optimizer", "os", "__class__"):
-        await refuse_config(conn, config(optimizer=name), {E.INVALID_ARGUMENT}, f"optimizer {name!r}")
+        await refuse_config(
+            conn, config(optimizer=name), {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, f"optimizer {name!r}"
+        )
 
 
 @case(
@@ -369,7 +385,7 @@ async def _case_optimizer_args(ctx: Context) -> None:
             del cfg.optimizer_args[:]
         if value is not None:
             cfg.optimizer_args.add(key=key).value.CopyFrom(value)
-        await refuse_config(conn, cfg, {E.INVALID_ARGUMENT}, what)
+        await refuse_config(conn, cfg, {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, what)
 
 
 @case(
@@ -380,8 +396,8 @@ async def _case_optimizer_args(ctx: Context) -> None:
 )
 async def _case_batch_epochs(ctx: Context) -> None:
     conn = await ctx.connect()
-    await refuse_config(conn, config(batch_size=0), {E.INVALID_ARGUMENT}, "batch_size 0")
-    await refuse_config(conn, config(epochs=0), {E.INVALID_ARGUMENT}, "epochs 0")
+    await refuse_config(conn, config(batch_size=0), {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, "batch_size 0")
+    await refuse_config(conn, config(epochs=0), {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, "epochs 0")
     await configure(conn, config(batch_size=1, epochs=1))
 
 
@@ -409,7 +425,9 @@ async def _case_initial_weights(ctx: Context) -> None:
     ):
         cfg = config()
         cfg.initial_weights.extend(extra)
-        await refuse_config(conn, cfg, {E.INVALID_ARGUMENT}, f"initial_weights with {what}")
+        await refuse_config(
+            conn, cfg, {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, f"initial_weights with {what}"
+        )
 
 
 @case(
@@ -421,7 +439,9 @@ async def _case_failed_config(ctx: Context) -> None:
     conn = await ctx.connect()
     weights = initial_weights(4)
     await configure(conn, config(weights=weights, batch_size=64))
-    await refuse_config(conn, config(loss="no-such-loss"), {E.INVALID_ARGUMENT}, "an unknown loss")
+    await refuse_config(
+        conn, config(loss="no-such-loss"), {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, "an unknown loss"
+    )
     check(close(await get_weights(conn), weights), "a refused set_train_config changed the weights")
     body, _ = await fit(conn)
     check(body.batches == 1, f"after a refused config a fit ran {body.batches} batches; the old config has 1")
@@ -472,7 +492,7 @@ async def _case_weights_only(ctx: Context) -> None:
         skip("the server is not weights-only")
     cfg = config()
     cfg.model_torchscript = b"PK\x03\x04"
-    await refuse_config(conn, cfg, {E.PERMISSION_DENIED}, "model_torchscript")
+    await refuse_config(conn, cfg, {ErrorCode.ERROR_CODE_PERMISSION_DENIED}, "model_torchscript")
 
 
 @case(
@@ -484,8 +504,12 @@ async def _case_unknown_dataset(ctx: Context) -> None:
     conn = await ctx.connect()
     await configure(conn, config())
     for key in ("no-such-dataset", "", "Conformance"):
-        await conn.expect_error("fit", training_pb2.FitRequest(dataset_key=key), E.NOT_FOUND)
-        await conn.expect_error("evaluate", training_pb2.EvaluateRequest(dataset_key=key), E.NOT_FOUND)
+        await conn.expect_error(
+            "fit", training_pb2.FitRequest(dataset_key=key), ErrorCode.ERROR_CODE_NOT_FOUND
+        )
+        await conn.expect_error(
+            "evaluate", training_pb2.EvaluateRequest(dataset_key=key), ErrorCode.ERROR_CODE_NOT_FOUND
+        )
 
 
 @case(
@@ -690,7 +714,7 @@ async def _case_cancel_fit(ctx: Context) -> None:
     sent = loop.time()
     reply = await conn.reply(rid, timeout=max(ctx.settings.timeout, 10))
     elapsed = loop.time() - sent
-    reply.expect_error(E.CANCELLED)
+    reply.expect_error(ErrorCode.ERROR_CODE_CANCELLED)
     check(elapsed < 2.0, f"CANCELLED came {elapsed:.2f} s after the Cancel")
     check(
         not close(await get_weights(conn), start), "after a cancelled fit the weights are back at their start"
@@ -860,7 +884,7 @@ async def _case_set_weights_invalid(ctx: Context) -> None:
     ]
     for what, tensors in bad:
         reply = await conn.call("set_weights", training_pb2.SetWeightsRequest(weights=tensors))
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(
                 f"set_weights with {what} was answered with {reply.describe()}, expected "
                 f"Error{{INVALID_ARGUMENT}}"
@@ -882,7 +906,7 @@ async def _case_strict(ctx: Context) -> None:
     await configure(conn, config(weights=weights))
     only_weight = named({"weight": initial_weights(13)["weight"]})
     reply = await conn.call("set_weights", training_pb2.SetWeightsRequest(weights=only_weight, strict=True))
-    reply.expect_error(E.INVALID_ARGUMENT)
+    reply.expect_error(ErrorCode.ERROR_CODE_INVALID_ARGUMENT)
     check(close(await get_weights(conn), weights), "a refused strict set_weights changed the weights")
     body = await conn.expect("set_weights", training_pb2.SetWeightsRequest(weights=only_weight, strict=False))
     check(body.updated == 1, f"a non-strict set_weights of one tensor says updated={body.updated}")
@@ -905,7 +929,7 @@ async def _case_duplicate_names(ctx: Context) -> None:
         ("an unset tensor", [w[0], tensor_pb2.NamedTensor(name="bias")]),
     ):
         reply = await conn.call("set_weights", training_pb2.SetWeightsRequest(weights=tensors))
-        if reply.kind != "error" or reply.envelope.error.code != E.INVALID_ARGUMENT:
+        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
             fail(
                 f"set_weights with {what} was answered with {reply.describe()}, expected "
                 f"Error{{INVALID_ARGUMENT}}"
