@@ -30,10 +30,21 @@ from fedproto.errors import (
     UnimplementedError,
     UnsupportedVersionError,
 )
-from fedproto.fedavg import FedAvg, FedAvgError, RoundRecord, WorkerRound
+from fedproto.federated import FedAvg, FedAvgError, RoundRecord, WorkerRound, average_weights
 from fedproto.server import CallContext, Worker, rpc
-from fedproto.training import EvaluateResult, FitProgressEvent, FitResult, TrainConfig, average_weights
-from fedproto.types import Limits, MethodInfo, ModelCatalog, ModelSummary, ObjectInfo, ServerInfo, TensorInfo
+from fedproto.training import TrainConfig
+from fedproto.types import (
+    EvaluateResult,
+    FitProgressEvent,
+    FitResult,
+    Limits,
+    MethodInfo,
+    ModelCatalog,
+    ModelSummary,
+    ObjectInfo,
+    ServerInfo,
+    TensorInfo,
+)
 
 __version__ = "0.1.0"
 

@@ -29,8 +29,20 @@ from fedproto.errors import (
     ProtocolError,
     error_class_for,
 )
-from fedproto.training import EvaluateResult, FitProgressEvent, FitResult, TrainSpec
-from fedproto.types import Limits, MethodInfo, ObjectInfo, ParameterInfo, ServerInfo, TensorInfo
+from fedproto.types import (
+    EvaluateResult,
+    FitProgressEvent,
+    FitResult,
+    Limits,
+    MethodInfo,
+    ModelCatalog,
+    ModelSummary,
+    ObjectInfo,
+    ParameterInfo,
+    ServerInfo,
+    TensorInfo,
+    TrainSpec,
+)
 from fedproto_pb.v1 import tensor_pb2
 from fedproto_pb.v1.calls_pb2 import CallRequest as ProtoCallRequest
 from fedproto_pb.v1.calls_pb2 import MethodInfo as ProtoMethodInfo
@@ -47,6 +59,8 @@ from fedproto_pb.v1.tensor_pb2 import TensorInfo as ProtoTensorInfo
 from fedproto_pb.v1.training_pb2 import EvaluateReply as ProtoEvaluateReply
 from fedproto_pb.v1.training_pb2 import FitProgress as ProtoFitProgress
 from fedproto_pb.v1.training_pb2 import FitReply as ProtoFitReply
+from fedproto_pb.v1.training_pb2 import ListModelsReply as ProtoListModelsReply
+from fedproto_pb.v1.training_pb2 import SetTrainConfigReply as ProtoSetTrainConfigReply
 from fedproto_pb.v1.training_pb2 import TrainConfig as ProtoTrainConfig
 from fedproto_pb.v1.value_pb2 import NULL_VALUE
 from fedproto_pb.v1.value_pb2 import MapEntry as ProtoMapEntry
@@ -82,6 +96,10 @@ __all__ = [
     "limits_to_proto",
     "method_info_from_proto",
     "method_info_to_proto",
+    "model_catalog_from_proto",
+    "model_catalog_to_proto",
+    "model_summary_from_proto",
+    "model_summary_to_proto",
     "named_tensors_from_proto",
     "named_tensors_to_proto",
     "object_info_from_proto",
@@ -590,6 +608,27 @@ def train_spec_from_proto(message: ProtoTrainConfig) -> TrainSpec:
         seed=message.seed if message.HasField("seed") else None,
         initial_weights=named_tensors_from_proto(message.initial_weights),
     )
+
+
+def model_summary_to_proto(summary: ModelSummary) -> ProtoSetTrainConfigReply:
+    """Encode what a worker built from a train config (``SetTrainConfigReply``)."""
+    return ProtoSetTrainConfigReply(parameter_count=summary.parameter_count, state_names=summary.state_names)
+
+
+def model_summary_from_proto(message: ProtoSetTrainConfigReply) -> ModelSummary:
+    """Decode what a worker built from a train config."""
+    return ModelSummary(parameter_count=message.parameter_count, state_names=tuple(message.state_names))
+
+
+def model_catalog_to_proto(catalog: ModelCatalog) -> ProtoListModelsReply:
+    """Encode the architectures a worker registered (``ListModelsReply``; names in the order given, which
+    section 12.7.1 wants sorted)."""
+    return ProtoListModelsReply(names=catalog.names, weights_only=catalog.weights_only)
+
+
+def model_catalog_from_proto(message: ProtoListModelsReply) -> ModelCatalog:
+    """Decode the architectures a worker registered."""
+    return ModelCatalog(names=tuple(message.names), weights_only=message.weights_only)
 
 
 def fit_progress_to_proto(event: FitProgressEvent) -> ProtoFitProgress:

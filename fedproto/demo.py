@@ -4,7 +4,7 @@ The demo loads scikit-learn's bundled digits (1797 images of 8x8 pixels, 10 clas
 downloaded), keeps a stratified 20 % as the test set, and deals the rest out to the workers as uneven,
 non-IID shards (Dirichlet label skew: each worker sees some digits far more than others). Every worker
 is a separate ``fedproto serve`` process on 127.0.0.1 that requires a token. The coordinator trains a
-64-64-10 MLP with :class:`~fedproto.fedavg.FedAvg`, then trains the same model centrally on the pooled
+64-64-10 MLP with :class:`~fedproto.federated.FedAvg`, then trains the same model centrally on the pooled
 training data with the same budget (as many epochs over all the data as the federation ran, the same
 seed, optimizer and batch size, and the very training loop the workers run) and prints both test
 accuracies. It plots the accuracy per round against the central baseline (``--plot``).
@@ -39,7 +39,7 @@ from torch import nn
 from fedproto.client import Client
 from fedproto.datasets import Dataset
 from fedproto.errors import FedprotoError, ProtocolError
-from fedproto.fedavg import FedAvg, RoundRecord
+from fedproto.federated import FedAvg, RoundRecord
 from fedproto.training import ModelRegistry, TrainConfig, TrainingState
 
 __all__ = ["DemoError", "main"]

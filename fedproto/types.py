@@ -1,16 +1,22 @@
-"""Small typed values that the client returns and the worker describes itself with.
+"""Small typed values that cross the wire: what the client returns and the worker describes itself with.
 
-They are plain frozen dataclasses with no wire knowledge: :mod:`fedproto.codec` converts them to and
-from the generated protobuf classes.
+They are plain frozen dataclasses with no wire knowledge and no training code: :mod:`fedproto.codec`
+converts them to and from the generated protobuf classes, the worker's training engine
+(:mod:`fedproto.training.engine`) produces the training records, and the client returns them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from torch import Tensor
 
 __all__ = [
+    "EvaluateResult",
+    "FitProgressEvent",
+    "FitResult",
     "Limits",
     "MethodInfo",
     "ModelCatalog",
@@ -19,6 +25,7 @@ __all__ = [
     "ParameterInfo",
     "ServerInfo",
     "TensorInfo",
+    "TrainSpec",
 ]
 
 
@@ -117,3 +124,77 @@ class ModelCatalog:
 
     names: tuple[str, ...] = ()
     weights_only: bool = False
+
+
+# --------------------------------------------------------------------------------------------------
+# training records
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainSpec:
+    """A train config as the wire carries it and the worker receives it.
+
+    A client builds one from a :class:`~fedproto.training.TrainConfig` with
+    :meth:`~fedproto.training.TrainConfig.to_spec`. Exactly one of ``model_torchscript``/
+    ``registered_model`` and one of ``loss_torchscript``/``loss_name`` should be set; this class does not
+    check (the codec must be able to represent what a client sent, and
+    :meth:`~fedproto.training.engine.TrainingState.configure` answers with the right error).
+    ``optimizer_args`` values are numbers, bools or lists of numbers.
+    ``max_nr_batches`` <= 0 means no cap; ``seed`` None means nondeterministic.
+    """
+
+    model_torchscript: bytes | None = None
+    registered_model: str | None = None
+    loss_torchscript: bytes | None = None
+    loss_name: str | None = None
+    optimizer: str
+    optimizer_args: dict[str, Any] = field(default_factory=dict)
+    batch_size: int
+    epochs: int
+    shuffle: bool
+    max_nr_batches: int = -1
+    seed: int | None = None
+    initial_weights: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FitProgressEvent:
+    """One progress report of a running fit (``FitProgress``)."""
+
+    epoch: int
+    """The epoch in progress, from 1."""
+    batch: int
+    """Batches done in this epoch, from 1."""
+    batches_per_epoch: int
+    """Batches in this epoch (fewer in the epoch where ``max_nr_batches`` ends the fit)."""
+    loss: float
+    """The loss of the latest batch."""
+    running_loss: float
+    """The mean loss over this epoch's batches so far."""
+    samples: int
+    """Samples processed so far in this fit."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FitResult:
+    """The outcome of a finished fit (``FitReply``)."""
+
+    final_loss: float
+    mean_loss: float
+    samples: int
+    batches: int
+    epochs: int
+    seconds: float
+    dataset_size: int
+    weights: dict[str, Tensor] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluateResult:
+    """The outcome of an evaluation (``EvaluateReply``); unrequested parts are None, 0 or empty."""
+
+    loss: float | None
+    correct: int
+    total: int
+    prediction_histogram: list[int]
+    target_histogram: list[int]

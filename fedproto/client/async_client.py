@@ -48,8 +48,16 @@ from fedproto.session import (
     SessionState,
     TransferProgress,
 )
-from fedproto.training import EvaluateResult, FitResult, TrainConfig
-from fedproto.types import MethodInfo, ModelCatalog, ModelSummary, ObjectInfo, ServerInfo
+from fedproto.training import TrainConfig
+from fedproto.types import (
+    EvaluateResult,
+    FitResult,
+    MethodInfo,
+    ModelCatalog,
+    ModelSummary,
+    ObjectInfo,
+    ServerInfo,
+)
 from fedproto_pb.v1 import calls_pb2, datasets_pb2, objects_pb2, session_pb2, training_pb2
 
 __all__ = ["AsyncClient", "NotificationCallback", "ObjectRef", "RemoteMethods", "TransferCallback"]
@@ -538,9 +546,7 @@ class AsyncClient:
             timeout=timeout,
             set_train_config=training_pb2.SetTrainConfigRequest(config=codec.train_spec_to_proto(spec)),
         )
-        return ModelSummary(
-            parameter_count=reply.message.parameter_count, state_names=tuple(reply.message.state_names)
-        )
+        return codec.model_summary_from_proto(reply.message)
 
     async def fit(
         self,
@@ -553,7 +559,7 @@ class AsyncClient:
     ) -> FitResult:
         """Train the worker's model on one of its datasets; no fixed timeout ends a long fit.
 
-        ``progress`` is a callback taking each :class:`~fedproto.training.FitProgressEvent`, ``True`` for
+        ``progress`` is a callback taking each :class:`~fedproto.FitProgressEvent`, ``True`` for
         a progress bar, or ``None`` for a bar only when stderr is a terminal.
         """
         request = training_pb2.FitRequest(
@@ -618,7 +624,7 @@ class AsyncClient:
     async def list_models(self, *, timeout: float | None = None) -> ModelCatalog:
         """The architectures the worker registered, and whether it accepts only those."""
         reply = await self._request(timeout=timeout, list_models=training_pb2.ListModelsRequest())
-        return ModelCatalog(names=tuple(reply.message.names), weights_only=reply.message.weights_only)
+        return codec.model_catalog_from_proto(reply.message)
 
 
 class _Connecting:

@@ -8,7 +8,7 @@ from types import TracebackType
 
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from fedproto.training import FitProgressEvent
+from fedproto.types import FitProgressEvent
 
 __all__ = ["FitProgressBar", "FitProgressCallback", "wants_bar"]
 

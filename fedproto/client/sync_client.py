@@ -9,29 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
+import inspect
 import threading
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import numpy as np
-import torch
-
-from fedproto.client.async_client import (
-    AsyncClient,
-    NotificationCallback,
-    ObjectRef,
-    RemoteMethods,
-    TransferCallback,
-)
-from fedproto.client.progress import FitProgressCallback
-from fedproto.datasets import DatasetDescription
+from fedproto.client.async_client import AsyncClient, NotificationCallback, ObjectRef, RemoteMethods
 from fedproto.errors import ConnectionClosedError
-from fedproto.training import EvaluateResult, FitResult, TrainConfig
-from fedproto.types import MethodInfo, ModelCatalog, ModelSummary, ObjectInfo, ServerInfo
+from fedproto.types import ServerInfo
 
 __all__ = ["Client"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 class _LoopThread:
@@ -74,6 +66,58 @@ class _LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()
+
+
+def _blocking(
+    method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]],
+    *,
+    result: Callable[[Client, R], R] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Callable[Concatenate[Client, P], R]:
+    """The blocking :class:`Client` method that runs ``method`` (an :class:`AsyncClient` coroutine).
+
+    The method is written once, on the async core; this builds its blocking twin instead of a second
+    hand-written signature that could drift. ``ParamSpec`` carries the parameters to type checkers, so
+    mypy and IDEs check ``client.send(...)`` against ``AsyncClient.send``; ``functools.wraps`` and an
+    explicit ``__signature__`` give ``help()`` and ``inspect`` the same parameters and docstring.
+    ``result`` post-processes the value (``send``'s handle must go through the blocking client);
+    ``defaults`` changes the default of keyword parameters, and is applied when the caller omits them.
+    """
+    name = method.__name__
+    signature = inspect.signature(method)
+    overrides = dict(defaults or {})
+    unknown = set(overrides) - set(signature.parameters)
+    if unknown:
+        raise TypeError(f"AsyncClient.{name} has no parameters {sorted(unknown)}")
+
+    @functools.wraps(method)
+    def blocking(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        for key, value in overrides.items():
+            kwargs.setdefault(key, value)
+        value = self._run(method(self._async, *args, **kwargs))
+        return value if result is None else result(self, value)
+
+    blocking.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[
+            parameter.replace(default=overrides[parameter.name]) if parameter.name in overrides else parameter
+            for parameter in signature.parameters.values()
+        ]
+    )
+    blocking.__module__ = __name__
+    blocking.__qualname__ = f"Client.{name}"
+    blocking.__doc__ = (
+        f"{inspect.getdoc(method) or ''}\n\nBlocks until the reply: :meth:`AsyncClient.{name}` run on the "
+        "client's loop thread."
+    )
+    if overrides:
+        changed = ", ".join(f"``{key}={value!r}``" for key, value in overrides.items())
+        blocking.__doc__ += f" Defaults here: {changed}."
+    return blocking
+
+
+def _owned_by_caller(client: Client, ref: ObjectRef) -> ObjectRef:
+    """``send``'s handle, rebound so that its ``get``/``delete`` block too."""
+    return ObjectRef(ref.id, ref.info, client)
 
 
 class Client:
@@ -126,150 +170,43 @@ class Client:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._portal.run(coro)
 
-    # Each method below does exactly what the AsyncClient method of the same name does.
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule a coroutine of :attr:`aio` on this client's loop thread, without waiting for it.
 
-    def ping(self, *, timeout: float | None = None) -> float:
-        """Round-trip a Ping; returns the seconds it took."""
-        return self._run(self._async.ping(timeout=timeout))
-
-    def send(
-        self,
-        tensor: torch.Tensor | np.ndarray[Any, Any],
-        id: str | None = None,
-        tags: Iterable[str] = (),
-        description: str = "",
-        *,
-        overwrite: bool = False,
-        progress: TransferCallback | None = None,
-        timeout: float | None = None,
-    ) -> ObjectRef:
-        """Store a tensor on the worker; returns a handle whose ``get``/``delete`` block."""
-        ref = self._run(
-            self._async.send(
-                tensor, id, tags, description, overwrite=overwrite, progress=progress, timeout=timeout
-            )
-        )
-        return ObjectRef(ref.id, ref.info, self)
-
-    def get(
-        self, id: str, *, progress: TransferCallback | None = None, timeout: float | None = None
-    ) -> torch.Tensor:
-        """Fetch a stored tensor."""
-        return self._run(self._async.get(id, progress=progress, timeout=timeout))
-
-    def delete(self, id: str, *, timeout: float | None = None) -> int:
-        """Delete a stored object; returns the bytes freed."""
-        return self._run(self._async.delete(id, timeout=timeout))
-
-    def list_objects(self, *, timeout: float | None = None) -> list[ObjectInfo]:
-        """Every object this identity keeps on the worker."""
-        return self._run(self._async.list_objects(timeout=timeout))
-
-    def objects_count(self, *, timeout: float | None = None) -> int:
-        """How many objects this identity keeps on the worker."""
-        return self._run(self._async.objects_count(timeout=timeout))
-
-    def clear_objects(self, *, timeout: float | None = None) -> int:
-        """Delete every object of this identity; returns how many."""
-        return self._run(self._async.clear_objects(timeout=timeout))
-
-    def search(self, *tags: str, timeout: float | None = None) -> list[ObjectInfo]:
-        """Objects carrying every one of ``tags``."""
-        return self._run(self._async.search(*tags, timeout=timeout))
-
-    def datasets(self, *, timeout: float | None = None) -> list[DatasetDescription]:
-        """The datasets the worker offers (descriptions only)."""
-        return self._run(self._async.datasets(timeout=timeout))
-
-    def methods(self, *, timeout: float | None = None) -> list[MethodInfo]:
-        """The methods the worker exposes."""
-        return self._run(self._async.methods(timeout=timeout))
-
-    def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Call an exposed method: ``alice.call("get_colony_id")``."""
-        return self._run(self._async.call(method, *args, **kwargs))
-
-    def call_with(
-        self,
-        method: str,
-        args: Iterable[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> Any:
-        """Call an exposed method with explicit arguments and a per-call timeout."""
-        return self._run(self._async.call_with(method, args, kwargs, timeout=timeout))
+        The way for asyncio code to drive a blocking client: ``await
+        asyncio.wrap_future(client.submit(client.aio.fit("xor")))`` lets many clients work at once
+        (this is what :class:`~fedproto.FedAvg` does). Cancelling the returned future cancels the
+        request on the worker. Raises ConnectionClosedError when the client is closed.
+        """
+        if self._portal.closed:
+            coro.close()
+            raise ConnectionClosedError("the client is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._portal.loop)
 
     def on_notification(self, callback: NotificationCallback) -> NotificationCallback:
         """Call ``callback(topic, payload)`` (on the client's thread) for every notification."""
         return self._async.on_notification(callback)
 
-    def next_notification(self, timeout: float | None = None) -> tuple[str, Any]:
-        """Wait for the next notification: ``(topic, payload)``."""
-        return self._run(self._async.next_notification(timeout))
+    # Every request method is the AsyncClient coroutine of the same name, run to completion on the
+    # client's loop thread: same parameters, same documentation (see _blocking).
 
-    def set_train_config(self, config: TrainConfig, *, timeout: float | None = None) -> ModelSummary:
-        """Send a train config to the worker."""
-        return self._run(self._async.set_train_config(config, timeout=timeout))
-
-    def fit(
-        self,
-        dataset_key: str,
-        *,
-        progress: bool | FitProgressCallback | None = None,
-        progress_every: int = 0,
-        return_weights: bool = False,
-        timeout: float | None = None,
-    ) -> FitResult:
-        """Train on one of the worker's datasets (a progress bar by default in a terminal)."""
-        return self._run(
-            self._async.fit(
-                dataset_key,
-                progress=progress,
-                progress_every=progress_every,
-                return_weights=return_weights,
-                timeout=timeout,
-            )
-        )
-
-    def evaluate(
-        self,
-        dataset_key: str,
-        *,
-        return_histograms: bool = False,
-        nr_bins: int = 0,
-        return_loss: bool = True,
-        return_raw_accuracy: bool = True,
-        batch_size: int = 0,
-        timeout: float | None = None,
-    ) -> EvaluateResult:
-        """Evaluate the worker's model on one of its datasets."""
-        return self._run(
-            self._async.evaluate(
-                dataset_key,
-                return_histograms=return_histograms,
-                nr_bins=nr_bins,
-                return_loss=return_loss,
-                return_raw_accuracy=return_raw_accuracy,
-                batch_size=batch_size,
-                timeout=timeout,
-            )
-        )
-
-    def get_model_weights(self, *, timeout: float | None = None) -> dict[str, torch.Tensor]:
-        """The worker's current model weights."""
-        return self._run(self._async.get_model_weights(timeout=timeout))
-
-    def set_model_weights(
-        self, state: dict[str, torch.Tensor], *, strict: bool = False, timeout: float | None = None
-    ) -> int:
-        """Replace (some of) the worker's model weights."""
-        return self._run(self._async.set_model_weights(state, strict=strict, timeout=timeout))
-
-    def list_models(self, *, timeout: float | None = None) -> ModelCatalog:
-        """The architectures the worker registered."""
-        return self._run(self._async.list_models(timeout=timeout))
-
-    def _call_async(self, factory: Callable[[AsyncClient], Coroutine[Any, Any, T]]) -> T:
-        """Run ``factory(async_client)`` on the client's loop (for extensions such as training)."""
-        return self._run(factory(self._async))
+    ping = _blocking(AsyncClient.ping)
+    send = _blocking(AsyncClient.send, result=_owned_by_caller)
+    get = _blocking(AsyncClient.get)
+    delete = _blocking(AsyncClient.delete)
+    list_objects = _blocking(AsyncClient.list_objects)
+    objects_count = _blocking(AsyncClient.objects_count)
+    clear_objects = _blocking(AsyncClient.clear_objects)
+    search = _blocking(AsyncClient.search)
+    datasets = _blocking(AsyncClient.datasets)
+    methods = _blocking(AsyncClient.methods)
+    call = _blocking(AsyncClient.call)
+    call_with = _blocking(AsyncClient.call_with)
+    next_notification = _blocking(AsyncClient.next_notification)
+    set_train_config = _blocking(AsyncClient.set_train_config)
+    # In a terminal a blocking fit shows a progress bar unless asked not to (progress=False).
+    fit = _blocking(AsyncClient.fit, defaults={"progress": None})
+    evaluate = _blocking(AsyncClient.evaluate)
+    get_model_weights = _blocking(AsyncClient.get_model_weights)
+    set_model_weights = _blocking(AsyncClient.set_model_weights)
+    list_models = _blocking(AsyncClient.list_models)

@@ -1,20 +1,16 @@
-"""Train configs: :class:`TrainConfig` as the user writes it, :class:`TrainSpec` as it travels.
+"""Train configs: :class:`TrainConfig` as the user writes it, a ``TrainSpec`` as it travels.
 
 A client builds a :class:`TrainConfig` from live Python objects (an ``nn.Module``, a loss function) and
-turns it into a :class:`TrainSpec` with :meth:`TrainConfig.to_spec`: models and losses become
+turns it into a :class:`~fedproto.types.TrainSpec` with :meth:`TrainConfig.to_spec`: models and losses become
 TorchScript archives (the bytes ``torch.jit.save`` writes), everything else plain values. The codec
-converts a :class:`TrainSpec` to and from the protobuf ``TrainConfig``; the worker hands it to
+converts a ``TrainSpec`` to and from the protobuf ``TrainConfig``; the worker hands it to
 :meth:`fedproto.training.engine.TrainingState.configure`, which validates it again, because a worker
 trusts nothing a client sends.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import threading
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -22,30 +18,15 @@ import torch
 from torch import Tensor, nn
 
 from fedproto.training.losses import BUILTIN_LOSSES
+from fedproto.training.torchscript import error_summary, quiet_torchscript, save_torchscript
+from fedproto.types import TrainSpec
 
-__all__ = ["TrainConfig", "TrainSpec"]
+__all__ = ["TrainConfig"]
 
 _R_co = TypeVar("_R_co", covariant=True)
 
 #: The largest seed the wire carries (``optional uint64 seed``).
 _MAX_SEED = 2**64 - 1
-
-
-_TORCHSCRIPT_LOCK = threading.RLock()
-
-
-@contextlib.contextmanager
-def _quiet_torchscript() -> Iterator[None]:
-    """Run TorchScript work one thread at a time, without torch's deprecation warnings for ``torch.jit``.
-
-    TorchScript is this protocol's format, so the warnings are noise. The lock is needed because the
-    TorchScript compiler is not thread-safe (two threads scripting the same module class can fail with
-    "Can't redefine method"), and ``warnings.catch_warnings`` changes process-wide state.
-    """
-    with _TORCHSCRIPT_LOCK, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        yield
 
 
 def _optimizer_class(name: object) -> type[torch.optim.Optimizer] | None:
@@ -93,25 +74,6 @@ def _optimizer_kwargs(args: Mapping[str, Any]) -> dict[str, Any]:
     return {key: tuple(value) if isinstance(value, (list, tuple)) else value for key, value in args.items()}
 
 
-def _summary(exc: BaseException) -> str:
-    """One line about an exception: the TorchScript interpreter's last line, or the first line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    line = lines[-1] if lines[0].startswith("The following operation failed") else lines[0]
-    return line if line.startswith(type(exc).__name__) else f"{type(exc).__name__}: {line}"
-
-
-def _torchscript_bytes(module: torch.jit.ScriptModule, what: str) -> bytes:
-    buffer = io.BytesIO()
-    try:
-        with _quiet_torchscript():
-            torch.jit.save(module, buffer)
-    except Exception as exc:
-        raise TypeError(f"the {what} cannot be saved as TorchScript: {_summary(exc)}") from exc
-    return buffer.getvalue()
-
-
 def _script_loss_function(function: Callable[..., Tensor]) -> torch.jit.ScriptModule:
     """Script a loss function (plain or already scripted) as a module whose forward calls it."""
 
@@ -119,38 +81,13 @@ def _script_loss_function(function: Callable[..., Tensor]) -> torch.jit.ScriptMo
         def forward(self, output: Tensor, target: Tensor) -> Tensor:
             return function(output, target)
 
-    with _quiet_torchscript():
+    with quiet_torchscript():
         scripted: torch.jit.ScriptModule = torch.jit.script(LossFunction())
     return scripted
 
 
 class _ConfigReceiver(Protocol[_R_co]):
     def set_train_config(self, config: TrainConfig, /) -> _R_co: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TrainSpec:
-    """A train config as the wire carries it and the worker receives it.
-
-    Exactly one of ``model_torchscript``/``registered_model`` and one of ``loss_torchscript``/``loss_name``
-    should be set; this class does not check (the codec must be able to represent what a client sent,
-    and :meth:`~fedproto.training.engine.TrainingState.configure` answers with the right error).
-    ``optimizer_args`` values are numbers, bools or lists of numbers.
-    ``max_nr_batches`` <= 0 means no cap; ``seed`` None means nondeterministic.
-    """
-
-    model_torchscript: bytes | None = None
-    registered_model: str | None = None
-    loss_torchscript: bytes | None = None
-    loss_name: str | None = None
-    optimizer: str
-    optimizer_args: dict[str, Any] = field(default_factory=dict)
-    batch_size: int
-    epochs: int
-    shuffle: bool
-    max_nr_batches: int = -1
-    seed: int | None = None
-    initial_weights: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -229,7 +166,9 @@ class TrainConfig:
         try:
             optimizer_class([nn.Parameter(torch.zeros(1))], **_optimizer_kwargs(self.optimizer_args))
         except Exception as exc:  # TypeError, ValueError, IndexError (a short betas list)...
-            raise ValueError(f"{self.optimizer} does not accept optimizer_args: {_summary(exc)}") from None
+            raise ValueError(
+                f"{self.optimizer} does not accept optimizer_args: {error_summary(exc)}"
+            ) from None
 
     def model_bytes(self) -> bytes | None:
         """The model as a TorchScript archive, or None when the model is a registered name.
@@ -244,25 +183,25 @@ class TrainConfig:
         if isinstance(model, str):
             return None
         if isinstance(model, torch.jit.ScriptModule):
-            return _torchscript_bytes(model, "model")
+            return save_torchscript(model, "model")
         try:
-            with _quiet_torchscript():
+            with quiet_torchscript():
                 scripted: torch.jit.ScriptModule = torch.jit.script(model)
         except Exception as exc:
             if self.example_input is None:
                 raise TypeError(
                     f"the model {type(model).__name__} cannot be scripted with torch.jit.script "
-                    f"({_summary(exc)}); pass example_input=... to trace it instead"
+                    f"({error_summary(exc)}); pass example_input=... to trace it instead"
                 ) from exc
             try:
-                with _quiet_torchscript():
+                with quiet_torchscript():
                     scripted = torch.jit.trace(model, self.example_input, check_trace=False)
             except Exception as trace_exc:
                 raise TypeError(
                     f"the model {type(model).__name__} can be neither scripted nor traced with "
-                    f"example_input: {_summary(trace_exc)}"
+                    f"example_input: {error_summary(trace_exc)}"
                 ) from trace_exc
-        return _torchscript_bytes(scripted, "model")
+        return save_torchscript(scripted, "model")
 
     def loss_bytes(self) -> bytes | None:
         """The loss as a TorchScript archive, or None when it is a built-in loss name.
@@ -275,19 +214,19 @@ class TrainConfig:
         if isinstance(loss_fn, str):
             return None
         if isinstance(loss_fn, torch.jit.ScriptModule):
-            return _torchscript_bytes(loss_fn, "loss")
+            return save_torchscript(loss_fn, "loss")
         try:
             if isinstance(loss_fn, nn.Module):
-                with _quiet_torchscript():
+                with quiet_torchscript():
                     scripted: torch.jit.ScriptModule = torch.jit.script(loss_fn)
             else:
                 scripted = _script_loss_function(loss_fn)
         except Exception as exc:
             name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
             raise TypeError(
-                f"the loss {name} cannot be scripted with torch.jit.script: {_summary(exc)}"
+                f"the loss {name} cannot be scripted with torch.jit.script: {error_summary(exc)}"
             ) from exc
-        return _torchscript_bytes(scripted, "loss")
+        return save_torchscript(scripted, "loss")
 
     def to_spec(self) -> TrainSpec:
         """This config as the wire carries it: TorchScript bytes for objects, plain values otherwise."""

@@ -1,6 +1,6 @@
 """The worker's training engine: one :class:`TrainingState` per client identity.
 
-:meth:`TrainingState.configure` turns a :class:`~fedproto.training.config.TrainSpec` into a model, a
+:meth:`TrainingState.configure` turns a :class:`~fedproto.types.TrainSpec` into a model, a
 loss and an optimizer, checking everything a client could get wrong and raising the protocol's
 exceptions; :meth:`TrainingState.fit`, :meth:`TrainingState.evaluate`, :meth:`TrainingState.state_dict`
 and :meth:`TrainingState.load_weights` serve ``Fit``, ``Evaluate``, ``GetWeights`` and ``SetWeights``.
@@ -13,13 +13,11 @@ never with ``pickle`` or ``torch.load``.
 
 from __future__ import annotations
 
-import io
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,23 +35,16 @@ from fedproto.errors import (
 )
 from fedproto.training.config import (
     _MAX_SEED,
-    TrainSpec,
     _known_optimizers,
     _optimizer_args_problem,
     _optimizer_class,
     _optimizer_kwargs,
-    _quiet_torchscript,
-    _summary,
 )
 from fedproto.training.losses import builtin_loss
+from fedproto.training.torchscript import error_summary, load_torchscript
+from fedproto.types import EvaluateResult, FitProgressEvent, FitResult, ModelSummary, TrainSpec
 
-__all__ = [
-    "EvaluateResult",
-    "FitProgressEvent",
-    "FitResult",
-    "ModelRegistry",
-    "TrainingState",
-]
+__all__ = ["ModelRegistry", "TrainingState"]
 
 #: Progress events per epoch when the request leaves the interval to the server (``progress_every`` 0).
 DEFAULT_PROGRESS_EVENTS_PER_EPOCH = 10
@@ -104,61 +95,6 @@ class ModelRegistry:
         return len(self._factories)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FitProgressEvent:
-    """One progress report of a running fit (``FitProgress``)."""
-
-    epoch: int
-    """The epoch in progress, from 1."""
-    batch: int
-    """Batches done in this epoch, from 1."""
-    batches_per_epoch: int
-    """Batches in this epoch (fewer in the epoch where ``max_nr_batches`` ends the fit)."""
-    loss: float
-    """The loss of the latest batch."""
-    running_loss: float
-    """The mean loss over this epoch's batches so far."""
-    samples: int
-    """Samples processed so far in this fit."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FitResult:
-    """The outcome of a finished fit (``FitReply``)."""
-
-    final_loss: float
-    mean_loss: float
-    samples: int
-    batches: int
-    epochs: int
-    seconds: float
-    dataset_size: int
-    weights: dict[str, Tensor] | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EvaluateResult:
-    """The outcome of an evaluation (``EvaluateReply``); unrequested parts are None, 0 or empty."""
-
-    loss: float | None
-    correct: int
-    total: int
-    prediction_histogram: list[int]
-    target_histogram: list[int]
-
-
-def _load_torchscript(data: bytes, field: str) -> torch.jit.ScriptModule:
-    """Load client bytes as a TorchScript archive (only ``torch.jit.load``); InvalidArgumentError else."""
-    try:
-        with _quiet_torchscript():
-            module: torch.jit.ScriptModule = torch.jit.load(io.BytesIO(data), map_location="cpu")
-    except Exception as exc:
-        raise InvalidArgumentError(
-            f"{field} is not a loadable TorchScript archive: {_summary(exc)}", details={"field": field}
-        ) from None
-    return module
-
-
 def _check_loss_signature(loss: torch.jit.ScriptModule) -> None:
     """Refuse a TorchScript loss whose forward cannot be called as ``forward(output, target)``."""
     try:
@@ -181,7 +117,7 @@ def _failure(exc: Exception, where: str, details: Mapping[str, str]) -> Protocol
     """The protocol error for an exception raised by the client's model or loss (or the optimizer)."""
     if isinstance(exc, MemoryError):
         return ResourceExhaustedError(f"out of memory {where}", details=details)
-    return InvalidArgumentError(f"{where} failed: {_summary(exc)}", details=details)
+    return InvalidArgumentError(f"{where} failed: {error_summary(exc)}", details=details)
 
 
 def _scalar_loss(value: object) -> Tensor:
@@ -310,7 +246,7 @@ class TrainingState:
 
         model: nn.Module
         if spec.model_torchscript is not None:
-            model = _load_torchscript(spec.model_torchscript, "model_torchscript")
+            model = load_torchscript(spec.model_torchscript, "model_torchscript")
         elif spec.seed is None:
             model = registry.create(spec.registered_model or "")
         else:
@@ -320,7 +256,7 @@ class TrainingState:
 
         loss_fn: Callable[[Tensor, Tensor], Tensor]
         if spec.loss_torchscript is not None:
-            loss_module = _load_torchscript(spec.loss_torchscript, "loss_torchscript")
+            loss_module = load_torchscript(spec.loss_torchscript, "loss_torchscript")
             _check_loss_signature(loss_module)
             loss_fn = loss_module
         else:
@@ -335,7 +271,7 @@ class TrainingState:
         except Exception as exc:  # the constructor checks client values: TypeError, ValueError, IndexError...
             raise InvalidArgumentError(
                 f"cannot create {spec.optimizer} with optimizer_args {spec.optimizer_args!r}: "
-                f"{_summary(exc)}",
+                f"{error_summary(exc)}",
                 details={"field": "optimizer_args"},
             ) from None
         return cls(spec=spec, model=model, loss_fn=loss_fn, optimizer=optimizer)
@@ -359,6 +295,11 @@ class TrainingState:
     def state_names(self) -> list[str]:
         """The names in the model's state dict, in order (``SetTrainConfigReply.state_names``)."""
         return list(self._model.state_dict().keys())
+
+    @property
+    def summary(self) -> ModelSummary:
+        """What the client learns about the model it configured (``SetTrainConfigReply``)."""
+        return ModelSummary(parameter_count=self.parameter_count, state_names=tuple(self.state_names))
 
     @property
     def busy(self) -> bool:

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from fedproto.training.config import TrainConfig, TrainSpec
+from fedproto.training.config import TrainConfig
+from fedproto.types import TrainSpec
 
 
 @pytest.fixture(autouse=True)

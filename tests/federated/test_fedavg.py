@@ -15,8 +15,8 @@ from conftest import WAIT, ThreadedWorker, in_flight, stop_quietly, wait_until
 from torch import nn
 
 import fedproto
-from fedproto.fedavg import FedAvg, FedAvgError, RoundRecord, WorkerRound
-from fedproto.server.conformance import REGISTERED_MODEL, conformance_worker, fixture_dataset
+from fedproto.federated import FedAvg, FedAvgError, RoundRecord, WorkerRound
+from fedproto.server.profile import REGISTERED_MODEL, conformance_worker, fixture_dataset
 
 #: Bound on a whole federated run in these tests.
 RUN = 60.0

@@ -33,11 +33,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import io
 import math
 import sys
 import time
-import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -48,7 +46,10 @@ from torch import Tensor, nn
 
 from fedproto.client import AsyncClient, Client
 from fedproto.errors import ConnectionClosedError, FailedPreconditionError, FedprotoError
-from fedproto.training import EvaluateResult, FitResult, TrainConfig, average_weights
+from fedproto.federated.averaging import average_weights
+from fedproto.training import TrainConfig
+from fedproto.training.torchscript import load_torchscript
+from fedproto.types import EvaluateResult, FitResult
 
 __all__ = ["FedAvg", "FedAvgError", "RoundCallback", "RoundRecord", "WorkerRound"]
 
@@ -126,17 +127,20 @@ class FedAvgError(FedprotoError):
 class _Remote:
     """One worker as FedAvg drives it: its label and a way to run client coroutines on the right loop.
 
-    An :class:`AsyncClient` runs on the caller's loop; a :class:`Client` on its own loop thread, reached
-    with ``run_coroutine_threadsafe`` so that cancelling the round cancels the request on the worker.
+    An :class:`AsyncClient` runs on the caller's loop. A :class:`Client` keeps its connection on its own
+    loop thread, so its coroutines go there through :meth:`Client.submit`, the public way for asyncio
+    code to drive a blocking client (the same call a user would make); awaiting the returned future
+    here, rather than blocking on the client's methods, lets every worker train at once, and cancelling
+    the round cancels the request on the worker.
     """
 
     def __init__(self, client: AsyncClient | Client) -> None:
         if isinstance(client, Client):
             self.aio = client.aio
-            self.loop: asyncio.AbstractEventLoop | None = client._call_async(_running_loop)
+            self.sync: Client | None = client
         elif isinstance(client, AsyncClient):
             self.aio = client
-            self.loop = None
+            self.sync = None
         else:
             raise TypeError(f"expected fedproto.AsyncClient or fedproto.Client, not {type(client).__name__}")
         try:
@@ -146,21 +150,9 @@ class _Remote:
         self.configured = False
 
     async def run(self, factory: Callable[[AsyncClient], Coroutine[Any, Any, T]]) -> T:
-        if self.loop is None:
+        if self.sync is None:
             return await factory(self.aio)
-        future = asyncio.run_coroutine_threadsafe(factory(self.aio), self.loop)
-        return await asyncio.wrap_future(future)
-
-
-async def _running_loop(_: AsyncClient) -> asyncio.AbstractEventLoop:
-    return asyncio.get_running_loop()
-
-
-def _load_torchscript(data: bytes | None) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
-        module: torch.jit.ScriptModule = torch.jit.load(io.BytesIO(data or b""), map_location="cpu")
-    return module
+        return await asyncio.wrap_future(self.sync.submit(factory(self.aio)))
 
 
 def _scripted_once(config: TrainConfig) -> TrainConfig:
@@ -170,10 +162,10 @@ def _scripted_once(config: TrainConfig) -> TrainConfig:
     """
     changes: dict[str, Any] = {}
     if isinstance(config.model, nn.Module) and not isinstance(config.model, torch.jit.ScriptModule):
-        changes["model"] = _load_torchscript(config.model_bytes())
+        changes["model"] = load_torchscript(config.model_bytes() or b"", "model")
     loss = config.loss_fn
     if not isinstance(loss, (str, torch.jit.ScriptModule)):
-        changes["loss_fn"] = _load_torchscript(config.loss_bytes())
+        changes["loss_fn"] = load_torchscript(config.loss_bytes() or b"", "loss")
     return dataclasses.replace(config, **changes) if changes else config
 
 
@@ -255,7 +247,7 @@ class FedAvg:
         Works in scripts and where an event loop already runs in this thread (a notebook): the rounds
         then run on a loop of their own in a helper thread.
         """
-        if any(remote.loop is None for remote in self._remotes):
+        if any(remote.sync is None for remote in self._remotes):
             raise TypeError("FedAvg.run needs fedproto.Client objects; use 'await run_async(...)' instead")
         try:
             asyncio.get_running_loop()

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from fedproto.training.averaging import average_weights
+from fedproto.federated.averaging import average_weights
 
 
 def test_weighted_by_sample_counts() -> None:
