@@ -172,7 +172,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     from fedproto.server import Worker, load_token_file
-    from fedproto.server.conformance import conformance_worker
+    from fedproto.server.profile import conformance_worker
 
     tokens = load_token_file(args.token_file) if args.token_file else None
     if args.conformance:

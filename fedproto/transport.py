@@ -119,4 +119,3 @@ def client_options(max_frame_bytes: int) -> ClientOptions:
         user_agent_header=None,
         proxy=None,
     )
-

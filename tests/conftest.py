@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 import fedproto
-from fedproto.server.conformance import CONFORMANCE_LIMITS, conformance_worker
+from fedproto.server.profile import CONFORMANCE_LIMITS, conformance_worker
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.session_pb2 import Hello
 

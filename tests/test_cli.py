@@ -13,7 +13,7 @@ from conftest import WAIT, ThreadedWorker, free_port
 
 import fedproto
 from fedproto.cli import main
-from fedproto.server.conformance import conformance_worker
+from fedproto.server.profile import conformance_worker
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,8 @@
 It moves frames between a websockets connection and a :class:`~fedproto.session.ServerSession`, runs
 each request as its own task (so a slow call never holds up anything else, section 5.4), enforces
 deadlines and cancels, and drains or cancels in-flight work when the connection or the worker closes.
-Every protocol rule is decided by the session; this module only acts on its events.
+Every protocol rule is decided by the session, and what a request does by the dispatch callable it is
+given (:func:`fedproto.server.dispatch.dispatcher`); this module only acts on their results.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -25,6 +25,7 @@ from fedproto.errors import (
     RequestCancelledError,
     UnavailableError,
 )
+from fedproto.server.dispatch import Dispatch
 from fedproto.session import (
     CloseCode,
     CloseConnection,
@@ -38,9 +39,6 @@ from fedproto.session import (
     UploadStarted,
 )
 
-if TYPE_CHECKING:
-    from fedproto.server.worker import Worker
-
 __all__ = ["ServerConnectionHandler"]
 
 log = logging.getLogger("fedproto.worker")
@@ -52,10 +50,14 @@ _CLOSED = "closed"
 
 
 class ServerConnectionHandler:
-    """Serves one client connection for a :class:`~fedproto.server.worker.Worker`."""
+    """Serves one client connection: frames through ``session``, requests through ``dispatch``.
 
-    def __init__(self, worker: Worker, ws: ServerConnection, session: ServerSession) -> None:
-        self.worker = worker
+    The handler is the :class:`~fedproto.server.dispatch.Connection` that ``dispatch`` receives with
+    each request.
+    """
+
+    def __init__(self, dispatch: Dispatch, ws: ServerConnection, session: ServerSession) -> None:
+        self._dispatch = dispatch
         self.ws = ws
         self.session = session
         self.peer = _peer(ws)
@@ -219,10 +221,10 @@ class ServerConnectionHandler:
         rid = event.request_id
         try:
             if event.deadline is None:
-                body = await self.worker._handle_request(self, event)
+                body = await self._dispatch(self, event)
             else:
                 async with asyncio.timeout(event.deadline):
-                    body = await self.worker._handle_request(self, event)
+                    body = await self._dispatch(self, event)
             if body is not None and self.session.is_in_flight(rid):
                 await self.send(self.session.reply(rid, **body))
         except asyncio.CancelledError:
@@ -290,6 +292,3 @@ def _peer(ws: ServerConnection) -> str:
         return f"{host}:{port}"
     except Exception:
         return "?"
-
-
-Handler = Callable[[ServerConnectionHandler, RequestReceived], Awaitable[dict[str, Any] | None]]

@@ -3,90 +3,56 @@
 A worker holds named datasets, an object store scoped per client identity, the methods its owner chose
 to expose, and (per identity) a training state. It serves protocol v1 over WebSocket
 (``await worker.serve(host, port)`` in asyncio code, ``worker.run(host, port)`` in scripts and notebooks)
-and answers every request as docs/protocol.md says. The per-connection I/O lives in
-:mod:`fedproto.server._connection`; the protocol rules in :mod:`fedproto.session`.
+and answers every request as docs/protocol.md says.
+
+This module is the worker's public face and its lifecycle (start, serve, stop, run, notify). The rest
+lives beside it: the protocol rules in :mod:`fedproto.session`, the per-connection I/O in
+:mod:`fedproto.server._connection`, what each request does in :mod:`fedproto.server.handlers` (which
+see the worker only as :class:`~fedproto.server.services.WorkerServices`), tokens in
+:mod:`fedproto.server.tokens`, TLS in :mod:`fedproto.server.tls`, threads in
+:mod:`fedproto.server.threads`, and the WebSocket settings in :mod:`fedproto.transport`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
-import hmac
 import logging
 import signal
-import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-import torch
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.typing import Subprotocol
 
-from fedproto import codec
-from fedproto.datasets import Dataset, as_dataset, describe, load_dataset_file
-from fedproto.errors import (
-    InternalError,
-    InvalidArgumentError,
-    NotFoundError,
-    ResourceExhaustedError,
-    UnimplementedError,
-)
+from fedproto import transport
+from fedproto.datasets import Dataset, as_dataset, load_dataset_file
 from fedproto.hashing import BackgroundSha256
 from fedproto.server._connection import ServerConnectionHandler
-from fedproto.server.methods import CallContext, ExposedMethod, MethodRegistry
+from fedproto.server.dispatch import dispatcher
+from fedproto.server.handlers import HANDLERS
+from fedproto.server.methods import MethodRegistry
+from fedproto.server.services import WorkerServices
 from fedproto.server.store import ObjectStore
-from fedproto.session import RequestReceived, ServerSession
+from fedproto.server.threads import WorkerThreads
+from fedproto.server.tls import server_ssl_context
+from fedproto.server.tokens import ANONYMOUS, TokenTable, load_token_file
+from fedproto.session import ServerSession
 from fedproto.training import ModelRegistry, TrainingState
 from fedproto.types import Limits, TensorInfo
-from fedproto_pb.v1 import calls_pb2, datasets_pb2, objects_pb2
 from fedproto_pb.v1.objects_pb2 import SendObjectRequest
 
+# ANONYMOUS, SUBPROTOCOL and load_token_file were defined here before they got modules of their own; they
+# stay importable from here.
 __all__ = ["ANONYMOUS", "SUBPROTOCOL", "Worker", "load_token_file"]
 
 log = logging.getLogger("fedproto.worker")
 
+#: The WebSocket subprotocol name of protocol v1 (section 2); see :mod:`fedproto.transport`.
+SUBPROTOCOL = transport.SUBPROTOCOL
+
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: The identity every client shares when the worker requires no token (section 15).
-ANONYMOUS = "anonymous"
-#: The WebSocket subprotocol name of protocol v1 (section 2).
-SUBPROTOCOL = Subprotocol("fedproto.v1")
-SERVER_NAME = "fedproto-python/0.1"
-
-
-def load_token_file(path: str | Path) -> dict[str, str]:
-    """Read ``identity token`` (or ``identity:token``) lines into {identity: token}; # starts a comment.
-
-    A line holding only a token gets an identity derived from the token's hash, so that identities never
-    reveal tokens.
-    """
-    tokens: dict[str, str] = {}
-    for number, raw in enumerate(Path(path).read_text().splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.replace(":", " ", 1).split()
-        if len(parts) == 1:
-            identity, token = _identity_of(parts[0]), parts[0]
-        elif len(parts) == 2:
-            identity, token = parts
-        else:
-            raise ValueError(f"{path}:{number}: expected 'IDENTITY TOKEN' or 'TOKEN'")
-        if identity in tokens:
-            raise ValueError(f"{path}:{number}: identity {identity!r} appears twice")
-        tokens[identity] = token
-    if not tokens:
-        raise ValueError(f"{path}: no tokens")
-    return tokens
-
-
-def _identity_of(token: str) -> str:
-    return "id-" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 class Worker:
@@ -119,38 +85,68 @@ class Worker:
         training_threads: int | None = None,
     ) -> None:
         self.id = id
-        self.limits = limits or Limits()
-        self.weights_only = weights_only
         self.shutdown_grace = shutdown_grace
-        self._tokens = _normalize_tokens(tokens)
-        self.objects = ObjectStore(max_bytes_per_identity=self.limits.max_object_bytes)
-        self.methods = MethodRegistry()
-        self.methods.register_marked(self)
-        self._datasets: dict[str, Dataset] = {}
-        self._training: dict[str, TrainingState] = {}
-        self._models = ModelRegistry()
+        self._tokens = TokenTable(tokens)
+        limits = limits or Limits()
+        # Created first: it sets the serving thread's PyTorch threads before anything else uses PyTorch.
+        self.threads = WorkerThreads(id, max_threads=max_threads, training_threads=training_threads)
+        #: What the request handlers use of this worker; the worker's own state lives there too.
+        self.services = WorkerServices(
+            limits=limits,
+            objects=ObjectStore(max_bytes_per_identity=limits.max_object_bytes),
+            methods=MethodRegistry(),
+            models=ModelRegistry(),
+            threads=self.threads,
+            weights_only=weights_only,
+        )
+        self.services.methods.register_marked(self)
+        self._dispatch = dispatcher(self.services, HANDLERS)
         self._extra_capabilities: list[str] = []
         self._connections: set[ServerConnectionHandler] = set()
         self._server: Server | None = None
+        self._tls = False
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix=f"fedproto-{id}")
-        # All model work (load, fit, evaluate, weights) runs on one thread, which gets PyTorch's intra-op
-        # threads; the serving thread keeps one. OpenMP keeps a team of threads per calling thread, and
-        # once the teams of two threads outnumber the cores, libgomp stops spinning at its barriers and
-        # every small parallel region pays for a sleep and a wake-up: a small model's fit ran 3-4x slower
-        # in a worker than in a script. This must happen before the serving thread's first parallel
-        # region (loading a dataset, say), which is why it is done here.
-        self._training_jobs = 0  # queued or running on the training thread
-        self._training_jobs_lock = threading.Lock()
-        self.training_threads = training_threads or torch.get_num_threads()
-        torch.set_num_threads(1)
-        self._training_executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix=f"fedproto-{id}-train",
-            initializer=torch.set_num_threads,
-            initargs=(self.training_threads,),
-        )
+
+    # -- configuration (the services' own state) ---------------------------------------------------
+
+    @property
+    def limits(self) -> Limits:
+        """The limits this worker advertises and enforces (section 14); set before serving."""
+        return self.services.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self.services.limits = limits
+
+    @property
+    def weights_only(self) -> bool:
+        """Whether clients may train registered architectures only (section 12.2)."""
+        return self.services.weights_only
+
+    @weights_only.setter
+    def weights_only(self, weights_only: bool) -> None:
+        self.services.weights_only = weights_only
+
+    @property
+    def objects(self) -> ObjectStore:
+        """The object store, scoped per client identity (section 9)."""
+        return self.services.objects
+
+    @property
+    def methods(self) -> MethodRegistry:
+        """The methods exposed to custom calls (section 11)."""
+        return self.services.methods
+
+    @property
+    def training_threads(self) -> int:
+        """PyTorch intra-op threads of the training thread."""
+        return self.threads.training_threads
+
+    @property
+    def _training(self) -> dict[str, TrainingState]:
+        """The training states by client identity (for tests that wait for a client's first config)."""
+        return self.services.training
 
     # -- what the worker offers -------------------------------------------------------------------
 
@@ -159,14 +155,14 @@ class Worker:
         if not key:
             raise ValueError("a dataset needs a non-empty key")
         if isinstance(dataset, (str, Path)):
-            self._datasets[key] = load_dataset_file(dataset, description)
+            self.services.datasets[key] = load_dataset_file(dataset, description)
         else:
-            self._datasets[key] = as_dataset(dataset, description)
+            self.services.datasets[key] = as_dataset(dataset, description)
 
     @property
     def datasets(self) -> dict[str, Dataset]:
         """The datasets this worker offers, by key (a copy of the mapping)."""
-        return dict(self._datasets)
+        return dict(self.services.datasets)
 
     @overload
     def method(self, func: F, /) -> F: ...
@@ -199,10 +195,7 @@ class Worker:
 
     def register_model(self, name: str, factory: Callable[[], Any]) -> None:
         """Register an architecture clients may train by name (the weights-only mode's only option)."""
-        self._model_registry().register(name, factory)
-
-    def _model_registry(self) -> ModelRegistry:
-        return self._models
+        self.services.models.register(name, factory)
 
     def add_capability(self, name: str) -> None:
         """Advertise an extra capability string in the Welcome."""
@@ -219,15 +212,7 @@ class Worker:
 
     def authenticate(self, token: str) -> str | None:
         """Map a Hello token to an identity (None: refused). Compares in constant time (section 15)."""
-        if not self._tokens:
-            return ANONYMOUS
-        given = token.encode()
-        found = None
-        for secret, identity in self._tokens:
-            # Every token is compared, so timing reveals neither which token matched nor where.
-            if hmac.compare_digest(given, secret):
-                found = identity
-        return found
+        return self._tokens.authenticate(token)
 
     async def start(
         self,
@@ -240,18 +225,13 @@ class Worker:
         """Start listening and return; :meth:`wait_closed` waits for :meth:`stop`. Port 0 picks one."""
         if self._server is not None:
             raise RuntimeError("the worker is already serving")
-        if not self._tokens:
+        if not self._tokens.required:
             log.warning(
                 "worker %s requires no token: every client shares the %r identity and its objects",
                 self.id,
                 ANONYMOUS,
             )
-        ssl_context = None
-        if tls_cert or tls_key:
-            if not (tls_cert and tls_key):
-                raise ValueError("TLS needs both a certificate and a key")
-            ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ssl_context.load_cert_chain(str(tls_cert), str(tls_key))
+        ssl_context = server_ssl_context(tls_cert, tls_key)
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._server = await serve(
@@ -259,16 +239,9 @@ class Worker:
             host,
             port,
             ssl=ssl_context,
-            max_size=self.limits.max_frame_bytes,
-            compression=None,  # tensors do not compress; deflate would only cost CPU (section 2)
-            subprotocols=[SUBPROTOCOL],
-            select_subprotocol=_select_subprotocol,
-            ping_interval=20,
-            ping_timeout=60,
-            max_queue=64,
-            write_limit=4 * 1024 * 1024,
-            server_header=None,
+            **transport.server_options(self.limits.max_frame_bytes),
         )
+        self._tls = ssl_context is not None
         log.info("worker %s listening on %s", self.id, self.url)
 
     @property
@@ -285,7 +258,7 @@ class Worker:
             raise RuntimeError("the worker is not serving")
         sock = next(iter(self._server.sockets))
         host = sock.getsockname()[0]
-        scheme = "wss" if self._server.server._ssl_context is not None else "ws"  # type: ignore[attr-defined]
+        scheme = "wss" if self._tls else "ws"
         host = f"[{host}]" if ":" in host else host
         return f"{scheme}://{host}:{self.port}"
 
@@ -371,14 +344,14 @@ class Worker:
     async def _serve_connection(self, ws: ServerConnection) -> None:
         session = ServerSession(
             server_id=self.id,
-            server_name=SERVER_NAME,
+            server_name=transport.IMPLEMENTATION_NAME,
             limits=self.limits,
             capabilities=self.capabilities,
             authenticate=self.authenticate,
             check_upload=self._check_upload,
             hasher=BackgroundSha256,
         )
-        handler = ServerConnectionHandler(self, ws, session)
+        handler = ServerConnectionHandler(self._dispatch, ws, session)
         self._connections.add(handler)
         try:
             await handler.run()
@@ -388,202 +361,25 @@ class Worker:
     def _check_upload(self, identity: str, request: SendObjectRequest, info: TensorInfo) -> None:
         self.objects.check_room(identity, request.id, info.nbytes, overwrite=request.overwrite)
 
-    # -- requests ---------------------------------------------------------------------------------
-
-    async def _handle_request(
-        self, conn: ServerConnectionHandler, event: RequestReceived
-    ) -> dict[str, Any] | None:
-        handler = _HANDLERS.get(event.kind)
-        if handler is None:
-            raise UnimplementedError(f"{event.kind} is not implemented by this worker")
-        return await handler(self, conn, event)
+    # -- threads and datasets, for exposed methods and subclasses ---------------------------------
 
     def submit_training(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        """Queue model work on the worker's training thread (one for all identities, in arrival order).
-
-        The job counts as running until the thread has finished it, even when whoever awaits the
-        returned future gives up earlier: :attr:`training_busy` must not say "idle" while a cancelled
-        fit is still winding down between two batches.
-        """
-        future = self._training_executor.submit(functools.partial(func, *args, **kwargs))
-        with self._training_jobs_lock:
-            self._training_jobs += 1
-        future.add_done_callback(self._training_job_done)
-        return asyncio.wrap_future(future)
-
-    def _training_job_done(self, _future: Any) -> None:  # runs on the training thread
-        with self._training_jobs_lock:
-            self._training_jobs -= 1
+        """Queue model work on the worker's training thread (see :meth:`WorkerThreads.submit_training`)."""
+        return self.threads.submit_training(func, *args, **kwargs)
 
     async def run_training(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run model work on the training thread and return its result (see :meth:`submit_training`)."""
-        return await self.submit_training(func, *args, **kwargs)
+        return await self.threads.run_training(func, *args, **kwargs)
 
     @property
     def training_busy(self) -> bool:
         """Whether the training thread is running (or has queued) model work."""
-        return self._training_jobs > 0
+        return self.threads.training_busy
 
     async def run_sync(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run blocking work on the worker's threads, off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(func, *args, **kwargs))
+        return await self.threads.run_sync(func, *args, **kwargs)
 
     def dataset(self, key: str) -> Dataset:
         """The dataset called ``key`` (NOT_FOUND otherwise)."""
-        try:
-            return self._datasets[key]
-        except KeyError:
-            raise NotFoundError(f"no dataset {key!r}", details={"dataset_key": key}) from None
-
-
-# --------------------------------------------------------------------------------------------------
-# request handlers: one per request kind, each returning the reply body or None if it sent it itself
-
-Handler = Callable[[Worker, ServerConnectionHandler, RequestReceived], Any]
-_HANDLERS: dict[str, Handler] = {}
-
-
-def _handles(kind: str) -> Callable[[Handler], Handler]:
-    def register(func: Handler) -> Handler:
-        _HANDLERS[kind] = func
-        return func
-
-    return register
-
-
-@_handles("send_object")
-async def _send_object(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
-    request: SendObjectRequest = ev.message
-    if ev.payload is not None:
-        info = codec.tensor_info_from_proto(request.chunked)
-        payload: bytes | bytearray = ev.payload
-    elif request.WhichOneof("payload") == "tensor":
-        info = codec.check_tensor(request.tensor)
-        payload = request.tensor.data
-    else:
-        raise InvalidArgumentError("SendObjectRequest carries no tensor")
-    stored = worker.objects.put(
-        conn.identity,
-        object_id=request.id,
-        tags=request.tags,
-        description=request.description,
-        tensor=info,
-        payload=payload,
-        overwrite=request.overwrite,
-    )
-    return {"send_object_reply": objects_pb2.SendObjectReply(info=codec.object_info_to_proto(stored))}
-
-
-@_handles("get_object")
-async def _get_object(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> None:
-    ObjectStore.check_id(ev.message.id)
-    stored = worker.objects.get(conn.identity, ev.message.id)
-    for frame in conn.session.download(ev.request_id, stored.info, memoryview(stored.payload)):
-        await conn.send(frame)
-
-
-@_handles("delete_object")
-async def _delete_object(
-    worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived
-) -> dict[str, Any]:
-    ObjectStore.check_id(ev.message.id)
-    freed = worker.objects.delete(conn.identity, ev.message.id)
-    return {"delete_object_reply": objects_pb2.DeleteObjectReply(freed_bytes=freed)}
-
-
-@_handles("list_objects")
-async def _list_objects(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
-    infos = [codec.object_info_to_proto(i) for i in worker.objects.list(conn.identity)]
-    return {"list_objects_reply": objects_pb2.ListObjectsReply(objects=infos)}
-
-
-@_handles("count_objects")
-async def _count_objects(
-    worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived
-) -> dict[str, Any]:
-    return {"count_objects_reply": objects_pb2.CountObjectsReply(count=worker.objects.count(conn.identity))}
-
-
-@_handles("clear_objects")
-async def _clear_objects(
-    worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived
-) -> dict[str, Any]:
-    return {"clear_objects_reply": objects_pb2.ClearObjectsReply(removed=worker.objects.clear(conn.identity))}
-
-
-@_handles("search_objects")
-async def _search_objects(
-    worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived
-) -> dict[str, Any]:
-    infos = [codec.object_info_to_proto(i) for i in worker.objects.search(conn.identity, ev.message.tags)]
-    return {"search_objects_reply": objects_pb2.SearchObjectsReply(objects=infos)}
-
-
-@_handles("list_datasets")
-async def _list_datasets(
-    worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived
-) -> dict[str, Any]:
-    infos = [codec.dataset_info_to_proto(describe(k, worker._datasets[k])) for k in sorted(worker._datasets)]
-    return {"list_datasets_reply": datasets_pb2.ListDatasetsReply(datasets=infos)}
-
-
-@_handles("list_methods")
-async def _list_methods(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
-    infos = [codec.method_info_to_proto(i) for i in worker.methods.infos()]
-    return {"list_methods_reply": calls_pb2.ListMethodsReply(methods=infos)}
-
-
-@_handles("call")
-async def _call(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
-    request: calls_pb2.CallRequest = ev.message
-    method: ExposedMethod = worker.methods.get(request.method)
-    size = codec.call_args_size(request)
-    limit = worker.limits.max_call_args_bytes
-    if limit and size > limit:
-        raise ResourceExhaustedError(
-            f"call arguments take {size} bytes, more than the limit of {limit}", details={"limit": str(limit)}
-        )
-    args = [codec.value_from_proto(a) for a in request.args]
-    kwargs = codec.values_from_entries(request.kwargs)
-    context = None
-    if method.wants_context:
-        context = CallContext(
-            identity=conn.identity, method=method.name, _notify=conn.notify, _loop=asyncio.get_running_loop()
-        )
-    call_args, call_kwargs = method.bind(args, kwargs, context)
-    try:
-        if method.is_async:
-            result = await method.func(*call_args, **call_kwargs)
-        elif method.inline:
-            result = method.func(*call_args, **call_kwargs)
-        else:
-            result = await worker.run_sync(method.func, *call_args, **call_kwargs)
-    except asyncio.CancelledError:
-        if context is not None:
-            context.cancelled.set()
-        raise
-    try:
-        value = codec.value_to_proto(result)
-    except InvalidArgumentError as exc:
-        raise InternalError(f"{method.name} returned a value the protocol cannot carry: {exc}") from None
-    return {"call_reply": calls_pb2.CallReply(result=value)}
-
-
-def _select_subprotocol(connection: ServerConnection, offered: Any) -> Subprotocol | None:
-    # Offered: use it. Not offered: still serve (section 2 forbids refusing such clients).
-    return SUBPROTOCOL if SUBPROTOCOL in offered else None
-
-
-def _normalize_tokens(tokens: Mapping[str, str] | Iterable[str] | None) -> list[tuple[bytes, str]]:
-    if tokens is None:
-        return []
-    pairs = list(tokens.items()) if isinstance(tokens, Mapping) else [(_identity_of(t), t) for t in tokens]
-    for identity, token in pairs:
-        if not token or not identity:
-            raise ValueError("tokens and identities must be non-empty")
-    return [(token.encode(), identity) for identity, token in pairs]
-
-
-# The training handlers register themselves in _HANDLERS when their module is imported.
-from fedproto.server import _training_handlers  # noqa: E402, F401
+        return self.services.dataset(key)

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 import fedproto
 from fedproto.errors import ErrorCode, error_class_for
-from fedproto.server.conformance import conformance_worker
+from fedproto.server.profile import conformance_worker
 from fedproto_pb.v1.calls_pb2 import CallReply
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.errors_pb2 import Error

@@ -17,7 +17,7 @@ from conftest import WAIT, ThreadedWorker
 from torch import nn
 
 import fedproto
-from fedproto.server.conformance import conformance_worker
+from fedproto.server.profile import conformance_worker
 
 
 def client_threads() -> int:

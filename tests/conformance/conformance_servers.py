@@ -13,7 +13,7 @@ from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 from conformance import Runner, RunResult, Settings, all_cases, select
-from fedproto.server.conformance import conformance_worker
+from fedproto.server.profile import conformance_worker
 from fedproto.server.worker import Worker
 
 T = TypeVar("T")

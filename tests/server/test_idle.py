@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 import fedproto
-from fedproto.server.conformance import CONFORMANCE_LIMITS, conformance_worker
+from fedproto.server.profile import CONFORMANCE_LIMITS, conformance_worker
 
 
 @pytest.fixture

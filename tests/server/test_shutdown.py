@@ -29,7 +29,7 @@ from conftest import (
 
 import fedproto
 from fedproto.errors import ErrorCode
-from fedproto.server.conformance import CONFORMANCE_LIMITS
+from fedproto.server.profile import CONFORMANCE_LIMITS
 from fedproto_pb.v1.calls_pb2 import CallRequest
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import SendObjectRequest

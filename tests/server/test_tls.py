@@ -12,7 +12,7 @@ from conftest import WAIT, ThreadedWorker
 
 import fedproto
 from fedproto.cli import main as cli_main
-from fedproto.server.conformance import conformance_worker
+from fedproto.server.profile import conformance_worker
 
 
 @pytest.fixture(scope="module")

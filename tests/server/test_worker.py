@@ -32,7 +32,7 @@ from websockets.asyncio.client import ClientConnection
 
 import fedproto
 from fedproto.errors import ErrorCode
-from fedproto.server.conformance import CONFORMANCE_LIMITS
+from fedproto.server.profile import CONFORMANCE_LIMITS
 from fedproto_pb.v1.calls_pb2 import CallRequest
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.errors_pb2 import Error

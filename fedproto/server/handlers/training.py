@@ -1,8 +1,8 @@
-"""Request handlers for training (docs/protocol.md section 12), registered into the worker's table.
+"""Handlers of the training requests (docs/protocol.md section 12).
 
-Training runs on the worker's threads, never on the event loop, so the worker keeps answering pings and
-other clients during a long fit. Progress events travel through a queue to a pump task that sends them
-in order, all before the fit's terminal reply. Cancel and deadlines stop a fit between batches.
+Training runs on the worker's training thread, never on the event loop, so the worker keeps answering
+pings and other clients during a long fit. Progress events travel through a queue to a pump task that
+sends them in order, all before the fit's terminal reply. Cancel and deadlines stop a fit between batches.
 """
 
 from __future__ import annotations
@@ -12,59 +12,48 @@ import contextlib
 import functools
 import threading
 import time
-from typing import TYPE_CHECKING, Any
 
 from fedproto import codec
-from fedproto.errors import FailedPreconditionError
-from fedproto.server.worker import _handles
+from fedproto.server.dispatch import Connection, Reply
+from fedproto.server.services import WorkerServices
 from fedproto.session import RequestReceived
 from fedproto.training import FitProgressEvent, TrainingState
 from fedproto_pb.v1 import training_pb2
 
-if TYPE_CHECKING:
-    from fedproto.server._connection import ServerConnectionHandler
-    from fedproto.server.worker import Worker
+__all__ = ["evaluate", "fit", "get_weights", "list_models", "set_train_config", "set_weights"]
 
-__all__: list[str] = []
-
-
-def _state(worker: Worker, identity: str) -> TrainingState:
-    state = worker._training.get(identity)
-    if state is None:
-        raise FailedPreconditionError("no train config: send one first (set_train_config)")
-    return state
+#: Without an interval asked for, the shortest time between two progress events inside an epoch.
+_PROGRESS_SECONDS = 0.25
 
 
-@_handles("set_train_config")
-async def _set_train_config(
-    worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived
-) -> dict[str, Any]:
+async def set_train_config(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
+    """Build the identity's model, optimizer and loss from a train config, replacing any earlier one."""
     spec = codec.train_spec_from_proto(ev.message.config)
     configure = functools.partial(
         TrainingState.configure,
         spec,
-        registry=worker._model_registry(),
-        weights_only=worker.weights_only,
-        max_model_bytes=worker.limits.max_model_bytes,
+        registry=services.models,
+        weights_only=services.weights_only,
+        max_model_bytes=services.limits.max_model_bytes,
     )
-    if worker.training_busy:
+    if services.threads.training_busy:
         # A fit holds the training thread: load the model on the serving thread instead (it keeps one
         # intra-op thread, so no second OpenMP team appears) rather than wait for the fit to end.
         state = configure()
     else:
-        state = await worker.run_training(configure)
-    worker._training[conn.identity] = state
+        state = await services.threads.run_training(configure)
+    services.training[conn.identity] = state
     reply = training_pb2.SetTrainConfigReply(
         parameter_count=state.parameter_count, state_names=state.state_names
     )
     return {"set_train_config_reply": reply}
 
 
-@_handles("fit")
-async def _fit(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
+async def fit(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
+    """Train on a dataset, sending progress events; a cancel stops the fit between two batches."""
     request: training_pb2.FitRequest = ev.message
-    dataset = worker.dataset(request.dataset_key)
-    state = _state(worker, conn.identity)
+    dataset = services.dataset(request.dataset_key)
+    state = services.training_state(conn.identity)
     state.check_idle("fit")
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[FitProgressEvent | None] = asyncio.Queue()
@@ -77,7 +66,11 @@ async def _fit(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceive
         # most a few events a second between them: each event wakes the serving thread, which costs
         # the training thread the GIL, so a short fit would otherwise spend a fifth of its time on them.
         now = time.monotonic()
-        if request.progress_every or event.batch == event.batches_per_epoch or now - last_sent[0] >= 0.25:
+        if (
+            request.progress_every
+            or event.batch == event.batches_per_epoch
+            or now - last_sent[0] >= _PROGRESS_SECONDS
+        ):
             last_sent[0] = now
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
@@ -88,7 +81,7 @@ async def _fit(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceive
                 await conn.send(frame)
 
     pump_task = asyncio.create_task(pump())
-    future = worker.submit_training(
+    future = services.threads.submit_training(
         state.fit,
         dataset,
         progress=on_progress,
@@ -111,13 +104,13 @@ async def _fit(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceive
     return {"fit_reply": codec.fit_result_to_proto(result)}
 
 
-@_handles("evaluate")
-async def _evaluate(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
+async def evaluate(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
+    """Evaluate on a dataset; refused at once while the identity's fit runs (section 12.3.13)."""
     request: training_pb2.EvaluateRequest = ev.message
-    dataset = worker.dataset(request.dataset_key)
-    state = _state(worker, conn.identity)
+    dataset = services.dataset(request.dataset_key)
+    state = services.training_state(conn.identity)
     state.check_idle("evaluate")  # answered now, not after the running fit (section 12.3.13)
-    result = await worker.run_training(
+    result = await services.threads.run_training(
         state.evaluate,
         dataset,
         return_loss=request.return_loss,
@@ -129,23 +122,23 @@ async def _evaluate(worker: Worker, conn: ServerConnectionHandler, ev: RequestRe
     return {"evaluate_reply": codec.evaluate_result_to_proto(result)}
 
 
-@_handles("get_weights")
-async def _get_weights(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
-    weights = _state(worker, conn.identity).state_dict()
+async def get_weights(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
+    """The identity's model weights by name."""
+    weights = services.training_state(conn.identity).state_dict()
     return {"get_weights_reply": training_pb2.GetWeightsReply(weights=codec.named_tensors_to_proto(weights))}
 
 
-@_handles("set_weights")
-async def _set_weights(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
-    state = _state(worker, conn.identity)
+async def set_weights(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
+    """Load weights into the identity's model (all of them when ``strict``)."""
+    state = services.training_state(conn.identity)
     state.check_idle("set weights")
     weights = codec.named_tensors_from_proto(ev.message.weights)
-    updated = await worker.run_training(state.load_weights, weights, strict=ev.message.strict)
+    updated = await services.threads.run_training(state.load_weights, weights, strict=ev.message.strict)
     return {"set_weights_reply": training_pb2.SetWeightsReply(updated=updated)}
 
 
-@_handles("list_models")
-async def _list_models(worker: Worker, conn: ServerConnectionHandler, ev: RequestReceived) -> dict[str, Any]:
-    names = worker._model_registry().names()
-    reply = training_pb2.ListModelsReply(names=sorted(names), weights_only=worker.weights_only)
+async def list_models(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
+    """The registered architectures, and whether the worker accepts nothing else (weights-only mode)."""
+    names = services.models.names()
+    reply = training_pb2.ListModelsReply(names=sorted(names), weights_only=services.weights_only)
     return {"list_models_reply": reply}

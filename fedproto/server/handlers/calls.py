@@ -1,0 +1,57 @@
+"""Handlers of custom calls (docs/protocol.md section 11): listing the exposed methods and calling one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fedproto import codec
+from fedproto.errors import InternalError, InvalidArgumentError, ResourceExhaustedError
+from fedproto.server.dispatch import Connection, Reply
+from fedproto.server.methods import CallContext, ExposedMethod
+from fedproto.server.services import WorkerServices
+from fedproto.session import RequestReceived
+from fedproto_pb.v1 import calls_pb2
+
+__all__ = ["call", "list_methods"]
+
+
+async def list_methods(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
+    """Describe every exposed method."""
+    infos = [codec.method_info_to_proto(i) for i in services.methods.infos()]
+    return {"list_methods_reply": calls_pb2.ListMethodsReply(methods=infos)}
+
+
+async def call(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
+    """Run an exposed method: coroutines and inline methods on the event loop, others on a thread."""
+    request: calls_pb2.CallRequest = ev.message
+    method: ExposedMethod = services.methods.get(request.method)
+    size = codec.call_args_size(request)
+    limit = services.limits.max_call_args_bytes
+    if limit and size > limit:
+        raise ResourceExhaustedError(
+            f"call arguments take {size} bytes, more than the limit of {limit}", details={"limit": str(limit)}
+        )
+    args = [codec.value_from_proto(a) for a in request.args]
+    kwargs = codec.values_from_entries(request.kwargs)
+    context = None
+    if method.wants_context:
+        context = CallContext(
+            identity=conn.identity, method=method.name, _notify=conn.notify, _loop=asyncio.get_running_loop()
+        )
+    call_args, call_kwargs = method.bind(args, kwargs, context)
+    try:
+        if method.is_async:
+            result = await method.func(*call_args, **call_kwargs)
+        elif method.inline:
+            result = method.func(*call_args, **call_kwargs)
+        else:
+            result = await services.threads.run_sync(method.func, *call_args, **call_kwargs)
+    except asyncio.CancelledError:
+        if context is not None:
+            context.cancelled.set()
+        raise
+    try:
+        value = codec.value_to_proto(result)
+    except InvalidArgumentError as exc:
+        raise InternalError(f"{method.name} returned a value the protocol cannot carry: {exc}") from None
+    return {"call_reply": calls_pb2.CallReply(result=value)}

@@ -1,0 +1,81 @@
+"""Bearer tokens (docs/protocol.md section 15): the token file, and a Hello token mapped to an identity.
+
+Tokens are compared in constant time, and every configured token is compared on every attempt, so the
+time an answer takes reveals neither whether a token matched nor which one did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+__all__ = ["ANONYMOUS", "TokenTable", "identity_of_token", "load_token_file"]
+
+#: The identity every client shares when the worker requires no token (section 15).
+ANONYMOUS = "anonymous"
+
+
+def identity_of_token(token: str) -> str:
+    """The identity of a token configured without one: derived from its hash, so it never reveals it."""
+    return "id-" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def load_token_file(path: str | Path) -> dict[str, str]:
+    """Read ``identity token`` (or ``identity:token``) lines into {identity: token}; # starts a comment.
+
+    A line holding only a token gets an identity derived from the token's hash (:func:`identity_of_token`),
+    so that identities never reveal tokens.
+    """
+    tokens: dict[str, str] = {}
+    for number, raw in enumerate(Path(path).read_text().splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.replace(":", " ", 1).split()
+        if len(parts) == 1:
+            identity, token = identity_of_token(parts[0]), parts[0]
+        elif len(parts) == 2:
+            identity, token = parts
+        else:
+            raise ValueError(f"{path}:{number}: expected 'IDENTITY TOKEN' or 'TOKEN'")
+        if identity in tokens:
+            raise ValueError(f"{path}:{number}: identity {identity!r} appears twice")
+        tokens[identity] = token
+    if not tokens:
+        raise ValueError(f"{path}: no tokens")
+    return tokens
+
+
+class TokenTable:
+    """The tokens a worker accepts: {identity: token}, a list of tokens, or None (no token required)."""
+
+    def __init__(self, tokens: Mapping[str, str] | Iterable[str] | None = None) -> None:
+        if tokens is None:
+            pairs: list[tuple[str, str]] = []
+        elif isinstance(tokens, Mapping):
+            pairs = list(tokens.items())
+        else:
+            pairs = [(identity_of_token(t), t) for t in tokens]
+        for identity, token in pairs:
+            if not token or not identity:
+                raise ValueError("tokens and identities must be non-empty")
+        self._secrets = [(token.encode(), identity) for identity, token in pairs]
+
+    @property
+    def required(self) -> bool:
+        """Whether clients must present a token (False: every client is :data:`ANONYMOUS`)."""
+        return bool(self._secrets)
+
+    def authenticate(self, token: str) -> str | None:
+        """The identity ``token`` belongs to, :data:`ANONYMOUS` when none is required, None if refused."""
+        if not self._secrets:
+            return ANONYMOUS
+        given = token.encode()
+        found = None
+        for secret, identity in self._secrets:
+            # Every token is compared, so timing reveals neither which token matched nor where.
+            if hmac.compare_digest(given, secret):
+                found = identity
+        return found
