@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
+import pydoc
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +19,7 @@ from conftest import WAIT, ThreadedWorker
 from torch import nn
 
 import fedproto
+from fedproto.client import async_client
 from fedproto.server.profile import conformance_worker
 
 
@@ -168,3 +171,77 @@ def test_calls_on_a_closed_client_raise_connection_closed(threaded_worker: Threa
     with fedproto.Client(threaded_worker.url) as c:
         pass
     assert _outcome(c.ping) is fedproto.ConnectionClosedError
+
+
+# -- the blocking facade mirrors the async core ---------------------------------------------------
+
+#: AsyncClient coroutines with no blocking twin, and why.
+ASYNC_ONLY = {"open": "a Client connects in its constructor"}
+#: Public Client methods that are no AsyncClient coroutine, and why.
+FACADE_ONLY = {
+    "submit": "hands a coroutine of the async core to the client's loop thread",
+    "on_notification": "registers a callback; the same plain method on both",
+}
+#: Defaults the blocking facade changes on purpose: in a terminal a blocking fit shows a progress bar.
+CHANGED_DEFAULTS = {("fit", "progress"): (False, None)}
+
+
+def _public(cls: type, predicate: Callable[[object], bool]) -> set[str]:
+    return {name for name, member in inspect.getmembers(cls, predicate) if not name.startswith("_")}
+
+
+def test_every_async_coroutine_has_a_blocking_twin_and_back() -> None:
+    coroutines = _public(fedproto.AsyncClient, inspect.iscoroutinefunction)
+    blocking = _public(fedproto.Client, inspect.isfunction)
+    assert coroutines - blocking == set(ASYNC_ONLY)
+    assert blocking - coroutines == set(FACADE_ONLY)
+    assert not any(inspect.iscoroutinefunction(getattr(fedproto.Client, name)) for name in blocking)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(_public(fedproto.AsyncClient, inspect.iscoroutinefunction) - set(ASYNC_ONLY))
+)
+def test_blocking_twin_has_the_same_parameters(name: str) -> None:
+    core = inspect.signature(getattr(fedproto.AsyncClient, name))
+    twin = inspect.signature(getattr(fedproto.Client, name))
+    assert list(twin.parameters) == list(core.parameters)
+    for parameter, mirrored in zip(core.parameters.values(), twin.parameters.values(), strict=True):
+        assert (mirrored.kind, mirrored.annotation) == (parameter.kind, parameter.annotation), parameter.name
+        expected = CHANGED_DEFAULTS.get((name, parameter.name), (parameter.default, parameter.default))[1]
+        assert mirrored.default == expected, parameter.name
+    assert twin.return_annotation == core.return_annotation
+
+
+def test_blocking_twins_document_themselves() -> None:
+    send = fedproto.Client.send
+    assert send.__qualname__ == "Client.send" and send.__module__ == "fedproto.client.sync_client"
+    core_doc = inspect.getdoc(fedproto.AsyncClient.send)
+    assert core_doc and core_doc in (send.__doc__ or "")
+    assert "progress=None" in (fedproto.Client.fit.__doc__ or "")
+    shown = pydoc.render_doc(fedproto.Client.send, renderer=pydoc.plaintext)
+    assert "send(self, tensor:" in shown and "overwrite: 'bool' = False" in shown
+
+
+def test_blocking_fit_asks_for_a_bar_by_default(
+    threaded_worker: ThreadedWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[object] = []
+
+    def wants_bar(progress: object) -> bool:
+        asked.append(progress)
+        return False
+
+    monkeypatch.setattr(async_client, "wants_bar", wants_bar)
+    with fedproto.Client(threaded_worker.url) as c:
+        for kwargs in ({}, {"progress": False}):
+            with pytest.raises(fedproto.FailedPreconditionError):  # no train config yet
+                c.fit("conformance", **kwargs)
+    assert asked == [None, False]  # None: a bar when stderr is a terminal
+
+
+def test_submit_runs_a_coroutine_on_the_client_loop(threaded_worker: ThreadedWorker) -> None:
+    with fedproto.Client(threaded_worker.url) as c:
+        assert c.submit(c.aio.call("echo", 5)).result(timeout=WAIT) == {"args": [5], "kwargs": {}}
+    closing = c.aio.ping()
+    with pytest.raises(fedproto.ConnectionClosedError):
+        c.submit(closing)
