@@ -43,10 +43,7 @@ async def set_train_config(services: WorkerServices, conn: Connection, ev: Reque
     else:
         state = await services.threads.run_training(configure)
     services.training[conn.identity] = state
-    reply = training_pb2.SetTrainConfigReply(
-        parameter_count=state.parameter_count, state_names=state.state_names
-    )
-    return {"set_train_config_reply": reply}
+    return {"set_train_config_reply": codec.model_summary_to_proto(state.summary)}
 
 
 async def fit(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
