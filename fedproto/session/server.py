@@ -1,0 +1,399 @@
+"""The server's half of one connection, with no I/O: frames in, events and frames out.
+
+:class:`ServerSession` holds what docs/protocol.md says a server does on one connection: the handshake
+(section 4), request ids and exactly one terminal reply per request (section 5), cancel and goodbye
+(section 6), chunked uploads and downloads (section 7.3) and the framing rules for bad input (section 3).
+Every state change goes through the table in :mod:`fedproto.session.states`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from fedproto import codec
+from fedproto.errors import (
+    InvalidArgumentError,
+    MalformedError,
+    ProtocolError,
+    RequestCancelledError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnimplementedError,
+    UnsupportedVersionError,
+)
+from fedproto.hashing import Hasher
+from fedproto.session.events import (
+    CloseCode,
+    CloseConnection,
+    Event,
+    GoodbyeReceived,
+    HandshakeCompleted,
+    RequestCancelled,
+    RequestReceived,
+    SendFrame,
+    TransferProgress,
+    UploadStarted,
+)
+from fedproto.session.messages import (
+    PROGRESS_KINDS,
+    PROTOCOL_VERSIONS,
+    REQUEST_KINDS,
+    SERVER_ONLY_KINDS,
+    error_frame,
+    frame,
+)
+from fedproto.session.states import Machine, Role, SessionError, SessionState, Trigger
+from fedproto.session.transfers import (
+    Assembly,
+    Upload,
+    check_trailing_digest,
+    chunk_frames,
+    download_chunk_bytes,
+    inline_limit,
+    inline_reply_frame,
+)
+from fedproto.types import Limits, ObjectInfo, TensorInfo
+from fedproto_pb.v1.envelope_pb2 import Envelope
+from fedproto_pb.v1.objects_pb2 import GetObjectReply, SendObjectRequest
+from fedproto_pb.v1.session_pb2 import Goodbye, Hello, Notification, Pong, Welcome
+
+__all__ = ["ServerSession"]
+
+#: What a received body is to the server's state machine (anything else: an invalid body).
+_TRIGGER_OF_KIND = {
+    "hello": Trigger.RECEIVE_HELLO,
+    "chunk": Trigger.RECEIVE_CHUNK,
+    "cancel": Trigger.RECEIVE_CANCEL,
+    "goodbye": Trigger.RECEIVE_GOODBYE,
+    **dict.fromkeys(REQUEST_KINDS, Trigger.RECEIVE_REQUEST),
+}
+
+
+class ServerSession:
+    """The server's half of one connection.
+
+    ``authenticate`` maps a Hello token to an identity, or returns None to refuse it; ``check_upload`` is
+    called with the identity and the request before a chunked upload's buffer is allocated, and raises a
+    :class:`ProtocolError` (usually RESOURCE_EXHAUSTED) to refuse it. ``hasher`` makes the SHA-256 that
+    checks each chunked upload (the worker passes :class:`fedproto.hashing.BackgroundSha256`).
+    """
+
+    def __init__(
+        self,
+        *,
+        server_id: str,
+        server_name: str,
+        limits: Limits,
+        capabilities: Sequence[str],
+        authenticate: Callable[[str], str | None],
+        check_upload: Callable[[str, SendObjectRequest, TensorInfo], None] | None = None,
+        versions: Sequence[int] = PROTOCOL_VERSIONS,
+        hasher: Callable[[], Hasher] = hashlib.sha256,
+    ) -> None:
+        self.server_id = server_id
+        self._hasher = hasher
+        self.server_name = server_name
+        self.limits = limits
+        self.capabilities = tuple(capabilities)
+        self.versions = tuple(versions)
+        self._authenticate = authenticate
+        self._check_upload = check_upload
+        self._machine = Machine(Role.SERVER)
+        self.identity: str | None = None
+        self.client_name = ""
+        self.client_max_frame = 0
+        self._in_flight: set[int] = set()
+        self._uploads: dict[int, Upload] = {}
+
+    # -- state ------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        """Where the session is in its life (see :data:`fedproto.session.states.TRANSITIONS`)."""
+        return self._machine.state
+
+    @property
+    def in_flight(self) -> frozenset[int]:
+        """Ids of the requests that have not had their terminal reply yet."""
+        return frozenset(self._in_flight)
+
+    def is_in_flight(self, request_id: int) -> bool:
+        """Whether ``request_id`` still awaits its terminal reply."""
+        return request_id in self._in_flight
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def receive_frame(self, data: bytes | bytearray | memoryview | str) -> list[Event]:
+        """Apply one received WebSocket message and return what to do about it."""
+        state = self._machine.state
+        if state is SessionState.CLOSING:  # sections 4.1.7 and 6.3.2: nothing more is read
+            return []
+        if state is SessionState.OPEN and not isinstance(data, str):
+            fast = codec.decode_chunk_frame(data)  # big transfers: no payload copies (section 7.3)
+            if fast is not None:
+                self._machine.move(Trigger.RECEIVE_CHUNK)
+                return self._receive_chunk(*fast)
+        if isinstance(data, str):  # section 3.2
+            error = MalformedError("text frames are not part of the protocol; send binary frames")
+            return self._fail_connection(0, error, CloseCode.UNSUPPORTED_DATA, "text frame")
+        try:
+            envelope = codec.decode_envelope(data)
+        except MalformedError as undecodable:  # section 3.3: report, keep the connection
+            self._machine.move(Trigger.RECEIVE_UNDECODABLE)
+            return [SendFrame(error_frame(0, undecodable))]
+        kind = envelope.WhichOneof("body")
+        rid = envelope.request_id
+        trigger = _TRIGGER_OF_KIND.get(kind or "", Trigger.RECEIVE_INVALID)
+        # Errors about an envelope whose id is already in flight use request_id 0 so they are never
+        # taken for that request's terminal reply (section 3.7.3).
+        stray = 0 if rid in self._in_flight else rid
+        about = {"request_id": str(rid)} if stray != rid else None
+        try:
+            self._machine.check(trigger)
+        except ProtocolError as refused:
+            if state is SessionState.AWAIT_HELLO:  # section 4.4.2: refused, then closed
+                return self._fail_connection(rid, refused, CloseCode.PROTOCOL_ERROR, "no hello")
+            refused.details.update(about or {})
+            return [SendFrame(error_frame(stray, refused))]  # a second Hello (section 4.4.4)
+        if trigger is Trigger.RECEIVE_HELLO:
+            return self._receive_hello(envelope)
+        self._machine.move(trigger)
+        if trigger is Trigger.RECEIVE_REQUEST:
+            return self._receive_request(envelope, kind or "")
+        if trigger is Trigger.RECEIVE_CHUNK:
+            chunk = envelope.chunk
+            return self._receive_chunk(rid, chunk.offset, chunk.data, chunk.total_bytes, chunk.sha256)
+        if trigger is Trigger.RECEIVE_CANCEL:
+            return self._receive_cancel(rid)
+        if trigger is Trigger.RECEIVE_GOODBYE:
+            return [GoodbyeReceived(envelope.goodbye.reason)]
+        return [SendFrame(error_frame(stray, self._invalid_body(envelope, kind, about)))]
+
+    @staticmethod
+    def _invalid_body(envelope: Envelope, kind: str | None, about: dict[str, str] | None) -> ProtocolError:
+        if kind is None:  # sections 3.5 and 3.6
+            if codec.has_unknown_body(envelope):
+                return UnimplementedError("unknown message kind", details=about)
+            return MalformedError("envelope has no body", details=about)
+        # section 3.7: a body only servers send
+        return InvalidArgumentError(f"{kind} is sent by servers only", details=about)
+
+    def _fail_connection(self, rid: int, error: ProtocolError, code: int, reason: str) -> list[Event]:
+        """Answer a violation that ends the connection: the Error, then the close."""
+        self._machine.move(Trigger.FAIL)
+        return [SendFrame(error_frame(rid, error)), CloseConnection(code, reason)]
+
+    def _receive_hello(self, envelope: Envelope) -> list[Event]:
+        error: ProtocolError
+        rid = envelope.request_id
+        if rid == 0:
+            error = InvalidArgumentError("request_id 0 is reserved")
+            return self._fail_connection(0, error, CloseCode.PROTOCOL_ERROR, "request_id 0")
+        hello: Hello = envelope.hello
+        common = set(hello.versions) & set(self.versions)
+        if not common:
+            supported = ",".join(str(v) for v in self.versions)
+            error = UnsupportedVersionError(
+                f"no common protocol version (offered {list(hello.versions)}, supported {supported})",
+                details={"supported": supported},
+            )
+            return self._fail_connection(rid, error, CloseCode.PROTOCOL_ERROR, "unsupported version")
+        identity = self._authenticate(hello.token)
+        if identity is None:
+            error = UnauthenticatedError("missing or unknown token")
+            return self._fail_connection(rid, error, CloseCode.POLICY_VIOLATION, "auth")
+        version = max(common)
+        self.identity = identity
+        self.client_name = hello.client_name
+        self.client_max_frame = hello.max_frame_bytes
+        self._machine.move(Trigger.RECEIVE_HELLO)
+        welcome = Welcome(
+            version=version,
+            server_id=self.server_id,
+            server_name=self.server_name,
+            capabilities=self.capabilities,
+            limits=codec.limits_to_proto(self.limits),
+            identity=identity,
+        )
+        return [
+            SendFrame(frame(rid, welcome=welcome)),
+            HandshakeCompleted(identity=identity, version=version, client_name=hello.client_name),
+        ]
+
+    def _receive_request(self, envelope: Envelope, kind: str) -> list[Event]:
+        error: ProtocolError
+        rid = envelope.request_id
+        if rid == 0:  # section 5.1
+            error = InvalidArgumentError("request_id 0 is reserved for messages tied to no request")
+            return [SendFrame(error_frame(0, error))]
+        if rid in self._in_flight:  # section 5.2
+            error = InvalidArgumentError(
+                f"request_id {rid} is already in flight", details={"request_id": str(rid)}
+            )
+            return [SendFrame(error_frame(0, error))]
+        if len(self._in_flight) >= self.limits.max_in_flight:  # section 5.5
+            error = ResourceExhaustedError(
+                f"more than {self.limits.max_in_flight} requests in flight",
+                details={"limit": str(self.limits.max_in_flight)},
+            )
+            return [SendFrame(error_frame(rid, error))]
+        if kind == "ping":  # answered here: nothing can delay it (section 5.4)
+            self._in_flight.add(rid)
+            return [SendFrame(self.reply(rid, pong=Pong(payload=envelope.ping.payload)))]
+        deadline = envelope.deadline_ms / 1000.0 if envelope.deadline_ms else None
+        message = getattr(envelope, kind)
+        self._in_flight.add(rid)
+        if kind == "send_object" and message.WhichOneof("payload") == "chunked":
+            return self._start_upload(rid, message, deadline)
+        return [RequestReceived(request_id=rid, kind=kind, message=message, deadline=deadline)]
+
+    def _start_upload(self, rid: int, request: SendObjectRequest, deadline: float | None) -> list[Event]:
+        try:
+            info = codec.tensor_info_from_proto(request.chunked)
+            if len(info.sha256) not in (0, 32):  # empty: the last chunk brings it (section 7.3.26)
+                raise InvalidArgumentError(
+                    f"chunked.sha256 has {len(info.sha256)} bytes; give the 32-byte SHA-256 of the payload "
+                    "here or in the last chunk"
+                )
+            if self._check_upload is not None:
+                self._check_upload(self.identity or "", request, info)
+        except ProtocolError as error:
+            return [SendFrame(self.fail(rid, error))]
+        assembly = Assembly(info.nbytes, bytearray(info.nbytes), self._hasher(), full_chunks=True)
+        upload = Upload(request, info, assembly, deadline)
+        if info.nbytes == 0:
+            return self._finish_upload(rid, upload)
+        self._uploads[rid] = upload
+        return [UploadStarted(rid, deadline)]
+
+    def _receive_chunk(
+        self, rid: int, offset: int, data: bytes | memoryview, total: int, digest: bytes = b""
+    ) -> list[Event]:
+        upload = self._uploads.get(rid)
+        if upload is None:  # section 7.3: chunks of no upload in progress are ignored
+            return []
+        try:
+            upload.assembly.add(offset, data, total, self.limits.chunk_bytes)
+            check_trailing_digest(upload, digest)
+        except ProtocolError as error:
+            del self._uploads[rid]
+            return [SendFrame(self.fail(rid, error))]
+        events: list[Event] = [TransferProgress(rid, upload.assembly.received, upload.assembly.total)]
+        if upload.assembly.complete:
+            del self._uploads[rid]
+            events.extend(self._finish_upload(rid, upload, digest))
+        return events
+
+    def _finish_upload(self, rid: int, upload: Upload, trailing_digest: bytes = b"") -> list[Event]:
+        try:
+            upload.verify(trailing_digest)
+        except ProtocolError as error:
+            return [SendFrame(self.fail(rid, error))]
+        return [
+            RequestReceived(
+                request_id=rid,
+                kind="send_object",
+                message=upload.request,
+                deadline=upload.deadline,
+                payload=upload.assembly.buffer,
+            )
+        ]
+
+    def _receive_cancel(self, rid: int) -> list[Event]:
+        if rid not in self._in_flight:  # section 6.2: unknown ids are ignored
+            return []
+        if rid in self._uploads:  # the upload never reached a handler: end it here
+            del self._uploads[rid]
+            return [SendFrame(self.fail(rid, RequestCancelledError("upload cancelled")))]
+        return [RequestCancelled(rid)]
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def _finish(self, request_id: int) -> None:
+        self._machine.move(Trigger.SEND_REPLY)
+        if request_id not in self._in_flight:
+            raise SessionError(f"request {request_id} is not in flight (already answered?)")
+        self._in_flight.discard(request_id)
+        self._uploads.pop(request_id, None)
+
+    def _check_in_flight(self, request_id: int, trigger: Trigger) -> None:
+        self._machine.move(trigger)
+        if request_id not in self._in_flight:
+            raise SessionError(f"request {request_id} is not in flight")
+
+    def reply(self, request_id: int, **body: Any) -> bytes:
+        """Build the terminal reply of a request, e.g. ``reply(7, count_objects_reply=...)``."""
+        ((kind, _),) = body.items()
+        if kind not in SERVER_ONLY_KINDS or kind in PROGRESS_KINDS:
+            raise SessionError(f"{kind} is not a terminal reply")
+        self._finish(request_id)
+        data = frame(request_id, **body)
+        if self.client_max_frame and len(data) > self.client_max_frame:  # section 14.2.4
+            error = ResourceExhaustedError(
+                f"the reply takes {len(data)} bytes, more than the client's frame limit",
+                details={"limit": str(self.client_max_frame)},
+            )
+            return error_frame(request_id, error)
+        return data
+
+    def fail(self, request_id: int, error: ProtocolError) -> bytes:
+        """Build the terminal Error of a request."""
+        self._finish(request_id)
+        return error_frame(request_id, error)
+
+    def progress(self, request_id: int, **body: Any) -> bytes:
+        """Build a non-terminal event of a request in flight (``fit_progress=...``)."""
+        self._check_in_flight(request_id, Trigger.SEND_REPLY)
+        return frame(request_id, **body)
+
+    def download(self, request_id: int, info: ObjectInfo, view: memoryview) -> Iterator[bytes]:
+        """Yield the frames answering a GetObjectRequest: chunks then the reply, or one inline reply.
+
+        Chunked when the payload exceeds the chunk size or would not fit the client's frame limit
+        (section 7.3). The digest is taken once, here, over the stored bytes.
+        """
+        inline = view.nbytes <= inline_limit(self.limits.chunk_bytes, self.client_max_frame)
+        self._check_in_flight(request_id, Trigger.SEND_REPLY if inline else Trigger.SEND_CHUNK)
+        if inline:
+            self._finish(request_id)
+            yield inline_reply_frame(request_id, info, view)
+            return
+        yield from chunk_frames(
+            request_id, view, download_chunk_bytes(self.limits.chunk_bytes, self.client_max_frame)
+        )
+        if request_id in self._in_flight:
+            yield self.reply(
+                request_id, get_object_reply=GetObjectReply(info=codec.object_info_to_proto(info))
+            )
+
+    @property
+    def uploads(self) -> frozenset[int]:
+        """Ids of chunked uploads still waiting for chunks."""
+        return frozenset(self._uploads)
+
+    def abort_upload(self, request_id: int, error: ProtocolError) -> bytes | None:
+        """End an upload still waiting for chunks with ``error`` (deadline, goodbye, shutdown)."""
+        if request_id not in self._uploads:
+            return None
+        del self._uploads[request_id]
+        return self.fail(request_id, error)
+
+    def notification(self, topic: str, value: Any) -> bytes:
+        """Build a Notification pushed to the client (request_id 0, section 6.4)."""
+        self._machine.move(Trigger.SEND_NOTIFICATION)
+        return frame(0, notification=Notification(topic=topic, payload=codec.value_to_proto(value)))
+
+    def goodbye(self, reason: str = "") -> bytes:
+        """Build the server's Goodbye before a shutdown close (section 6.3).
+
+        The session keeps reading: uploads in progress may complete during the grace period, and new
+        requests reach the I/O layer, which answers them UNAVAILABLE.
+        """
+        self._machine.move(Trigger.SEND_GOODBYE)
+        return frame(0, goodbye=Goodbye(reason=reason))
+
+    def connection_error(self, error: ProtocolError) -> bytes:
+        """Build an Error tied to no request (request_id 0); sending one changes no state (section 3)."""
+        return error_frame(0, error)

@@ -1,0 +1,155 @@
+"""Chunked transfers (section 7.3), with no I/O: assembling chunks, checking digests, cutting frames.
+
+Both sessions use these: the server assembles uploads and cuts downloads, the client cuts uploads and
+assembles downloads. Bytes land in place in one buffer and are hashed as they arrive, so a transfer is
+verified without a second pass over its payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from fedproto import codec
+from fedproto.errors import DataLossError, InvalidArgumentError, MalformedError, ProtocolError
+from fedproto.hashing import Hasher
+from fedproto.types import ObjectInfo, TensorInfo
+from fedproto_pb.v1.envelope_pb2 import Envelope
+from fedproto_pb.v1.objects_pb2 import GetObjectReply, SendObjectRequest
+
+__all__ = [
+    "Assembly",
+    "Upload",
+    "check_trailing_digest",
+    "chunk_frames",
+    "download_chunk_bytes",
+    "download_error",
+    "inline_limit",
+    "inline_reply_frame",
+]
+
+#: Bytes a chunk envelope adds around its data (tags, varints of a 64-bit id, offset and total).
+_CHUNK_FRAME_OVERHEAD = 64
+#: Room left for a GetObjectReply's metadata (id, tags, description) around an inline tensor.
+_INLINE_REPLY_OVERHEAD = 4096
+
+
+@dataclass(slots=True)
+class Assembly:
+    """A chunked payload being received: bytes land in place, the digest is updated as they arrive."""
+
+    total: int
+    buffer: bytearray
+    hasher: Hasher
+    #: every chunk but the last must be exactly the chunk size (uploads, section 7.3.5); downloads may
+    #: use smaller chunks when the client's frame limit asks for it
+    full_chunks: bool = False
+    received: int = 0
+
+    def add(self, offset: int, data: bytes | memoryview, total: int, max_chunk: int) -> None:
+        """Take one chunk, or raise INVALID_ARGUMENT when it breaks the order or the sizes of section 7.3."""
+        size = len(data)
+        if total != self.total:
+            raise InvalidArgumentError(f"chunk says total_bytes={total}, expected {self.total}")
+        if offset != self.received:
+            raise InvalidArgumentError(f"chunk at offset {offset}, expected {self.received}")
+        if size == 0 or (max_chunk and size > max_chunk):
+            raise InvalidArgumentError(f"chunk of {size} bytes (allowed: 1 to {max_chunk})")
+        if self.full_chunks and max_chunk and size < max_chunk and offset + size != self.total:
+            raise InvalidArgumentError(f"a chunk of {size} bytes before the last one (section 7.3.5)")
+        if self.received + size > self.total:
+            raise InvalidArgumentError("chunks run past the announced total_bytes")
+        end = self.received + size
+        self.buffer[self.received : end] = data
+        # hash the bytes in place, not the frame: a background hasher then holds no frame alive
+        self.hasher.update(memoryview(self.buffer)[self.received : end])
+        self.received = end
+
+    @property
+    def complete(self) -> bool:
+        """Whether every announced byte has arrived."""
+        return self.received == self.total
+
+
+@dataclass(slots=True)
+class Upload:
+    """A chunked SendObjectRequest the server is receiving: the request, its header and its bytes."""
+
+    request: SendObjectRequest
+    info: TensorInfo
+    assembly: Assembly
+    deadline: float | None
+
+    def verify(self, trailing_digest: bytes = b"") -> None:
+        """Check the completed payload against its digest (DATA_LOSS) and record the verified digest.
+
+        The handler stores the header's TensorInfo: it gets the verified digest, so nobody hashes the
+        payload again (an empty upload has none to give and gets the digest of nothing, section 7.3.28).
+        """
+        expected = self.info.sha256 or trailing_digest
+        if expected and self.assembly.hasher.digest() != expected:
+            raise DataLossError("payload does not match its SHA-256")
+        if not self.info.sha256:
+            self.request.chunked.sha256 = expected or self.assembly.hasher.digest()
+
+
+def check_trailing_digest(upload: Upload, digest: bytes) -> None:
+    """Section 7.3.27: only the last chunk carries a digest, and only when the header left it out."""
+    last = upload.assembly.complete
+    if digest:
+        if upload.info.sha256:
+            raise InvalidArgumentError("the upload's header already gave its SHA-256; a chunk may not")
+        if not last:
+            raise InvalidArgumentError("only the last chunk of an upload may carry its SHA-256")
+        if len(digest) != 32:
+            raise InvalidArgumentError(f"the last chunk's sha256 has {len(digest)} bytes, not 32")
+    elif last and not upload.info.sha256:
+        raise InvalidArgumentError("the upload's header left sha256 empty, so its last chunk must carry it")
+
+
+def download_error(assembly: Assembly, reply: GetObjectReply) -> ProtocolError | None:
+    """What is wrong with a chunked download that ended with ``reply``, or None when it checks out."""
+    if reply.HasField("tensor"):
+        return MalformedError("chunked download ended with an inline tensor")
+    if not assembly.complete:
+        return DataLossError("chunked download ended before all bytes arrived")
+    if assembly.hasher.digest() != reply.info.tensor.sha256:
+        return DataLossError("downloaded payload does not match its SHA-256")
+    return None
+
+
+def chunk_frames(
+    request_id: int, view: memoryview, chunk_bytes: int, digest: Callable[[], bytes] | None = None
+) -> Iterator[bytes]:
+    """Yield the Chunk frames that carry ``view`` for one transfer (section 7.3).
+
+    With ``digest``, the last chunk carries ``digest()`` as its trailing SHA-256 (section 7.3.26); it is
+    asked for only once every earlier chunk has been yielded.
+    """
+    total = view.nbytes
+    for offset in range(0, total, chunk_bytes):
+        end = offset + chunk_bytes
+        trailer = digest() if digest is not None and end >= total else b""
+        yield codec.encode_chunk_frame(request_id, offset, view[offset:end], total, trailer)
+
+
+def inline_limit(chunk_bytes: int, client_max_frame: int) -> int:
+    """The largest payload a download sends inline: a chunk's worth, within the client's frame limit."""
+    if client_max_frame:
+        return min(chunk_bytes, max(client_max_frame - _INLINE_REPLY_OVERHEAD, 0))
+    return chunk_bytes
+
+
+def download_chunk_bytes(chunk_bytes: int, client_max_frame: int) -> int:
+    """The chunk size of a download: every chunk frame must fit the client's own limit (section 3.4)."""
+    if client_max_frame:
+        return max(1, min(chunk_bytes, client_max_frame - _CHUNK_FRAME_OVERHEAD))
+    return chunk_bytes
+
+
+def inline_reply_frame(request_id: int, info: ObjectInfo, view: memoryview) -> bytes:
+    """The GetObjectReply frame that carries a small object inline (section 7.3.15), one payload copy."""
+    envelope = Envelope(request_id=request_id)
+    envelope.get_object_reply.info.CopyFrom(codec.object_info_to_proto(info))
+    envelope.get_object_reply.tensor.CopyFrom(codec.inline_tensor_header(info.tensor))
+    return codec.encode_with_payload(envelope, ("get_object_reply", "tensor", "data"), view)
