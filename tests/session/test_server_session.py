@@ -1,0 +1,130 @@
+"""ServerSession without sockets: the handshake, framing, requests, cancel and goodbye."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedproto import codec
+from fedproto.errors import ErrorCode, ResourceExhaustedError
+from fedproto.session import (
+    CloseCode,
+    GoodbyeReceived,
+    RequestCancelled,
+    RequestReceived,
+    SessionError,
+    SessionState,
+)
+from fedproto_pb.v1 import envelope_pb2, objects_pb2, session_pb2, training_pb2
+from session.helpers import closes, frame, open_server, sent, server
+
+# -- handshake (section 4) --------------------------------------------------------------------------
+
+
+def test_welcome_echoes_hello_id_and_describes_server() -> None:
+    s = server()
+    (welcome,) = sent(s.receive_frame(frame(9, hello=session_pb2.Hello(versions=[3, 1], token="good"))))
+    assert welcome.request_id == 9 and welcome.welcome.version == 1
+    assert welcome.welcome.identity == "alice" and welcome.welcome.limits.max_in_flight == 4
+    assert s.state is SessionState.OPEN
+
+
+@pytest.mark.parametrize(
+    ("first", "code", "close"),
+    [
+        (frame(1, ping=session_pb2.Ping()), ErrorCode.FAILED_PRECONDITION, CloseCode.PROTOCOL_ERROR),
+        (frame(1, hello=session_pb2.Hello(versions=[2], token="good")), ErrorCode.UNSUPPORTED_VERSION, 1002),
+        (frame(1, hello=session_pb2.Hello(versions=[1], token="bad")), ErrorCode.UNAUTHENTICATED, 1008),
+        (frame(0, hello=session_pb2.Hello(versions=[1], token="good")), ErrorCode.INVALID_ARGUMENT, 1002),
+    ],
+)
+def test_failed_handshakes_answer_then_close(first: bytes, code: ErrorCode, close: int) -> None:
+    events = server().receive_frame(first)
+    (error,) = sent(events)
+    assert error.error.code == code
+    assert closes(events) == [close]
+
+
+def test_second_hello_is_refused_but_connection_stays() -> None:
+    s = open_server()
+    events = s.receive_frame(frame(2, hello=session_pb2.Hello(versions=[1], token="good")))
+    assert sent(events)[0].error.code == ErrorCode.FAILED_PRECONDITION and not closes(events)
+
+
+# -- framing (section 3) ----------------------------------------------------------------------------
+
+
+def test_text_frame_closes_1003() -> None:
+    events = open_server().receive_frame("hi")
+    assert sent(events)[0].error.code == ErrorCode.MALFORMED and closes(events) == [1003]
+
+
+def test_garbage_is_reported_on_request_zero_and_connection_stays() -> None:
+    s = open_server()
+    (error,) = sent(s.receive_frame(b"\xff\xff"))
+    assert error.request_id == 0 and error.error.code == ErrorCode.MALFORMED
+    (pong,) = sent(s.receive_frame(frame(5, ping=session_pb2.Ping(payload=b"x"))))
+    assert pong.pong.payload == b"x"
+
+
+def test_empty_body_and_unknown_body() -> None:
+    s = open_server()
+    assert sent(s.receive_frame(frame(3)))[0].error.code == ErrorCode.MALFORMED
+    (unknown,) = sent(s.receive_frame(b"\x08\x05\xfa\x07\x00"))
+    assert unknown.request_id == 5 and unknown.error.code == ErrorCode.UNIMPLEMENTED
+
+
+def test_server_only_body_from_client_is_invalid() -> None:
+    (error,) = sent(open_server().receive_frame(frame(4, pong=session_pb2.Pong())))
+    assert error.request_id == 4 and error.error.code == ErrorCode.INVALID_ARGUMENT
+
+
+# -- requests (section 5) ---------------------------------------------------------------------------
+
+
+def test_request_ids_zero_duplicate_and_in_flight_limit() -> None:
+    s = open_server(max_in_flight=2)
+    assert sent(s.receive_frame(frame(0, count_objects=objects_pb2.CountObjectsRequest())))[0].request_id == 0
+    (event,) = s.receive_frame(frame(7, count_objects=objects_pb2.CountObjectsRequest()))
+    assert isinstance(event, RequestReceived) and event.kind == "count_objects"
+    (dup,) = sent(s.receive_frame(frame(7, list_objects=objects_pb2.ListObjectsRequest())))
+    assert dup.request_id == 0 and dup.error.details["request_id"] == "7"
+    s.receive_frame(frame(8, list_objects=objects_pb2.ListObjectsRequest()))
+    (full,) = sent(s.receive_frame(frame(9, list_objects=objects_pb2.ListObjectsRequest())))
+    assert full.request_id == 9 and full.error.code == ErrorCode.RESOURCE_EXHAUSTED
+    assert s.in_flight == {7, 8}
+
+
+def test_exactly_one_terminal_reply() -> None:
+    s = open_server()
+    s.receive_frame(frame(7, count_objects=objects_pb2.CountObjectsRequest()))
+    s.reply(7, count_objects_reply=objects_pb2.CountObjectsReply(count=1))
+    with pytest.raises(SessionError):
+        s.reply(7, count_objects_reply=objects_pb2.CountObjectsReply(count=1))
+    with pytest.raises(SessionError):
+        s.fail(7, ResourceExhaustedError())
+    with pytest.raises(SessionError):
+        s.progress(7, fit_progress=training_pb2.FitProgress())
+    # the id is free again after its terminal reply
+    (event,) = s.receive_frame(frame(7, count_objects=objects_pb2.CountObjectsRequest()))
+    assert isinstance(event, RequestReceived)
+
+
+def test_deadline_is_reported_in_seconds() -> None:
+    s = open_server()
+    (event,) = s.receive_frame(
+        codec.encode_envelope(
+            envelope_pb2.Envelope(
+                request_id=3, deadline_ms=1500, list_objects=objects_pb2.ListObjectsRequest()
+            )
+        )
+    )
+    assert isinstance(event, RequestReceived) and event.deadline == 1.5
+
+
+def test_cancel_and_goodbye() -> None:
+    s = open_server()
+    s.receive_frame(frame(3, list_objects=objects_pb2.ListObjectsRequest()))
+    assert s.receive_frame(frame(3, cancel=session_pb2.Cancel())) == [RequestCancelled(3)]
+    assert s.receive_frame(frame(99, cancel=session_pb2.Cancel())) == []
+    assert s.receive_frame(frame(0, goodbye=session_pb2.Goodbye(reason="bye"))) == [GoodbyeReceived("bye")]
+    assert s.receive_frame(frame(4, ping=session_pb2.Ping())) == []
