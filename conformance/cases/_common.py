@@ -6,29 +6,44 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from conformance.checks import check, fail
+from conformance.checks import check, codes_text, fail
 from conformance.spec import DTYPE_WIDTHS, sha256
 from conformance.values import make_tensor, to_value
 from conformance.wire import Connection, Reply, make_envelope
-from fedproto_pb.v1 import calls_pb2, objects_pb2, session_pb2, tensor_pb2, value_pb2
+from fedproto_pb.v1 import calls_pb2, errors_pb2, objects_pb2, session_pb2, tensor_pb2, value_pb2
 from fedproto_pb.v1.envelope_pb2 import Envelope
 
 __all__ = [
     "Download",
+    "announce",
     "call",
     "call_request",
+    "chunk_list",
     "chunk_sizes",
     "clear_store",
     "download",
+    "expect_absent",
     "expect_call",
     "float_tensor",
     "ping_of_size",
+    "refused",
     "send_chunks",
     "send_tensor",
     "start_upload",
+    "store",
     "store_listing",
+    "uint8_header",
     "upload",
+    "upload_header",
 ]
+
+
+def refused(reply: Reply, what: str, *codes: int) -> errors_pb2.Error:
+    """The reply's Error, whose code must be one of ``codes``; a failure names ``what`` was sent."""
+    error = reply.error
+    if error is None or error.code not in codes:
+        fail(f"{what} was answered with {reply.describe()}, expected Error{{{codes_text(codes)}}}")
+    return error
 
 
 def ping_of_size(request_id: int, size: int) -> bytes:
@@ -64,6 +79,13 @@ async def store_listing(conn: Connection) -> list[objects_pb2.ObjectInfo]:
     return list(reply.objects)
 
 
+async def expect_absent(conn: Connection, object_id: str, why: str) -> None:
+    """``get_object(object_id)`` must answer NOT_FOUND; ``why`` says when (``after a refused upload``)."""
+    reply = await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))
+    if reply.error is None or reply.error.code != errors_pb2.ERROR_CODE_NOT_FOUND:
+        fail(f"{why}, get_object({object_id!r}) answered {reply.describe()}, expected Error{{NOT_FOUND}}")
+
+
 def float_tensor(values: Sequence[float]) -> tensor_pb2.Tensor:
     """A 1-d float32 tensor."""
     import struct
@@ -87,12 +109,34 @@ async def send_tensor(
     return await conn.call("send_object", request)
 
 
+async def store(
+    conn: Connection,
+    object_id: str,
+    tensor: tensor_pb2.Tensor,
+    *,
+    tags: Sequence[str] = (),
+    overwrite: bool = False,
+) -> objects_pb2.ObjectInfo:
+    """Send an object inline; it must be stored. Its ObjectInfo from the SendObjectReply."""
+    reply = await send_tensor(conn, object_id, tensor, tags=tags, overwrite=overwrite)
+    body: objects_pb2.SendObjectReply = reply.expect("send_object_reply")
+    return body.info
+
+
 def chunk_sizes(total: int, chunk_bytes: int) -> list[int]:
     """The chunk sizes of a valid upload: full chunks, then a shorter last one (section 7.3.5)."""
     sizes = [chunk_bytes] * (total // chunk_bytes)
     if total % chunk_bytes:
         sizes.append(total % chunk_bytes)
     return sizes
+
+
+def upload_header(
+    object_id: str, *, dtype: int, shape: Sequence[int], nbytes: int, digest: bytes, overwrite: bool = False
+) -> objects_pb2.SendObjectRequest:
+    """The SendObjectRequest announcing a chunked upload (section 7.3.2; no validation)."""
+    info = tensor_pb2.TensorInfo(dtype=cast(Any, dtype), shape=list(shape), nbytes=nbytes, sha256=digest)
+    return objects_pb2.SendObjectRequest(id=object_id, chunked=info, overwrite=overwrite)
 
 
 async def start_upload(
@@ -107,9 +151,47 @@ async def start_upload(
     deadline_ms: int = 0,
 ) -> int:
     """Announce a chunked upload and return its request id."""
-    info = tensor_pb2.TensorInfo(dtype=cast(Any, dtype), shape=list(shape), nbytes=nbytes, sha256=digest)
-    request = objects_pb2.SendObjectRequest(id=object_id, chunked=info, overwrite=overwrite)
-    return await conn.request("send_object", request, deadline_ms=deadline_ms)
+    header = upload_header(
+        object_id, dtype=dtype, shape=shape, nbytes=nbytes, digest=digest, overwrite=overwrite
+    )
+    return await conn.request("send_object", header, deadline_ms=deadline_ms)
+
+
+def uint8_header(object_id: str, nbytes: int, digest: bytes) -> objects_pb2.SendObjectRequest:
+    """The header of a 1-d uint8 upload of ``nbytes`` bytes (any length fits uint8)."""
+    return upload_header(
+        object_id, dtype=tensor_pb2.DTYPE_UINT8, shape=[nbytes], nbytes=nbytes, digest=digest
+    )
+
+
+async def announce(
+    conn: Connection, object_id: str, data: bytes, *, digest: bytes | None = None, deadline_ms: int = 0
+) -> int:
+    """Announce a 1-d uint8 upload of ``data`` with ``digest`` (its SHA-256 by default); the request id."""
+    header = uint8_header(object_id, len(data), sha256(data) if digest is None else digest)
+    return await conn.request("send_object", header, deadline_ms=deadline_ms)
+
+
+def chunk_list(
+    data: bytes, sizes: Sequence[int], *, total: int | None = None, digests: Sequence[bytes] = ()
+) -> list[tensor_pb2.Chunk]:
+    """``data`` cut into Chunks of ``sizes`` (which need not be valid), offsets contiguous.
+
+    ``digests[i]`` goes in chunk i's ``sha256`` field (section 7.3.26); missing entries leave it empty.
+    """
+    chunks = []
+    offset = 0
+    for index, size in enumerate(sizes):
+        chunks.append(
+            tensor_pb2.Chunk(
+                offset=offset,
+                data=data[offset : offset + size],
+                total_bytes=len(data) if total is None else total,
+                sha256=digests[index] if index < len(digests) else b"",
+            )
+        )
+        offset += size
+    return chunks
 
 
 async def send_chunks(
@@ -121,20 +203,9 @@ async def send_chunks(
     total: int | None = None,
     digests: Sequence[bytes] = (),
 ) -> None:
-    """Send ``data`` as Chunk envelopes of ``sizes`` (which need not be valid).
-
-    ``digests[i]`` goes in chunk i's ``sha256`` field (section 7.3.26); missing entries leave it empty.
-    """
-    offset = 0
-    for index, size in enumerate(sizes):
-        chunk = tensor_pb2.Chunk(
-            offset=offset,
-            data=data[offset : offset + size],
-            total_bytes=len(data) if total is None else total,
-            sha256=digests[index] if index < len(digests) else b"",
-        )
+    """Send ``data`` as the Chunk envelopes of :func:`chunk_list` with the upload's request id."""
+    for chunk in chunk_list(data, sizes, total=total, digests=digests):
         await conn.send(make_envelope(rid, "chunk", chunk))
-        offset += size
 
 
 async def upload(
