@@ -13,6 +13,7 @@ from conftest import WAIT, ThreadedWorker
 import fedproto
 from fedproto.cli import main as cli_main
 from fedproto.server.profile import conformance_worker
+from fedproto.server.tls import server_ssl_context
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +109,12 @@ def test_cli_ping_over_wss(certificate: tuple[Path, Path], capsys: pytest.Captur
         assert len(err.splitlines()) == 1 and "certificate" in err.lower()
     finally:
         threaded.close()
+
+
+def test_a_tls_context_needs_both_files_or_neither(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    assert server_ssl_context(None, None) is None
+    assert server_ssl_context(cert, key) is not None
+    for pair in ((cert, None), (None, key)):
+        with pytest.raises(ValueError, match="both a certificate and a key"):
+            server_ssl_context(*pair)
