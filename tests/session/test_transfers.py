@@ -15,6 +15,7 @@ from fedproto.session import (
     RequestReceived,
     TransferProgress,
     UploadStarted,
+    transfers,
 )
 from fedproto.types import ObjectInfo, TensorInfo
 from fedproto_pb.v1 import envelope_pb2, objects_pb2, session_pb2, tensor_pb2
@@ -172,3 +173,20 @@ def test_pair_small_download_is_inline() -> None:
     assert len(frames) == 1
     (reply,) = pair.to_client(frames)
     assert reply.payload is None and reply.message.tensor.data == payload
+
+
+def test_download_sizes_follow_the_clients_frame_limit() -> None:
+    assert transfers.inline_limit(1000, 0) == 1000
+    assert transfers.inline_limit(1 << 20, 10_000) == 10_000 - 4096
+    assert transfers.inline_limit(1000, 100) == 0
+    assert transfers.download_chunk_bytes(1000, 0) == 1000
+    assert transfers.download_chunk_bytes(1000, 500) == 500 - 64
+    assert transfers.download_chunk_bytes(1000, 10) == 1
+
+
+def test_chunk_frames_carry_a_trailing_digest_only_in_the_last() -> None:
+    payload = bytes(range(20))
+    frames = list(transfers.chunk_frames(3, memoryview(payload), 8, lambda: b"d" * 32))
+    chunks = [envelope_pb2.Envelope.FromString(f).chunk for f in frames]
+    assert [c.offset for c in chunks] == [0, 8, 16] and b"".join(c.data for c in chunks) == payload
+    assert [c.sha256 for c in chunks] == [b"", b"", b"d" * 32]
