@@ -1,2 +1,3 @@
-/** `@fedproto/node`: the wire layer and the worker (server). */
+/** `@fedproto/node`: the wire layer and the worker (server) of the fedproto protocol. */
 export * from "./wire/index.js";
+export * from "./worker/index.js";

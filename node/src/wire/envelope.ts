@@ -5,6 +5,7 @@
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { MalformedError } from "./errors.js";
+import { MAX_MESSAGE_DEPTH, dropMismatchedFields, scanWireFormat } from "./strict.js";
 import {
   CallRequestSchema,
   ChunkSchema,
@@ -116,14 +117,24 @@ export function encodeEnvelope(envelope: ProtoEnvelope): Uint8Array {
  */
 export function decodeEnvelope(frame: Uint8Array): ProtoEnvelope {
   try {
-    return fromBinary(EnvelopeSchema, frame, { readUnknownFields: true, recursionLimit: 100 });
+    // protobuf-es alone is laxer than conforming decoders (see strict.ts); the scan makes it agree.
+    const scan = scanWireFormat(frame, EnvelopeSchema);
+    const bytes = scan.mismatched ? dropMismatchedFields(frame, EnvelopeSchema) : frame;
+    const envelope = fromBinary(EnvelopeSchema, bytes, { readUnknownFields: true, recursionLimit: MAX_MESSAGE_DEPTH });
+    if (scan.topLevelUnknown > 0) unknownTopLevel.add(envelope);
+    return envelope;
   } catch (err) {
     throw new MalformedError(`the frame does not parse as an Envelope: ${(err as Error).message}`, { cause: err });
   }
 }
 
-/** True when a decoded envelope carried fields this schema does not know. */
+// Envelopes that arrived with top-level fields a conforming decoder keeps as unknown, including known
+// fields sent with another wire type (which protobuf-es never sees, as they are dropped before it decodes).
+const unknownTopLevel = new WeakSet<ProtoEnvelope>();
+
+/** True when a decoded envelope carried top-level fields this schema does not know (§3.6.1). */
 export function hasUnknownFields(envelope: ProtoEnvelope): boolean {
+  if (unknownTopLevel.has(envelope)) return true;
   const unknown = (envelope as { $unknown?: unknown[] }).$unknown;
   return unknown !== undefined && unknown.length > 0;
 }

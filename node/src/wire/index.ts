@@ -5,6 +5,7 @@
 export * from "./envelope.js";
 export * from "./errors.js";
 export * from "./limits.js";
+export * from "./strict.js";
 export * from "./tensors.js";
 export * from "./values.js";
 export * as proto from "./proto.js";

@@ -255,7 +255,9 @@ export class ChunkAssembler {
   readonly totalBytes: number;
   private readonly maxChunkBytes: number;
   private readonly trailingDigest: boolean | "ignore";
-  private readonly buffer: Uint8Array;
+  // Pieces are kept as they come and joined once at the end: the announced size is not allocated before
+  // the bytes actually arrive.
+  private readonly pieces: Uint8Array[] = [];
   private readonly hash: Hash;
   private received = 0;
   private lastChunkShort = false;
@@ -266,7 +268,6 @@ export class ChunkAssembler {
     this.totalBytes = options.totalBytes;
     this.maxChunkBytes = options.maxChunkBytes;
     this.trailingDigest = options.trailingDigest;
-    this.buffer = new Uint8Array(options.totalBytes);
     this.hash = createHash("sha256");
   }
 
@@ -344,7 +345,7 @@ export class ChunkAssembler {
     if (length < fullSize) {
       this.lastChunkShort = true;
     }
-    this.buffer.set(chunk.data, this.received);
+    this.pieces.push(chunk.data);
     this.hash.update(chunk.data);
     this.received += length;
   }
@@ -365,6 +366,13 @@ export class ChunkAssembler {
     if (!bytesEqual(got, want)) {
       throw new DataLossError("SHA-256 of the assembled payload does not match the announced digest");
     }
-    return this.buffer;
+    const out = new Uint8Array(this.totalBytes);
+    let offset = 0;
+    for (const piece of this.pieces) {
+      out.set(piece, offset);
+      offset += piece.length;
+    }
+    this.pieces.length = 0;
+    return out;
   }
 }
