@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,9 @@ from fedproto.errors import (
     error_class_for,
 )
 from fedproto.types import (
+    EvaluateOptions,
     EvaluateResult,
+    FitOptions,
     FitProgressEvent,
     FitResult,
     Limits,
@@ -44,23 +46,51 @@ from fedproto.types import (
     TrainSpec,
 )
 from fedproto_pb.v1 import tensor_pb2
+from fedproto_pb.v1.calls_pb2 import CallReply as ProtoCallReply
 from fedproto_pb.v1.calls_pb2 import CallRequest as ProtoCallRequest
+from fedproto_pb.v1.calls_pb2 import ListMethodsReply as ProtoListMethodsReply
+from fedproto_pb.v1.calls_pb2 import ListMethodsRequest as ProtoListMethodsRequest
 from fedproto_pb.v1.calls_pb2 import MethodInfo as ProtoMethodInfo
 from fedproto_pb.v1.calls_pb2 import ParameterInfo as ProtoParameterInfo
 from fedproto_pb.v1.datasets_pb2 import DatasetInfo as ProtoDatasetInfo
+from fedproto_pb.v1.datasets_pb2 import ListDatasetsReply as ProtoListDatasetsReply
+from fedproto_pb.v1.datasets_pb2 import ListDatasetsRequest as ProtoListDatasetsRequest
 from fedproto_pb.v1.envelope_pb2 import Envelope as ProtoEnvelope
 from fedproto_pb.v1.errors_pb2 import Error as ProtoError
+from fedproto_pb.v1.objects_pb2 import ClearObjectsReply as ProtoClearObjectsReply
+from fedproto_pb.v1.objects_pb2 import ClearObjectsRequest as ProtoClearObjectsRequest
+from fedproto_pb.v1.objects_pb2 import CountObjectsReply as ProtoCountObjectsReply
+from fedproto_pb.v1.objects_pb2 import CountObjectsRequest as ProtoCountObjectsRequest
+from fedproto_pb.v1.objects_pb2 import DeleteObjectReply as ProtoDeleteObjectReply
+from fedproto_pb.v1.objects_pb2 import DeleteObjectRequest as ProtoDeleteObjectRequest
+from fedproto_pb.v1.objects_pb2 import GetObjectReply as ProtoGetObjectReply
+from fedproto_pb.v1.objects_pb2 import GetObjectRequest as ProtoGetObjectRequest
+from fedproto_pb.v1.objects_pb2 import ListObjectsReply as ProtoListObjectsReply
+from fedproto_pb.v1.objects_pb2 import ListObjectsRequest as ProtoListObjectsRequest
 from fedproto_pb.v1.objects_pb2 import ObjectInfo as ProtoObjectInfo
+from fedproto_pb.v1.objects_pb2 import SearchObjectsReply as ProtoSearchObjectsReply
+from fedproto_pb.v1.objects_pb2 import SearchObjectsRequest as ProtoSearchObjectsRequest
+from fedproto_pb.v1.objects_pb2 import SendObjectReply as ProtoSendObjectReply
+from fedproto_pb.v1.objects_pb2 import SendObjectRequest as ProtoSendObjectRequest
 from fedproto_pb.v1.session_pb2 import Limits as ProtoLimits
+from fedproto_pb.v1.session_pb2 import Ping as ProtoPing
 from fedproto_pb.v1.session_pb2 import Welcome as ProtoWelcome
 from fedproto_pb.v1.tensor_pb2 import NamedTensor as ProtoNamedTensor
 from fedproto_pb.v1.tensor_pb2 import Tensor as ProtoTensor
 from fedproto_pb.v1.tensor_pb2 import TensorInfo as ProtoTensorInfo
 from fedproto_pb.v1.training_pb2 import EvaluateReply as ProtoEvaluateReply
+from fedproto_pb.v1.training_pb2 import EvaluateRequest as ProtoEvaluateRequest
 from fedproto_pb.v1.training_pb2 import FitProgress as ProtoFitProgress
 from fedproto_pb.v1.training_pb2 import FitReply as ProtoFitReply
+from fedproto_pb.v1.training_pb2 import FitRequest as ProtoFitRequest
+from fedproto_pb.v1.training_pb2 import GetWeightsReply as ProtoGetWeightsReply
+from fedproto_pb.v1.training_pb2 import GetWeightsRequest as ProtoGetWeightsRequest
 from fedproto_pb.v1.training_pb2 import ListModelsReply as ProtoListModelsReply
+from fedproto_pb.v1.training_pb2 import ListModelsRequest as ProtoListModelsRequest
 from fedproto_pb.v1.training_pb2 import SetTrainConfigReply as ProtoSetTrainConfigReply
+from fedproto_pb.v1.training_pb2 import SetTrainConfigRequest as ProtoSetTrainConfigRequest
+from fedproto_pb.v1.training_pb2 import SetWeightsReply as ProtoSetWeightsReply
+from fedproto_pb.v1.training_pb2 import SetWeightsRequest as ProtoSetWeightsRequest
 from fedproto_pb.v1.training_pb2 import TrainConfig as ProtoTrainConfig
 from fedproto_pb.v1.value_pb2 import NULL_VALUE
 from fedproto_pb.v1.value_pb2 import MapEntry as ProtoMapEntry
@@ -71,40 +101,73 @@ __all__ = [
     "MAX_VALUE_DEPTH",
     "array_from_proto",
     "call_args_size",
+    "call_reply_from_proto",
+    "call_reply_to_proto",
+    "call_request_from_proto",
+    "call_request_to_proto",
     "check_tensor",
+    "count_reply_from_proto",
+    "count_reply_to_proto",
     "dataset_info_from_proto",
     "dataset_info_to_proto",
+    "datasets_reply_from_proto",
+    "datasets_reply_to_proto",
     "decode_chunk_frame",
     "decode_envelope",
     "dtype_from_proto",
     "dtype_to_proto",
     "dtype_width",
+    "empty_request",
     "encode_chunk_frame",
     "encode_envelope",
     "encode_with_payload",
     "error_from_proto",
     "error_to_proto",
+    "evaluate_request_from_proto",
+    "evaluate_request_to_proto",
     "evaluate_result_from_proto",
     "evaluate_result_to_proto",
     "fit_progress_from_proto",
     "fit_progress_to_proto",
+    "fit_request_from_proto",
+    "fit_request_to_proto",
     "fit_result_from_proto",
     "fit_result_to_proto",
+    "get_object_reply_from_proto",
+    "get_object_reply_to_proto",
     "has_unknown_body",
     "inline_tensor_header",
     "limits_from_proto",
     "limits_to_proto",
     "method_info_from_proto",
     "method_info_to_proto",
+    "methods_reply_from_proto",
+    "methods_reply_to_proto",
     "model_catalog_from_proto",
     "model_catalog_to_proto",
     "model_summary_from_proto",
     "model_summary_to_proto",
     "named_tensors_from_proto",
     "named_tensors_to_proto",
+    "object_id_request_from_proto",
+    "object_id_request_to_proto",
     "object_info_from_proto",
     "object_info_to_proto",
+    "object_list_reply_from_proto",
+    "object_list_reply_to_proto",
+    "ping_from_proto",
+    "ping_to_proto",
+    "search_request_from_proto",
+    "search_request_to_proto",
+    "send_object_reply_from_proto",
+    "send_object_reply_to_proto",
+    "send_object_request_from_proto",
+    "send_object_request_to_proto",
     "server_info_from_welcome",
+    "set_train_config_request_from_proto",
+    "set_train_config_request_to_proto",
+    "set_weights_request_from_proto",
+    "set_weights_request_to_proto",
     "sha256",
     "tensor_from_bytes",
     "tensor_from_proto",
@@ -119,6 +182,8 @@ __all__ = [
     "value_to_proto",
     "values_from_entries",
     "values_to_entries",
+    "weights_reply_from_proto",
+    "weights_reply_to_proto",
 ]
 
 #: Nesting deeper than this in a received Value is refused (docs/protocol.md section 8.3).
@@ -621,8 +686,10 @@ def model_summary_from_proto(message: ProtoSetTrainConfigReply) -> ModelSummary:
 
 
 def model_catalog_to_proto(catalog: ModelCatalog) -> ProtoListModelsReply:
-    """Encode the architectures a worker registered (``ListModelsReply``; names in the order given, which
-    section 12.7.1 wants sorted)."""
+    """Encode the architectures a worker registered (``ListModelsReply``).
+
+    Names keep the order given: section 12.7.1 wants them sorted, as ``ModelRegistry.names()`` are.
+    """
     return ProtoListModelsReply(names=catalog.names, weights_only=catalog.weights_only)
 
 
@@ -691,6 +758,269 @@ def evaluate_result_from_proto(message: ProtoEvaluateReply) -> EvaluateResult:
         prediction_histogram=list(message.prediction_histogram),
         target_histogram=list(message.target_histogram),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# requests and replies
+#
+# The bodies a client sends and a worker answers, built from and read into the Python values above, so
+# that neither side touches generated classes. Bodies that share a shape (an object id, a single count,
+# a list of objects, no field at all) share one pair, told apart by the envelope's body kind.
+
+_EMPTY_REQUESTS: dict[str, type[Message]] = {
+    "list_objects": ProtoListObjectsRequest,
+    "count_objects": ProtoCountObjectsRequest,
+    "clear_objects": ProtoClearObjectsRequest,
+    "list_datasets": ProtoListDatasetsRequest,
+    "list_methods": ProtoListMethodsRequest,
+    "get_weights": ProtoGetWeightsRequest,
+    "list_models": ProtoListModelsRequest,
+}
+_OBJECT_ID_REQUESTS: dict[str, type[ProtoGetObjectRequest | ProtoDeleteObjectRequest]] = {
+    "get_object": ProtoGetObjectRequest,
+    "delete_object": ProtoDeleteObjectRequest,
+}
+_COUNT_REPLIES: dict[str, tuple[type[Message], str]] = {
+    "delete_object": (ProtoDeleteObjectReply, "freed_bytes"),
+    "count_objects": (ProtoCountObjectsReply, "count"),
+    "clear_objects": (ProtoClearObjectsReply, "removed"),
+    "set_weights": (ProtoSetWeightsReply, "updated"),
+}
+_COUNT_FIELDS = {message.DESCRIPTOR.name: name for message, name in _COUNT_REPLIES.values()}
+_OBJECT_LIST_REPLIES: dict[str, type[ProtoListObjectsReply | ProtoSearchObjectsReply]] = {
+    "list_objects": ProtoListObjectsReply,
+    "search_objects": ProtoSearchObjectsReply,
+}
+
+
+def _kind(table: Mapping[str, Any], kind: str) -> Any:
+    try:
+        return table[kind]
+    except KeyError:
+        raise InvalidArgumentError(f"{kind!r} is not one of {', '.join(sorted(table))}") from None
+
+
+def empty_request(kind: str) -> Message:
+    """The body of a request that has no fields, by body kind (``"list_objects"``, ``"get_weights"``...)."""
+    return _kind(_EMPTY_REQUESTS, kind)()
+
+
+def ping_to_proto(payload: bytes = b"") -> ProtoPing:
+    """Encode a Ping carrying ``payload`` (the server echoes it back)."""
+    return ProtoPing(payload=payload)
+
+
+def ping_from_proto(message: ProtoPing) -> bytes:
+    """Decode a Ping's payload."""
+    return message.payload
+
+
+def object_id_request_to_proto(kind: str, object_id: str) -> ProtoGetObjectRequest | ProtoDeleteObjectRequest:
+    """Encode a request that names one object: ``kind`` is ``"get_object"`` or ``"delete_object"``."""
+    return _kind(_OBJECT_ID_REQUESTS, kind)(id=object_id)
+
+
+def object_id_request_from_proto(message: ProtoGetObjectRequest | ProtoDeleteObjectRequest) -> str:
+    """Decode the object id a get or delete request names."""
+    return message.id
+
+
+def search_request_to_proto(tags: Iterable[str]) -> ProtoSearchObjectsRequest:
+    """Encode a search for the objects carrying every one of ``tags``."""
+    return ProtoSearchObjectsRequest(tags=list(tags))
+
+
+def search_request_from_proto(message: ProtoSearchObjectsRequest) -> tuple[str, ...]:
+    """Decode a search's tags."""
+    return tuple(message.tags)
+
+
+def call_request_to_proto(method: str, args: Iterable[Any], kwargs: Mapping[str, Any]) -> ProtoCallRequest:
+    """Encode a call of an exposed method with Value arguments (section 11)."""
+    return ProtoCallRequest(
+        method=method, args=[value_to_proto(a) for a in args], kwargs=values_to_entries(kwargs)
+    )
+
+
+def call_request_from_proto(message: ProtoCallRequest) -> tuple[str, list[Any], dict[str, Any]]:
+    """Decode a call: the method's name, its positional and its keyword arguments."""
+    args = [value_from_proto(a) for a in message.args]
+    return message.method, args, values_from_entries(message.kwargs)
+
+
+def call_reply_to_proto(result: Any) -> ProtoCallReply:
+    """Encode what an exposed method returned."""
+    return ProtoCallReply(result=value_to_proto(result))
+
+
+def call_reply_from_proto(message: ProtoCallReply) -> Any:
+    """Decode what an exposed method returned."""
+    return value_from_proto(message.result)
+
+
+def count_reply_to_proto(kind: str, count: int) -> Message:
+    """Encode a reply that is one count, by body kind.
+
+    The kinds are ``delete_object`` (bytes freed), ``count_objects``, ``clear_objects`` (objects removed)
+    and ``set_weights`` (tensors replaced).
+    """
+    message_class, field_name = _kind(_COUNT_REPLIES, kind)
+    return message_class(**{field_name: count})
+
+
+def count_reply_from_proto(message: Message) -> int:
+    """Decode the count of a reply that is one count."""
+    field_name = _kind(_COUNT_FIELDS, message.DESCRIPTOR.name)
+    return int(getattr(message, field_name))
+
+
+def object_list_reply_to_proto(
+    kind: str, infos: Iterable[ObjectInfo]
+) -> ProtoListObjectsReply | ProtoSearchObjectsReply:
+    """Encode objects' metadata as the reply of ``list_objects`` or ``search_objects``."""
+    return _kind(_OBJECT_LIST_REPLIES, kind)(objects=[object_info_to_proto(info) for info in infos])
+
+
+def object_list_reply_from_proto(
+    message: ProtoListObjectsReply | ProtoSearchObjectsReply,
+) -> list[ObjectInfo]:
+    """Decode the objects' metadata of a ``list_objects`` or ``search_objects`` reply."""
+    return [object_info_from_proto(info) for info in message.objects]
+
+
+def send_object_request_to_proto(
+    info: ObjectInfo, *, overwrite: bool, chunked: bool
+) -> ProtoSendObjectRequest:
+    """Encode the head of an upload: the object's id, tags, description and tensor metadata.
+
+    The elements never go in here: a ``chunked`` upload names its tensor's metadata and sends the bytes
+    in Chunk envelopes (section 7.3), an inline one carries an :func:`inline_tensor_header` whose
+    ``data`` the caller fills with :func:`encode_with_payload`. An empty ``id`` lets the worker choose.
+    """
+    request = ProtoSendObjectRequest(
+        id=info.id, tags=info.tags, description=info.description, overwrite=overwrite
+    )
+    if chunked:
+        request.chunked.CopyFrom(tensor_info_to_proto(info.tensor))
+    else:
+        request.tensor.CopyFrom(inline_tensor_header(info.tensor))
+    return request
+
+
+def send_object_request_from_proto(message: ProtoSendObjectRequest) -> tuple[ObjectInfo, bool]:
+    """Decode an upload's head: what is to be stored, and whether it may overwrite that id.
+
+    An inline tensor is checked against section 7.2 (so its ``data`` must be there by now).
+    """
+    if message.WhichOneof("payload") == "chunked":
+        tensor = tensor_info_from_proto(message.chunked)
+    else:
+        tensor = check_tensor(message.tensor)
+    info = ObjectInfo(id=message.id, tags=tuple(message.tags), description=message.description, tensor=tensor)
+    return info, message.overwrite
+
+
+def send_object_reply_to_proto(info: ObjectInfo) -> ProtoSendObjectReply:
+    """Encode what a worker stored."""
+    return ProtoSendObjectReply(info=object_info_to_proto(info))
+
+
+def send_object_reply_from_proto(message: ProtoSendObjectReply) -> ObjectInfo:
+    """Decode what a worker stored."""
+    return object_info_from_proto(message.info)
+
+
+def get_object_reply_to_proto(info: ObjectInfo, tensor: torch.Tensor | None) -> ProtoGetObjectReply:
+    """Encode a fetched object: inline with its ``tensor``, or its metadata only (``tensor`` None).
+
+    Without the tensor, its bytes went ahead in Chunk envelopes (section 7.3).
+    """
+    message = ProtoGetObjectReply(info=object_info_to_proto(info))
+    if tensor is not None:
+        message.tensor.CopyFrom(tensor_to_proto(tensor))
+    return message
+
+
+def get_object_reply_from_proto(
+    message: ProtoGetObjectReply, payload: bytes | bytearray | memoryview | None = None
+) -> torch.Tensor:
+    """Decode a fetched object's tensor: inline, or from the ``payload`` its chunks assembled."""
+    if payload is not None:
+        info = message.info.tensor
+        return tensor_from_bytes(info.dtype, info.shape, payload)
+    return tensor_from_proto(message.tensor)
+
+
+def datasets_reply_to_proto(descriptions: Iterable[DatasetDescription]) -> ProtoListDatasetsReply:
+    """Encode the datasets a worker offers."""
+    return ProtoListDatasetsReply(datasets=[dataset_info_to_proto(d) for d in descriptions])
+
+
+def datasets_reply_from_proto(message: ProtoListDatasetsReply) -> list[DatasetDescription]:
+    """Decode the datasets a worker offers."""
+    return [dataset_info_from_proto(d) for d in message.datasets]
+
+
+def methods_reply_to_proto(infos: Iterable[MethodInfo]) -> ProtoListMethodsReply:
+    """Encode the methods a worker exposes."""
+    return ProtoListMethodsReply(methods=[method_info_to_proto(m) for m in infos])
+
+
+def methods_reply_from_proto(message: ProtoListMethodsReply) -> list[MethodInfo]:
+    """Decode the methods a worker exposes."""
+    return [method_info_from_proto(m) for m in message.methods]
+
+
+def set_train_config_request_to_proto(spec: TrainSpec) -> ProtoSetTrainConfigRequest:
+    """Encode a request to set a train config."""
+    return ProtoSetTrainConfigRequest(config=train_spec_to_proto(spec))
+
+
+def set_train_config_request_from_proto(message: ProtoSetTrainConfigRequest) -> TrainSpec:
+    """Decode the train config a client sent."""
+    return train_spec_from_proto(message.config)
+
+
+def fit_request_to_proto(options: FitOptions) -> ProtoFitRequest:
+    """Encode a fit request (the dataclass mirrors the message field for field)."""
+    return ProtoFitRequest(**_same_named(options, FitOptions))
+
+
+def fit_request_from_proto(message: ProtoFitRequest) -> FitOptions:
+    """Decode a fit request."""
+    return FitOptions(**_same_named(message, FitOptions))
+
+
+def evaluate_request_to_proto(options: EvaluateOptions) -> ProtoEvaluateRequest:
+    """Encode an evaluate request (the dataclass mirrors the message field for field)."""
+    return ProtoEvaluateRequest(**_same_named(options, EvaluateOptions))
+
+
+def evaluate_request_from_proto(message: ProtoEvaluateRequest) -> EvaluateOptions:
+    """Decode an evaluate request."""
+    return EvaluateOptions(**_same_named(message, EvaluateOptions))
+
+
+def weights_reply_to_proto(weights: Mapping[str, torch.Tensor]) -> ProtoGetWeightsReply:
+    """Encode a model's state dict as the reply of ``get_weights``."""
+    return ProtoGetWeightsReply(weights=named_tensors_to_proto(weights))
+
+
+def weights_reply_from_proto(message: ProtoGetWeightsReply) -> dict[str, torch.Tensor]:
+    """Decode the state dict of a ``get_weights`` reply."""
+    return named_tensors_from_proto(message.weights)
+
+
+def set_weights_request_to_proto(
+    weights: Mapping[str, torch.Tensor], *, strict: bool
+) -> ProtoSetWeightsRequest:
+    """Encode new model weights; ``strict`` asks that every entry of the state dict be given."""
+    return ProtoSetWeightsRequest(weights=named_tensors_to_proto(weights), strict=strict)
+
+
+def set_weights_request_from_proto(message: ProtoSetWeightsRequest) -> tuple[dict[str, torch.Tensor], bool]:
+    """Decode new model weights and whether the load is strict."""
+    return named_tensors_from_proto(message.weights), message.strict
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "EvaluateOptions",
     "EvaluateResult",
+    "FitOptions",
     "FitProgressEvent",
     "FitResult",
     "Limits",
@@ -155,6 +157,29 @@ class TrainSpec:
     max_nr_batches: int = -1
     seed: int | None = None
     initial_weights: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FitOptions:
+    """What a client asks of one fit (``FitRequest``); see ``AsyncClient.fit``."""
+
+    dataset_key: str
+    return_weights: bool = False
+    progress_every: int = 0
+    """A progress event every this many batches; 0 leaves the interval to the worker."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluateOptions:
+    """What a client asks of one evaluation (``EvaluateRequest``); see ``AsyncClient.evaluate``."""
+
+    dataset_key: str
+    return_histograms: bool = False
+    nr_bins: int = 0
+    return_loss: bool = True
+    return_raw_accuracy: bool = True
+    batch_size: int = 0
+    """Samples per batch; 0 uses the train config's."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
 import math
 import random
 
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fedproto import codec
+from fedproto.datasets import DatasetDescription
 from fedproto.errors import (
     ErrorCode,
     InvalidArgumentError,
@@ -21,7 +25,21 @@ from fedproto.errors import (
     ProtocolError,
     error_class_for,
 )
-from fedproto.types import Limits, MethodInfo, ObjectInfo, ParameterInfo, TensorInfo
+from fedproto.types import (
+    EvaluateOptions,
+    EvaluateResult,
+    FitOptions,
+    FitProgressEvent,
+    FitResult,
+    Limits,
+    MethodInfo,
+    ModelCatalog,
+    ModelSummary,
+    ObjectInfo,
+    ParameterInfo,
+    TensorInfo,
+    TrainSpec,
+)
 from fedproto_pb.v1 import (
     calls_pb2,
     datasets_pb2,
@@ -503,3 +521,308 @@ def test_inline_tensor_header_round_trip(dtype: torch.dtype, path: tuple[str, ..
     assert codec.check_tensor(received) == info
     assert _same(tensor.contiguous(), codec.tensor_from_proto(received))
     assert codec.tensor_proto_from_payload(info, view) == received
+
+
+# -- training records -------------------------------------------------------------------------------
+
+names = st.text(max_size=12)
+counts = st.integers(0, 2**32 - 1)  # every count field holds at least 32 bits
+u32 = st.integers(0, 2**32 - 1)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
+
+
+@st.composite
+def state_dicts(draw: st.DrawFn) -> dict[str, torch.Tensor]:
+    keys = draw(st.lists(names, unique=True, max_size=3))
+    return {
+        key: _random_tensor(draw(st.sampled_from(ALL_DTYPES)), draw(shapes), draw(st.integers(0, 99)))
+        for key in keys
+    }
+
+
+def _same_weights(a: dict[str, torch.Tensor] | None, b: dict[str, torch.Tensor] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+
+
+optimizer_args = st.dictionaries(
+    st.from_regex(r"[a-z_]{1,8}", fullmatch=True),
+    st.booleans() | st.integers(-(2**31), 2**31) | finite | st.lists(finite, max_size=3),
+    max_size=3,
+)
+
+
+@given(
+    model=st.one_of(st.tuples(st.binary(max_size=64), st.none()), st.tuples(st.none(), names)),
+    loss=st.one_of(st.tuples(st.binary(max_size=64), st.none()), st.tuples(st.none(), names)),
+    optimizer=names,
+    args=optimizer_args,
+    batch_size=u32,
+    epochs=u32,
+    shuffle=st.booleans(),
+    max_nr_batches=st.integers(-(2**31), 2**31),
+    seed=st.none() | st.integers(0, 2**64 - 1),
+    weights=state_dicts(),
+)
+@settings(max_examples=60, deadline=None)
+def test_train_spec_round_trip(
+    model, loss, optimizer, args, batch_size, epochs, shuffle, max_nr_batches, seed, weights
+):
+    spec = TrainSpec(
+        model_torchscript=model[0],
+        registered_model=model[1],
+        loss_torchscript=loss[0],
+        loss_name=loss[1],
+        optimizer=optimizer,
+        optimizer_args=args,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=shuffle,
+        max_nr_batches=max_nr_batches,
+        seed=seed,
+        initial_weights=weights,
+    )
+    request = codec.set_train_config_request_to_proto(spec)
+    back = codec.set_train_config_request_from_proto(_wire(request))
+    assert dataclasses.replace(back, initial_weights={}) == dataclasses.replace(spec, initial_weights={})
+    assert _same_weights(back.initial_weights, weights)
+
+
+def _wire(message):
+    """``message`` after a trip through its bytes, as the other side parses it."""
+    return type(message).FromString(message.SerializeToString())
+
+
+@given(epoch=counts, batch=counts, per_epoch=counts, loss=st.floats(), running=st.floats(), samples=counts)
+@settings(max_examples=50, deadline=None)
+def test_fit_progress_round_trip(epoch, batch, per_epoch, loss, running, samples) -> None:
+    event = FitProgressEvent(
+        epoch=epoch,
+        batch=batch,
+        batches_per_epoch=per_epoch,
+        loss=loss,
+        running_loss=running,
+        samples=samples,
+    )
+    back = codec.fit_progress_from_proto(_wire(codec.fit_progress_to_proto(event)))
+    assert _same_floats(dataclasses.astuple(back), dataclasses.astuple(event))
+
+
+def _same_floats(a: tuple, b: tuple) -> bool:
+    """Equality that counts NaN equal to NaN (a loss may be NaN)."""
+    return len(a) == len(b) and all(
+        x == y or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+@given(
+    losses=st.tuples(finite, finite),
+    numbers=st.tuples(counts, counts, counts, counts),
+    seconds=st.floats(0, 1e6),
+    weights=st.none() | state_dicts().filter(bool),
+)
+@settings(max_examples=50, deadline=None)
+def test_fit_result_round_trip(losses, numbers, seconds, weights) -> None:
+    result = FitResult(
+        final_loss=losses[0],
+        mean_loss=losses[1],
+        samples=numbers[0],
+        batches=numbers[1],
+        epochs=numbers[2],
+        seconds=seconds,
+        dataset_size=numbers[3],
+        weights=weights,
+    )
+    back = codec.fit_result_from_proto(_wire(codec.fit_result_to_proto(result)))
+    assert dataclasses.replace(back, weights=None) == dataclasses.replace(result, weights=None)
+    assert _same_weights(back.weights, weights)
+
+
+@given(
+    loss=st.none() | finite,
+    correct=counts,
+    total=counts,
+    histograms=st.tuples(st.lists(counts, max_size=5), st.lists(counts, max_size=5)),
+)
+@settings(max_examples=50, deadline=None)
+def test_evaluate_result_round_trip(loss, correct, total, histograms) -> None:
+    result = EvaluateResult(
+        loss=loss,
+        correct=correct,
+        total=total,
+        prediction_histogram=histograms[0],
+        target_histogram=histograms[1],
+    )
+    assert codec.evaluate_result_from_proto(_wire(codec.evaluate_result_to_proto(result))) == result
+
+
+@given(count=counts, state=st.lists(names, max_size=4).map(tuple), weights_only=st.booleans())
+def test_model_summary_and_catalog_round_trip(count: int, state: tuple[str, ...], weights_only: bool) -> None:
+    summary = ModelSummary(parameter_count=count, state_names=state)
+    assert codec.model_summary_from_proto(_wire(codec.model_summary_to_proto(summary))) == summary
+    catalog = ModelCatalog(names=state, weights_only=weights_only)
+    assert codec.model_catalog_from_proto(_wire(codec.model_catalog_to_proto(catalog))) == catalog
+
+
+# -- requests and replies ---------------------------------------------------------------------------
+
+
+@given(key=names, flags=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()), n=u32)
+def test_fit_and_evaluate_requests_round_trip(key: str, flags: tuple[bool, ...], n: int) -> None:
+    fit = FitOptions(dataset_key=key, return_weights=flags[0], progress_every=n)
+    assert codec.fit_request_from_proto(_wire(codec.fit_request_to_proto(fit))) == fit
+    evaluate = EvaluateOptions(
+        dataset_key=key,
+        return_histograms=flags[1],
+        nr_bins=n,
+        return_loss=flags[2],
+        return_raw_accuracy=flags[3],
+        batch_size=n,
+    )
+    assert codec.evaluate_request_from_proto(_wire(codec.evaluate_request_to_proto(evaluate))) == evaluate
+
+
+def test_request_options_mirror_their_messages() -> None:
+    # _same_named copies fields by name: a field added to the message must be added to the record too
+    for record, message in [
+        (FitOptions, training_pb2.FitRequest),
+        (EvaluateOptions, training_pb2.EvaluateRequest),
+        (FitProgressEvent, training_pb2.FitProgress),
+    ]:
+        assert [f.name for f in dataclasses.fields(record)] == [f.name for f in message.DESCRIPTOR.fields]
+
+
+@given(method=names, args=st.lists(values, max_size=3), kwargs=st.dictionaries(names, values, max_size=3))
+@settings(max_examples=100, deadline=None)
+def test_call_request_and_reply_round_trip(
+    method: str, args: list[object], kwargs: dict[str, object]
+) -> None:
+    request = codec.call_request_to_proto(method, args, kwargs)
+    assert codec.call_request_from_proto(_wire(request)) == (method, args, kwargs)
+    assert codec.call_reply_from_proto(_wire(codec.call_reply_to_proto(kwargs))) == kwargs
+
+
+@pytest.mark.parametrize("kind", ["delete_object", "count_objects", "clear_objects", "set_weights"])
+@given(count=st.integers(0, 2**64 - 1))
+def test_count_replies_round_trip(kind: str, count: int) -> None:
+    reply = codec.count_reply_to_proto(kind, count)
+    assert codec.count_reply_from_proto(_wire(reply)) == count
+    assert envelope_pb2.Envelope(**{f"{kind}_reply": reply}).WhichOneof("body") == f"{kind}_reply"
+
+
+@pytest.mark.parametrize("kind", ["get_object", "delete_object"])
+@given(object_id=names)
+def test_object_id_requests_round_trip(kind: str, object_id: str) -> None:
+    request = codec.object_id_request_to_proto(kind, object_id)
+    assert codec.object_id_request_from_proto(_wire(request)) == object_id
+    assert envelope_pb2.Envelope(**{kind: request}).WhichOneof("body") == kind
+
+
+def test_empty_requests_fit_their_envelope_field() -> None:
+    kinds = ["list_objects", "count_objects", "clear_objects", "list_datasets", "list_methods"]
+    for kind in [*kinds, "get_weights", "list_models"]:
+        request = codec.empty_request(kind)
+        assert not request.DESCRIPTOR.fields
+        assert envelope_pb2.Envelope(**{kind: request}).WhichOneof("body") == kind
+
+
+def test_shared_shapes_refuse_other_kinds() -> None:
+    with pytest.raises(InvalidArgumentError, match="not one of"):
+        codec.empty_request("fit")
+    with pytest.raises(InvalidArgumentError, match="not one of"):
+        codec.count_reply_to_proto("fit", 1)
+    with pytest.raises(InvalidArgumentError, match="not one of"):
+        codec.count_reply_from_proto(training_pb2.FitReply())
+    with pytest.raises(InvalidArgumentError, match="not one of"):
+        codec.object_id_request_to_proto("list_objects", "x")
+
+
+object_infos = st.builds(
+    lambda object_id, tags, description, shape, dtype: ObjectInfo(
+        id=object_id,
+        tags=tuple(tags),
+        description=description,
+        tensor=TensorInfo(dtype=dtype, shape=shape, nbytes=math.prod(shape) * dtype.itemsize),
+    ),
+    names,
+    st.lists(names, max_size=3),
+    names,
+    shapes,
+    st.sampled_from(ALL_DTYPES),
+)
+
+
+@given(infos=st.lists(object_infos, max_size=3), kind=st.sampled_from(["list_objects", "search_objects"]))
+@settings(max_examples=50, deadline=None)
+def test_object_replies_round_trip(infos: list[ObjectInfo], kind: str) -> None:
+    assert codec.object_list_reply_from_proto(_wire(codec.object_list_reply_to_proto(kind, infos))) == infos
+    for info in infos:
+        assert codec.send_object_reply_from_proto(_wire(codec.send_object_reply_to_proto(info))) == info
+    tags = [tag for info in infos for tag in info.tags]
+    assert codec.search_request_from_proto(_wire(codec.search_request_to_proto(tags))) == tuple(tags)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@given(info=object_infos, overwrite=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=10, deadline=None)
+def test_send_object_request_and_get_object_reply_round_trip(
+    dtype: torch.dtype, info: ObjectInfo, overwrite: bool, seed: int
+) -> None:
+    tensor = _random_tensor(dtype, info.shape, seed)
+    tensor_info, view = codec.tensor_payload(tensor)
+    info = dataclasses.replace(info, tensor=tensor_info)
+    chunked = codec.send_object_request_to_proto(info, overwrite=overwrite, chunked=True)
+    assert codec.send_object_request_from_proto(_wire(chunked)) == (info, overwrite)
+    inline = codec.send_object_request_to_proto(info, overwrite=overwrite, chunked=False)
+    frame = codec.encode_with_payload(
+        envelope_pb2.Envelope(request_id=1, send_object=inline), ("send_object", "tensor", "data"), view
+    )
+    assert codec.send_object_request_from_proto(codec.decode_envelope(frame).send_object) == (info, overwrite)
+
+    inline_reply = _wire(codec.get_object_reply_to_proto(info, tensor))
+    assert _same(codec.get_object_reply_from_proto(inline_reply), tensor.contiguous())
+    chunked_reply = _wire(codec.get_object_reply_to_proto(info, None))
+    assert not chunked_reply.HasField("tensor")
+    assert _same(codec.get_object_reply_from_proto(chunked_reply, bytearray(view)), tensor.contiguous())
+
+
+@given(weights=state_dicts(), strict=st.booleans())
+@settings(max_examples=50, deadline=None)
+def test_weights_request_and_reply_round_trip(weights: dict[str, torch.Tensor], strict: bool) -> None:
+    back, back_strict = codec.set_weights_request_from_proto(
+        _wire(codec.set_weights_request_to_proto(weights, strict=strict))
+    )
+    assert _same_weights(back, weights) and back_strict is strict
+    assert _same_weights(
+        codec.weights_reply_from_proto(_wire(codec.weights_reply_to_proto(weights))), weights
+    )
+
+
+def test_listings_and_ping_round_trip() -> None:
+    datasets = [
+        DatasetDescription(
+            key="xor",
+            sample_count=4,
+            feature_shape=(2,),
+            target_shape=(),
+            feature_dtype=torch.float32,
+            target_dtype=torch.int64,
+            description="d",
+        )
+    ]
+    assert codec.datasets_reply_from_proto(_wire(codec.datasets_reply_to_proto(datasets))) == datasets
+    methods = [MethodInfo(name="m", parameters=(ParameterInfo(name="a", type="int"),))]
+    assert codec.methods_reply_from_proto(_wire(codec.methods_reply_to_proto(methods))) == methods
+    assert codec.ping_from_proto(_wire(codec.ping_to_proto(b"\x00p"))) == b"\x00p"
+
+
+def test_codec_imports_no_training_code() -> None:
+    # the codec converts records; the training engine (and torch.optim and losses with it) stays apart
+    tree = ast.parse(inspect.getsource(codec))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    assert not {name for name in imported if name.startswith(("fedproto.training", "fedproto.federated"))}

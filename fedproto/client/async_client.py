@@ -50,7 +50,9 @@ from fedproto.session import (
 )
 from fedproto.training import TrainConfig
 from fedproto.types import (
+    EvaluateOptions,
     EvaluateResult,
+    FitOptions,
     FitResult,
     MethodInfo,
     ModelCatalog,
@@ -58,7 +60,6 @@ from fedproto.types import (
     ObjectInfo,
     ServerInfo,
 )
-from fedproto_pb.v1 import calls_pb2, datasets_pb2, objects_pb2, session_pb2, training_pb2
 
 __all__ = ["AsyncClient", "NotificationCallback", "ObjectRef", "RemoteMethods", "TransferCallback"]
 
@@ -431,7 +432,7 @@ class AsyncClient:
         """Round-trip a Ping; returns the seconds it took."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        await self._request(timeout=timeout, ping=session_pb2.Ping())
+        await self._request(timeout=timeout, ping=codec.ping_to_proto())
         return loop.time() - start
 
     # -- objects ----------------------------------------------------------------------------------
@@ -450,71 +451,63 @@ class AsyncClient:
         """Store a tensor on the worker; big ones travel in verified chunks. Returns a handle."""
         await self._ensure_connected()
         info, view = codec.tensor_payload(tensor)
-        limits = self.server.limits
-        request = objects_pb2.SendObjectRequest(
-            id=id or "", tags=list(tags), description=description, overwrite=overwrite
-        )
-        if view.nbytes > limits.chunk_bytes:
+        chunked = view.nbytes > self.server.limits.chunk_bytes
+        head = ObjectInfo(id=id or "", tags=tuple(tags), description=description, tensor=info)
+        request = codec.send_object_request_to_proto(head, overwrite=overwrite, chunked=chunked)
+        if chunked:
             # The digest travels in the last chunk (section 7.3.26), hashed while the chunks go out.
-            request.chunked.CopyFrom(codec.tensor_info_to_proto(info))
             reply = await self._request(timeout=timeout, send_object=request, upload=(view, progress))
         else:
-            request.tensor.CopyFrom(codec.inline_tensor_header(info))
             payload = (("send_object", "tensor", "data"), view)
             reply = await self._request(timeout=timeout, payload=payload, send_object=request)
-        stored = codec.object_info_from_proto(reply.message.info)
+        stored = codec.send_object_reply_from_proto(reply.message)
         return ObjectRef(stored.id, stored, self)
 
     async def get(
         self, id: str, *, progress: TransferCallback | None = None, timeout: float | None = None
     ) -> torch.Tensor:
         """Fetch a stored tensor (big ones arrive in chunks, verified against their SHA-256)."""
-        reply = await self._request(
-            timeout=timeout, on_transfer=progress, get_object=objects_pb2.GetObjectRequest(id=id)
-        )
-        if reply.payload is not None:
-            info = reply.message.info.tensor
-            return codec.tensor_from_bytes(info.dtype, info.shape, reply.payload)
-        return codec.tensor_from_proto(reply.message.tensor)
+        request = codec.object_id_request_to_proto("get_object", id)
+        reply = await self._request(timeout=timeout, on_transfer=progress, get_object=request)
+        return codec.get_object_reply_from_proto(reply.message, reply.payload)
 
     async def delete(self, id: str, *, timeout: float | None = None) -> int:
         """Delete a stored object; returns the bytes freed."""
-        reply = await self._request(timeout=timeout, delete_object=objects_pb2.DeleteObjectRequest(id=id))
-        return int(reply.message.freed_bytes)
+        request = codec.object_id_request_to_proto("delete_object", id)
+        reply = await self._request(timeout=timeout, delete_object=request)
+        return codec.count_reply_from_proto(reply.message)
 
     async def list_objects(self, *, timeout: float | None = None) -> list[ObjectInfo]:
         """Every object this identity keeps on the worker (metadata only)."""
-        reply = await self._request(timeout=timeout, list_objects=objects_pb2.ListObjectsRequest())
-        return [codec.object_info_from_proto(o) for o in reply.message.objects]
+        reply = await self._request(timeout=timeout, list_objects=codec.empty_request("list_objects"))
+        return codec.object_list_reply_from_proto(reply.message)
 
     async def objects_count(self, *, timeout: float | None = None) -> int:
         """How many objects this identity keeps on the worker."""
-        reply = await self._request(timeout=timeout, count_objects=objects_pb2.CountObjectsRequest())
-        return int(reply.message.count)
+        reply = await self._request(timeout=timeout, count_objects=codec.empty_request("count_objects"))
+        return codec.count_reply_from_proto(reply.message)
 
     async def clear_objects(self, *, timeout: float | None = None) -> int:
         """Delete every object of this identity; returns how many were deleted."""
-        reply = await self._request(timeout=timeout, clear_objects=objects_pb2.ClearObjectsRequest())
-        return int(reply.message.removed)
+        reply = await self._request(timeout=timeout, clear_objects=codec.empty_request("clear_objects"))
+        return codec.count_reply_from_proto(reply.message)
 
     async def search(self, *tags: str, timeout: float | None = None) -> list[ObjectInfo]:
         """Objects carrying every one of ``tags``."""
-        reply = await self._request(
-            timeout=timeout, search_objects=objects_pb2.SearchObjectsRequest(tags=list(tags))
-        )
-        return [codec.object_info_from_proto(o) for o in reply.message.objects]
+        reply = await self._request(timeout=timeout, search_objects=codec.search_request_to_proto(tags))
+        return codec.object_list_reply_from_proto(reply.message)
 
     # -- datasets and calls -----------------------------------------------------------------------
 
     async def datasets(self, *, timeout: float | None = None) -> list[DatasetDescription]:
         """The datasets the worker offers (descriptions, never data)."""
-        reply = await self._request(timeout=timeout, list_datasets=datasets_pb2.ListDatasetsRequest())
-        return [codec.dataset_info_from_proto(d) for d in reply.message.datasets]
+        reply = await self._request(timeout=timeout, list_datasets=codec.empty_request("list_datasets"))
+        return codec.datasets_reply_from_proto(reply.message)
 
     async def methods(self, *, timeout: float | None = None) -> list[MethodInfo]:
         """The methods the worker exposes to custom calls."""
-        reply = await self._request(timeout=timeout, list_methods=calls_pb2.ListMethodsRequest())
-        return [codec.method_info_from_proto(m) for m in reply.message.methods]
+        reply = await self._request(timeout=timeout, list_methods=codec.empty_request("list_methods"))
+        return codec.methods_reply_from_proto(reply.message)
 
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call an exposed method with any Value arguments: ``await alice.call("get_colony_id")``."""
@@ -529,23 +522,17 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> Any:
         """Like :meth:`call`, with arguments given explicitly and a per-call ``timeout``."""
-        request = calls_pb2.CallRequest(
-            method=method,
-            args=[codec.value_to_proto(a) for a in args],
-            kwargs=codec.values_to_entries(kwargs or {}),
-        )
+        request = codec.call_request_to_proto(method, args, kwargs or {})
         reply = await self._request(timeout=timeout, call=request)
-        return codec.value_from_proto(reply.message.result)
+        return codec.call_reply_from_proto(reply.message)
 
     # -- training ---------------------------------------------------------------------------------
 
     async def set_train_config(self, config: TrainConfig, *, timeout: float | None = None) -> ModelSummary:
         """Send a train config; the worker loads and checks it (the seed's ``config.send(alice)``)."""
         spec = await asyncio.to_thread(config.to_spec)  # scripting a model takes a while: off the loop
-        reply = await self._request(
-            timeout=timeout,
-            set_train_config=training_pb2.SetTrainConfigRequest(config=codec.train_spec_to_proto(spec)),
-        )
+        request = codec.set_train_config_request_to_proto(spec)
+        reply = await self._request(timeout=timeout, set_train_config=request)
         return codec.model_summary_from_proto(reply.message)
 
     async def fit(
@@ -562,8 +549,8 @@ class AsyncClient:
         ``progress`` is a callback taking each :class:`~fedproto.FitProgressEvent`, ``True`` for
         a progress bar, or ``None`` for a bar only when stderr is a terminal.
         """
-        request = training_pb2.FitRequest(
-            dataset_key=dataset_key, return_weights=return_weights, progress_every=progress_every
+        request = codec.fit_request_to_proto(
+            FitOptions(dataset_key=dataset_key, return_weights=return_weights, progress_every=progress_every)
         )
         callback = progress if callable(progress) else None
         bar = FitProgressBar(f"{self._label()} fit {dataset_key!r}") if wants_bar(progress) else None
@@ -597,7 +584,7 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> EvaluateResult:
         """Evaluate the worker's model on one of its datasets (loss, accuracy counts, histograms)."""
-        request = training_pb2.EvaluateRequest(
+        options = EvaluateOptions(
             dataset_key=dataset_key,
             return_histograms=return_histograms,
             nr_bins=nr_bins,
@@ -605,25 +592,25 @@ class AsyncClient:
             return_raw_accuracy=return_raw_accuracy,
             batch_size=batch_size,
         )
-        reply = await self._request(timeout=timeout, evaluate=request)
+        reply = await self._request(timeout=timeout, evaluate=codec.evaluate_request_to_proto(options))
         return codec.evaluate_result_from_proto(reply.message)
 
     async def get_model_weights(self, *, timeout: float | None = None) -> dict[str, torch.Tensor]:
         """The worker's current model weights (state dict) for this identity."""
-        reply = await self._request(timeout=timeout, get_weights=training_pb2.GetWeightsRequest())
-        return codec.named_tensors_from_proto(reply.message.weights)
+        reply = await self._request(timeout=timeout, get_weights=codec.empty_request("get_weights"))
+        return codec.weights_reply_from_proto(reply.message)
 
     async def set_model_weights(
         self, state: dict[str, torch.Tensor], *, strict: bool = False, timeout: float | None = None
     ) -> int:
         """Replace (some of) the worker's model weights; returns how many tensors were replaced."""
-        request = training_pb2.SetWeightsRequest(weights=codec.named_tensors_to_proto(state), strict=strict)
+        request = codec.set_weights_request_to_proto(state, strict=strict)
         reply = await self._request(timeout=timeout, set_weights=request)
-        return int(reply.message.updated)
+        return codec.count_reply_from_proto(reply.message)
 
     async def list_models(self, *, timeout: float | None = None) -> ModelCatalog:
         """The architectures the worker registered, and whether it accepts only those."""
-        reply = await self._request(timeout=timeout, list_models=training_pb2.ListModelsRequest())
+        reply = await self._request(timeout=timeout, list_models=codec.empty_request("list_models"))
         return codec.model_catalog_from_proto(reply.message)
 
 
