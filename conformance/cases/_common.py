@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from hypothesis import example, given
+from hypothesis import strategies as st
+
 from conformance.checks import check, codes_text, fail
+from conformance.context import Context
 from conformance.spec import DTYPE_WIDTHS, sha256
 from conformance.values import make_tensor, to_value
 from conformance.wire import Connection, Reply, make_envelope
@@ -18,6 +22,7 @@ __all__ = [
     "announce",
     "call",
     "call_request",
+    "check_examples",
     "chunk_list",
     "chunk_sizes",
     "clear_store",
@@ -44,6 +49,31 @@ def refused(reply: Reply, what: str, *codes: int) -> errors_pb2.Error:
     if error is None or error.code not in codes:
         fail(f"{what} was answered with {reply.describe()}, expected Error{{{codes_text(codes)}}}")
     return error
+
+
+def check_examples(
+    ctx: Context,
+    check: Callable[..., Coroutine[Any, Any, None]],
+    *,
+    examples: Sequence[Mapping[str, Any]] = (),
+    max_examples: int | None = None,
+    **strategies: st.SearchStrategy[Any],
+) -> None:
+    """Run ``await check(ctx, **drawn)`` on the case's loop for each example hypothesis draws from
+    ``strategies`` (the explicit ``examples`` first), within the suite's budget and seed.
+
+    Hypothesis is synchronous, so each example bridges to the wire with :meth:`Context.run`.
+    """
+
+    def run(**drawn: Any) -> None:
+        ctx.run(check(ctx, **drawn))
+
+    # A shrunk failure reads "Falsifying example: chunked_roundtrip(size=..., ...)".
+    run.__name__ = run.__qualname__ = check.__name__.lstrip("_")
+    test = given(**strategies)(run)
+    for drawn in reversed(examples):
+        test = example(**drawn)(test)
+    ctx.hypothesis(test, max_examples=max_examples)
 
 
 def ping_of_size(request_id: int, size: int) -> bytes:
@@ -115,10 +145,13 @@ async def store(
     tensor: tensor_pb2.Tensor,
     *,
     tags: Sequence[str] = (),
+    description: str = "",
     overwrite: bool = False,
 ) -> objects_pb2.ObjectInfo:
     """Send an object inline; it must be stored. Its ObjectInfo from the SendObjectReply."""
-    reply = await send_tensor(conn, object_id, tensor, tags=tags, overwrite=overwrite)
+    reply = await send_tensor(
+        conn, object_id, tensor, tags=tags, description=description, overwrite=overwrite
+    )
     body: objects_pb2.SendObjectReply = reply.expect("send_object_reply")
     return body.info
 
@@ -251,9 +284,16 @@ class Download:
 
 
 async def download(
-    conn: Connection, object_id: str, *, chunk_bytes: int, strict_sizes: bool = True
+    conn: Connection, object_id: str, *, chunk_bytes: int | None = None, strict_sizes: bool = True
 ) -> Download:
-    """``get_object`` with every rule of sections 7.3.15 to 7.3.19 checked on the way."""
+    """``get_object`` with every rule of sections 7.3.15 to 7.3.19 checked on the way.
+
+    Chunks may carry up to ``chunk_bytes``, by default the limit the server advertised to ``conn``.
+    """
+    if chunk_bytes is None:
+        if conn.welcome is None:
+            raise ValueError("download() before the handshake needs chunk_bytes")
+        chunk_bytes = conn.welcome.limits.chunk_bytes
     rid = await conn.request("get_object", objects_pb2.GetObjectRequest(id=object_id))
     reply = await conn.reply(rid)
     body: objects_pb2.GetObjectReply = reply.expect("get_object_reply")

@@ -10,12 +10,12 @@ import struct
 from collections.abc import Sequence
 
 from google.protobuf.message import Message
-from hypothesis import example, given
 from hypothesis import strategies as st
 
 from conformance.cases._common import (
     Download,
     announce,
+    check_examples,
     chunk_list,
     chunk_sizes,
     clear_store,
@@ -79,8 +79,7 @@ async def _case_send_reply(ctx: Context) -> None:
     conn = await ctx.connect()
     tensor = float_tensor([1.0, -2.5, 3.25])
     object_id = ctx.unique()
-    reply = await send_tensor(conn, object_id, tensor, tags=["b", "a"], description="three floats")
-    info = reply.expect("send_object_reply").info
+    info = await store(conn, object_id, tensor, tags=["b", "a"], description="three floats")
     _check_info(info, object_id, tensor, "SendObjectReply")
     check(list(info.tags) == ["b", "a"], f"SendObjectReply: tags are {list(info.tags)}, sent ['b', 'a']")
     check(info.description == "three floats", f"SendObjectReply: description is {info.description!r}")
@@ -97,21 +96,19 @@ async def _case_send_reply(ctx: Context) -> None:
     needs=OBJ,
 )
 def _case_roundtrip(ctx: Context) -> None:
-    @given(tensor=tensors())
-    @example(tensor=make_tensor(tensor_pb2.DTYPE_FLOAT32, [], struct.pack("<f", -0.0)))
-    @example(tensor=make_tensor(tensor_pb2.DTYPE_INT64, [0, 3], b""))
-    @example(tensor=make_tensor(tensor_pb2.DTYPE_INT32, [2, 2], struct.pack("<4i", 1, -2, 3, -4)))
-    def check_tensor(tensor: tensor_pb2.Tensor) -> None:
-        ctx.run(_roundtrip(ctx, tensor))
-
-    ctx.hypothesis(check_tensor)
+    examples = [
+        make_tensor(tensor_pb2.DTYPE_FLOAT32, [], struct.pack("<f", -0.0)),
+        make_tensor(tensor_pb2.DTYPE_INT64, [0, 3], b""),
+        make_tensor(tensor_pb2.DTYPE_INT32, [2, 2], struct.pack("<4i", 1, -2, 3, -4)),
+    ]
+    check_examples(ctx, _roundtrip, tensor=tensors(), examples=[{"tensor": t} for t in examples])
 
 
 async def _roundtrip(ctx: Context, tensor: tensor_pb2.Tensor) -> None:
     async with await ctx.connect() as conn:
         object_id = ctx.unique()
         await store(conn, object_id, tensor)
-        got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+        got = await download(conn, object_id)
         _check_info(got.info, object_id, tensor, "GetObjectReply")
         check(
             got.dtype == tensor.dtype,
@@ -156,7 +153,7 @@ async def _case_float_bits(ctx: Context) -> None:
         shape = [len(data) // DTYPE_WIDTHS[dtype]]
         object_id = ctx.unique("bits")
         await store(conn, object_id, make_tensor(dtype, shape, data))
-        got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+        got = await download(conn, object_id)
         check(got.data == data, f"dtype {dtype}: NaN payloads, infinities or -0.0 came back changed")
 
 
@@ -201,7 +198,7 @@ def _holds(ctx: Context, object_id: str, data: bytes, message: str) -> Then:
     """A check that ``object_id`` reads back as ``data``."""
 
     async def then(conn: Connection) -> None:
-        got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+        got = await download(conn, object_id)
         check(got.data == data, message)
 
     return then
@@ -304,7 +301,7 @@ async def _case_inline_sha(ctx: Context) -> None:
     object_id = ctx.unique()
     tensor = float_tensor([0.5, 1.5])
     await store(conn, object_id, tensor)
-    got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    got = await download(conn, object_id)
     if not got.chunked:
         check(
             got.info.tensor.sha256 == sha256(tensor.data),
@@ -329,7 +326,7 @@ async def _case_empty_id(ctx: Context) -> None:
         ids.append(info.id)
     check(len(set(ids)) == 3, f"three sends without id got ids {ids}")
     for object_id in ids:
-        got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+        got = await download(conn, object_id)
         check(got.data == tensor.data, f"object {object_id!r} with a chosen id returns other bytes")
 
 
@@ -349,7 +346,7 @@ async def _case_overwrite(ctx: Context) -> None:
     await store(conn, ids[0], replacement, tags=["new"], overwrite=True)
     listed = [o.id for o in await store_listing(conn)]
     check(listed == ids, f"after overwriting {ids[0]!r} list_objects gives {listed}, expected {ids}")
-    got = await download(conn, ids[0], chunk_bytes=ctx.limits.chunk_bytes)
+    got = await download(conn, ids[0])
     check(got.data == replacement.data and got.shape == [2], "overwrite=true did not replace the tensor")
 
 
@@ -362,11 +359,10 @@ async def _case_tags_stored(ctx: Context) -> None:
     conn = await ctx.connect()
     object_id = ctx.unique()
     tags = ["zeta", "Alpha", "mid dle", "ünï"]
-    reply = await send_tensor(conn, object_id, float_tensor([1.0]), tags=tags, description="déscription\n2")
-    reply.expect("send_object_reply")
+    await store(conn, object_id, float_tensor([1.0]), tags=tags, description="déscription\n2")
     for where, info in [
         ("list_objects", next((o for o in await store_listing(conn) if o.id == object_id), None)),
-        ("get_object", (await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)).info),
+        ("get_object", (await download(conn, object_id)).info),
     ]:
         if info is None:
             fail(f"{where} does not show object {object_id!r}")
@@ -380,16 +376,15 @@ async def _case_tags_stored(ctx: Context) -> None:
     needs=OBJ,
 )
 def _case_invalid_tensor(ctx: Context) -> None:
-    @given(bad=invalid_tensors())
-    @example(bad=(make_tensor(tensor_pb2.DTYPE_INT32, [1 << 32, 1 << 32], b""), "overflowing shape"))
-    @example(bad=(make_tensor(tensor_pb2.DTYPE_BOOL, [2], b"\x01\x02"), "bool byte 2"))
-    def check_bad(bad: tuple[tensor_pb2.Tensor, str]) -> None:
-        ctx.run(_invalid(ctx, *bad))
-
-    ctx.hypothesis(check_bad)
+    examples = [
+        (make_tensor(tensor_pb2.DTYPE_INT32, [1 << 32, 1 << 32], b""), "overflowing shape"),
+        (make_tensor(tensor_pb2.DTYPE_BOOL, [2], b"\x01\x02"), "bool byte 2"),
+    ]
+    check_examples(ctx, _invalid, bad=invalid_tensors(), examples=[{"bad": bad} for bad in examples])
 
 
-async def _invalid(ctx: Context, tensor: tensor_pb2.Tensor, why: str) -> None:
+async def _invalid(ctx: Context, bad: tuple[tensor_pb2.Tensor, str]) -> None:
+    tensor, why = bad
     async with await ctx.connect() as conn:
         object_id = ctx.unique("bad")
         refused(await send_tensor(conn, object_id, tensor), f"a tensor with {why}", *INVALID)
@@ -482,15 +477,13 @@ _TAGS = ["a", "b", "A", "c d", "é"]
 )
 def _case_search_all_tags(ctx: Context) -> None:
     tag_sets = st.lists(st.sampled_from(_TAGS), max_size=4, unique=True)
-
-    @given(
-        objects=st.lists(tag_sets, min_size=1, max_size=6), queries=st.lists(tag_sets, min_size=1, max_size=4)
+    check_examples(
+        ctx,
+        _search,
+        objects=st.lists(tag_sets, min_size=1, max_size=6),
+        queries=st.lists(tag_sets, min_size=1, max_size=4),
+        examples=[{"objects": [["a", "b"], ["a"], ["b"]], "queries": [["a", "b"], ["b", "a"]]}],
     )
-    @example(objects=[["a", "b"], ["a"], ["b"]], queries=[["a", "b"], ["b", "a"]])
-    def check_search(objects: list[list[str]], queries: list[list[str]]) -> None:
-        ctx.run(_search(ctx, objects, queries))
-
-    ctx.hypothesis(check_search)
 
 
 async def _search(ctx: Context, objects: list[list[str]], queries: list[list[str]]) -> None:
@@ -518,9 +511,7 @@ async def _case_search_empty(ctx: Context) -> None:
     await clear_store(conn)
     ids = [ctx.unique() for _ in range(3)]
     for n, object_id in enumerate(ids):
-        (await send_tensor(conn, object_id, float_tensor([1.0]), tags=["x"] * (n % 2))).expect(
-            "send_object_reply"
-        )
+        await store(conn, object_id, float_tensor([1.0]), tags=["x"] * (n % 2))
     got = [o.id for o in (await conn.expect("search_objects", objects_pb2.SearchObjectsRequest())).objects]
     check(got == ids, f"search_objects with no tags gives {got}, expected every object {ids}")
 
@@ -556,7 +547,7 @@ async def _case_outlive(ctx: Context) -> None:
     await store(first, object_id, tensor)
     other = await ctx.connect()
     await first.close()
-    got = await download(other, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    got = await download(other, object_id)
     check(got.data == tensor.data, "an object read from another connection returns other bytes")
 
 
@@ -584,7 +575,7 @@ async def _case_isolated(ctx: Context) -> None:
     check(not found, "search_objects of the second identity finds the first identity's object")
     removed = (await theirs.expect("clear_objects", objects_pb2.ClearObjectsRequest())).removed
     check(removed == 0, f"clear_objects of the second identity removed {removed}")
-    got = await download(mine, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    got = await download(mine, object_id)
     check(
         got.data == float_tensor([1.0]).data,
         "another identity's clear_objects changed this identity's object",
@@ -603,8 +594,8 @@ async def _case_same_id(ctx: Context) -> None:
     object_id = ctx.unique()
     await store(mine, object_id, float_tensor([1.0]))
     await store(theirs, object_id, float_tensor([2.0, 2.0]))
-    a = await download(mine, object_id, chunk_bytes=ctx.limits.chunk_bytes)
-    b = await download(theirs, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    a = await download(mine, object_id)
+    b = await download(theirs, object_id)
     check(
         a.data == float_tensor([1.0]).data,
         "the first identity's object changed when another stored the same id",
@@ -692,12 +683,15 @@ def _case_chunked_roundtrip(ctx: Context) -> None:
         st.integers(1, top),
         st.sampled_from(sorted({1, cb - 1, cb, cb + 1, 2 * cb})).filter(lambda n: 0 < n <= top),
     )
-
-    @given(size=sizes, seed=st.integers(0, 1 << 32), float32=st.booleans(), trailing=st.booleans())
-    def check_upload(size: int, seed: int, float32: bool, trailing: bool) -> None:
-        ctx.run(_chunked_roundtrip(ctx, size, seed, float32, trailing))
-
-    ctx.hypothesis(check_upload, max_examples=max(3, ctx.settings.max_examples // 2))
+    check_examples(
+        ctx,
+        _chunked_roundtrip,
+        size=sizes,
+        seed=st.integers(0, 1 << 32),
+        float32=st.booleans(),
+        trailing=st.booleans(),
+        max_examples=max(3, ctx.settings.max_examples // 2),
+    )
 
 
 async def _chunked_roundtrip(ctx: Context, size: int, seed: int, float32: bool, trailing: bool) -> None:
@@ -736,15 +730,14 @@ def _case_chunk_boundaries(ctx: Context) -> None:
     cb = ctx.limits.chunk_bytes
     if cb < 2 or cb > (4 << 20):
         skip(f"chunk_bytes={cb} is outside what this case splits (2 bytes to 4 MiB)")
-    sizes = st.lists(st.one_of(st.just(cb), st.integers(1, cb)), min_size=2, max_size=4)
-
-    @given(sizes=sizes, seed=st.integers(0, 1 << 16))
-    @example(sizes=[cb - 1, 11], seed=0)
-    @example(sizes=[cb, cb, 5], seed=0)
-    def check_boundaries(sizes: list[int], seed: int) -> None:
-        ctx.run(_chunk_boundaries(ctx, sizes, seed))
-
-    ctx.hypothesis(check_boundaries, max_examples=max(4, ctx.settings.max_examples // 2))
+    check_examples(
+        ctx,
+        _chunk_boundaries,
+        sizes=st.lists(st.one_of(st.just(cb), st.integers(1, cb)), min_size=2, max_size=4),
+        seed=st.integers(0, 1 << 16),
+        examples=[{"sizes": [cb - 1, 11], "seed": 0}, {"sizes": [cb, cb, 5], "seed": 0}],
+        max_examples=max(4, ctx.settings.max_examples // 2),
+    )
 
 
 async def _chunk_boundaries(ctx: Context, sizes: list[int], seed: int) -> None:
@@ -768,11 +761,14 @@ _MUTATIONS = ["gap", "overlap", "wrong-total", "empty", "too-big", "past-end", "
     needs=CHUNKED,
 )
 def _case_bad_chunk(ctx: Context) -> None:
-    @given(how=st.sampled_from(_MUTATIONS), extra=st.integers(2, 300), seed=st.integers(0, 1 << 16))
-    def check_mutation(how: str, extra: int, seed: int) -> None:
-        ctx.run(_bad_chunk(ctx, how, extra, seed))
-
-    ctx.hypothesis(check_mutation, max_examples=max(len(_MUTATIONS), ctx.settings.max_examples))
+    check_examples(
+        ctx,
+        _bad_chunk,
+        how=st.sampled_from(_MUTATIONS),
+        extra=st.integers(2, 300),
+        seed=st.integers(0, 1 << 16),
+        max_examples=max(len(_MUTATIONS), ctx.settings.max_examples),
+    )
 
 
 async def _bad_chunk(ctx: Context, how: str, extra: int, seed: int) -> None:
@@ -837,7 +833,14 @@ async def _case_trailing_digest(ctx: Context) -> None:
     await _refused_upload(ctx, data, chunks, what, digest=b"", code=ErrorCode.ERROR_CODE_DATA_LOSS)
 
 
-_DIGEST_MISPLACED = ["none", "early", "twice", "short"]
+#: Misplaced digests: what each means, then where the digest goes in the header and in the two chunks
+#: ("" nowhere, "full" the payload's SHA-256, "short" its first 31 bytes).
+_MISPLACED = {
+    "none": ("no digest in the header nor in the last chunk", "", ("", "")),
+    "early": ("on the first chunk as well as the last", "", ("full", "full")),
+    "twice": ("in the header and in the last chunk", "full", ("", "full")),
+    "short": ("31 bytes in the last chunk", "", ("", "short")),
+}
 
 
 @case(
@@ -848,33 +851,25 @@ _DIGEST_MISPLACED = ["none", "early", "twice", "short"]
     needs=CHUNKED,
 )
 def _case_misplaced_digest(ctx: Context) -> None:
-    @given(how=st.sampled_from(_DIGEST_MISPLACED), extra=st.integers(1, 300), seed=st.integers(0, 1 << 16))
-    def check_misplaced(how: str, extra: int, seed: int) -> None:
-        ctx.run(_misplaced_digest(ctx, how, extra, seed))
-
-    ctx.hypothesis(check_misplaced, max_examples=max(len(_DIGEST_MISPLACED), ctx.settings.max_examples // 2))
+    check_examples(
+        ctx,
+        _misplaced_digest,
+        how=st.sampled_from(sorted(_MISPLACED)),
+        extra=st.integers(1, 300),
+        seed=st.integers(0, 1 << 16),
+        max_examples=max(len(_MISPLACED), ctx.settings.max_examples // 2),
+    )
 
 
 async def _misplaced_digest(ctx: Context, how: str, extra: int, seed: int) -> None:
     cb = ctx.limits.chunk_bytes
     data = _payload(seed, cb + extra)
-    digest = sha256(data)
-    header, digests = {
-        "none": (b"", [b"", b""]),  # the header left it out and the last chunk has none either
-        "early": (b"", [digest, digest]),  # on a chunk before the last
-        "twice": (digest, [b"", digest]),  # in the header and in the last chunk
-        "short": (b"", [b"", digest[:31]]),  # not 32 bytes
-    }[how]
-    what = f"an upload with its digest {how!r} ({_MISPLACED_MEANING[how]})"
-    await _refused_upload(ctx, data, chunk_list(data, [cb, extra], digests=digests), what, digest=header)
-
-
-_MISPLACED_MEANING = {
-    "none": "no digest in the header nor in the last chunk",
-    "early": "on the first chunk as well as the last",
-    "twice": "in the header and in the last chunk",
-    "short": "31 bytes in the last chunk",
-}
+    meaning, header, digests = _MISPLACED[how]
+    digest = {"": b"", "full": sha256(data), "short": sha256(data)[:31]}
+    chunks = chunk_list(data, [cb, extra], digests=[digest[d] for d in digests])
+    await _refused_upload(
+        ctx, data, chunks, f"an upload with its digest {how!r} ({meaning})", digest=digest[header]
+    )
 
 
 @case(
@@ -892,7 +887,7 @@ async def _case_empty_without_digest(ctx: Context) -> None:
         reply = await conn.reply(rid)
         if reply.kind != "send_object_reply":
             fail(f"an empty upload with no digest was answered with {reply.describe()}")
-        got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+        got = await download(conn, object_id)
         check(got.data == b"", "an empty upload came back with bytes")
         await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
 
@@ -974,7 +969,7 @@ async def _case_empty_upload(ctx: Context) -> None:
     check(
         list(info.tensor.shape) == [0, 4], f"the empty upload was stored with shape {list(info.tensor.shape)}"
     )
-    got = await download(conn, object_id, chunk_bytes=ctx.limits.chunk_bytes)
+    got = await download(conn, object_id)
     check(got.data == b"" and got.shape == [0, 4], "the empty upload reads back as something else")
 
 

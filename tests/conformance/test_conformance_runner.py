@@ -154,7 +154,7 @@ def test_command_line_failure_output(
     assert code == 1
     assert "FAIL objects/9.3.3/get-returns-stored-bytes [MUST] §9.3.3" in out
     assert "rule:" in out and "server: get_object returned other bytes" in out
-    assert "example:" in out and "check_tensor(" in out
+    assert "example:" in out and "roundtrip(" in out
     assert "0 passed, 1 failed, 0 skipped" in out.splitlines()
 
 
