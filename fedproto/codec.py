@@ -912,10 +912,10 @@ def send_object_request_from_proto(message: ProtoSendObjectRequest) -> tuple[Obj
 
     An inline tensor is checked against section 7.2 (so its ``data`` must be there by now).
     """
-    if message.WhichOneof("payload") == "chunked":
-        tensor = tensor_info_from_proto(message.chunked)
-    else:
-        tensor = check_tensor(message.tensor)
+    kind = message.WhichOneof("payload")
+    if kind is None:
+        raise InvalidArgumentError("SendObjectRequest carries no tensor")
+    tensor = tensor_info_from_proto(message.chunked) if kind == "chunked" else check_tensor(message.tensor)
     info = ObjectInfo(id=message.id, tags=tuple(message.tags), description=message.description, tensor=tensor)
     return info, message.overwrite
 

@@ -10,29 +10,26 @@ from fedproto.server.dispatch import Connection, Reply
 from fedproto.server.methods import CallContext, ExposedMethod
 from fedproto.server.services import WorkerServices
 from fedproto.session import RequestReceived
-from fedproto_pb.v1 import calls_pb2
 
 __all__ = ["call", "list_methods"]
 
 
 async def list_methods(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
     """Describe every exposed method."""
-    infos = [codec.method_info_to_proto(i) for i in services.methods.infos()]
-    return {"list_methods_reply": calls_pb2.ListMethodsReply(methods=infos)}
+    return {"list_methods_reply": codec.methods_reply_to_proto(services.methods.infos())}
 
 
 async def call(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
     """Run an exposed method: coroutines and inline methods on the event loop, others on a thread."""
-    request: calls_pb2.CallRequest = ev.message
-    method: ExposedMethod = services.methods.get(request.method)
+    request = ev.message
+    method: ExposedMethod = services.methods.get(request.method)  # an unknown name before any argument
     size = codec.call_args_size(request)
     limit = services.limits.max_call_args_bytes
     if limit and size > limit:
         raise ResourceExhaustedError(
             f"call arguments take {size} bytes, more than the limit of {limit}", details={"limit": str(limit)}
         )
-    args = [codec.value_from_proto(a) for a in request.args]
-    kwargs = codec.values_from_entries(request.kwargs)
+    _, args, kwargs = codec.call_request_from_proto(request)
     context = None
     if method.wants_context:
         context = CallContext(
@@ -51,7 +48,7 @@ async def call(services: WorkerServices, conn: Connection, ev: RequestReceived) 
             context.cancelled.set()
         raise
     try:
-        value = codec.value_to_proto(result)
+        reply = codec.call_reply_to_proto(result)
     except InvalidArgumentError as exc:
         raise InternalError(f"{method.name} returned a value the protocol cannot carry: {exc}") from None
-    return {"call_reply": calls_pb2.CallReply(result=value)}
+    return {"call_reply": reply}

@@ -7,7 +7,6 @@ from fedproto.datasets import describe
 from fedproto.server.dispatch import Connection, Reply
 from fedproto.server.services import WorkerServices
 from fedproto.session import RequestReceived
-from fedproto_pb.v1 import datasets_pb2
 
 __all__ = ["list_datasets"]
 
@@ -15,5 +14,5 @@ __all__ = ["list_datasets"]
 async def list_datasets(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
     """Describe every dataset the worker offers, by key order."""
     datasets = services.datasets
-    infos = [codec.dataset_info_to_proto(describe(key, datasets[key])) for key in sorted(datasets)]
-    return {"list_datasets_reply": datasets_pb2.ListDatasetsReply(datasets=infos)}
+    descriptions = [describe(key, datasets[key]) for key in sorted(datasets)]
+    return {"list_datasets_reply": codec.datasets_reply_to_proto(descriptions)}

@@ -18,7 +18,7 @@ from fedproto.server.dispatch import Connection, Reply
 from fedproto.server.services import WorkerServices
 from fedproto.session import RequestReceived
 from fedproto.training import FitProgressEvent, TrainingState
-from fedproto_pb.v1 import training_pb2
+from fedproto.types import ModelCatalog
 
 __all__ = ["evaluate", "fit", "get_weights", "list_models", "set_train_config", "set_weights"]
 
@@ -28,7 +28,7 @@ _PROGRESS_SECONDS = 0.25
 
 async def set_train_config(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
     """Build the identity's model, optimizer and loss from a train config, replacing any earlier one."""
-    spec = codec.train_spec_from_proto(ev.message.config)
+    spec = codec.set_train_config_request_from_proto(ev.message)
     configure = functools.partial(
         TrainingState.configure,
         spec,
@@ -48,7 +48,7 @@ async def set_train_config(services: WorkerServices, conn: Connection, ev: Reque
 
 async def fit(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
     """Train on a dataset, sending progress events; a cancel stops the fit between two batches."""
-    request: training_pb2.FitRequest = ev.message
+    request = codec.fit_request_from_proto(ev.message)
     dataset = services.dataset(request.dataset_key)
     state = services.training_state(conn.identity)
     state.check_idle("fit")
@@ -103,7 +103,7 @@ async def fit(services: WorkerServices, conn: Connection, ev: RequestReceived) -
 
 async def evaluate(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
     """Evaluate on a dataset; refused at once while the identity's fit runs (section 12.3.13)."""
-    request: training_pb2.EvaluateRequest = ev.message
+    request = codec.evaluate_request_from_proto(ev.message)
     dataset = services.dataset(request.dataset_key)
     state = services.training_state(conn.identity)
     state.check_idle("evaluate")  # answered now, not after the running fit (section 12.3.13)
@@ -122,20 +122,19 @@ async def evaluate(services: WorkerServices, conn: Connection, ev: RequestReceiv
 async def get_weights(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
     """The identity's model weights by name."""
     weights = services.training_state(conn.identity).state_dict()
-    return {"get_weights_reply": training_pb2.GetWeightsReply(weights=codec.named_tensors_to_proto(weights))}
+    return {"get_weights_reply": codec.weights_reply_to_proto(weights)}
 
 
 async def set_weights(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
     """Load weights into the identity's model (all of them when ``strict``)."""
     state = services.training_state(conn.identity)
     state.check_idle("set weights")
-    weights = codec.named_tensors_from_proto(ev.message.weights)
-    updated = await services.threads.run_training(state.load_weights, weights, strict=ev.message.strict)
-    return {"set_weights_reply": training_pb2.SetWeightsReply(updated=updated)}
+    weights, strict = codec.set_weights_request_from_proto(ev.message)
+    updated = await services.threads.run_training(state.load_weights, weights, strict=strict)
+    return {"set_weights_reply": codec.count_reply_to_proto("set_weights", updated)}
 
 
 async def list_models(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
     """The registered architectures, and whether the worker accepts nothing else (weights-only mode)."""
-    names = services.models.names()
-    reply = training_pb2.ListModelsReply(names=sorted(names), weights_only=services.weights_only)
-    return {"list_models_reply": reply}
+    catalog = ModelCatalog(names=tuple(sorted(services.models.names())), weights_only=services.weights_only)
+    return {"list_models_reply": codec.model_catalog_to_proto(catalog)}
