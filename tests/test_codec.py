@@ -737,6 +737,8 @@ def test_shared_shapes_refuse_other_kinds() -> None:
         codec.count_reply_from_proto(training_pb2.FitReply())
     with pytest.raises(InvalidArgumentError, match="not one of"):
         codec.object_id_request_to_proto("list_objects", "x")
+    with pytest.raises(InvalidArgumentError, match="carries no tensor"):
+        codec.send_object_request_from_proto(objects_pb2.SendObjectRequest(id="x"))
 
 
 object_infos = st.builds(
