@@ -28,8 +28,9 @@ from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 __all__ = ["Probe", "Probes", "Row", "Then", "accept", "register"]
 
-#: What a probe checks after an allowed reply: the state the rule leaves behind (None: nothing).
-Then = Callable[[Connection], Awaitable[None]] | None
+#: What a probe checks after an allowed reply (given the connection and the reply): the reply's fields, or
+#: the state the rule leaves behind. None: nothing more.
+Then = Callable[[Connection, Reply], Awaitable[None]] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +38,8 @@ class Probe:
     """One request a row sends and the outcomes its terminal reply may be.
 
     ``codes`` are the error codes allowed; ``ok`` also allows the request's success reply (section 19.1).
-    ``then`` runs after a reply that was allowed, for what the rule says about the state afterwards
-    (a refused request stores nothing, changes no weights).
+    ``then`` runs after a reply that was allowed, for what the rule says about the reply's fields or the
+    state afterwards (a refused request stores nothing, changes no weights).
     """
 
     what: str
@@ -68,7 +69,7 @@ class Probe:
         if not allowed:
             fail(f"{self.what} was answered with {reply.describe()}, expected {self.expected}")
         if self.then is not None:
-            await self.then(conn)
+            await self.then(conn, reply)
         return reply
 
 
@@ -98,10 +99,11 @@ class Row:
     tokens: int = 0
 
 
-def register(*rows: Row) -> None:
-    """Register each row as a case, in the order given."""
+def register(*rows: Row, needs: tuple[str, ...] = ()) -> None:
+    """Register each row as a case, in the order given; ``needs`` applies to rows that name none."""
     for row in rows:
-        case(row.id, rule=row.rule, level=row.level, needs=row.needs, tokens=row.tokens)(_runner(row))
+        needed = row.needs or needs
+        case(row.id, rule=row.rule, level=row.level, needs=needed, tokens=row.tokens)(_runner(row))
 
 
 def _runner(row: Row) -> Callable[[Context], Awaitable[None]]:

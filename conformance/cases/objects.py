@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import functools
 import random
 import struct
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from conformance.spec import DTYPE_WIDTHS, EMPTY_SHA256, dtype_name, sha256
 from conformance.stateful import store_machine
 from conformance.strategies import invalid_tensors, tensors
 from conformance.values import make_tensor, tensor_problem
-from conformance.wire import Connection, make_envelope
+from conformance.wire import Connection, Reply, make_envelope
 from fedproto_pb.v1 import objects_pb2, tensor_pb2
 from fedproto_pb.v1.errors_pb2 import ErrorCode
 
@@ -197,7 +196,7 @@ def _send(
 def _holds(ctx: Context, object_id: str, data: bytes, message: str) -> Then:
     """A check that ``object_id`` reads back as ``data``."""
 
-    async def then(conn: Connection) -> None:
+    async def then(conn: Connection, _: Reply) -> None:
         got = await download(conn, object_id)
         check(got.data == data, message)
 
@@ -206,7 +205,11 @@ def _holds(ctx: Context, object_id: str, data: bytes, message: str) -> Then:
 
 def _absent(object_id: str, why: str) -> Then:
     """A check that ``object_id`` names no object (a refused request stored nothing, §9.10.1)."""
-    return functools.partial(expect_absent, object_id=object_id, why=why)
+
+    async def then(conn: Connection, _: Reply) -> None:
+        await expect_absent(conn, object_id, why)
+
+    return then
 
 
 def _payload_unset(ctx: Context, conn: Connection) -> list[Probe]:
@@ -252,40 +255,35 @@ register(
         "objects/9.3.2/get-missing-not-found",
         rule="An id that names no object of the identity MUST be answered with NOT_FOUND.",
         probes=lambda ctx, conn: [_get(ctx.unique("missing"), NOT_FOUND, why="(an id never used)")],
-        needs=OBJ,
     ),
     Row(
         "objects/9.2.2/payload-unset",
         rule="When payload is unset the server MUST answer INVALID_ARGUMENT.",
         probes=_payload_unset,
-        needs=OBJ,
     ),
     Row(
         "objects/9.2.4/already-exists",
         rule="When an object with id exists and overwrite is false, the server MUST answer ALREADY_EXISTS.",
         probes=_already_exists,
-        needs=OBJ,
     ),
     Row(
         "objects/9.4.2/delete-missing-not-found",
         rule="An id that names no object of the identity MUST be answered with NOT_FOUND.",
         probes=lambda ctx, conn: [_delete(ctx.unique("gone"), NOT_FOUND)],
-        needs=OBJ,
     ),
     Row(
         "objects/9.4.3/get-after-delete",
         rule="After a successful delete, a get_object of that id MUST answer NOT_FOUND (until the id is used "
         "again).",
         probes=_get_after_delete,
-        needs=OBJ,
     ),
     Row(
         "objects/9.9.2/id-length",
         rule="A send_object with a non-empty id longer than 256 bytes, and a get_object or delete_object "
         "with an empty id or one longer than 256 bytes, MUST be answered with INVALID_ARGUMENT.",
         probes=_id_length,
-        needs=OBJ,
     ),
+    needs=OBJ,
 )
 
 
@@ -940,7 +938,6 @@ register(
         rule="chunked.nbytes MUST equal product(shape) × width(dtype), and chunked.sha256 MUST be 32 bytes "
         "or empty; otherwise the server MUST end the upload with an Error with code INVALID_ARGUMENT.",
         probes=_bad_info,
-        needs=CHUNKED,
     ),
     Row(
         "objects/7.3.9/refused-before-chunks",
@@ -948,8 +945,8 @@ register(
         "is announced, and MUST answer ALREADY_EXISTS, INVALID_ARGUMENT or RESOURCE_EXHAUSTED before any "
         "chunk is needed when one of them fails.",
         probes=_refused_early,
-        needs=CHUNKED,
     ),
+    needs=CHUNKED,
 )
 
 

@@ -17,16 +17,17 @@ import warnings
 from typing import Any
 
 import numpy as np
-from hypothesis import example, given
 from hypothesis import strategies as st
 
+from conformance.cases._common import check_examples, refused
+from conformance.cases._table import Probe, Row, Then, register
 from conformance.checks import check, fail, skip
 from conformance.context import Context
 from conformance.registry import case
-from conformance.spec import code_name, dtype_name
+from conformance.spec import dtype_name
 from conformance.values import make_tensor, to_value
-from conformance.wire import Connection
-from fedproto_pb.v1 import tensor_pb2, training_pb2, value_pb2
+from conformance.wire import Connection, Reply
+from fedproto_pb.v1 import tensor_pb2, training_pb2
 from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
@@ -67,6 +68,11 @@ def named(weights: dict[str, np.ndarray]) -> list[tensor_pb2.NamedTensor]:
         )
         for name, a in weights.items()
     ]
+
+
+def raw_named(name: str, data: bytes, shape: list[int], dtype: int = FLOAT32) -> tensor_pb2.NamedTensor:
+    """A NamedTensor of raw bytes (no validation: invalid ones are built on purpose too)."""
+    return tensor_pb2.NamedTensor(name=name, tensor=make_tensor(dtype, shape, data))
 
 
 def from_named(tensors: Any) -> dict[str, np.ndarray]:
@@ -167,12 +173,11 @@ async def configure(conn: Connection, cfg: training_pb2.TrainConfig) -> training
     return await conn.expect("set_train_config", training_pb2.SetTrainConfigRequest(config=cfg))
 
 
-async def refuse_config(conn: Connection, cfg: training_pb2.TrainConfig, codes: set[Any], what: str) -> None:
-    """set_train_config, which must fail with one of ``codes``."""
-    reply = await conn.call("set_train_config", training_pb2.SetTrainConfigRequest(config=cfg))
-    if reply.kind != "error" or reply.envelope.error.code not in codes:
-        names = " or ".join(sorted(code_name(c) for c in codes))
-        fail(f"set_train_config with {what} was answered with {reply.describe()}, expected Error{{{names}}}")
+async def _configured(conn: Connection, seed: int) -> dict[str, np.ndarray]:
+    """Configure the registered model with the weights of ``seed``; those weights."""
+    weights = initial_weights(seed)
+    await configure(conn, config(weights=weights))
+    return weights
 
 
 async def get_weights(conn: Connection) -> dict[str, np.ndarray]:
@@ -195,27 +200,237 @@ async def fit(
     return body, progress
 
 
-# -- cases ---------------------------------------------------------------------------------------------
+async def evaluate(conn: Connection, **fields: Any) -> training_pb2.EvaluateReply:
+    """An evaluate on the fixture, which must succeed; ``fields`` as in EvaluateRequest."""
+    return await conn.expect("evaluate", training_pb2.EvaluateRequest(dataset_key="conformance", **fields))
 
 
-@case(
-    "training/12.3.3/no-config-failed-precondition",
-    rule="A fit when the identity has no train config MUST be answered with FAILED_PRECONDITION (also "
-    "evaluate, §12.5.3, and get_weights and set_weights, §12.6.3).",
-    needs=TRAIN,
-)
-async def _case_no_config(ctx: Context) -> None:
-    conn = await ctx.connect()
+#: Every part of an EvaluateReply asked for (§12.5.6 to §12.5.9).
+EVERYTHING = {"return_loss": True, "return_raw_accuracy": True, "return_histograms": True}
+
+
+# -- cases: requests to be refused (or accepted), as a table ------------------------------------------
+
+INVALID = ErrorCode.ERROR_CODE_INVALID_ARGUMENT
+NOT_FOUND = ErrorCode.ERROR_CODE_NOT_FOUND
+DENIED = ErrorCode.ERROR_CODE_PERMISSION_DENIED
+
+
+def _set_config(what: str, cfg: training_pb2.TrainConfig | None, *codes: int) -> Probe:
+    """set_train_config of ``cfg`` (None: unset): refused with one of ``codes``, or accepted without."""
+    request = training_pb2.SetTrainConfigRequest(config=cfg)
+    return Probe(f"set_train_config with {what}", "set_train_config", request, codes, ok=not codes)
+
+
+def _without(field: str) -> training_pb2.TrainConfig:
+    cfg = config()
+    cfg.ClearField(field)
+    return cfg
+
+
+def _optimizer_args(*pairs: tuple[str, Any], optimizer: str = "SGD") -> training_pb2.TrainConfig:
+    """A config whose optimizer_args are exactly ``pairs`` (duplicates kept)."""
+    cfg = config(optimizer=optimizer)
+    del cfg.optimizer_args[:]
+    for key, value in pairs:
+        cfg.optimizer_args.add(key=key).value.CopyFrom(to_value(value))
+    return cfg
+
+
+def _replaced(field: str, value: Any) -> training_pb2.TrainConfig:
+    """``config()`` with ``field`` set to ``value`` (a list extends a repeated field)."""
+    cfg = config()
+    if isinstance(value, list):
+        getattr(cfg, field).extend(value)
+    else:
+        setattr(cfg, field, value)
+    return cfg
+
+
+async def _weights_only(conn: Connection) -> bool:
+    """Whether the server is weights-only (ListModelsReply.weights_only, §12.2.4)."""
+    return bool((await conn.expect("list_models", training_pb2.ListModelsRequest())).weights_only)
+
+
+async def _no_config(ctx: Context, conn: Connection) -> list[Probe]:
     probe = await conn.call("get_weights", training_pb2.GetWeightsRequest())
     if probe.kind == "get_weights_reply":
         skip("the suite's identity already has a train config on this server (run against a fresh server)")
-    probe.expect_error(ErrorCode.ERROR_CODE_FAILED_PRECONDITION)
-    for kind, message in (
-        ("fit", training_pb2.FitRequest(dataset_key="conformance")),
-        ("evaluate", training_pb2.EvaluateRequest(dataset_key="conformance", return_loss=True)),
-        ("set_weights", training_pb2.SetWeightsRequest(weights=named(initial_weights()))),
-    ):
-        (await conn.call(kind, message)).expect_error(ErrorCode.ERROR_CODE_FAILED_PRECONDITION)
+    refused(probe, "get_weights without a train config", ErrorCode.ERROR_CODE_FAILED_PRECONDITION)
+    return [
+        Probe(f"{kind} without a train config", kind, message, (ErrorCode.ERROR_CODE_FAILED_PRECONDITION,))
+        for kind, message in (
+            ("fit", training_pb2.FitRequest(dataset_key="conformance")),
+            ("evaluate", training_pb2.EvaluateRequest(dataset_key="conformance", return_loss=True)),
+            ("set_weights", training_pb2.SetWeightsRequest(weights=named(initial_weights()))),
+        )
+    ]
+
+
+def _unknown_model(ctx: Context, conn: Connection) -> list[Probe]:
+    name = "no-such-model-" + ctx.unique()
+    return [_set_config(f"registered_model {name!r}", _replaced("registered_model", name), NOT_FOUND)]
+
+
+async def _bad_torchscript(ctx: Context, conn: Connection) -> list[Probe]:
+    # a weights-only server refuses any model_torchscript; a loss_torchscript it may refuse either way
+    model_codes, loss_codes = (
+        ((DENIED,), (DENIED, INVALID)) if await _weights_only(conn) else ((INVALID,),) * 2
+    )
+    return [
+        _set_config(f"{field} of {len(blob)} junk bytes", _replaced(field, blob), *codes)
+        for blob in (b"", b"not a torchscript archive", b"PK\x03\x04" + bytes(40))
+        for field, codes in (("model_torchscript", model_codes), ("loss_torchscript", loss_codes))
+    ]
+
+
+_LOSS_NAMES = [
+    *(_set_config(f"loss_name {loss!r}", config(loss=loss)) for loss in LOSSES),
+    *(
+        _set_config(f"loss_name {loss!r}", config(loss=loss), INVALID)
+        for loss in ("CrossEntropy", "cross-entropy", "", "MSELoss", "__import__")
+    ),
+]
+
+_OPTIMIZERS = [
+    *(
+        _set_config(f"optimizer {name!r}", config(optimizer=name, lr=0.01))
+        for name in ("SGD", "Adam", "AdamW")
+    ),
+    *(
+        _set_config(f"optimizer {name!r}", config(optimizer=name), INVALID)
+        for name in ("NotAnOptimizer", "", "sgd", "lr_scheduler", "Optimizer", "os", "__class__")
+    ),
+]
+
+_OPTIMIZER_ARGS = [
+    _set_config(
+        "Adam(lr=0.01, betas=[0.9, 0.99], amsgrad=True)",
+        _optimizer_args(("lr", 0.01), ("betas", [0.9, 0.99]), ("amsgrad", True), optimizer="Adam"),
+    ),
+    _set_config("lr as a string", _optimizer_args(("lr", "0.1")), INVALID),
+    _set_config("a keyword the constructor rejects", _optimizer_args(("lr", 0.1), ("bogus", 1)), INVALID),
+    _set_config("a negative learning rate", _optimizer_args(("lr", -1.0)), INVALID),
+    _set_config("a map value", _optimizer_args(("lr", 0.1), ("momentum", {"a": 1})), INVALID),
+    _set_config("a duplicate key", _optimizer_args(("lr", 0.1), ("lr", 0.2)), INVALID),
+]
+
+_BATCH_AND_EPOCHS = [
+    _set_config("batch_size 0", config(batch_size=0), INVALID),
+    _set_config("epochs 0", config(epochs=0), INVALID),
+    _set_config("batch_size 1 and epochs 1", config(batch_size=1, epochs=1)),
+]
+
+
+async def _initial_weights(ctx: Context, conn: Connection) -> list[Probe]:
+    weights = await _configured(conn, 3)
+    check(close(await get_weights(conn), weights), "get_weights after set_train_config differs from them")
+    f64 = raw_named("bias", bytes(24), [3], tensor_pb2.DTYPE_FLOAT64)
+    return [
+        _set_config(f"initial_weights with {what}", _replaced("initial_weights", bad), INVALID)
+        for what, bad in (
+            ("an unknown name", named({"weights": weights["weight"]})),
+            ("a wrong shape", named({"weight": np.zeros((4, 3), np.float32)})),
+            ("a wrong dtype", [f64]),
+        )
+    ]
+
+
+async def _weights_only_refuses(ctx: Context, conn: Connection) -> list[Probe]:
+    if not await _weights_only(conn):
+        skip("the server is not weights-only")
+    return [_set_config("model_torchscript", _replaced("model_torchscript", b"PK\x03\x04"), DENIED)]
+
+
+async def _unknown_dataset(ctx: Context, conn: Connection) -> list[Probe]:
+    await configure(conn, config())
+    return [
+        Probe(f"{kind} of dataset {key!r}", kind, message(dataset_key=key), (NOT_FOUND,))
+        for key in ("no-such-dataset", "", "Conformance")
+        for kind, message in (("fit", training_pb2.FitRequest), ("evaluate", training_pb2.EvaluateRequest))
+    ]
+
+
+register(
+    Row(
+        "training/12.3.3/no-config-failed-precondition",
+        rule="A fit when the identity has no train config MUST be answered with FAILED_PRECONDITION (also "
+        "evaluate, §12.5.3, and get_weights and set_weights, §12.6.3).",
+        probes=_no_config,
+    ),
+    Row(
+        "training/12.1.2/config-unset",
+        rule="SetTrainConfigRequest.config unset MUST be answered with INVALID_ARGUMENT.",
+        probes=[_set_config("no config", None, INVALID)],
+    ),
+    Row(
+        "training/12.1.3/model-unset",
+        rule="TrainConfig.model unset MUST be answered with INVALID_ARGUMENT.",
+        probes=[_set_config("no model", _without("model"), INVALID)],
+    ),
+    Row(
+        "training/12.1.4/loss-unset",
+        rule="TrainConfig.loss unset MUST be answered with INVALID_ARGUMENT.",
+        probes=[_set_config("no loss", _without("loss"), INVALID)],
+    ),
+    Row(
+        "training/12.1.5/unknown-registered-model",
+        rule="A registered_model that names no registered architecture (§12.7) MUST be answered with "
+        "NOT_FOUND.",
+        probes=_unknown_model,
+    ),
+    Row(
+        "training/12.1.7/torchscript-fails-to-load",
+        rule="A model_torchscript or loss_torchscript that fails to load MUST be answered with "
+        "INVALID_ARGUMENT (a weights-only server answers PERMISSION_DENIED instead, §12.2.5 and §12.2.6).",
+        probes=_bad_torchscript,
+    ),
+    Row(
+        "training/12.1.8/loss-names",
+        rule="A loss_name that is not one of the built-in names below MUST be answered with "
+        "INVALID_ARGUMENT: mse, l1, smooth_l1, cross_entropy, nll, bce, bce_with_logits, huber, kl_div.",
+        probes=_LOSS_NAMES,
+    ),
+    Row(
+        "training/12.1.9/optimizer-names",
+        rule="optimizer MUST name an optimizer class in torch.optim (a subclass of torch.optim.Optimizer) "
+        "that accepts the given optimizer_args; otherwise the server MUST answer INVALID_ARGUMENT.",
+        probes=_OPTIMIZERS,
+    ),
+    Row(
+        "training/12.1.10/optimizer-args",
+        rule="optimizer_args are keyword arguments of the optimizer's constructor (after the model's "
+        "parameters); their values MUST be ints, doubles, bools or lists of numbers (passed as tuples), "
+        "and any other kind, a duplicate key, or a constructor that rejects them MUST be answered with "
+        "INVALID_ARGUMENT.",
+        probes=_OPTIMIZER_ARGS,
+    ),
+    Row(
+        "training/12.1.11/batch-size-and-epochs",
+        rule="batch_size MUST be at least 1 and epochs MUST be at least 1; otherwise the server MUST answer "
+        "INVALID_ARGUMENT.",
+        probes=_BATCH_AND_EPOCHS,
+    ),
+    Row(
+        "training/12.1.12/initial-weights",
+        rule="initial_weights are loaded into the model before it is used; a name that is not in the model's "
+        "state dict, or a shape or dtype that differs from the model's, MUST be answered with "
+        "INVALID_ARGUMENT.",
+        probes=_initial_weights,
+    ),
+    Row(
+        "training/12.2.5/weights-only-refuses-torchscript",
+        rule="A weights-only server MUST answer a TrainConfig with model_torchscript with PERMISSION_DENIED.",
+        probes=_weights_only_refuses,
+    ),
+    Row(
+        "training/12.3.2/fit-unknown-dataset",
+        rule="A dataset_key that names no dataset MUST be answered with NOT_FOUND (for evaluate too, "
+        "§12.5.2).",
+        probes=_unknown_dataset,
+    ),
+    needs=TRAIN,
+)
 
 
 @case(
@@ -248,189 +463,6 @@ async def _case_registered_model(ctx: Context) -> None:
 
 
 @case(
-    "training/12.1.2/config-unset",
-    rule="SetTrainConfigRequest.config unset MUST be answered with INVALID_ARGUMENT.",
-    needs=TRAIN,
-)
-async def _case_config_unset(ctx: Context) -> None:
-    conn = await ctx.connect()
-    await conn.expect_error(
-        "set_train_config", training_pb2.SetTrainConfigRequest(), ErrorCode.ERROR_CODE_INVALID_ARGUMENT
-    )
-
-
-@case(
-    "training/12.1.3/model-unset",
-    rule="TrainConfig.model unset MUST be answered with INVALID_ARGUMENT.",
-    needs=TRAIN,
-)
-async def _case_model_unset(ctx: Context) -> None:
-    conn = await ctx.connect()
-    cfg = config()
-    cfg.ClearField("model")
-    await refuse_config(conn, cfg, {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, "no model")
-
-
-@case(
-    "training/12.1.4/loss-unset",
-    rule="TrainConfig.loss unset MUST be answered with INVALID_ARGUMENT.",
-    needs=TRAIN,
-)
-async def _case_loss_unset(ctx: Context) -> None:
-    conn = await ctx.connect()
-    cfg = config()
-    cfg.ClearField("loss")
-    await refuse_config(conn, cfg, {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, "no loss")
-
-
-@case(
-    "training/12.1.5/unknown-registered-model",
-    rule="A registered_model that names no registered architecture (§12.7) MUST be answered with NOT_FOUND.",
-    needs=TRAIN,
-)
-async def _case_unknown_model(ctx: Context) -> None:
-    conn = await ctx.connect()
-    cfg = config()
-    cfg.registered_model = "no-such-model-" + ctx.unique()
-    await refuse_config(
-        conn, cfg, {ErrorCode.ERROR_CODE_NOT_FOUND}, f"registered_model {cfg.registered_model!r}"
-    )
-
-
-@case(
-    "training/12.1.7/torchscript-fails-to-load",
-    rule="A model_torchscript or loss_torchscript that fails to load MUST be answered with INVALID_ARGUMENT "
-    "(a weights-only server answers PERMISSION_DENIED instead, §12.2.5 and §12.2.6).",
-    needs=TRAIN,
-)
-async def _case_bad_torchscript(ctx: Context) -> None:
-    conn = await ctx.connect()
-    weights_only = (await conn.expect("list_models", training_pb2.ListModelsRequest())).weights_only
-    for blob in (b"", b"not a torchscript archive", b"PK\x03\x04" + bytes(40)):
-        cfg = config()
-        cfg.model_torchscript = blob
-        allowed = (
-            {ErrorCode.ERROR_CODE_PERMISSION_DENIED}
-            if weights_only
-            else {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}
-        )
-        await refuse_config(conn, cfg, allowed, f"model_torchscript of {len(blob)} junk bytes")
-        cfg = config()
-        cfg.loss_torchscript = blob
-        allowed = (
-            {ErrorCode.ERROR_CODE_PERMISSION_DENIED, ErrorCode.ERROR_CODE_INVALID_ARGUMENT}
-            if weights_only
-            else {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}
-        )
-        await refuse_config(conn, cfg, allowed, f"loss_torchscript of {len(blob)} junk bytes")
-
-
-@case(
-    "training/12.1.8/loss-names",
-    rule="A loss_name that is not one of the built-in names below MUST be answered with INVALID_ARGUMENT: "
-    "mse, l1, smooth_l1, cross_entropy, nll, bce, bce_with_logits, huber, kl_div.",
-    needs=TRAIN,
-)
-async def _case_loss_names(ctx: Context) -> None:
-    conn = await ctx.connect()
-    for loss in LOSSES:
-        await configure(conn, config(loss=loss))
-    for loss in ("CrossEntropy", "cross-entropy", "", "MSELoss", "__import__"):
-        await refuse_config(
-            conn, config(loss=loss), {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, f"loss_name {loss!r}"
-        )
-
-
-@case(
-    "training/12.1.9/optimizer-names",
-    rule="optimizer MUST name an optimizer class in torch.optim (a subclass of torch.optim.Optimizer) that "
-    "accepts the given optimizer_args; otherwise the server MUST answer INVALID_ARGUMENT.",
-    needs=TRAIN,
-)
-async def _case_optimizers(ctx: Context) -> None:
-    conn = await ctx.connect()
-    for name in ("SGD", "Adam", "AdamW"):
-        await configure(conn, config(optimizer=name, lr=0.01))
-    for name in ("NotAnOptimizer", "", "sgd", "lr_scheduler", "Optimizer", "os", "__class__"):
-        await refuse_config(
-            conn, config(optimizer=name), {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, f"optimizer {name!r}"
-        )
-
-
-@case(
-    "training/12.1.10/optimizer-args",
-    rule="optimizer_args are keyword arguments of the optimizer's constructor (after the model's "
-    "parameters); their values MUST be ints, doubles, bools or lists of numbers (passed as tuples), "
-    "and any other kind, a duplicate key, or a constructor that rejects them MUST be answered with "
-    "INVALID_ARGUMENT.",
-    needs=TRAIN,
-)
-async def _case_optimizer_args(ctx: Context) -> None:
-    conn = await ctx.connect()
-    good = config(optimizer="Adam", lr=0.01)
-    good.optimizer_args.add(key="betas").value.CopyFrom(to_value([0.9, 0.99]))
-    good.optimizer_args.add(key="amsgrad").value.CopyFrom(to_value(True))
-    await configure(conn, good)
-    cases: list[tuple[str, str, value_pb2.Value | None]] = [
-        ("lr as a string", "lr", to_value("0.1")),
-        ("a keyword the constructor rejects", "bogus", to_value(1)),
-        ("a negative learning rate", "lr", to_value(-1.0)),
-        ("a map value", "momentum", to_value({"a": 1})),
-        ("a duplicate key", "lr", to_value(0.2)),
-    ]
-    for what, key, value in cases:
-        cfg = config() if key != "lr" or what == "a duplicate key" else training_pb2.TrainConfig()
-        if what != "a duplicate key" and key == "lr":
-            cfg = config()
-            del cfg.optimizer_args[:]
-        if value is not None:
-            cfg.optimizer_args.add(key=key).value.CopyFrom(value)
-        await refuse_config(conn, cfg, {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, what)
-
-
-@case(
-    "training/12.1.11/batch-size-and-epochs",
-    rule="batch_size MUST be at least 1 and epochs MUST be at least 1; otherwise the server MUST answer "
-    "INVALID_ARGUMENT.",
-    needs=TRAIN,
-)
-async def _case_batch_epochs(ctx: Context) -> None:
-    conn = await ctx.connect()
-    await refuse_config(conn, config(batch_size=0), {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, "batch_size 0")
-    await refuse_config(conn, config(epochs=0), {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, "epochs 0")
-    await configure(conn, config(batch_size=1, epochs=1))
-
-
-@case(
-    "training/12.1.12/initial-weights",
-    rule="initial_weights are loaded into the model before it is used; a name that is not in the model's "
-    "state dict, or a shape or dtype that differs from the model's, MUST be answered with INVALID_ARGUMENT.",
-    needs=TRAIN,
-)
-async def _case_initial_weights(ctx: Context) -> None:
-    conn = await ctx.connect()
-    weights = initial_weights(3)
-    await configure(conn, config(weights=weights))
-    check(
-        close(await get_weights(conn), weights),
-        "get_weights after set_train_config differs from initial_weights",
-    )
-    bad_dtype = tensor_pb2.NamedTensor(
-        name="bias", tensor=make_tensor(tensor_pb2.DTYPE_FLOAT64, [3], bytes(24))
-    )
-    for what, extra in (
-        ("an unknown name", named({"weights": weights["weight"]})),
-        ("a wrong shape", named({"weight": np.zeros((4, 3), np.float32)})),
-        ("a wrong dtype", [bad_dtype]),
-    ):
-        cfg = config()
-        cfg.initial_weights.extend(extra)
-        await refuse_config(
-            conn, cfg, {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, f"initial_weights with {what}"
-        )
-
-
-@case(
     "training/12.1.14/failed-config-keeps-state",
     rule="A failed set_train_config MUST leave the identity's previous training state (if any) unchanged.",
     needs=TRAIN,
@@ -439,9 +471,7 @@ async def _case_failed_config(ctx: Context) -> None:
     conn = await ctx.connect()
     weights = initial_weights(4)
     await configure(conn, config(weights=weights, batch_size=64))
-    await refuse_config(
-        conn, config(loss="no-such-loss"), {ErrorCode.ERROR_CODE_INVALID_ARGUMENT}, "an unknown loss"
-    )
+    await _set_config("an unknown loss", config(loss="no-such-loss"), INVALID).send(conn)
     check(close(await get_weights(conn), weights), "a refused set_train_config changed the weights")
     body, _ = await fit(conn)
     check(body.batches == 1, f"after a refused config a fit ran {body.batches} batches; the old config has 1")
@@ -459,7 +489,7 @@ async def _case_torchscript(ctx: Context) -> None:
     import torch
 
     conn = await ctx.connect()
-    if (await conn.expect("list_models", training_pb2.ListModelsRequest())).weights_only:
+    if await _weights_only(conn):
         skip("the server is weights-only (§12.2.4)")
     with warnings.catch_warnings():  # newer torch deprecates TorchScript, which is what §12.2 names
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -479,37 +509,6 @@ async def _case_torchscript(ctx: Context) -> None:
     check(list(reply.state_names) == names, f"state_names are {list(reply.state_names)}, expected {names}")
     body, _ = await fit(conn)
     check(body.samples == 64, f"a fit of the TorchScript model processed {body.samples} samples")
-
-
-@case(
-    "training/12.2.5/weights-only-refuses-torchscript",
-    rule="A weights-only server MUST answer a TrainConfig with model_torchscript with PERMISSION_DENIED.",
-    needs=TRAIN,
-)
-async def _case_weights_only(ctx: Context) -> None:
-    conn = await ctx.connect()
-    if not (await conn.expect("list_models", training_pb2.ListModelsRequest())).weights_only:
-        skip("the server is not weights-only")
-    cfg = config()
-    cfg.model_torchscript = b"PK\x03\x04"
-    await refuse_config(conn, cfg, {ErrorCode.ERROR_CODE_PERMISSION_DENIED}, "model_torchscript")
-
-
-@case(
-    "training/12.3.2/fit-unknown-dataset",
-    rule="A dataset_key that names no dataset MUST be answered with NOT_FOUND (for evaluate too, §12.5.2).",
-    needs=TRAIN,
-)
-async def _case_unknown_dataset(ctx: Context) -> None:
-    conn = await ctx.connect()
-    await configure(conn, config())
-    for key in ("no-such-dataset", "", "Conformance"):
-        await conn.expect_error(
-            "fit", training_pb2.FitRequest(dataset_key=key), ErrorCode.ERROR_CODE_NOT_FOUND
-        )
-        await conn.expect_error(
-            "evaluate", training_pb2.EvaluateRequest(dataset_key=key), ErrorCode.ERROR_CODE_NOT_FOUND
-        )
 
 
 @case(
@@ -645,16 +644,17 @@ _FIT_SHAPES = st.tuples(
     needs=TRAIN,
 )
 def _case_progress(ctx: Context) -> None:
-    @given(shape=_FIT_SHAPES)
-    @example(shape=(8, 2, 3, 0))
-    @example(shape=(10, 2, 0, 9))
-    def check_progress(shape: tuple[int, int, int, int]) -> None:
-        ctx.run(_progress(ctx, *shape))
+    check_examples(
+        ctx,
+        _progress,
+        shape=_FIT_SHAPES,
+        examples=[{"shape": (8, 2, 3, 0)}, {"shape": (10, 2, 0, 9)}],
+        max_examples=max(4, ctx.settings.max_examples // 2),
+    )
 
-    ctx.hypothesis(check_progress, max_examples=max(4, ctx.settings.max_examples // 2))
 
-
-async def _progress(ctx: Context, batch_size: int, epochs: int, every: int, cap: int) -> None:
+async def _progress(ctx: Context, shape: tuple[int, int, int, int]) -> None:
+    batch_size, epochs, every, cap = shape
     per_epoch = -(-64 // batch_size)
     total = per_epoch * epochs if cap <= 0 else min(cap, per_epoch * epochs)
     async with await ctx.connect() as conn:
@@ -735,15 +735,7 @@ async def _case_evaluate(ctx: Context) -> None:
     await configure(conn, config(weights=weights, batch_size=16))
     loss, predicted, target = local_eval(weights)
     for batch_size in (0, 7, 64):
-        request = training_pb2.EvaluateRequest(
-            dataset_key="conformance",
-            return_loss=True,
-            return_raw_accuracy=True,
-            return_histograms=True,
-            nr_bins=0,
-            batch_size=batch_size,
-        )
-        body = await conn.expect("evaluate", request)
+        body = await evaluate(conn, **EVERYTHING, nr_bins=0, batch_size=batch_size)
         check(body.total == 64, f"evaluate says total={body.total}, expected 64 (§12.5.5)")
         check(body.HasField("loss"), "evaluate with return_loss=true has no loss")
         check(
@@ -773,15 +765,14 @@ async def _case_evaluate(ctx: Context) -> None:
 async def _case_evaluate_flags(ctx: Context) -> None:
     conn = await ctx.connect()
     await configure(conn, config(weights=initial_weights(9)))
-    body = await conn.expect("evaluate", training_pb2.EvaluateRequest(dataset_key="conformance"))
+    body = await evaluate(conn)
     check(not body.HasField("loss"), f"evaluate without return_loss sets loss={body.loss}")
     check(body.correct == 0, f"evaluate without return_raw_accuracy says correct={body.correct}")
     check(
         not body.prediction_histogram and not body.target_histogram,
         "evaluate sent histograms it was not asked for",
     )
-    request = training_pb2.EvaluateRequest(dataset_key="conformance", return_histograms=True, nr_bins=2)
-    body = await conn.expect("evaluate", request)
+    body = await evaluate(conn, return_histograms=True, nr_bins=2)
     _, predicted, target = local_eval(initial_weights(9))
     want = ([int((predicted == c).sum()) for c in (0, 1)], [int((target == c).sum()) for c in (0, 1)])
     got = (list(body.prediction_histogram), list(body.target_histogram))
@@ -800,14 +791,7 @@ async def _case_fixture_values(ctx: Context) -> None:
     weights = {"weight": np.eye(3, 4, dtype=np.float32) * 3, "bias": np.array([0.01, 0.02, 0.03], np.float32)}
     await configure(conn, config(weights=weights))
     loss, predicted, _ = local_eval(weights)
-    request = training_pb2.EvaluateRequest(
-        dataset_key="conformance",
-        return_loss=True,
-        return_raw_accuracy=True,
-        return_histograms=True,
-        nr_bins=3,
-    )
-    body = await conn.expect("evaluate", request)
+    body = await evaluate(conn, **EVERYTHING, nr_bins=3)
     check(
         list(body.target_histogram) == [22, 21, 21],
         f"the fixture's targets count {list(body.target_histogram)}",
@@ -830,13 +814,8 @@ _F32_BYTES = st.binary(min_size=4 * 15, max_size=4 * 15)
 )
 def _case_weights_roundtrip(ctx: Context) -> None:
     ctx.run(_configure_once(ctx))
-
-    @given(data=_F32_BYTES)
-    @example(data=bytes.fromhex("0100c07f") * 15)
-    def check_bytes(data: bytes) -> None:
-        ctx.run(_weights_roundtrip(ctx, data))
-
-    ctx.hypothesis(check_bytes)
+    examples = [{"data": bytes.fromhex("0100c07f") * 15}]
+    check_examples(ctx, _weights_roundtrip, data=_F32_BYTES, examples=examples)
 
 
 async def _configure_once(ctx: Context) -> None:
@@ -846,10 +825,7 @@ async def _configure_once(ctx: Context) -> None:
 
 async def _weights_roundtrip(ctx: Context, data: bytes) -> None:
     async with await ctx.connect() as conn:
-        weights = [
-            tensor_pb2.NamedTensor(name="weight", tensor=make_tensor(FLOAT32, [3, 4], data[:48])),
-            tensor_pb2.NamedTensor(name="bias", tensor=make_tensor(FLOAT32, [3], data[48:])),
-        ]
+        weights = [raw_named("weight", data[:48], [3, 4]), raw_named("bias", data[48:], [3])]
         reply = await conn.expect("set_weights", training_pb2.SetWeightsRequest(weights=weights, strict=True))
         check(reply.updated == 2, f"set_weights of 2 tensors says updated={reply.updated}")
         got = (await conn.expect("get_weights", training_pb2.GetWeightsRequest())).weights
@@ -859,82 +835,87 @@ async def _weights_roundtrip(ctx: Context, data: bytes) -> None:
         )
 
 
-@case(
-    "training/12.6.4/set-weights-invalid",
-    rule="A name that is not in the state dict, or a tensor whose shape or dtype differs from the model's, "
-    "MUST be answered with INVALID_ARGUMENT (§12.6.6: a set_weights that fails MUST change nothing).",
-    needs=TRAIN,
-)
-async def _case_set_weights_invalid(ctx: Context) -> None:
-    conn = await ctx.connect()
-    weights = initial_weights(10)
-    await configure(conn, config(weights=weights))
+def _set_weights(
+    what: str, tensors: list[tensor_pb2.NamedTensor], *codes: int, strict: bool = False, then: Then = None
+) -> Probe:
+    """set_weights of ``tensors``: refused with one of ``codes``, or accepted when none are given."""
+    request = training_pb2.SetWeightsRequest(weights=tensors, strict=strict)
+    return Probe(f"set_weights with {what}", "set_weights", request, codes, ok=not codes, then=then)
+
+
+def _kept(weights: dict[str, np.ndarray], what: str) -> Then:
+    """A check that a refused request left the weights as they were (§12.6.6)."""
+
+    async def then(conn: Connection, _: Reply) -> None:
+        check(close(await get_weights(conn), weights), f"a refused {what} changed the weights")
+
+    return then
+
+
+async def _set_weights_invalid(ctx: Context, conn: Connection) -> list[Probe]:
+    weights = await _configured(conn, 10)
     new = named(initial_weights(11))
     bad = [
         ("an unknown name", named({"weights": weights["weight"]})),
         ("a wrong shape", [new[0], *named({"bias": np.zeros(4, np.float32)})]),
-        (
-            "a wrong dtype",
-            [new[0], tensor_pb2.NamedTensor(name="bias", tensor=make_tensor(7, [3], bytes(12)))],
-        ),
-        (
-            "an invalid tensor",
-            [new[0], tensor_pb2.NamedTensor(name="bias", tensor=make_tensor(FLOAT32, [3], b"x"))],
-        ),
+        ("a wrong dtype", [new[0], raw_named("bias", bytes(12), [3], tensor_pb2.DTYPE_INT32)]),
+        ("an invalid tensor", [new[0], raw_named("bias", b"x", [3])]),
     ]
-    for what, tensors in bad:
-        reply = await conn.call("set_weights", training_pb2.SetWeightsRequest(weights=tensors))
-        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
-            fail(
-                f"set_weights with {what} was answered with {reply.describe()}, expected "
-                f"Error{{INVALID_ARGUMENT}}"
-            )
-        check(
-            close(await get_weights(conn), weights), f"a refused set_weights with {what} changed the weights"
-        )
+    return [
+        _set_weights(what, tensors, INVALID, then=_kept(weights, f"set_weights with {what}"))
+        for what, tensors in bad
+    ]
 
 
-@case(
-    "training/12.6.5/strict-needs-every-entry",
-    rule="When strict is true, every entry of the state dict MUST be given; a missing one MUST be answered "
-    "with INVALID_ARGUMENT.",
-    needs=TRAIN,
-)
-async def _case_strict(ctx: Context) -> None:
-    conn = await ctx.connect()
-    weights = initial_weights(12)
-    await configure(conn, config(weights=weights))
+async def _strict(ctx: Context, conn: Connection) -> list[Probe]:
+    weights = await _configured(conn, 12)
     only_weight = named({"weight": initial_weights(13)["weight"]})
-    reply = await conn.call("set_weights", training_pb2.SetWeightsRequest(weights=only_weight, strict=True))
-    reply.expect_error(ErrorCode.ERROR_CODE_INVALID_ARGUMENT)
-    check(close(await get_weights(conn), weights), "a refused strict set_weights changed the weights")
-    body = await conn.expect("set_weights", training_pb2.SetWeightsRequest(weights=only_weight, strict=False))
-    check(body.updated == 1, f"a non-strict set_weights of one tensor says updated={body.updated}")
+
+    async def one_updated(conn: Connection, reply: Reply) -> None:
+        updated = reply.envelope.set_weights_reply.updated
+        check(updated == 1, f"a non-strict set_weights of one tensor says updated={updated}")
+
+    return [
+        _set_weights("weight only", only_weight, INVALID, strict=True, then=_kept(weights, "set_weights")),
+        _set_weights("weight only, strict=false", only_weight, then=one_updated),
+    ]
 
 
-@case(
-    "training/7.4.3/duplicate-names",
-    rule="A list of NamedTensor MUST NOT contain the same name twice; a server MUST reject a request that "
-    "does with INVALID_ARGUMENT (§7.4.2: an empty name or an unset tensor too).",
+async def _duplicate_names(ctx: Context, conn: Connection) -> list[Probe]:
+    weights = await _configured(conn, 14)
+    w = named(initial_weights(15))
+    return [
+        _set_weights(what, tensors, INVALID, then=_kept(weights, "set_weights"))
+        for what, tensors in (
+            ("weight given twice", [w[0], w[1], w[0]]),
+            ("an empty name", [w[0], tensor_pb2.NamedTensor(name="", tensor=w[1].tensor)]),
+            ("an unset tensor", [w[0], tensor_pb2.NamedTensor(name="bias")]),
+        )
+    ]
+
+
+register(
+    Row(
+        "training/12.6.4/set-weights-invalid",
+        rule="A name that is not in the state dict, or a tensor whose shape or dtype differs from the "
+        "model's, MUST be answered with INVALID_ARGUMENT (§12.6.6: a set_weights that fails MUST change "
+        "nothing).",
+        probes=_set_weights_invalid,
+    ),
+    Row(
+        "training/12.6.5/strict-needs-every-entry",
+        rule="When strict is true, every entry of the state dict MUST be given; a missing one MUST be "
+        "answered with INVALID_ARGUMENT.",
+        probes=_strict,
+    ),
+    Row(
+        "training/7.4.3/duplicate-names",
+        rule="A list of NamedTensor MUST NOT contain the same name twice; a server MUST reject a request "
+        "that does with INVALID_ARGUMENT (§7.4.2: an empty name or an unset tensor too).",
+        probes=_duplicate_names,
+    ),
     needs=TRAIN,
 )
-async def _case_duplicate_names(ctx: Context) -> None:
-    conn = await ctx.connect()
-    weights = initial_weights(14)
-    await configure(conn, config(weights=weights))
-    w = named(initial_weights(15))
-    for what, tensors in (
-        ("weight given twice", [w[0], w[1], w[0]]),
-        ("an empty name", [w[0], tensor_pb2.NamedTensor(name="", tensor=w[1].tensor)]),
-        ("an unset tensor", [w[0], tensor_pb2.NamedTensor(name="bias")]),
-    ):
-        reply = await conn.call("set_weights", training_pb2.SetWeightsRequest(weights=tensors))
-        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
-            fail(
-                f"set_weights with {what} was answered with {reply.describe()}, expected "
-                f"Error{{INVALID_ARGUMENT}}"
-            )
-    check(close(await get_weights(conn), weights), "a refused set_weights changed the weights")
 
 
 @case(
