@@ -465,7 +465,8 @@ export class Client extends EventEmitter<ClientEvents> {
       this.ws.close(1003, "text frames are not fedproto"); // §3.2.3
       return;
     }
-    this.session.receive(data);
+    // A plain Uint8Array view of the Buffer, so that decoded bytes fields are Uint8Arrays (no copy).
+    this.session.receive(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     this.handleEvents();
     this.kick();
   }
