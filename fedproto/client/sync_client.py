@@ -92,10 +92,10 @@ def _blocking(
 
     @functools.wraps(method)
     def blocking(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        for key, value in overrides.items():
-            kwargs.setdefault(key, value)
-        value = self._run(method(self._async, *args, **kwargs))
-        return value if result is None else result(self, value)
+        for key, default in overrides.items():
+            kwargs.setdefault(key, default)
+        reply = self._run(method(self._async, *args, **kwargs))
+        return reply if result is None else result(self, reply)
 
     blocking.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[
