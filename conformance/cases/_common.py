@@ -68,8 +68,8 @@ def check_examples(
     def run(**drawn: Any) -> None:
         ctx.run(check(ctx, **drawn))
 
-    # A shrunk failure reads "Falsifying example: chunked_roundtrip(size=..., ...)".
-    run.__name__ = run.__qualname__ = check.__name__.lstrip("_")
+    # A shrunk failure reads "Falsifying example: check_chunked_roundtrip(size=..., ...)".
+    run.__name__ = run.__qualname__ = "check_" + check.__name__.lstrip("_")
     test = given(**strategies)(run)
     for drawn in reversed(examples):
         test = example(**drawn)(test)

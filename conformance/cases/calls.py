@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import call, call_request, expect_call
+from conformance.cases._common import call, call_request, check_examples, expect_call, refused
+from conformance.cases._table import Probe, Row, Then, register
 from conformance.checks import check, fail, skip
 from conformance.context import Context
 from conformance.registry import case
 from conformance.spec import code_name
 from conformance.strategies import field_bytes, invalid_tensors, values
 from conformance.values import make_tensor, to_value, value_diff, value_list, value_map
-from conformance.wire import EVENT_BODIES, Frame
+from conformance.wire import EVENT_BODIES, Connection, Frame, Reply
 from fedproto_pb.v1 import calls_pb2, tensor_pb2, value_pb2
 from fedproto_pb.v1.errors_pb2 import ErrorCode
 
@@ -49,13 +50,18 @@ async def _methods(ctx: Context) -> list[calls_pb2.MethodInfo]:
     return list((await conn.expect("list_methods", calls_pb2.ListMethodsRequest())).methods)
 
 
-def _echo_expected(args: list[value_pb2.Value], kwargs: list[tuple[str, value_pb2.Value]]) -> value_pb2.Value:
-    return value_map([("args", value_list(args)), ("kwargs", value_map(kwargs))])
+def _echo_of(*args: value_pb2.Value) -> calls_pb2.CallRequest:
+    return calls_pb2.CallRequest(method="echo", args=args)
 
 
-def _check_echo(
-    result: value_pb2.Value, args: list[value_pb2.Value], kwargs: list[tuple[str, value_pb2.Value]]
+async def _echoes(
+    conn: Connection, args: Sequence[value_pb2.Value], kwargs: Sequence[tuple[str, value_pb2.Value]] = ()
 ) -> None:
+    """echo(*args, **kwargs) must return a map of exactly ``args`` and ``kwargs``, unchanged (§18.2.2)."""
+    request = _echo_of(*args)
+    for key, value in kwargs:
+        request.kwargs.add(key=key).value.CopyFrom(value)
+    result = (await conn.call("call", request)).expect("call_reply").result
     if result.WhichOneof("kind") != "map_value":
         fail(f"echo() returned a {result.WhichOneof('kind')}, expected a map")
     entries = {e.key: e.value for e in result.map_value.entries}
@@ -111,27 +117,19 @@ _KWARG_KEYS = st.text(max_size=8).filter(lambda k: k not in ("args", "kwargs"))
     needs=CALLS,
 )
 def _case_echo(ctx: Context) -> None:
-    @given(
+    extremes = [to_value(2**63 - 1), to_value(-(2**63)), to_value(float("nan"))]
+    check_examples(
+        ctx,
+        _echo,
         args=st.lists(values(), max_size=4),
         kwargs=st.lists(st.tuples(_KWARG_KEYS, values(8)), max_size=3, unique_by=lambda e: e[0]),
+        examples=[{"args": extremes, "kwargs": [("z", to_value(1))]}],
     )
-    @example(
-        args=[to_value(2**63 - 1), to_value(-(2**63)), to_value(float("nan"))], kwargs=[("z", to_value(1))]
-    )
-    def check_echo(args: list[value_pb2.Value], kwargs: list[tuple[str, value_pb2.Value]]) -> None:
-        ctx.run(_echo(ctx, args, kwargs))
-
-    ctx.hypothesis(check_echo)
 
 
 async def _echo(ctx: Context, args: list[value_pb2.Value], kwargs: list[tuple[str, value_pb2.Value]]) -> None:
     async with await ctx.connect() as conn:
-        request = calls_pb2.CallRequest(method="echo", args=args)
-        for key, value in kwargs:
-            request.kwargs.add(key=key).value.CopyFrom(value)
-        reply = await conn.call("call", request)
-        result = reply.expect("call_reply").result
-        _check_echo(result, args, kwargs)
+        await _echoes(conn, args, kwargs)
 
 
 @case(
@@ -141,16 +139,8 @@ async def _echo(ctx: Context, args: list[value_pb2.Value], kwargs: list[tuple[st
     needs=CALLS,
 )
 async def _case_map_order(ctx: Context) -> None:
-    conn = await ctx.connect()
-    inner = value_map(
-        [("zebra", to_value(1)), ("apple", to_value(2)), ("mango", to_value(3)), ("Apple", to_value(4))]
-    )
-    kwargs = [("z", to_value(1)), ("a", to_value(2)), ("m", inner)]
-    request = calls_pb2.CallRequest(method="echo", args=[inner])
-    for key, value in kwargs:
-        request.kwargs.add(key=key).value.CopyFrom(value)
-    result = (await conn.call("call", request)).expect("call_reply").result
-    _check_echo(result, [inner], kwargs)
+    inner = to_value({"zebra": 1, "apple": 2, "mango": 3, "Apple": 4})
+    await _echoes(await ctx.connect(), [inner], [("z", to_value(1)), ("a", to_value(2)), ("m", inner)])
 
 
 @case(
@@ -160,12 +150,22 @@ async def _case_map_order(ctx: Context) -> None:
     needs=CALLS,
 )
 async def _case_kinds(ctx: Context) -> None:
-    conn = await ctx.connect()
     plain: list[Any] = [1, 1.0, True, 0, 0.0, False, "1", b"1", None, 2.0**53, -0.0, [], {}]
-    args = [to_value(x) for x in plain]
-    request = calls_pb2.CallRequest(method="echo", args=args)
-    result = (await conn.call("call", request)).expect("call_reply").result
-    _check_echo(result, args, [])
+    await _echoes(await ctx.connect(), [to_value(x) for x in plain])
+
+
+#: Names that look like a way into the server but name no exposed method.
+_NOT_METHODS = [
+    "",
+    "__init__",
+    "__class__",
+    "echo.__globals__",
+    "os.system",
+    "eval",
+    "ECHO",
+    "echo ",
+    "_private",
+]
 
 
 @case(
@@ -176,28 +176,8 @@ async def _case_kinds(ctx: Context) -> None:
 )
 def _case_unknown_method(ctx: Context) -> None:
     listed = {m.name for m in ctx.run(_methods(ctx))}
-    names = st.one_of(
-        st.sampled_from(
-            [
-                "",
-                "__init__",
-                "__class__",
-                "echo.__globals__",
-                "os.system",
-                "eval",
-                "ECHO",
-                "echo ",
-                "_private",
-            ]
-        ),
-        st.text(max_size=20),
-    ).filter(lambda n: n not in listed)
-
-    @given(name=names)
-    def check_name(name: str) -> None:
-        ctx.run(_unknown(ctx, name))
-
-    ctx.hypothesis(check_name)
+    names = st.one_of(st.sampled_from(_NOT_METHODS), st.text(max_size=20)).filter(lambda n: n not in listed)
+    check_examples(ctx, _unknown, name=names)
 
 
 async def _unknown(ctx: Context, name: str) -> None:
@@ -217,36 +197,6 @@ _BINDING_ERRORS: list[tuple[str, calls_pb2.CallRequest]] = [
 _BINDING_ERRORS[-1][1].kwargs.add(key="seconds").value.CopyFrom(to_value(0))
 
 
-@case(
-    "calls/11.2.2/binding-errors",
-    rule="The server MUST answer INVALID_ARGUMENT, without running the method, when: there are too many or "
-    "too few positional arguments; a required parameter is not given; a keyword names no parameter; a "
-    "keyword is given twice in kwargs; a parameter is given both by position and by keyword.",
-    needs=CALLS,
-)
-async def _case_binding(ctx: Context) -> None:
-    conn = await ctx.connect()
-    for what, request in _BINDING_ERRORS:
-        reply = await conn.call("call", request)
-        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
-            fail(f"{what} was answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}")
-
-
-@case(
-    "calls/11.2.2/binding-error-does-not-run",
-    rule="The server MUST answer INVALID_ARGUMENT, without running the method, when ... there are too many "
-    "positional arguments.",
-    needs=(*CALLS, "notifications"),
-)
-async def _case_binding_not_run(ctx: Context) -> None:
-    conn = await ctx.connect()
-    (await call(conn, "notify", "topic-x", 1, 2)).expect_error(ErrorCode.ERROR_CODE_INVALID_ARGUMENT)
-    await conn.ping()
-    sent = [f for f in conn.frames if f.kind == "notification"]
-    if sent:
-        fail("notify('topic-x', 1, 2) was refused but still pushed a notification: the method ran")
-
-
 _WRONG_KINDS = [
     ("fail('1')", call_request("fail", "1")),
     ("fail(1.0)", call_request("fail", 1.0)),
@@ -259,73 +209,120 @@ _WRONG_KINDS = [
 ]
 
 
-@case(
-    "calls/11.2.3/kind-mismatch",
-    rule="The server MUST answer INVALID_ARGUMENT when a value's kind does not match the declared type of "
-    "the parameter it binds to.",
-    needs=CALLS,
-)
-async def _case_kind_mismatch(ctx: Context) -> None:
-    conn = await ctx.connect()
-    for what, request in _WRONG_KINDS:
-        reply = await conn.call("call", request)
-        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
-            fail(f"{what} was answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}")
+# -- calls that must be refused (or answered), as a table ------------------------------------------------
+
+INVALID = ErrorCode.ERROR_CODE_INVALID_ARGUMENT
+NOT_FOUND = ErrorCode.ERROR_CODE_NOT_FOUND
 
 
-@case(
-    "calls/11.2.5/int-accepted-for-double",
-    rule="A parameter of type double MUST also accept an int_value (converted to the nearest double).",
-    needs=CALLS,
-)
-async def _case_int_for_double(ctx: Context) -> None:
-    conn = await ctx.connect()
-    result = await expect_call(conn, "sleep", 0)
+def _call(
+    what: str, method: str, *args: Any, codes: tuple[int, ...] = (INVALID,), then: Then = None, **kwargs: Any
+) -> Probe:
+    """A call of ``method``: answered with one of ``codes``, or with its CallReply when ``codes`` is empty."""
+    return Probe(what, "call", call_request(method, *args, **kwargs), codes, ok=not codes, then=then)
+
+
+def _result(reply: Reply) -> value_pb2.Value:
+    """The CallReply's result, which must be set (§11.5.1)."""
+    body = reply.envelope.call_reply
+    if not body.HasField("result"):
+        fail(f"the call_reply for request {reply.request_id} has no result (section 11.5.1)")
+    return body.result
+
+
+def _message(expected: str) -> Then:
+    """A check that the call's Error carries ``expected`` as its message."""
+
+    async def then(conn: Connection, reply: Reply) -> None:
+        message = reply.envelope.error.message
+        check(message == expected, f"the call ended with message {message!r}, expected {expected!r}")
+
+    return then
+
+
+async def _nothing_pushed(conn: Connection, reply: Reply) -> None:
+    await conn.ping()
+    if any(f.kind == "notification" for f in conn.frames):
+        fail("notify('topic-x', 1, 2) was refused but still pushed a notification: the method ran")
+
+
+async def _returns_zero(conn: Connection, reply: Reply) -> None:
+    result = _result(reply)
     check(
         result.WhichOneof("kind") == "double_value" and result.double_value == 0.0,
         f"sleep(0) with an int returned {result}, expected the double 0.0",
     )
 
 
-@case(
-    "calls/11.2.6/default-used",
-    rule="A parameter's default is used when the parameter is not given.",
-    needs=CALLS,
-)
-async def _case_default(ctx: Context) -> None:
-    conn = await ctx.connect()
-    error = (await call(conn, "fail", ErrorCode.ERROR_CODE_NOT_FOUND)).expect_error(
-        ErrorCode.ERROR_CODE_NOT_FOUND
+async def _is_identity(conn: Connection, reply: Reply) -> None:
+    result = _result(reply)
+    identity = conn.welcome.identity if conn.welcome is not None else ""
+    check(
+        result.WhichOneof("kind") == "string_value" and result.string_value == identity,
+        f"whoami() returned {result}, the Welcome's identity is {identity!r}",
     )
-    check(error.message == "", f"fail(5) without message ended with message {error.message!r}, expected ''")
 
 
-@case(
-    "calls/18.2.3/fail-every-code",
-    rule="fail(code, message) MUST end the call with an Error whose code is code and whose message is "
-    "message, for every ErrorCode value from 1 to 16.",
+_FAIL_EVERY_CODE = [
+    _call(f"fail({code}, {message!r})", "fail", code, message, codes=(code,), then=_message(message))
+    for code, message in ((c, f"failing with {code_name(c)} — ünïcode") for c in range(1, 17))
+]
+
+_SLEEP_OUT_OF_RANGE = [
+    Probe(f"sleep({seconds})", "call", call_request("sleep", seconds), deadline_ms=3000)
+    for seconds in (-0.001, -5.0, 60.001, 1e9, float("inf"))
+]
+
+
+register(
+    Row(
+        "calls/11.2.2/binding-errors",
+        rule="The server MUST answer INVALID_ARGUMENT, without running the method, when: there are too many "
+        "or too few positional arguments; a required parameter is not given; a keyword names no parameter; a "
+        "keyword is given twice in kwargs; a parameter is given both by position and by keyword.",
+        probes=[Probe(what, "call", request) for what, request in _BINDING_ERRORS],
+    ),
+    Row(
+        "calls/11.2.2/binding-error-does-not-run",
+        rule="The server MUST answer INVALID_ARGUMENT, without running the method, when ... there are too "
+        "many positional arguments.",
+        probes=[_call("notify('topic-x', 1, 2)", "notify", "topic-x", 1, 2, then=_nothing_pushed)],
+        needs=(*CALLS, "notifications"),
+    ),
+    Row(
+        "calls/11.2.3/kind-mismatch",
+        rule="The server MUST answer INVALID_ARGUMENT when a value's kind does not match the declared type "
+        "of the parameter it binds to.",
+        probes=[Probe(what, "call", request) for what, request in _WRONG_KINDS],
+    ),
+    Row(
+        "calls/11.2.5/int-accepted-for-double",
+        rule="A parameter of type double MUST also accept an int_value (converted to the nearest double).",
+        probes=[_call("sleep(0) with an int", "sleep", 0, codes=(), then=_returns_zero)],
+    ),
+    Row(
+        "calls/11.2.6/default-used",
+        rule="A parameter's default is used when the parameter is not given.",
+        probes=[_call("fail(5)", "fail", NOT_FOUND, codes=(NOT_FOUND,), then=_message(""))],
+    ),
+    Row(
+        "calls/18.2.3/fail-every-code",
+        rule="fail(code, message) MUST end the call with an Error whose code is code and whose message is "
+        "message, for every ErrorCode value from 1 to 16.",
+        probes=_FAIL_EVERY_CODE,
+    ),
+    Row(
+        "calls/18.2.4/fail-code-out-of-range",
+        rule="fail with a code outside 1..16 MUST be answered with INVALID_ARGUMENT.",
+        probes=[_call(f"fail({code})", "fail", code) for code in (0, 17, -1, 1 << 40, -(1 << 63))],
+    ),
+    Row(
+        "calls/18.2.6/sleep-out-of-range",
+        rule="sleep with seconds below 0 or above 60 MUST be answered with INVALID_ARGUMENT.",
+        probes=_SLEEP_OUT_OF_RANGE,
+    ),
     needs=CALLS,
 )
-async def _case_fail_codes(ctx: Context) -> None:
-    conn = await ctx.connect()
-    for code in range(1, 17):
-        message = f"failing with {code_name(code)} — ünïcode"
-        reply = await call(conn, "fail", code, message)
-        error = reply.expect_error(code)
-        check(error.message == message, f"fail({code}, ...) ended with message {error.message!r}")
-
-
-@case(
-    "calls/18.2.4/fail-code-out-of-range",
-    rule="fail with a code outside 1..16 MUST be answered with INVALID_ARGUMENT.",
-    needs=CALLS,
-)
-async def _case_fail_range(ctx: Context) -> None:
-    conn = await ctx.connect()
-    for code in (0, 17, -1, 1 << 40, -(1 << 63)):
-        reply = await call(conn, "fail", code)
-        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
-            fail(f"fail({code}) was answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}")
 
 
 @case(
@@ -344,31 +341,20 @@ async def _case_sleep(ctx: Context) -> None:
 
 
 @case(
-    "calls/18.2.6/sleep-out-of-range",
-    rule="sleep with seconds below 0 or above 60 MUST be answered with INVALID_ARGUMENT.",
-    needs=CALLS,
-)
-async def _case_sleep_range(ctx: Context) -> None:
-    conn = await ctx.connect()
-    for seconds in (-0.001, -5.0, 60.001, 1e9, float("inf")):
-        reply = await call(conn, "sleep", seconds, deadline_ms=3000)
-        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
-            fail(f"sleep({seconds}) was answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}")
-
-
-@case(
     "calls/18.2.8/notify-before-reply",
     rule="notify(topic, payload) MUST push Notification{topic, payload} (request_id 0) to the calling "
     "connection and then return null; the notification MUST be sent before the CallReply.",
     needs=(*CALLS, "notifications"),
 )
 def _case_notify(ctx: Context) -> None:
-    @given(topic=st.text(max_size=12), payload=values(8))
-    @example(topic="conformance/topic", payload=to_value({"n": [1, 2.5, None], "t": "ü"}))
-    def check_notify(topic: str, payload: value_pb2.Value) -> None:
-        ctx.run(_notify(ctx, topic, payload))
-
-    ctx.hypothesis(check_notify, max_examples=max(3, ctx.settings.max_examples // 2))
+    check_examples(
+        ctx,
+        _notify,
+        topic=st.text(max_size=12),
+        payload=values(8),
+        examples=[{"topic": "conformance/topic", "payload": to_value({"n": [1, 2.5, None], "t": "ü"})}],
+        max_examples=max(3, ctx.settings.max_examples // 2),
+    )
 
 
 async def _notify(ctx: Context, topic: str, payload: value_pb2.Value) -> None:
@@ -397,81 +383,62 @@ async def _notify(ctx: Context, topic: str, payload: value_pb2.Value) -> None:
             fail(diff)
 
 
-@case(
-    "calls/18.2.9/notify-needs-capability",
-    rule="notify requires the notifications capability; a server that does not advertise it MUST answer "
-    "notify with UNIMPLEMENTED.",
-    needs=CALLS,
-)
-async def _case_notify_unimplemented(ctx: Context) -> None:
+def _notify_unimplemented(ctx: Context, conn: Connection) -> list[Probe]:
     if ctx.has("notifications"):
         skip("the server advertises 'notifications'")
-    conn = await ctx.connect()
-    (await call(conn, "notify", "t", 1)).expect_error(ErrorCode.ERROR_CODE_UNIMPLEMENTED)
+    return [_call("notify('t', 1)", "notify", "t", 1, codes=(ErrorCode.ERROR_CODE_UNIMPLEMENTED,))]
 
 
-@case(
-    "calls/18.2.10/whoami-identity",
-    rule="whoami() MUST return the caller's identity string, equal to Welcome.identity.",
-    needs=CALLS,
-)
-async def _case_whoami(ctx: Context) -> None:
-    conn = await ctx.connect()
-    assert conn.welcome is not None
-    result = await expect_call(conn, "whoami")
-    check(
-        result.WhichOneof("kind") == "string_value" and result.string_value == conn.welcome.identity,
-        f"whoami() returned {result}, the Welcome's identity is {conn.welcome.identity!r}",
-    )
-
-
-def _unset_value_requests() -> list[tuple[str, calls_pb2.CallRequest]]:
+def _unset_values() -> list[Probe]:
     unset = value_pb2.Value()
-    top = calls_pb2.CallRequest(method="echo", args=[unset])
-    nested = calls_pb2.CallRequest(method="echo", args=[value_list([to_value(1), unset])])
-    in_map = calls_pb2.CallRequest(method="echo", args=[value_map([("k", unset)])])
-    entry = calls_pb2.CallRequest(method="echo", args=[to_value({})])
+    entry = _echo_of(to_value({}))
     entry.args[0].map_value.entries.add(key="no-value")
     kwarg = calls_pb2.CallRequest(method="echo")
     kwarg.kwargs.add(key="k")
     return [
-        ("an argument with no kind", top),
-        ("a list item with no kind", nested),
-        ("a map entry value with no kind", in_map),
-        ("a MapEntry without value", entry),
-        ("a keyword argument without value", kwarg),
+        Probe(f"echo with {what}", "call", request)
+        for what, request in (
+            ("an argument with no kind", _echo_of(unset)),
+            ("a list item with no kind", _echo_of(value_list([to_value(1), unset]))),
+            ("a map entry value with no kind", _echo_of(value_map([("k", unset)]))),
+            ("a MapEntry without value", entry),
+            ("a keyword argument without value", kwarg),
+        )
     ]
 
 
-@case(
-    "calls/8.2.1/kind-unset-rejected",
-    rule="A receiver MUST reject a Value whose kind is unset (at any depth) with an Error with code "
-    "INVALID_ARGUMENT (§8.1.4: MapEntry.value MUST be set).",
-    needs=CALLS,
-)
-async def _case_kind_unset(ctx: Context) -> None:
-    conn = await ctx.connect()
-    for what, request in _unset_value_requests():
-        reply = await conn.call("call", request)
-        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
-            fail(f"echo with {what} was answered with {reply.describe()}, expected Error{{INVALID_ARGUMENT}}")
+_DUP = value_map([("k", to_value(1)), ("j", to_value(2)), ("k", to_value(3))])
+_DUPLICATE_KEYS = [
+    Probe(f"echo with a map holding key 'k' twice{where}", "call", request)
+    for where, request in (("", _echo_of(_DUP)), (" in a list", _echo_of(value_list([_DUP]))))
+]
 
 
-@case(
-    "calls/8.2.2/duplicate-map-keys",
-    rule="A receiver MUST reject a MapValue with two entries of the same key with INVALID_ARGUMENT.",
+register(
+    Row(
+        "calls/18.2.9/notify-needs-capability",
+        rule="notify requires the notifications capability; a server that does not advertise it MUST answer "
+        "notify with UNIMPLEMENTED.",
+        probes=_notify_unimplemented,
+    ),
+    Row(
+        "calls/18.2.10/whoami-identity",
+        rule="whoami() MUST return the caller's identity string, equal to Welcome.identity.",
+        probes=[_call("whoami()", "whoami", codes=(), then=_is_identity)],
+    ),
+    Row(
+        "calls/8.2.1/kind-unset-rejected",
+        rule="A receiver MUST reject a Value whose kind is unset (at any depth) with an Error with code "
+        "INVALID_ARGUMENT (§8.1.4: MapEntry.value MUST be set).",
+        probes=_unset_values(),
+    ),
+    Row(
+        "calls/8.2.2/duplicate-map-keys",
+        rule="A receiver MUST reject a MapValue with two entries of the same key with INVALID_ARGUMENT.",
+        probes=_DUPLICATE_KEYS,
+    ),
     needs=CALLS,
 )
-async def _case_duplicate_keys(ctx: Context) -> None:
-    conn = await ctx.connect()
-    dup = value_map([("k", to_value(1)), ("j", to_value(2)), ("k", to_value(3))])
-    for request in (
-        calls_pb2.CallRequest(method="echo", args=[dup]),
-        calls_pb2.CallRequest(method="echo", args=[value_list([dup])]),
-    ):
-        reply = await conn.call("call", request)
-        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
-            fail(f"echo with a map holding key 'k' twice was answered with {reply.describe()}")
 
 
 @case(
@@ -480,22 +447,18 @@ async def _case_duplicate_keys(ctx: Context) -> None:
     needs=CALLS,
 )
 def _case_invalid_tensor(ctx: Context) -> None:
-    @given(bad=invalid_tensors(), nested=st.booleans())
-    @example(bad=(make_tensor(tensor_pb2.DTYPE_BOOL, [1], b"\x07"), "bool byte 7"), nested=False)
-    def check_bad(bad: tuple[tensor_pb2.Tensor, str], nested: bool) -> None:
-        ctx.run(_invalid_tensor(ctx, *bad, nested))
-
-    ctx.hypothesis(check_bad)
+    bool_7 = (make_tensor(tensor_pb2.DTYPE_BOOL, [1], b"\x07"), "bool byte 7")
+    examples = [{"bad": bool_7, "nested": False}]
+    check_examples(ctx, _invalid_tensor, bad=invalid_tensors(), nested=st.booleans(), examples=examples)
 
 
-async def _invalid_tensor(ctx: Context, tensor: tensor_pb2.Tensor, why: str, nested: bool) -> None:
+async def _invalid_tensor(ctx: Context, bad: tuple[tensor_pb2.Tensor, str], nested: bool) -> None:
+    tensor, why = bad
+    value = value_pb2.Value(tensor_value=tensor)
+    if nested:
+        value = value_map([("t", value_list([value]))])
     async with await ctx.connect() as conn:
-        value = value_pb2.Value(tensor_value=tensor)
-        if nested:
-            value = value_map([("t", value_list([value]))])
-        reply = await conn.call("call", calls_pb2.CallRequest(method="echo", args=[value]))
-        if reply.kind != "error" or reply.envelope.error.code != ErrorCode.ERROR_CODE_INVALID_ARGUMENT:
-            fail(f"echo with a tensor_value with {why} was answered with {reply.describe()}")
+        refused(await conn.call("call", _echo_of(value)), f"echo with a tensor_value with {why}", INVALID)
 
 
 def _nested_list(depth: int) -> value_pb2.Value:
@@ -564,12 +527,7 @@ async def _case_too_deep(ctx: Context) -> None:
 async def _case_depth_32(ctx: Context) -> None:
     conn = await ctx.connect()
     deep = _nested_list(30)
-    result = (
-        (await conn.call("call", calls_pb2.CallRequest(method="echo", args=[deep])))
-        .expect("call_reply")
-        .result
-    )
-    _check_echo(result, [deep], [])
+    await _echoes(conn, [deep])
     if ctx.has("notifications"):
         deepest = _nested_list(32)
         request = calls_pb2.CallRequest(method="notify", args=[to_value("deep"), deepest])
