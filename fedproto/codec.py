@@ -2,9 +2,11 @@
 
 Every conversion between the generated protobuf classes (imported with a ``Proto`` prefix so they never
 shadow domain classes) and Python lives here, as symmetric ``x_to_proto`` / ``x_from_proto`` pairs:
-tensors (torch and numpy), ``Value`` unions, errors, metadata records and whole envelopes. Decoding
+tensors (torch and numpy), ``Value`` unions, errors, metadata and training records (the frozen
+dataclasses of :mod:`fedproto.types`), the body of every request and reply, and whole envelopes. Decoding
 hostile input raises only :class:`~fedproto.errors.MalformedError` (for bytes that are not an envelope)
 or :class:`~fedproto.errors.InvalidArgumentError` (for an envelope whose content breaks a rule).
+The codec knows records, never the code that produces them: it imports no training engine.
 """
 
 from __future__ import annotations
@@ -641,6 +643,8 @@ def train_spec_to_proto(spec: TrainSpec) -> ProtoTrainConfig:
         shuffle=spec.shuffle,
         max_nr_batches=spec.max_nr_batches,
         initial_weights=named_tensors_to_proto(spec.initial_weights),
+        proximal_mu=spec.proximal_mu,
+        reset_optimizer=spec.reset_optimizer,
     )
     if spec.model_torchscript is not None:
         message.model_torchscript = spec.model_torchscript
@@ -672,6 +676,8 @@ def train_spec_from_proto(message: ProtoTrainConfig) -> TrainSpec:
         max_nr_batches=message.max_nr_batches,
         seed=message.seed if message.HasField("seed") else None,
         initial_weights=named_tensors_from_proto(message.initial_weights),
+        proximal_mu=message.proximal_mu,
+        reset_optimizer=message.reset_optimizer,
     )
 
 
