@@ -50,11 +50,12 @@ class HostStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class Host:
-    """A running host: its URL and the dataset keys of the clients it holds."""
+    """A running host: its URL, the dataset keys of the clients it holds, its process id (local only)."""
 
     url: str
     worker_id: str
     keys: tuple[str, ...]
+    pid: int | None = None
 
 
 def host_specs(*, clients: int, workers: int, partition: str, alpha: float, seed: int) -> list[HostSpec]:
@@ -106,6 +107,7 @@ class _HostProcess:
             )
         self.url: str | None = None
         self._ready = threading.Event()
+        self._ended = False
         self._reader = threading.Thread(target=self._read, name=f"{spec.worker_id}-stdout", daemon=True)
         self._reader.start()
 
@@ -117,6 +119,7 @@ class _HostProcess:
             if self.url is None and line.startswith(READY + " "):
                 self.url = line.split(maxsplit=1)[1]
                 self._ready.set()
+        self._ended = True
         self._ready.set()  # the process ended (or closed stdout): stop waiting
 
     def wait_ready(self, deadline: float) -> str:
@@ -124,6 +127,10 @@ class _HostProcess:
         if self.url is not None:
             return self.url
         status = self.process.poll()
+        if status is None and self._ended:
+            # stdout closed: the process is on its way out; its status comes in a moment
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                status = self.process.wait(timeout=5.0)
         said = self.last_words()
         what = (
             f"exited with status {status}" if status is not None else f"did not listen in {START_TIMEOUT:g} s"
@@ -179,7 +186,12 @@ def local_hosts(
                 started.append(_HostProcess(spec, token, log_dir))
             deadline = time.monotonic() + start_timeout
             hosts = [
-                Host(url=process.wait_ready(deadline), worker_id=spec.worker_id, keys=tuple(spec.keys))
+                Host(
+                    url=process.wait_ready(deadline),
+                    worker_id=spec.worker_id,
+                    keys=tuple(spec.keys),
+                    pid=process.process.pid,
+                )
                 for process, spec in zip(started, specs, strict=True)
             ]
             log.info("%d host processes listening: %s", len(hosts), ", ".join(h.url for h in hosts))
