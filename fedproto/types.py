@@ -142,7 +142,8 @@ class TrainSpec:
     check (the codec must be able to represent what a client sent, and
     :meth:`~fedproto.training.engine.TrainingState.configure` answers with the right error).
     ``optimizer_args`` values are numbers, bools or lists of numbers.
-    ``max_nr_batches`` <= 0 means no cap; ``seed`` None means nondeterministic.
+    ``max_nr_batches`` <= 0 means no cap; ``seed`` None means nondeterministic. ``proximal_mu`` > 0
+    adds FedProx's proximal term to the loss; ``reset_optimizer`` starts every fit with a new optimizer.
     """
 
     model_torchscript: bytes | None = None
@@ -157,6 +158,8 @@ class TrainSpec:
     max_nr_batches: int = -1
     seed: int | None = None
     initial_weights: dict[str, Tensor] = field(default_factory=dict)
+    proximal_mu: float = 0.0
+    reset_optimizer: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,6 +10,7 @@ trusts nothing a client sends.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -105,6 +106,11 @@ class TrainConfig:
     - ``batch_size``, ``epochs``, ``shuffle``, ``max_nr_batches`` (<= 0: no cap), ``seed`` (None:
       nondeterministic): the training loop, see :meth:`~fedproto.training.engine.TrainingState.fit`.
     - ``initial_weights``: tensors to load into the model before training (mostly for registered models).
+    - ``proximal_mu``: FedProx's proximal term; when > 0 every batch minimises
+      ``loss + proximal_mu / 2 * ||w - w_start||^2`` over the trainable parameters, ``w_start`` being
+      their values when the fit started (the reported losses stay the plain loss).
+    - ``reset_optimizer``: start every fit with a new optimizer, so no optimizer state (momentum,
+      Adam's moments) carries from one fit to the next; federated rounds want this.
 
     The constructor checks what it can locally and raises ``ValueError`` (``TypeError`` for values of the
     wrong kind); the worker checks everything again.
@@ -121,6 +127,8 @@ class TrainConfig:
     seed: int | None = None
     example_input: Tensor | None = None
     initial_weights: dict[str, Tensor] | None = None
+    proximal_mu: float = 0.0
+    reset_optimizer: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.model, str):
@@ -154,6 +162,15 @@ class TrainConfig:
             isinstance(key, str) and isinstance(value, Tensor) for key, value in self.initial_weights.items()
         ):
             raise TypeError("initial_weights must map state-dict names (str) to tensors")
+        if (
+            not isinstance(self.proximal_mu, (int, float))
+            or isinstance(self.proximal_mu, bool)
+            or not math.isfinite(self.proximal_mu)
+            or self.proximal_mu < 0
+        ):
+            raise ValueError(f"proximal_mu must be a finite number >= 0, got {self.proximal_mu!r}")
+        if not isinstance(self.reset_optimizer, bool):
+            raise TypeError(f"reset_optimizer must be a bool, not {type(self.reset_optimizer).__name__}")
         self._check_optimizer()
 
     def _check_optimizer(self) -> None:
@@ -249,6 +266,8 @@ class TrainConfig:
                 name: tensor.detach().cpu().contiguous()
                 for name, tensor in (self.initial_weights or {}).items()
             },
+            proximal_mu=float(self.proximal_mu),
+            reset_optimizer=self.reset_optimizer,
         )
 
     def send(self, client: _ConfigReceiver[_R_co]) -> _R_co:

@@ -187,13 +187,18 @@ class TrainingState:
         model: nn.Module,
         loss_fn: Callable[[Tensor, Tensor], Tensor],
         optimizer: torch.optim.Optimizer,
+        optimizer_factory: Callable[[], torch.optim.Optimizer] | None = None,
     ) -> None:
         self._spec = spec
         self._model = model
         self._loss_fn = loss_fn
         self._optimizer = optimizer
+        # builds a new optimizer on the same parameters, for specs with reset_optimizer
+        self._optimizer_factory = optimizer_factory
         self._needs_closure = isinstance(optimizer, torch.optim.LBFGS)
         self._busy = threading.Lock()
+        # (parameter, its value when the fit started) pairs of a fit with a proximal term
+        self._anchors: list[tuple[Tensor, Tensor]] = []
 
     @classmethod
     def configure(
@@ -210,8 +215,9 @@ class TrainingState:
            loss_torchscript/loss_name, is set: else InvalidArgumentError.
         2. A TorchScript model on a weights-only worker: PermissionDeniedError.
         3. A model or loss archive larger than ``max_model_bytes`` (0: no limit): ResourceExhaustedError.
-        4. batch_size or epochs below 1, a seed outside [0, 2**64), an optimizer that is no optimizer
-           class of ``torch.optim``, optimizer_args of the wrong kinds: InvalidArgumentError.
+        4. batch_size or epochs below 1, a seed outside [0, 2**64), a proximal_mu that is negative or
+           not finite, an optimizer that is no optimizer class of ``torch.optim``, optimizer_args of
+           the wrong kinds: InvalidArgumentError.
         5. The model: bytes that ``torch.jit.load`` cannot load: InvalidArgumentError; an unknown
            registered name: NotFoundError. A registered model is built by its factory, under
            ``torch.manual_seed(seed)`` when a seed is set (without disturbing the global RNG).
@@ -266,15 +272,22 @@ class TrainingState:
             _load_into(model, spec.initial_weights, strict=False, field="initial_weights")
 
         trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        kwargs = _optimizer_kwargs(spec.optimizer_args)
         try:
-            optimizer = optimizer_class(trainable, **_optimizer_kwargs(spec.optimizer_args))
+            optimizer = optimizer_class(trainable, **kwargs)
         except Exception as exc:  # the constructor checks client values: TypeError, ValueError, IndexError...
             raise InvalidArgumentError(
                 f"cannot create {spec.optimizer} with optimizer_args {spec.optimizer_args!r}: "
                 f"{error_summary(exc)}",
                 details={"field": "optimizer_args"},
             ) from None
-        return cls(spec=spec, model=model, loss_fn=loss_fn, optimizer=optimizer)
+        return cls(
+            spec=spec,
+            model=model,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            optimizer_factory=lambda: optimizer_class(trainable, **kwargs),
+        )
 
     @property
     def spec(self) -> TrainSpec:
@@ -412,6 +425,14 @@ class TrainingState:
         every = progress_every or max(1, math.ceil(full_epoch / DEFAULT_PROGRESS_EVENTS_PER_EPOCH))
         batches = samples = epochs = 0
         final_loss = loss_sum = 0.0
+        if spec.reset_optimizer and self._optimizer_factory is not None:
+            self._optimizer = self._optimizer_factory()
+        # FedProx: the proximal term pulls towards the weights this fit starts from
+        self._anchors = (
+            [(p, p.detach().clone()) for p in self._model.parameters() if p.requires_grad]
+            if spec.proximal_mu > 0
+            else []
+        )
         self._model.train()
         for epoch in range(1, spec.epochs + 1):
             if remaining <= 0:
@@ -453,22 +474,33 @@ class TrainingState:
                     )
         return batches, samples, epochs, final_loss, loss_sum
 
+    def _objective(self, loss: Tensor) -> Tensor:
+        """What the optimizer minimises: the loss plus, with ``proximal_mu``, FedProx's proximal term."""
+        if not self._anchors:
+            return loss
+        proximal = sum(((p - start) ** 2).sum() for p, start in self._anchors)
+        return loss + self._spec.proximal_mu / 2 * proximal
+
     def _step(self, x: Tensor, y: Tensor) -> float:
-        """One optimizer step on one batch; returns the batch's loss."""
+        """One optimizer step on one batch; returns the batch's loss (without a proximal term)."""
         model, loss_fn, optimizer = self._model, self._loss_fn, self._optimizer
         if self._needs_closure:
+            first: list[float] = []
 
             def closure() -> Any:  # a Tensor; torch's stubs want float
                 optimizer.zero_grad()
                 loss = _scalar_loss(loss_fn(model(x), y))
-                loss.backward()
-                return loss
+                objective = self._objective(loss)
+                objective.backward()
+                if not first:
+                    first.append(float(loss.detach()))
+                return objective.detach()
 
-            value = optimizer.step(closure)
-            return float(_scalar_loss(value).detach())
+            optimizer.step(closure)
+            return first[0]
         optimizer.zero_grad()
         loss = _scalar_loss(loss_fn(model(x), y))
-        loss.backward()
+        self._objective(loss).backward()
         optimizer.step()
         return float(loss.detach())
 
@@ -582,6 +614,11 @@ def _check_scalars(spec: TrainSpec) -> type[torch.optim.Optimizer]:
             )
     if spec.seed is not None and not 0 <= spec.seed <= _MAX_SEED:
         raise InvalidArgumentError(f"seed {spec.seed} is outside [0, 2**64)", details={"field": "seed"})
+    if not math.isfinite(spec.proximal_mu) or spec.proximal_mu < 0:
+        raise InvalidArgumentError(
+            f"proximal_mu must be a finite number >= 0, got {spec.proximal_mu!r}",
+            details={"field": "proximal_mu"},
+        )
     optimizer_class = _optimizer_class(spec.optimizer)
     if optimizer_class is None:
         raise InvalidArgumentError(

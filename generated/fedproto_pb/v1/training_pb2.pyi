@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrainConfig(_message.Message):
-    __slots__ = ("model_torchscript", "registered_model", "loss_torchscript", "loss_name", "optimizer", "optimizer_args", "batch_size", "epochs", "shuffle", "max_nr_batches", "seed", "initial_weights")
+    __slots__ = ("model_torchscript", "registered_model", "loss_torchscript", "loss_name", "optimizer", "optimizer_args", "batch_size", "epochs", "shuffle", "max_nr_batches", "seed", "initial_weights", "proximal_mu", "reset_optimizer")
     MODEL_TORCHSCRIPT_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_MODEL_FIELD_NUMBER: _ClassVar[int]
     LOSS_TORCHSCRIPT_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,8 @@ class TrainConfig(_message.Message):
     MAX_NR_BATCHES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     INITIAL_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    PROXIMAL_MU_FIELD_NUMBER: _ClassVar[int]
+    RESET_OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     model_torchscript: bytes
     registered_model: str
     loss_torchscript: bytes
@@ -34,7 +36,9 @@ class TrainConfig(_message.Message):
     max_nr_batches: int
     seed: int
     initial_weights: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.NamedTensor]
-    def __init__(self, model_torchscript: _Optional[bytes] = ..., registered_model: _Optional[str] = ..., loss_torchscript: _Optional[bytes] = ..., loss_name: _Optional[str] = ..., optimizer: _Optional[str] = ..., optimizer_args: _Optional[_Iterable[_Union[_value_pb2.MapEntry, _Mapping]]] = ..., batch_size: _Optional[int] = ..., epochs: _Optional[int] = ..., shuffle: _Optional[bool] = ..., max_nr_batches: _Optional[int] = ..., seed: _Optional[int] = ..., initial_weights: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ...) -> None: ...
+    proximal_mu: float
+    reset_optimizer: bool
+    def __init__(self, model_torchscript: _Optional[bytes] = ..., registered_model: _Optional[str] = ..., loss_torchscript: _Optional[bytes] = ..., loss_name: _Optional[str] = ..., optimizer: _Optional[str] = ..., optimizer_args: _Optional[_Iterable[_Union[_value_pb2.MapEntry, _Mapping]]] = ..., batch_size: _Optional[int] = ..., epochs: _Optional[int] = ..., shuffle: _Optional[bool] = ..., max_nr_batches: _Optional[int] = ..., seed: _Optional[int] = ..., initial_weights: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., proximal_mu: _Optional[float] = ..., reset_optimizer: _Optional[bool] = ...) -> None: ...
 
 class SetTrainConfigRequest(_message.Message):
     __slots__ = ("config",)
