@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -19,6 +20,7 @@ from fedproto_pb.v1.envelope_pb2 import Envelope
 
 __all__ = [
     "Download",
+    "Stopwatch",
     "announce",
     "call",
     "call_request",
@@ -49,6 +51,19 @@ def refused(reply: Reply, what: str, *codes: int) -> errors_pb2.Error:
     if error is None or error.code not in codes:
         fail(f"{what} was answered with {reply.describe()}, expected Error{{{codes_text(codes)}}}")
     return error
+
+
+class Stopwatch:
+    """Seconds on the running event loop's clock since the stopwatch was made."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._start = self._loop.time()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the start."""
+        return self._loop.time() - self._start
 
 
 def check_examples(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
@@ -48,7 +48,7 @@ class Probe:
     codes: tuple[int, ...] = (ErrorCode.ERROR_CODE_INVALID_ARGUMENT,)
     ok: bool = False
     deadline_ms: int = 0
-    then: Then = None
+    then: Then = field(default=None, repr=False)  # a closure's repr would only add noise to examples
 
     @property
     def expected(self) -> str:
@@ -61,6 +61,11 @@ class Probe:
     async def send(self, conn: Connection) -> Reply:
         """Send the request; fail unless its terminal reply is one of the allowed outcomes."""
         reply = await conn.call(self.kind, self.message, deadline_ms=self.deadline_ms)
+        await self.check(conn, reply)
+        return reply
+
+    async def check(self, conn: Connection, reply: Reply) -> None:
+        """Fail unless ``reply`` (to this request, however sent) is an allowed outcome; run ``then``."""
         error = reply.error
         if error is not None:
             allowed = error.code in self.codes
@@ -70,7 +75,6 @@ class Probe:
             fail(f"{self.what} was answered with {reply.describe()}, expected {self.expected}")
         if self.then is not None:
             await self.then(conn, reply)
-        return reply
 
 
 def accept(what: str, kind: str, message: Message | None = None, *, deadline_ms: int = 0) -> Probe:

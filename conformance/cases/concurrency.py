@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from google.protobuf.message import Message
-from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import call_request, float_tensor, send_chunks, start_upload
+from conformance.cases._common import (
+    Stopwatch,
+    announce,
+    call_request,
+    check_examples,
+    expect_absent,
+    float_tensor,
+    send_chunks,
+)
+from conformance.cases._table import Probe, Row, accept, register
 from conformance.checks import check, fail
 from conformance.context import Context
 from conformance.registry import case
-from conformance.spec import REQUESTS, code_name, sha256
+from conformance.spec import REQUESTS
 from conformance.values import to_value, value_diff
-from conformance.wire import EVENT_BODIES, Reply, make_envelope
+from conformance.wire import EVENT_BODIES, Connection, Reply, make_envelope
 from fedproto_pb.v1 import datasets_pb2, objects_pb2, session_pb2, tensor_pb2
 from fedproto_pb.v1.errors_pb2 import ErrorCode
 
@@ -23,76 +30,53 @@ from fedproto_pb.v1.errors_pb2 import ErrorCode
 __all__: list[str] = []
 
 CALLS = ("calls",)
+NOT_FOUND = ErrorCode.ERROR_CODE_NOT_FOUND
+DEADLINE = ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED
 
 
 # -- pipelining --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One pipelined request and what its terminal reply must be."""
+def _pong_of(payload: bytes) -> Probe:
+    """A Ping whose Pong must echo ``payload``."""
 
-    kind: str
-    message: Message
-    reply: str
-    code: int = 0
-    echo: int | None = None
-    payload: bytes | None = None
+    async def same(conn: Connection, reply: Reply) -> None:
+        pong = reply.envelope.pong.payload
+        check(pong == payload, f"the Pong for request {reply.request_id} has another payload")
 
-    def check(self, reply: Reply) -> None:
-        """Fail unless ``reply`` is this request's expected terminal reply."""
-        if reply.events:
-            body = reply.events[0].WhichOneof("body")
-            fail(f"{self.kind} request {reply.request_id} got {body} before its terminal reply (§5.3.2)")
-        if self.code:
-            if reply.kind != "error" or reply.envelope.error.code != self.code:
-                fail(
-                    f"{self.kind} with request_id {reply.request_id} got {reply.describe()}, expected "
-                    f"Error{{{code_name(self.code)}}}"
-                )
-            return
-        body = reply.expect(self.reply)
-        if self.payload is not None:
-            check(
-                body.payload == self.payload, f"the Pong for request {reply.request_id} has another payload"
-            )
-        if self.echo is not None:
-            args = body.result.map_value.entries[0].value if body.result.map_value.entries else None
-            diff = (
-                value_diff(to_value([self.echo]), args, "echo()['args']") if args is not None else "no args"
-            )
-            if diff:
-                fail(f"request {reply.request_id}: {diff} (a reply of another request?)")
+    return Probe(
+        f"ping({len(payload)} bytes)", "ping", session_pb2.Ping(payload=payload), (), ok=True, then=same
+    )
 
 
-def _ops(ctx: Context) -> st.SearchStrategy[Op]:
-    options: list[st.SearchStrategy[Op]] = [
-        st.binary(max_size=16).map(lambda p: Op("ping", session_pb2.Ping(payload=p), "pong", payload=p)),
-    ]
+def _echo_of(n: int) -> Probe:
+    """echo(n), whose reply must carry n (not the arguments of another request)."""
+
+    async def mine(conn: Connection, reply: Reply) -> None:
+        entries = reply.envelope.call_reply.result.map_value.entries
+        diff = value_diff(to_value([n]), entries[0].value, "echo()['args']") if entries else "no args"
+        if diff:
+            fail(f"request {reply.request_id}: {diff} (a reply of another request?)")
+
+    return Probe(f"echo({n})", "call", call_request("echo", n), (), ok=True, then=mine)
+
+
+def _ops(ctx: Context) -> st.SearchStrategy[Probe]:
+    options: list[st.SearchStrategy[Probe]] = [st.binary(max_size=16).map(_pong_of)]
     if ctx.has("objects"):
+        missing = objects_pb2.GetObjectRequest(id="no-such-object")
         options += [
-            st.just(Op("count_objects", objects_pb2.CountObjectsRequest(), "count_objects_reply")),
-            st.just(
-                Op(
-                    "get_object",
-                    objects_pb2.GetObjectRequest(id="no-such-object"),
-                    "",
-                    code=ErrorCode.ERROR_CODE_NOT_FOUND,
-                )
-            ),
+            st.just(accept("count_objects", "count_objects", objects_pb2.CountObjectsRequest())),
+            st.just(Probe("get_object('no-such-object')", "get_object", missing, (NOT_FOUND,))),
         ]
     if ctx.has("datasets"):
-        options.append(
-            st.just(Op("list_datasets", datasets_pb2.ListDatasetsRequest(), "list_datasets_reply"))
-        )
+        options.append(st.just(accept("list_datasets", "list_datasets", datasets_pb2.ListDatasetsRequest())))
     if ctx.has("calls"):
         options += [
-            st.integers(-(1 << 63), (1 << 63) - 1).map(
-                lambda n: Op("call", call_request("echo", n), "call_reply", echo=n)
-            ),
-            st.integers(1, 16).map(lambda c: Op("call", call_request("fail", c), "", code=c)),
+            st.integers(-(1 << 63), (1 << 63) - 1).map(_echo_of),
+            st.integers(1, 16).map(lambda c: Probe(f"fail({c})", "call", call_request("fail", c), (c,))),
             st.sampled_from([0.0, 0.01, 0.03]).map(
-                lambda s: Op("call", call_request("sleep", s), "call_reply")
+                lambda s: accept(f"sleep({s})", "call", call_request("sleep", s))
             ),
         ]
     return st.one_of(options)
@@ -108,27 +92,21 @@ _NOISE = st.sampled_from(["none", "none", "cancel-unknown", "stray-chunk"])
 )
 def _case_pipelined(ctx: Context) -> None:
     limit = min(ctx.limits.max_in_flight, 12)
-
-    @given(
+    pings = [(_pong_of(b""), (1 << 64) - 1 - n, "none") for n in range(min(limit, 6))]
+    check_examples(
+        ctx,
+        _pipelined,
         batch=st.lists(
             st.tuples(_ops(ctx), st.integers(1, (1 << 64) - 1), _NOISE),
             min_size=2,
             max_size=limit,
             unique_by=lambda t: t[1],
         ),
+        examples=[{"batch": pings}],
     )
-    @example(
-        batch=[
-            (Op("ping", session_pb2.Ping(), "pong"), (1 << 64) - 1 - n, "none") for n in range(min(limit, 6))
-        ]
-    )
-    def check_batch(batch: list[tuple[Op, int, str]]) -> None:
-        ctx.run(_pipelined(ctx, batch))
-
-    ctx.hypothesis(check_batch)
 
 
-async def _pipelined(ctx: Context, batch: list[tuple[Op, int, str]]) -> None:
+async def _pipelined(ctx: Context, batch: list[tuple[Probe, int, str]]) -> None:
     async with await ctx.connect() as conn:
         used = {rid for _, rid, _ in batch}
         start = len(conn.frames)
@@ -163,7 +141,10 @@ async def _pipelined(ctx: Context, batch: list[tuple[Op, int, str]]) -> None:
             )
             if isinstance(got, str):
                 fail(f"with {len(batch)} requests pipelined the server sent {got}")
-            op.check(got)
+            if got.events:
+                body = got.events[0].WhichOneof("body")
+                fail(f"{op.kind} request {rid} got {body} before its terminal reply (§5.3.2)")
+            await op.check(conn, got)
         await conn.settle(0.05)
         await conn.ping()
         for frame in conn.pending_frames():
@@ -186,13 +167,9 @@ def _unused_id(used: set[int]) -> int:
 )
 def _case_id_zero(ctx: Context) -> None:
     kinds = sorted(k for k, r in REQUESTS.items() if r.capability is None or ctx.has(r.capability))
-
-    @given(kind=st.sampled_from(kinds))
-    @example(kind="send_object")
-    def check_kind(kind: str) -> None:
-        ctx.run(_id_zero(ctx, kind))
-
-    ctx.hypothesis(check_kind, max_examples=max(len(kinds), ctx.settings.max_examples))
+    max_examples = max(len(kinds), ctx.settings.max_examples)
+    examples = [{"kind": "send_object"}]
+    check_examples(ctx, _id_zero, kind=st.sampled_from(kinds), examples=examples, max_examples=max_examples)
 
 
 async def _id_zero(ctx: Context, kind: str) -> None:
@@ -279,16 +256,12 @@ async def _case_ids_per_connection(ctx: Context) -> None:
 async def _case_concurrent(ctx: Context) -> None:
     count = max(1, min(8, ctx.limits.max_in_flight))
     conn = await ctx.connect()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    watch = Stopwatch()
     rids = [await conn.request("call", call_request("sleep", 0.5)) for _ in range(count)]
     for rid in rids:
         (await conn.reply(rid)).expect("call_reply")
-    elapsed = loop.time() - started
-    check(
-        elapsed < 0.5 + 1.5,
-        f"{count} pipelined sleep(0.5) calls took {elapsed:.2f} s: they were not concurrent",
-    )
+    took = f"{count} pipelined sleep(0.5) calls took {watch.elapsed:.2f} s"
+    check(watch.elapsed < 0.5 + 1.5, f"{took}: they were not concurrent")
 
 
 @case(
@@ -300,11 +273,9 @@ async def _case_concurrent(ctx: Context) -> None:
 async def _case_ping_not_delayed(ctx: Context) -> None:
     conn = await ctx.connect()
     slow = await conn.request("call", call_request("sleep", 3.0))
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    watch = Stopwatch()
     await conn.ping(b"quick")
-    elapsed = loop.time() - started
-    check(elapsed < 0.5, f"a Ping took {elapsed:.2f} s behind a sleep(3) call")
+    check(watch.elapsed < 0.5, f"a Ping took {watch.elapsed:.2f} s behind a sleep(3) call")
     check(not conn.frames_with_id(slow), "the sleep(3) call was answered before the Ping")
     await conn.request("cancel", None, request_id=slow)
     await conn.reply(slow)
@@ -316,18 +287,9 @@ async def _case_ping_not_delayed(ctx: Context) -> None:
 )
 def _case_pong(ctx: Context) -> None:
     top = min(ctx.limits.max_frame_bytes - 64, 1 << 17)
-
-    @given(
-        payload=st.one_of(
-            st.binary(max_size=64), st.integers(0, top).map(lambda n: bytes(range(256)) * (n // 256))
-        )
-    )
-    @example(payload=b"")
-    @example(payload=b"\x00\xff" * 40000)
-    def check_payload(payload: bytes) -> None:
-        ctx.run(_pong(ctx, payload))
-
-    ctx.hypothesis(check_payload)
+    large = st.integers(0, top).map(lambda n: bytes(range(256)) * (n // 256))
+    examples = [{"payload": b""}, {"payload": b"\x00\xff" * 40000}]
+    check_examples(ctx, _pong, payload=st.one_of(st.binary(max_size=64), large), examples=examples)
 
 
 async def _pong(ctx: Context, payload: bytes) -> None:
@@ -345,13 +307,11 @@ async def _case_cancel(ctx: Context) -> None:
     conn = await ctx.connect()
     rid = await conn.request("call", call_request("sleep", 30.0))
     await asyncio.sleep(0.1)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    watch = Stopwatch()
     await conn.request("cancel", session_pb2.Cancel(reason="conformance"), request_id=rid)
     reply = await conn.reply(rid, timeout=3.0, what=f"Error{{CANCELLED}} ending sleep(30) request {rid}")
     reply.expect_error(ErrorCode.ERROR_CODE_CANCELLED)
-    elapsed = loop.time() - started
-    check(elapsed <= 1.0, f"the cancelled sleep(30) ended {elapsed:.2f} s after the Cancel")
+    check(watch.elapsed <= 1.0, f"the cancelled sleep(30) ended {watch.elapsed:.2f} s after the Cancel")
 
 
 @case(
@@ -380,14 +340,7 @@ async def _case_cancel_upload(ctx: Context) -> None:
     data = bytes(3 * cb)
     conn = await ctx.connect()
     object_id = ctx.unique("cancel")
-    rid = await start_upload(
-        conn,
-        object_id,
-        dtype=tensor_pb2.DTYPE_UINT8,
-        shape=[len(data)],
-        nbytes=len(data),
-        digest=sha256(data),
-    )
+    rid = await announce(conn, object_id, data)
     await send_chunks(conn, rid, data[:cb], [cb], total=len(data))
     await conn.request("cancel", None, request_id=rid)
     (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_CANCELLED)
@@ -396,9 +349,7 @@ async def _case_cancel_upload(ctx: Context) -> None:
     late = conn.frames_with_id(rid)[1:]
     if late:
         fail(f"chunks sent after the upload was cancelled were answered with {late[0].describe()}")
-    (await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))).expect_error(
-        ErrorCode.ERROR_CODE_NOT_FOUND
-    )
+    await expect_absent(conn, object_id, "after a cancelled upload")
 
 
 @case(
@@ -410,26 +361,28 @@ async def _case_cancel_upload(ctx: Context) -> None:
 )
 async def _case_deadline(ctx: Context) -> None:
     conn = await ctx.connect()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    watch = Stopwatch()
     reply = await conn.call("call", call_request("sleep", 10.0), deadline_ms=300, timeout=4.0)
-    elapsed = loop.time() - started
+    elapsed = watch.elapsed
     reply.expect_error(ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)
     check(0.25 <= elapsed <= 1.3, f"a sleep(10) with a 300 ms deadline ended after {elapsed:.2f} s")
 
 
-@case(
-    "concurrency/5.6.1/deadline-not-reached",
-    rule="Envelope.deadline_ms on a request gives the number of milliseconds the client is willing to wait; "
-    "0 means no deadline (a request that finishes in time gets its reply).",
-    needs=("deadlines", "calls"),
+_DEADLINE_MET = [
+    accept("sleep(0.05) with a 5 s deadline", "call", call_request("sleep", 0.05), deadline_ms=5000),
+    # a 1 ms deadline may pass before the Pong is sent: either outcome is allowed
+    Probe("ping with a 1 ms deadline", "ping", session_pb2.Ping(), (DEADLINE,), ok=True, deadline_ms=1),
+]
+
+register(
+    Row(
+        "concurrency/5.6.1/deadline-not-reached",
+        rule="Envelope.deadline_ms on a request gives the number of milliseconds the client is willing to "
+        "wait; 0 means no deadline (a request that finishes in time gets its reply).",
+        probes=_DEADLINE_MET,
+        needs=("deadlines", "calls"),
+    ),
 )
-async def _case_deadline_met(ctx: Context) -> None:
-    conn = await ctx.connect()
-    (await conn.call("call", call_request("sleep", 0.05), deadline_ms=5000)).expect("call_reply")
-    reply = await conn.call("ping", session_pb2.Ping(), deadline_ms=1)
-    if reply.kind != "pong":
-        reply.expect_error(ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)
 
 
 @case(
@@ -443,20 +396,10 @@ async def _case_upload_deadline(ctx: Context) -> None:
     data = bytes(2 * cb)
     conn = await ctx.connect()
     object_id = ctx.unique("late")
-    rid = await start_upload(
-        conn,
-        object_id,
-        dtype=tensor_pb2.DTYPE_UINT8,
-        shape=[len(data)],
-        nbytes=len(data),
-        digest=sha256(data),
-        deadline_ms=300,
-    )
+    rid = await announce(conn, object_id, data, deadline_ms=300)
     await send_chunks(conn, rid, data[:cb], [cb], total=len(data))
     (await conn.reply(rid, timeout=3.0)).expect_error(ErrorCode.ERROR_CODE_DEADLINE_EXCEEDED)
-    (await conn.call("get_object", objects_pb2.GetObjectRequest(id=object_id))).expect_error(
-        ErrorCode.ERROR_CODE_NOT_FOUND
-    )
+    await expect_absent(conn, object_id, "after an upload ran out of its deadline")
 
 
 @case(
