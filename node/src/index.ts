@@ -1,3 +1,4 @@
-/** `@fedproto/node`: the wire layer and the worker (server) of the fedproto protocol. */
+/** `@fedproto/node`: the wire layer, the worker (server) and the client of the fedproto protocol. */
 export * from "./wire/index.js";
 export * from "./worker/index.js";
+export * from "./client/index.js";

@@ -48,7 +48,7 @@ import {
 } from "./types.js";
 
 /** The WebSocket subprotocol of version 1 (§2.2.1). */
-export const SUBPROTOCOL = "fedproto.v1";
+const SUBPROTOCOL = "fedproto.v1";
 
 /** Options of {@link Client.connect}. */
 export interface ClientOptions {

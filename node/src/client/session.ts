@@ -50,7 +50,7 @@ export const CLIENT_VERSIONS: readonly number[] = [1];
 const TRAILING_DIGEST_BYTES = 34;
 
 /** Where the session is. */
-export type SessionState = "new" | "handshaking" | "open" | "closing" | "closed";
+export type ClientSessionState = "new" | "handshaking" | "open" | "closing" | "closed";
 
 /** What the Hello carries (§4.1, §15.1). */
 export interface HelloOptions {
@@ -131,7 +131,7 @@ const HELLO_ID = 1n;
  * One client session, from Hello to close, as a state machine over frames.
  */
 export class ClientSession {
-  private stateValue: SessionState = "new";
+  private stateValue: ClientSessionState = "new";
   /** This side sent its Goodbye: nothing more goes out (§6.3.8). */
   private goodbyeSent = false;
   private serverInfo: ServerInfo | undefined;
@@ -147,7 +147,7 @@ export class ClientSession {
   private events: SessionEvent[] = [];
 
   /** Where the session is. */
-  get state(): SessionState {
+  get state(): ClientSessionState {
     return this.stateValue;
   }
 
