@@ -155,6 +155,8 @@ class ServerSession:
         except ProtocolError as refused:
             if state is SessionState.AWAIT_HELLO:  # section 4.4.2: refused, then closed
                 return self._fail_connection(rid, refused, CloseCode.PROTOCOL_ERROR, "no hello")
+            if trigger is Trigger.RECEIVE_HELLO:  # a second Hello: request checks first (section 4.4.5)
+                refused = self._request_id_error(rid) or refused
             refused.details.update(about or {})
             return [SendFrame(error_frame(stray, refused))]  # a second Hello (section 4.4.4)
         if trigger is Trigger.RECEIVE_HELLO:
@@ -222,17 +224,26 @@ class ServerSession:
             HandshakeCompleted(identity=identity, version=version, client_name=hello.client_name),
         ]
 
+    def _request_id_error(self, rid: int) -> ProtocolError | None:
+        """The error a request with this id gets before anything else is read (sections 5.1, 5.2).
+
+        Such errors are always sent with request_id 0: the id is either reserved or names another
+        request, whose terminal reply they must not be taken for.
+        """
+        if rid == 0:  # section 5.1
+            return InvalidArgumentError("request_id 0 is reserved for messages tied to no request")
+        if rid in self._in_flight:  # section 5.2
+            return InvalidArgumentError(
+                f"request_id {rid} is already in flight", details={"request_id": str(rid)}
+            )
+        return None
+
     def _receive_request(self, envelope: Envelope, kind: str) -> list[Event]:
         error: ProtocolError
         rid = envelope.request_id
-        if rid == 0:  # section 5.1
-            error = InvalidArgumentError("request_id 0 is reserved for messages tied to no request")
-            return [SendFrame(error_frame(0, error))]
-        if rid in self._in_flight:  # section 5.2
-            error = InvalidArgumentError(
-                f"request_id {rid} is already in flight", details={"request_id": str(rid)}
-            )
-            return [SendFrame(error_frame(0, error))]
+        id_error = self._request_id_error(rid)
+        if id_error is not None:
+            return [SendFrame(error_frame(0, id_error))]
         if len(self._in_flight) >= self.limits.max_in_flight:  # section 5.5
             error = ResourceExhaustedError(
                 f"more than {self.limits.max_in_flight} requests in flight",

@@ -50,6 +50,18 @@ def test_second_hello_is_refused_but_connection_stays() -> None:
     assert sent(events)[0].error.code == ErrorCode.FAILED_PRECONDITION and not closes(events)
 
 
+def test_second_hello_checks_its_request_id_first() -> None:
+    s = open_server()
+    (reserved,) = sent(s.receive_frame(frame(0, hello=session_pb2.Hello(versions=[1], token="good"))))
+    assert reserved.request_id == 0 and reserved.error.code == ErrorCode.INVALID_ARGUMENT
+    s.receive_frame(frame(5, list_objects=objects_pb2.ListObjectsRequest()))
+    events = s.receive_frame(frame(5, hello=session_pb2.Hello(versions=[1], token="good")))
+    (duplicate,) = sent(events)
+    assert duplicate.request_id == 0 and duplicate.error.code == ErrorCode.INVALID_ARGUMENT
+    assert duplicate.error.details["request_id"] == "5"
+    assert not closes(events) and s.state is SessionState.OPEN and s.identity == "alice"
+
+
 # -- framing (section 3) ----------------------------------------------------------------------------
 
 
