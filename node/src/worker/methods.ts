@@ -5,6 +5,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import {
+  asFedprotoError,
   InvalidArgumentError,
   InternalError,
   MethodNotFoundError,
@@ -181,7 +182,13 @@ export class MethodRegistry {
     const kwargs = mapEntriesFromProto(request.kwargs, "keyword arguments");
     const bound = bind(method, args, kwargs);
     ctx.signal.throwIfAborted();
-    const result = await method.fn(bound, ctx);
+    let result;
+    try {
+      result = await method.fn(bound, ctx);
+    } catch (err) {
+      // §11.4.1, §11.4.2: a protocol error keeps its code; anything else is INTERNAL with its own message.
+      throw asFedprotoError(err);
+    }
     let value;
     try {
       value = valueToProto(result === undefined ? null : result, "result");

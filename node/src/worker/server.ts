@@ -32,6 +32,9 @@ export interface WorkerServer {
   close(graceMs?: number): Promise<void>;
 }
 
+// How long a shutdown waits for a peer to answer the close handshake before cutting the connection.
+const CLOSE_WAIT_MS = 1000;
+
 // Above this many bytes waiting in a socket, a download waits for the socket before its next chunk.
 const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 
@@ -101,11 +104,25 @@ export function serveWebSocket(worker: Worker, options: ServeOptions = {}): Prom
           const closed = new Promise<void>((done) => wss.close(() => done()));
           await Promise.all([...sessions.values()].map((session) => session.shutdown(graceMs)));
           // Connections whose peer does not answer the close handshake are cut after a short wait.
-          const stragglers = [...sessions.keys()];
-          if (stragglers.length > 0) {
-            await new Promise((done) => setTimeout(done, 1000).unref());
-            for (const ws of stragglers) ws.terminate();
-          }
+          await Promise.all(
+            [...sessions.keys()].map(
+              (ws) =>
+                new Promise<void>((done) => {
+                  if (ws.readyState === ws.CLOSED) {
+                    done();
+                    return;
+                  }
+                  const timer = setTimeout(() => {
+                    ws.terminate();
+                    done();
+                  }, CLOSE_WAIT_MS);
+                  ws.once("close", () => {
+                    clearTimeout(timer);
+                    done();
+                  });
+                }),
+            ),
+          );
           await closed;
         },
       });

@@ -71,6 +71,12 @@ export const CloseCode = {
 /** The protocol versions this implementation speaks (§4.2). */
 export const SUPPORTED_VERSIONS: readonly number[] = [1];
 
+/** The smallest client frame limit a server honours (§4.6.3). */
+export const MIN_CLIENT_FRAME_BYTES = 1024;
+
+/** Details keys the spec requires on some Errors (§13.1.3); kept when an Error is shortened. */
+const REQUIRED_DETAILS = ["supported", "request_id"];
+
 /** The identity of every client of a server without tokens (§15.2.2). */
 export const ANONYMOUS = "anonymous";
 
@@ -346,7 +352,9 @@ export class ServerSession {
       identity = found;
     }
     this.identityName = identity;
-    this.clientMaxFrame = hello.maxFrameBytes > BigInt(Number.MAX_SAFE_INTEGER) ? 0 : Number(hello.maxFrameBytes);
+    const asked = hello.maxFrameBytes > BigInt(Number.MAX_SAFE_INTEGER) ? 0 : Number(hello.maxFrameBytes);
+    // §4.6.3: a non-zero limit below 1024 reads as 1024 (the Welcome and a short Error always fit).
+    this.clientMaxFrame = asked === 0 ? 0 : Math.max(asked, MIN_CLIENT_FRAME_BYTES);
     if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
     this.moveTo("open", "hello");
     const welcome = create(WelcomeSchema, {
@@ -604,17 +612,35 @@ export class ServerSession {
   }
 
   private sendError(requestId: bigint, error: FedprotoError): void {
-    let proto = errorToProto(error);
-    let frame = encodeEnvelope(makeEnvelope(requestId, { case: "error", value: proto }));
-    if (this.clientMaxFrame > 0 && frame.length > this.clientMaxFrame) {
-      // §3.4.4: never above the client's limit; an Error keeps its code and drops its words.
-      proto = errorToProto(error);
-      proto.message = "";
-      proto.details = {};
-      frame = encodeEnvelope(makeEnvelope(requestId, { case: "error", value: proto }));
-    }
     if (this.state === "closed") return;
-    this.output.send(frame);
+    this.output.send(this.errorFrame(requestId, error));
+  }
+
+  /**
+   * The frame of an Error, shortened to the client's limit when needed (§13.1.6): first only the required
+   * details and as much of the message as fits, then the code alone.
+   */
+  private errorFrame(requestId: bigint, error: FedprotoError): Uint8Array {
+    const proto = errorToProto(error);
+    const encode = (): Uint8Array => encodeEnvelope(makeEnvelope(requestId, { case: "error", value: proto }));
+    let frame = encode();
+    const limit = this.clientMaxFrame;
+    if (limit === 0 || frame.length <= limit) return frame;
+    proto.details = Object.fromEntries(Object.entries(proto.details).filter(([key]) => REQUIRED_DETAILS.includes(key)));
+    const message = Buffer.from(proto.message, "utf8");
+    proto.message = "";
+    const room = limit - encode().length - 8; // 8: the message field's tag and length, generously
+    if (room > 0) {
+      // Cut at a character boundary: decoding a prefix drops an incomplete last character.
+      proto.message = new TextDecoder().decode(message.subarray(0, room)).replace(/\uFFFD$/, "");
+    }
+    frame = encode();
+    if (frame.length > limit) {
+      proto.details = {};
+      proto.message = "";
+      frame = encode();
+    }
+    return frame;
   }
 
   private closeWith(code: number, reason: string): void {

@@ -1,0 +1,177 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
+import {
+  CallRequestSchema,
+  CancelSchema,
+  ChunkSchema,
+  DType,
+  ErrorCode,
+  GetObjectRequestSchema,
+  ListDatasetsRequestSchema,
+  ListMethodsRequestSchema,
+  SendObjectRequestSchema,
+  TensorInfoSchema,
+  type GetObjectReply,
+  type SendObjectReply,
+} from "../../src/wire/proto.js";
+import { chunkRanges, ChunkAssembler, EMPTY_SHA256, HostTensor, makeChunk, sha256, tensorToProto } from "../../src/wire/tensors.js";
+import { valueFromProto, valueToProto } from "../../src/wire/values.js";
+import type { Body } from "../../src/wire/envelope.js";
+import { conformanceWorker } from "../../src/worker/conformance.js";
+import { Peer, tick } from "./helpers.js";
+
+function connect(maxFrameBytes = 0n, limits = {}): Peer {
+  const peer = new Peer();
+  peer.session = conformanceWorker({ limits: { chunkBytes: 1024, maxFrameBytes: 4096, maxObjectBytes: 1 << 20, ...limits } }).openSession(peer);
+  peer.hello({ maxFrameBytes });
+  return peer;
+}
+
+const bytes = (n: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (i * 7 + 3) & 0xff);
+const announce = (id: string, n: number, digest: Uint8Array = new Uint8Array(0)): Body => ({
+  case: "sendObject",
+  value: create(SendObjectRequestSchema, {
+    id,
+    payload: {
+      case: "chunked",
+      value: create(TensorInfoSchema, { dtype: DType.DTYPE_UINT8, shape: [BigInt(n)], nbytes: BigInt(n), sha256: digest }),
+    },
+  }),
+});
+const get = (id: string): Body => ({ case: "getObject", value: create(GetObjectRequestSchema, { id }) });
+
+test("chunked upload with a trailing digest, then a chunked download (§7.3)", async () => {
+  const peer = connect();
+  const data = bytes(3000);
+  peer.put(2, announce("big", data.length));
+  const ranges = [...chunkRanges(data.length, 1024)];
+  ranges.forEach((range, i) => peer.put(2, { case: "chunk", value: makeChunk(data, range, i === ranges.length - 1 ? sha256(data) : undefined) }));
+  await tick();
+  const stored = peer.withId(2).at(-1)!;
+  assert.equal(stored.body.case, "sendObjectReply");
+  assert.deepEqual((stored.body.value as SendObjectReply).info?.tensor?.sha256, sha256(data));
+  const before = peer.received.length;
+  peer.put(3, get("big"));
+  await peer.waitFor(before + 4);
+  const frames = peer.withId(3);
+  assert.deepEqual(frames.map((f) => f.body.case), ["chunk", "chunk", "chunk", "getObjectReply"]);
+  const asm = new ChunkAssembler({ totalBytes: data.length, maxChunkBytes: 1024, trailingDigest: "ignore" });
+  for (const f of frames.slice(0, -1)) asm.push(f.body.value as ReturnType<typeof create<typeof ChunkSchema>>);
+  const reply = frames.at(-1)!.body.value as GetObjectReply;
+  assert.equal(reply.tensor, undefined);
+  assert.deepEqual(asm.finish(reply.info!.tensor!.sha256), data);
+});
+
+test("downloads fit the client's frame limit in smaller chunks (§7.3.19)", async () => {
+  const peer = connect(1100n);
+  const data = bytes(2500);
+  peer.put(2, announce("b", data.length, sha256(data)));
+  for (const range of chunkRanges(data.length, 1024)) peer.put(2, { case: "chunk", value: makeChunk(data, range) });
+  await tick();
+  const before = peer.received.length;
+  peer.put(3, get("b"));
+  await peer.waitFor(before + 4);
+  assert.ok(peer.frames.every((f) => f.length <= 1100));
+  assert.equal(peer.withId(3).at(-1)?.body.case, "getObjectReply");
+});
+
+test("upload errors: bad digest is DATA_LOSS, a bad chunk INVALID_ARGUMENT, nothing stored (§7.3.8, §7.3.10)", async () => {
+  const peer = connect();
+  const data = bytes(1500);
+  peer.put(2, announce("x", data.length, sha256(bytes(10))));
+  for (const range of chunkRanges(data.length, 1024)) peer.put(2, { case: "chunk", value: makeChunk(data, range) });
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.DATA_LOSS, 2n]);
+  peer.put(3, announce("x", data.length, sha256(data)));
+  peer.put(3, { case: "chunk", value: makeChunk(data, { offset: 1024, length: 476 }) });
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.INVALID_ARGUMENT, 3n]);
+  const count = peer.received.length;
+  peer.put(3, { case: "chunk", value: makeChunk(data, { offset: 0, length: 1024 }) }); // §7.3.12: ignored
+  await tick();
+  assert.equal(peer.received.length, count);
+  peer.put(4, get("x"));
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.NOT_FOUND, 4n]);
+});
+
+test("empty uploads complete at once; a wrong digest there is DATA_LOSS (§7.3.11, §7.3.35)", async () => {
+  const peer = connect();
+  peer.put(2, announce("e", 0));
+  await tick();
+  assert.equal(peer.withId(2).at(-1)?.body.case, "sendObjectReply");
+  peer.put(3, announce("e2", 0, EMPTY_SHA256));
+  await tick();
+  assert.equal(peer.withId(3).at(-1)?.body.case, "sendObjectReply");
+  peer.put(4, announce("e3", 0, sha256(bytes(1))));
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.DATA_LOSS, 4n]);
+});
+
+test("announcements are refused before any chunk: quota, existing id (§7.3.9)", async () => {
+  const peer = connect(0n, { maxObjectBytes: 2000 });
+  peer.put(2, announce("q", 3000, sha256(bytes(3000))));
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.RESOURCE_EXHAUSTED, 2n]);
+  peer.put(3, { case: "sendObject", value: create(SendObjectRequestSchema, { id: "i", payload: { case: "tensor", value: tensorToProto(HostTensor.create(DType.DTYPE_UINT8, [1], bytes(1))) } }) });
+  await tick();
+  peer.put(4, announce("i", 10, sha256(bytes(10))));
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.ALREADY_EXISTS, 4n]);
+});
+
+test("a cancelled upload stores nothing (§6.2.7)", async () => {
+  const peer = connect();
+  const data = bytes(2048);
+  peer.put(2, announce("c", data.length, sha256(data)));
+  peer.put(2, { case: "chunk", value: makeChunk(data, { offset: 0, length: 1024 }) });
+  peer.put(2, { case: "cancel", value: create(CancelSchema) });
+  peer.put(2, { case: "chunk", value: makeChunk(data, { offset: 1024, length: 1024 }) });
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.CANCELLED, 2n]);
+  peer.put(3, get("c"));
+  await tick();
+  assert.equal(peer.lastError().code, ErrorCode.NOT_FOUND);
+});
+
+test("conformance hooks: echo, fail, sleep (cancellable), notify before the reply, whoami (§18.2)", async () => {
+  const peer = connect();
+  const call = (id: number, method: string, args: Parameters<typeof valueToProto>[0][] = []): void =>
+    peer.put(id, { case: "call", value: create(CallRequestSchema, { method, args: args.map((a) => valueToProto(a)) }) });
+  call(2, "echo", [1n, 2.0, "s"]);
+  await tick();
+  const echoed = valueFromProto((peer.withId(2).at(-1)!.body.value as { result: Parameters<typeof valueFromProto>[0] }).result);
+  assert.deepEqual(echoed, new Map<string, unknown>([["args", [1n, 2, "s"]], ["kwargs", new Map()]]));
+  call(3, "fail", [16n, "lost"]);
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().message], [ErrorCode.DATA_LOSS, "lost"]);
+  call(4, "fail", [17n]);
+  await tick();
+  assert.equal(peer.lastError().code, ErrorCode.INVALID_ARGUMENT);
+  call(5, "sleep", [30n]);
+  peer.put(5, { case: "cancel", value: create(CancelSchema) });
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.CANCELLED, 5n]);
+  call(6, "sleep", [61.0]);
+  await tick();
+  assert.equal(peer.lastError().code, ErrorCode.INVALID_ARGUMENT);
+  call(7, "notify", ["topic", "payload"]);
+  await tick();
+  assert.deepEqual(peer.received.slice(-2).map((e) => [e.requestId, e.body.case]), [[0n, "notification"], [7n, "callReply"]]);
+  call(8, "whoami");
+  await tick();
+  assert.equal(valueFromProto((peer.withId(8).at(-1)!.body.value as { result: Parameters<typeof valueFromProto>[0] }).result), "anonymous");
+  peer.put(9, { case: "listMethods", value: create(ListMethodsRequestSchema) });
+  peer.put(10, { case: "listDatasets", value: create(ListDatasetsRequestSchema) });
+  await tick();
+  assert.deepEqual((peer.withId(9).at(-1)!.body.value as { methods: { name: string }[] }).methods.map((m) => m.name), ["echo", "fail", "notify", "sleep", "whoami"]);
+  assert.deepEqual((peer.withId(10).at(-1)!.body.value as { datasets: { key: string }[] }).datasets.map((d) => d.key), ["conformance"]);
+});
+
+test("a notification above the client's frame limit is not sent; notify answers RESOURCE_EXHAUSTED (§6.4.8)", async () => {
+  const peer = connect(1024n);
+  peer.put(2, { case: "call", value: create(CallRequestSchema, { method: "notify", args: [valueToProto("t"), valueToProto("x".repeat(2000))] }) });
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.RESOURCE_EXHAUSTED, 2n]);
+  assert.ok(!peer.received.some((e) => e.body.case === "notification"));
+});
