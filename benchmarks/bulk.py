@@ -7,7 +7,8 @@ memory each side added during one round trip, above what it held just before (th
 the tensor to send, the server holds nothing yet; the server keeps one copy and the client receives one,
 so 1x on each side is the floor).
 
-Transports: fedproto (``AsyncClient`` against ``fedproto.Worker``), bare ``websockets`` at its best frame
+Transports: fedproto (``AsyncClient`` against ``fedproto.Worker``, and the same client against the Node
+worker, ``benchmarks/node_worker_server.mjs``), bare ``websockets`` at its best frame
 size (the ceiling; the frame size is chosen by a sweep in the same run) and as one message, PySyft 0.2's
 wire, and grpcio unary calls with raw bytes.
 
@@ -35,15 +36,17 @@ from benchmarks.harness import (
     Target,
     child_env,
     machine,
+    node_worker,
     python,
     run_json,
     stats,
 )
 
 NAME = "bulk"
-TRANSPORTS = ("fedproto", "ws_bare", "ws_one_message", "pysyft", "grpc")
+TRANSPORTS = ("fedproto", "fedproto_node", "ws_bare", "ws_one_message", "pysyft", "grpc")
 LABELS = {
     "fedproto": "fedproto",
+    "fedproto_node": "fedproto, Node worker",
     "ws_bare": "bare websockets (best frame)",
     "ws_one_message": "bare websockets (one message)",
     "pysyft": "PySyft 0.2 wire",
@@ -180,7 +183,7 @@ class _Grpc(_Ops):
 
 
 def _ops(transport: str, port: int, frame: int) -> _Ops:
-    if transport == "fedproto":
+    if transport in ("fedproto", "fedproto_node"):  # the same Python client against either worker
         return _Fedproto(port)
     if transport in ("ws_bare", "ws_one_message"):
         return _WsBare(port, frame if transport == "ws_bare" else 0)
@@ -294,6 +297,8 @@ async def _sweep(args: argparse.Namespace) -> dict[str, Any]:
 def _server_cmd(transport: str) -> list[str]:
     if transport == "fedproto":
         return [*python(), "-m", "benchmarks.worker_server"]
+    if transport == "fedproto_node":
+        return node_worker()
     if transport in ("ws_bare", "ws_one_message"):
         return [*python(), "-m", "benchmarks.baselines.ws_bare", "--mode", "bulk"]
     if transport == "pysyft":
@@ -438,6 +443,16 @@ def _verdicts(table: list[dict[str, Any]], sizes: list[int]) -> tuple[list[Ratio
                     detail=f"{ours:.0f} vs {theirs:.0f} MB/s (round trip)",
                 )
             )
+    for size in sizes:  # the Node worker against the Python one, same client (a comparison, no target)
+        node, ours = by[("fedproto_node", size)]["mbps"], by[("fedproto", size)]["mbps"]
+        ratios.append(
+            Ratio(
+                what=f"bulk {size / MIB:g} MiB throughput, Node worker",
+                value=node / ours if ours else None,
+                baseline="fedproto (Python worker)",
+                detail=f"{node:.0f} vs {ours:.0f} MB/s (round trip)",
+            )
+        )
     largest = max(sizes)
     worst = {
         base: min(by[("fedproto", s)]["mbps"] / by[(base, s)]["mbps"] for s in sizes)

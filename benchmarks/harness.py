@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -360,6 +361,15 @@ def run_json(
 def python() -> list[str]:
     """The interpreter running the benchmarks (the project's venv)."""
     return [sys.executable]
+
+
+def node_worker() -> list[str]:
+    """The command of the Node worker under test (``benchmarks/node_worker_server.mjs``), which needs
+    ``node`` and the built package (``make node-build``)."""
+    script = BENCH_DIR / "node_worker_server.mjs"
+    if shutil.which("node") is None or not (REPO / "node" / "dist" / "worker" / "index.js").exists():
+        raise RuntimeError("the Node worker needs node and node/dist: run `make node-build` first")
+    return ["node", str(script)]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from typing import Any
 
 from benchmarks.harness import MIB, REPO
 
-WORKLOADS = ("bulk", "small", "fit", "federated")
+WORKLOADS = ("bulk", "small", "fit", "federated", "simulation")
 TITLES = {
     "bulk": "Bulk tensor transfer",
     "small": "Small requests",
     "fit": "Remote fit overhead",
     "federated": "A federated round against Flower",
+    "simulation": "A simulated federation against Flower's Ray simulation",
 }
 
 
@@ -132,7 +133,41 @@ def _plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
         made["federated"] = folder / "performance-federated.png"
         fig.savefig(made["federated"])
         plt.close(fig)
+    simulation = results.get("simulation")
+    if simulation and simulation.get("flower"):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+        stacks = (("fedproto", "fedproto (Ray)"), ("flower", f"Flower {simulation['flower']['flwr']} (Ray)"))
+        for key, label in stacks:
+            rounds = simulation[key]["rounds"]
+            left.plot([r["round"] for r in rounds], [r["seconds"] for r in rounds], marker=".", label=label)
+            right.plot(
+                [0] + [r["round"] for r in rounds],
+                [simulation[key]["initial_accuracy"]] + [r["accuracy"] for r in rounds],
+                marker=".",
+                label=label,
+            )
+        left.set_xlabel("round")
+        left.set_ylabel("wall time per round, s")
+        right.set_xlabel("round")
+        right.set_ylabel("test accuracy")
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        config = simulation["config"]
+        fig.suptitle(
+            f"{config['clients']} simulated clients, {config['fraction']:.0%} per round, "
+            f"on {machine_cpus(simulation)}"
+        )
+        fig.tight_layout()
+        made["simulation"] = folder / "performance-simulation.png"
+        fig.savefig(made["simulation"])
+        plt.close(fig)
     return made
+
+
+def machine_cpus(result: dict[str, Any]) -> str:
+    """``"2 CPUs"``: the machine a result was measured on."""
+    return f"{result.get('machine', {}).get('cpus', '?')} CPUs"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,7 +211,8 @@ def _bulk(result: dict[str, Any], plot: Path | None, docs: Path) -> list[str]:
         "",
         f"The bare websockets ceiling uses the frame size that moved {sweep['payload'] / MIB:g} MiB fastest "
         f"in the same run ({frames}; chosen: {sweep['best_frame'] >> 10} KiB); fedproto uses its default "
-        "1 MiB chunks.",
+        "1 MiB chunks. The Node worker rows are the same Python client against",
+        "`benchmarks/node_worker_server.mjs`.",
         "",
         "| transport | payload | MB/s (IQR) | send MB/s | get MB/s | CPU s/GB | peak client | peak server "
         "| rounds | intact |",
@@ -202,7 +238,8 @@ def _small(result: dict[str, Any], plot: Path | None, docs: Path) -> list[str]:
         "against a bare websockets echo of 64-byte messages (an id prefix matched to futures by a reader",
         "task) and grpcio unary echo calls of 64 bytes. Latency: one request in flight, every request timed.",
         "Throughput: that many tasks issuing requests back to back on one connection. The clients take turns",
-        "round after round; the servers run in their own processes.",
+        "round after round; the servers run in their own processes. The Node worker rows are the same Python",
+        "client against `benchmarks/node_worker_server.mjs` (the Node package's worker, same `echo`).",
         "",
         "| client | p50 | p99 | 1 in flight | 8 in flight | 64 in flight |",
         "|---|---|---|---|---|---|",
@@ -286,6 +323,80 @@ def _federated(result: dict[str, Any], plot: Path | None, docs: Path) -> list[st
     return lines
 
 
+def _simulation(result: dict[str, Any], plot: Path | None, docs: Path) -> list[str]:
+    config = result["config"]
+    ours = result["fedproto"]
+    per_round = max(1, int(config["fraction"] * config["clients"] + 1e-9))
+    lines = [
+        f"{config['clients']} virtual clients sharing scikit-learn's digits (IID, seeded), {per_round} "
+        f"sampled per round, {config['rounds']} rounds of FedAvg, {config['epochs']} local epoch, batch size "
+        f"{config['batch_size']}, SGD lr {config['lr']} with momentum 0.9 (fresh per fit), MLP "
+        f"{'-'.join(map(str, [64, *config['hidden'], 10]))}, on {config['num_cpus']} CPUs. fedproto: "
+        f'`fedproto.simulation.run(backend="{config["backend"]}")`, {config["workers"]} hosts (Ray '
+        "actors), each serving one fedproto worker holding its share of the clients' datasets, driven over",
+        "loopback WebSockets. Flower: `flwr.simulation.start_simulation` (its Ray virtual client engine, one",
+        "CPU per client actor) on the same clients' data. Both evaluate the global model on the held-out",
+        "test digits after each round, outside the timed span; the round time is the median after round 1.",
+        "",
+        "| stack | round (median after the first) | first round | all rounds | initial accuracy "
+        "| final accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    stacks = [("fedproto", "fedproto simulation")]
+    if result.get("flower"):
+        stacks.append(("flower", f"Flower {result['flower']['flwr']} simulation"))
+    for key, label in stacks:
+        side = result[key]
+        rounds = side["rounds"]
+        lines.append(
+            f"| {label} | {side['round_median_s']:.3f} s | {rounds[0]['seconds']:.3f} s"
+            f" | {sum(r['seconds'] for r in rounds):.1f} s | {side['initial_accuracy']:.3f}"
+            f" | {side['final_accuracy']:.3f} |"
+        )
+    slope = result.get("seconds_per_extra_client")
+    small = result.get("fedproto_small")
+    if slope is not None and small is not None:
+        lines += [
+            "",
+            f"One more client per round costs {1000 * slope:.1f} ms of round time: fedproto's median round "
+            "took "
+            f"{small['round_median_s']:.3f} s with {small['rounds'][0]['sampled']} clients per round "
+            f"and {ours['round_median_s']:.3f} s with {ours['rounds'][0]['sampled']}.",
+        ]
+    memory = result.get("memory") or []
+    if memory:
+        lines += [
+            "",
+            f"Coordinator memory with a {memory[0]['model_mib']:.1f} MiB model "
+            f"(MLP 64-{'-'.join(map(str, config['memory_hidden']))}-10): the most resident memory the",
+            "coordinator held during rounds 2 and later above its level at the end of round 1, in models",
+            "(the allocator maps blocks of 64 KiB or more on their own, so freed tensors leave at once and",
+            "the peak is live memory).",
+            "",
+            "| clients | reporting per round | peak above steady state | round (median) |",
+            "|---|---|---|---|",
+        ]
+        for row in memory:
+            lines.append(
+                f"| {row['clients']:,} | {row['per_round']} | {row['peak_extra_models']:.2f} models"
+                f" | {row['round_median_s']:.3f} s |"
+            )
+    if result.get("flower"):
+        lines += ["", *_ratios_table(result)]
+        if plot:
+            lines += ["", f"![simulated rounds]({_relative(plot, docs)})"]
+    else:
+        lines += [
+            "",
+            "Flower's simulation could not run here; the exact error:",
+            "",
+            "```",
+            result.get("flower_error", "?"),
+            "```",
+        ]
+    return lines
+
+
 def write_markdown(results: dict[str, Any], path: Path, plot_folder: Path | None = None) -> Path:
     """Write the summary (and its plots, next to it unless told otherwise); returns its path."""
     docs = path.parent
@@ -317,6 +428,7 @@ def write_markdown(results: dict[str, Any], path: Path, plot_folder: Path | None
         "small": lambda r: _small(r, plots.get("small"), docs),
         "fit": _fit,
         "federated": lambda r: _federated(r, plots.get("federated"), docs),
+        "simulation": lambda r: _simulation(r, plots.get("simulation"), docs),
     }
     for name in WORKLOADS:
         if name in results:

@@ -3,7 +3,8 @@
 fedproto's ``ping`` and a small custom call (``echo`` of 48 bytes, a plain function registered on the
 worker as a user would write it) against a bare ``websockets`` echo of 64-byte messages (an 8-byte id
 and a 56-byte body, matched to their futures by a reader task, the least a pipelining client needs),
-and grpcio unary echo calls of the same 64 bytes for reference.
+and grpcio unary echo calls of the same 64 bytes for reference. The same Python client also measures the
+Node worker (``benchmarks/node_worker_server.mjs``, the same echo method) beside the Python one.
 
 Latency: one request in flight, each timed, p50 and p99. Throughput: 1, 8 and 64 requests in flight on
 one connection (that many tasks issuing requests back to back), requests per second. Every server runs
@@ -19,7 +20,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from benchmarks.harness import Ratio, ServerProcess, Target, child_env, machine, percentile, python
+from benchmarks.harness import (
+    Ratio,
+    ServerProcess,
+    Target,
+    child_env,
+    machine,
+    node_worker,
+    percentile,
+    python,
+)
 
 NAME = "small"
 IN_FLIGHT = (1, 8, 64)
@@ -28,6 +38,8 @@ BARE_BODY = b"b" * 56  # 8-byte id + 56 bytes = 64 bytes
 LABELS = {
     "fedproto_ping": "fedproto ping",
     "fedproto_echo": "fedproto echo call",
+    "node_ping": "fedproto ping, Node worker",
+    "node_echo": "fedproto echo call, Node worker",
     "ws_echo": "bare websockets echo",
     "grpc_echo": "grpcio unary echo",
 }
@@ -70,12 +82,16 @@ async def _clients(ports: dict[str, int]) -> tuple[dict[str, Request], Callable[
     from benchmarks.baselines import grpc_raw, ws_bare
 
     client = await fedproto.AsyncClient.connect(f"ws://127.0.0.1:{ports['fedproto']}")
+    node = await fedproto.AsyncClient.connect(f"ws://127.0.0.1:{ports['node']}")
     bare = ws_bare.PipelinedEcho(await ws_bare.open_client(ports["ws"]))
     grpc_client = grpc_raw.Client(ports["grpc"])
     grpc_message = b"g" * 64
 
     async def fedproto_echo() -> None:
         assert await client.call("echo", ECHO_ARG) == ECHO_ARG
+
+    async def node_echo() -> None:
+        assert await node.call("echo", ECHO_ARG) == ECHO_ARG
 
     async def ws_echo() -> None:
         await bare.request(BARE_BODY)
@@ -85,12 +101,15 @@ async def _clients(ports: dict[str, int]) -> tuple[dict[str, Request], Callable[
 
     async def close() -> None:
         await client.close()
+        await node.close()
         await bare.close()
         grpc_client.close()
 
     requests: dict[str, Request] = {
         "fedproto_ping": client.ping,
         "fedproto_echo": fedproto_echo,
+        "node_ping": node.ping,
+        "node_echo": node_echo,
         "ws_echo": ws_echo,
         "grpc_echo": grpc_echo,
     }
@@ -135,6 +154,7 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, An
     env = child_env()
     with (
         ServerProcess([*python(), "-m", "benchmarks.worker_server"], env=env, name="worker") as worker,
+        ServerProcess(node_worker(), env=env, name="node-worker") as node_server,
         ServerProcess(
             [*python(), "-m", "benchmarks.baselines.ws_bare", "--mode", "echo"], env=env, name="ws"
         ) as ws,
@@ -144,6 +164,7 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, An
     ):
         ports = {
             "fedproto": int(worker.ready_line.split()[1]),
+            "node": int(node_server.ready_line.split()[1]),
             "ws": int(ws.ready_line.split()[1]),
             "grpc": int(grpc_server.ready_line.split()[1]),
         }
@@ -208,6 +229,25 @@ def _verdicts(measured: dict[str, Any]) -> tuple[list[Ratio], list[Target]]:
         targets.append(
             Target(
                 f"{label} >= 20,000 requests/s with 64 in flight", ours["rps"]["64"], ">=", 20000.0, unit="/s"
+            )
+        )
+    # The Node worker against the Python worker, same client, same run (no targets: a comparison).
+    for node_name, python_name in (("node_ping", "fedproto_ping"), ("node_echo", "fedproto_echo")):
+        node, python_row = measured[node_name], measured[python_name]
+        ratios.append(
+            Ratio(
+                f"{LABELS[node_name]} p50 latency (lower is better)",
+                node["p50_us"] / python_row["p50_us"],
+                f"{LABELS[python_name]} (Python worker)",
+                f"{node['p50_us']:.0f} vs {python_row['p50_us']:.0f} us",
+            )
+        )
+        ratios.append(
+            Ratio(
+                f"{LABELS[node_name]} requests/s, 64 in flight",
+                node["rps"]["64"] / python_row["rps"]["64"],
+                f"{LABELS[python_name]} (Python worker)",
+                f"{node['rps']['64']:.0f} vs {python_row['rps']['64']:.0f} /s",
             )
         )
     return ratios, targets
