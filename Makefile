@@ -46,7 +46,7 @@ proto: $(STAMP) $(NODE_STAMP)
 snapshot: $(STAMP)
 	$(PY) tools/wire_snapshot.py --write
 
-bench: $(STAMP)
+bench: $(STAMP) node-build
 	$(PY) -m benchmarks
 
 venv: $(STAMP)
