@@ -7,7 +7,7 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import expect_call
+from conformance.cases._common import call_request, expect_call
 from conformance.checks import check, fail
 from conformance.context import Context
 from conformance.registry import Level, case
@@ -20,6 +20,9 @@ from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
+
+
+CALLS = ("calls",)
 
 
 async def _supported_versions(ctx: Context) -> set[int]:
@@ -229,6 +232,32 @@ async def _case_second_hello(ctx: Context) -> None:
             f"after a second Hello whoami() says {who.string_value!r}, the Welcome said "
             f"{conn.welcome.identity!r}",
         )
+
+
+@case(
+    "handshake/4.4.5/second-hello-request-id-checks",
+    rule="A second hello is checked like every request first (§5.7): with request_id 0 it is answered as "
+    "§5.1.5 says (INVALID_ARGUMENT, request_id 0), and with the id of a request in flight as §5.2 says "
+    "(INVALID_ARGUMENT, request_id 0, details request_id); only then does §4.4.4 apply. In every case the "
+    "connection stays open.",
+    needs=CALLS,
+)
+async def _case_second_hello_ids(ctx: Context) -> None:
+    conn = await ctx.connect()
+    again = session_pb2.Hello(versions=[PROTOCOL_VERSION], token=ctx.settings.token)
+    await conn.send(make_envelope(0, "hello", again))
+    await conn.connection_error({ErrorCode.ERROR_CODE_INVALID_ARGUMENT})
+    rid = 77
+    await conn.request("call", call_request("sleep", 0.3), request_id=rid)
+    await conn.send(make_envelope(rid, "hello", again))
+    error = await conn.connection_error({ErrorCode.ERROR_CODE_INVALID_ARGUMENT})
+    check(
+        error.details.get("request_id") == str(rid),
+        f"the second Hello with an id in flight got details {dict(error.details)}, expected "
+        f"{{'request_id': '{rid}'}}",
+    )
+    (await conn.reply(rid)).expect("call_reply")  # the request in flight is unaffected
+    await conn.ping(b"still open")
 
 
 @case(
