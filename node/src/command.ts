@@ -1,7 +1,7 @@
 /**
  * The command line of `fedproto-node` (entry point `cli.ts`): `serve` runs a worker over WebSocket.
  *
- *     fedproto-node serve --port 9001 [--host 127.0.0.1] [--id ID] [--conformance]
+ *     fedproto-node serve --port 9001 [--host 127.0.0.1] [--id ID] [--conformance] [--no-notifications]
  *                         [--token-file FILE] [--dataset KEY=FILE.npz ...]
  *
  * Prints `listening on ws://HOST:PORT` once ready, stops cleanly on SIGTERM or SIGINT, and reports bad
@@ -14,7 +14,7 @@ import { Worker } from "./worker/worker.js";
 
 const USAGE =
   "usage: fedproto-node serve [--host HOST] [--port PORT] [--id ID] [--conformance] " +
-  "[--token-file FILE] [--dataset KEY=FILE.npz ...]";
+  "[--no-notifications] [--token-file FILE] [--dataset KEY=FILE.npz ...]";
 
 /** A command-line mistake: printed as one line, exit status 2. */
 export class UsageError extends Error {
@@ -53,6 +53,7 @@ export interface ServeArguments {
   port: number;
   id: string;
   conformance: boolean;
+  notifications: boolean;
   tokenFile: string | undefined;
   datasets: [string, string][];
 }
@@ -68,6 +69,7 @@ export function parseServeArguments(argv: string[]): ServeArguments {
         port: { type: "string", default: "8777" },
         id: { type: "string", default: "worker" },
         conformance: { type: "boolean", default: false },
+        "no-notifications": { type: "boolean", default: false },
         "token-file": { type: "string" },
         dataset: { type: "string", multiple: true, default: [] },
       },
@@ -93,6 +95,7 @@ export function parseServeArguments(argv: string[]): ServeArguments {
     port,
     id: v.id!,
     conformance: v.conformance === true,
+    notifications: v["no-notifications"] !== true,
     tokenFile: v["token-file"],
     datasets,
   };
@@ -101,7 +104,7 @@ export function parseServeArguments(argv: string[]): ServeArguments {
 /** Builds the worker `serve` runs. */
 export function buildWorker(args: ServeArguments): Worker {
   const tokens = args.tokenFile === undefined ? undefined : readTokenFile(args.tokenFile);
-  const options = { id: args.id, ...(tokens === undefined ? {} : { tokens }) };
+  const options = { id: args.id, notifications: args.notifications, ...(tokens === undefined ? {} : { tokens }) };
   const worker = args.conformance ? conformanceWorker(options) : new Worker(options);
   for (const [key, file] of args.datasets) {
     try {

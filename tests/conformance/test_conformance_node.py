@@ -28,7 +28,7 @@ READY = re.compile(r"^listening on (ws://\S+)$")
 
 #: Cases that cannot apply to the Node worker in the token run, and why.
 NOT_APPLICABLE = {
-    "calls/18.2.9/notify-needs-capability": "it advertises notifications",
+    "calls/18.2.9/notify-needs-capability": "it advertises notifications (the run without them covers it)",
     "auth/18.5.3/anonymous-identity": "this run uses tokens (the anonymous run covers it)",
     "auth/15.2.2/tokens-ignored-without-tokens": "this run uses tokens (the anonymous run covers it)",
 }
@@ -104,3 +104,13 @@ def test_node_worker_without_tokens() -> None:
     assert not failures, "\n".join(failures)
     passed = {r.case.id for r in run.results if r.verdict is Verdict.PASSED}
     assert {"auth/18.5.3/anonymous-identity", "auth/15.2.2/tokens-ignored-without-tokens"} <= passed
+
+
+def test_node_worker_without_notifications() -> None:
+    # The one case the token run cannot reach: notify on a server that does not advertise notifications.
+    with node_worker("--no-notifications") as url:
+        run = run_suite(url, ["calls/18.2", "framing/3.6"], max_examples=5, seed=13)
+    failures = [f"{r.case.id}: {r.detail}" for r in run.results if r.counts_as_failure]
+    assert not failures, "\n".join(failures)
+    passed = {r.case.id for r in run.results if r.verdict is Verdict.PASSED}
+    assert "calls/18.2.9/notify-needs-capability" in passed

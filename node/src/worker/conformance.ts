@@ -13,6 +13,8 @@ export interface ConformanceOptions {
   id?: string;
   tokens?: Readonly<Record<string, string | readonly string[]>>;
   limits?: Partial<Limits>;
+  /** Default true; without, `notify` answers UNIMPLEMENTED (§18.2.9). */
+  notifications?: boolean;
 }
 
 /** The longest `sleep` the hook accepts (§18.2.6). */
@@ -43,6 +45,7 @@ export function conformanceWorker(options: ConformanceOptions = {}): Worker {
     id: options.id ?? "conformance",
     limits: { ...CONFORMANCE_LIMITS, ...(options.limits ?? {}) },
     conformance: true,
+    notifications: options.notifications !== false,
     ...(options.tokens === undefined ? {} : { tokens: options.tokens }),
   });
   worker.addDataset("conformance", conformanceDataset());

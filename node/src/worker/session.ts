@@ -535,6 +535,10 @@ export class ServerSession {
         request.chunkReceiver = receiver;
       },
       notify(topic: string, payload: ValueInput): void {
+        if (!session.config.capabilities.includes("notifications")) {
+          // §6.4.2, §18.2.9
+          throw new UnimplementedError("this server does not send notifications (capability notifications)");
+        }
         const notification = create(NotificationSchema, { topic, payload: valueToProto(payload, "notification payload") });
         const frame = encodeEnvelope(makeEnvelope(0n, { case: "notification", value: notification }));
         if (session.clientMaxFrame > 0 && frame.length > session.clientMaxFrame) {

@@ -41,6 +41,8 @@ export interface WorkerOptions {
   limits?: Partial<Limits>;
   /** Also advertise `conformance` (§18); the caller adds the profile's dataset and methods. */
   conformance?: boolean;
+  /** Push notifications (§6.4); default true. Without, `notifications` is not advertised and none is sent. */
+  notifications?: boolean;
 }
 
 /** A fedproto server without training: objects, chunked transfers, datasets, custom calls, notifications. */
@@ -61,7 +63,8 @@ export class Worker {
     const limits = { ...DEFAULT_LIMITS, ...(options.limits ?? {}) };
     validateLimits(limits);
     this.limits = Object.freeze(limits);
-    this.capabilities = Object.freeze([...WORKER_CAPABILITIES, ...(options.conformance === true ? (["conformance"] as const) : [])]);
+    const offered = WORKER_CAPABILITIES.filter((c) => c !== "notifications" || options.notifications !== false);
+    this.capabilities = Object.freeze([...offered, ...(options.conformance === true ? (["conformance"] as const) : [])]);
     const byToken = new Map<string, string>();
     for (const [identity, tokens] of Object.entries(options.tokens ?? {})) {
       if (identity === "") throw new TypeError("an identity name must not be empty");

@@ -175,3 +175,15 @@ test("a notification above the client's frame limit is not sent; notify answers 
   assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.RESOURCE_EXHAUSTED, 2n]);
   assert.ok(!peer.received.some((e) => e.body.case === "notification"));
 });
+
+test("without notifications, notify answers UNIMPLEMENTED and nothing is pushed (§6.4.2, §18.2.9)", async () => {
+  const peer = new Peer();
+  const worker = conformanceWorker({ notifications: false });
+  assert.ok(!worker.capabilities.includes("notifications"));
+  peer.session = worker.openSession(peer);
+  peer.hello();
+  peer.put(2, { case: "call", value: create(CallRequestSchema, { method: "notify", args: [valueToProto("t"), valueToProto(1n)] }) });
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.UNIMPLEMENTED, 2n]);
+  assert.ok(!peer.received.some((e) => e.body.case === "notification"));
+});
