@@ -23,7 +23,6 @@ from conformance.cases._common import (
     float_tensor,
     refused,
     send_tensor,
-    start_upload,
     store,
     store_listing,
     uint8_header,
@@ -51,18 +50,12 @@ CHUNKED = ("objects", "chunked")
 
 def _check_info(info: objects_pb2.ObjectInfo, object_id: str, tensor: tensor_pb2.Tensor, where: str) -> None:
     check(info.id == object_id, f"{where}: info.id is {info.id!r}, expected {object_id!r}")
-    check(
-        info.tensor.dtype == tensor.dtype,
-        f"{where}: info.tensor.dtype is {dtype_name(info.tensor.dtype)}, sent {dtype_name(tensor.dtype)}",
-    )
-    check(
-        list(info.tensor.shape) == list(tensor.shape),
-        f"{where}: info.tensor.shape is {list(info.tensor.shape)}, sent {list(tensor.shape)}",
-    )
-    check(
-        info.tensor.nbytes == len(tensor.data),
-        f"{where}: info.tensor.nbytes is {info.tensor.nbytes}, the tensor has {len(tensor.data)} bytes",
-    )
+    for field, got, sent in (
+        ("dtype", dtype_name(info.tensor.dtype), dtype_name(tensor.dtype)),
+        ("shape", list(info.tensor.shape), list(tensor.shape)),
+        ("nbytes", info.tensor.nbytes, len(tensor.data)),
+    ):
+        check(got == sent, f"{where}: info.tensor.{field} is {got}, the tensor sent has {sent}")
 
 
 # -- send and get ------------------------------------------------------------------------------------
@@ -82,10 +75,7 @@ async def _case_send_reply(ctx: Context) -> None:
     _check_info(info, object_id, tensor, "SendObjectReply")
     check(list(info.tags) == ["b", "a"], f"SendObjectReply: tags are {list(info.tags)}, sent ['b', 'a']")
     check(info.description == "three floats", f"SendObjectReply: description is {info.description!r}")
-    check(
-        info.tensor.sha256 == sha256(tensor.data),
-        "SendObjectReply: info.tensor.sha256 is not the data's SHA-256",
-    )
+    check(info.tensor.sha256 == sha256(tensor.data), "SendObjectReply: info.tensor.sha256 is not the data's")
 
 
 @case(
@@ -562,9 +552,7 @@ async def _case_isolated(ctx: Context) -> None:
     object_id = ctx.unique()
     await store(mine, object_id, float_tensor([1.0]), tags=["secret"])
     await expect_absent(theirs, object_id, "for an object of another identity")
-    await theirs.expect_error(
-        "delete_object", objects_pb2.DeleteObjectRequest(id=object_id), ErrorCode.ERROR_CODE_NOT_FOUND
-    )
+    await _delete(object_id, NOT_FOUND, why="of another identity's object").send(theirs)
     listed = await store_listing(theirs)
     check(not listed, f"list_objects of the second identity shows {[o.id for o in listed]}")
     count = (await theirs.expect("count_objects", objects_pb2.CountObjectsRequest())).count
@@ -573,11 +561,8 @@ async def _case_isolated(ctx: Context) -> None:
     check(not found, "search_objects of the second identity finds the first identity's object")
     removed = (await theirs.expect("clear_objects", objects_pb2.ClearObjectsRequest())).removed
     check(removed == 0, f"clear_objects of the second identity removed {removed}")
-    got = await download(mine, object_id)
-    check(
-        got.data == float_tensor([1.0]).data,
-        "another identity's clear_objects changed this identity's object",
-    )
+    kept = (await download(mine, object_id)).data == float_tensor([1.0]).data
+    check(kept, "another identity's clear_objects changed this identity's object")
 
 
 @case(
@@ -592,13 +577,11 @@ async def _case_same_id(ctx: Context) -> None:
     object_id = ctx.unique()
     await store(mine, object_id, float_tensor([1.0]))
     await store(theirs, object_id, float_tensor([2.0, 2.0]))
-    a = await download(mine, object_id)
-    b = await download(theirs, object_id)
-    check(
-        a.data == float_tensor([1.0]).data,
-        "the first identity's object changed when another stored the same id",
-    )
-    check(b.data == float_tensor([2.0, 2.0]).data, "the second identity reads the other identity's object")
+    for conn, tensor, problem in (
+        (mine, float_tensor([1.0]), "the first identity's object changed when another stored the same id"),
+        (theirs, float_tensor([2.0, 2.0]), "the second identity reads the other identity's object"),
+    ):
+        check((await download(conn, object_id)).data == tensor.data, problem)
 
 
 @case(
@@ -819,10 +802,8 @@ async def _case_trailing_digest(ctx: Context) -> None:
     data = _payload(8, 2 * cb + 3)
     conn = await ctx.connect()
     info, _ = await _round_trip(ctx, conn, data, "an upload with its digest in the last chunk", trailing=True)
-    check(
-        info.tensor.sha256 == sha256(data),
-        "the SendObjectReply of an upload with a trailing digest does not give the payload's SHA-256",
-    )
+    wrong_sha = "the SendObjectReply of an upload with a trailing digest does not give the payload's SHA-256"
+    check(info.tensor.sha256 == sha256(data), wrong_sha)
     wrong = bytearray(sha256(data))
     wrong[-1] ^= 0x80
     sizes = chunk_sizes(len(data), cb)
@@ -877,17 +858,7 @@ async def _misplaced_digest(ctx: Context, how: str, extra: int, seed: int) -> No
     needs=CHUNKED,
 )
 async def _case_empty_without_digest(ctx: Context) -> None:
-    async with await ctx.connect() as conn:
-        object_id = ctx.unique("empty-trail")
-        rid = await start_upload(
-            conn, object_id, dtype=tensor_pb2.DTYPE_UINT8, shape=[0], nbytes=0, digest=b""
-        )
-        reply = await conn.reply(rid)
-        if reply.kind != "send_object_reply":
-            fail(f"an empty upload with no digest was answered with {reply.describe()}")
-        got = await download(conn, object_id)
-        check(got.data == b"", "an empty upload came back with bytes")
-        await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
+    await _empty_upload(ctx, tensor_pb2.DTYPE_UINT8, [0], b"", "an empty upload with no digest")
 
 
 def _bad_info(ctx: Context, conn: Connection) -> list[Probe]:
@@ -957,17 +928,25 @@ register(
     needs=CHUNKED,
 )
 async def _case_empty_upload(ctx: Context) -> None:
-    conn = await ctx.connect()
-    object_id = ctx.unique("empty")
-    rid = await start_upload(
-        conn, object_id, dtype=tensor_pb2.DTYPE_FLOAT32, shape=[0, 4], nbytes=0, digest=EMPTY_SHA256
+    await _empty_upload(
+        ctx, tensor_pb2.DTYPE_FLOAT32, [0, 4], EMPTY_SHA256, "an empty upload of shape [0, 4]"
     )
-    info = (await conn.reply(rid)).expect("send_object_reply").info
-    check(
-        list(info.tensor.shape) == [0, 4], f"the empty upload was stored with shape {list(info.tensor.shape)}"
-    )
-    got = await download(conn, object_id)
-    check(got.data == b"" and got.shape == [0, 4], "the empty upload reads back as something else")
+
+
+async def _empty_upload(ctx: Context, dtype: int, shape: list[int], digest: bytes, what: str) -> None:
+    """An upload with nbytes 0 is stored on its header alone and reads back empty, with its shape."""
+    async with await ctx.connect() as conn:
+        object_id = ctx.unique("empty")
+        reply = await conn.call(
+            "send_object", upload_header(object_id, dtype=dtype, shape=shape, nbytes=0, digest=digest)
+        )
+        if reply.kind != "send_object_reply":
+            fail(f"{what} was answered with {reply.describe()}")
+        stored = list(reply.envelope.send_object_reply.info.tensor.shape)
+        check(stored == shape, f"{what} was stored with shape {stored}")
+        got = await download(conn, object_id)
+        check(got.data == b"" and got.shape == shape, f"{what} reads back as something else")
+        await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
 
 
 @case(
