@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import strategies as st
 
-from conformance.cases._common import call, call_request, check_examples, expect_call, refused
+from conformance.cases._common import Stopwatch, call, call_request, check_examples, expect_call, refused
 from conformance.cases._table import Probe, Row, Then, register
 from conformance.checks import check, fail, skip
 from conformance.context import Context
@@ -332,9 +331,9 @@ register(
 )
 async def _case_sleep(ctx: Context) -> None:
     conn = await ctx.connect()
-    started = time.monotonic()
+    watch = Stopwatch()
     result = await expect_call(conn, "sleep", 0.25)
-    elapsed = time.monotonic() - started
+    elapsed = watch.elapsed
     check(result.WhichOneof("kind") == "double_value", f"sleep(0.25) returned {result}, expected a double")
     check(result.double_value == 0.25, f"sleep(0.25) returned {result.double_value}")
     check(elapsed >= 0.24, f"sleep(0.25) returned after {elapsed:.3f} s")

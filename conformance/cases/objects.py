@@ -183,7 +183,7 @@ def _send(
     return _probe("send_object", request, object_id, codes, why, then)
 
 
-def _holds(ctx: Context, object_id: str, data: bytes, message: str) -> Then:
+def _holds(object_id: str, data: bytes, message: str) -> Then:
     """A check that ``object_id`` reads back as ``data``."""
 
     async def then(conn: Connection, _: Reply) -> None:
@@ -214,13 +214,13 @@ def _already_exists(ctx: Context, conn: Connection) -> list[Probe]:
     kept = "a send_object refused with ALREADY_EXISTS still changed the object (§9.10.1)"
     return [
         _send(object_id, first),
-        _send(object_id, float_tensor([2.0, 3.0]), EXISTS, then=_holds(ctx, object_id, first.data, kept)),
+        _send(object_id, float_tensor([2.0, 3.0]), EXISTS, then=_holds(object_id, first.data, kept)),
     ]
 
 
 def _get_after_delete(ctx: Context, conn: Connection) -> list[Probe]:
     object_id, again = ctx.unique(), float_tensor([3.0])
-    reused = _holds(ctx, object_id, again.data, "an id used again after a delete returns other bytes")
+    reused = _holds(object_id, again.data, "an id used again after a delete returns other bytes")
     return [
         _send(object_id, float_tensor([1.0, 2.0])),
         _delete(object_id),
