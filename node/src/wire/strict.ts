@@ -124,6 +124,13 @@ function accepts(spec: FieldSpec, wire: number): boolean {
 
 /** Reads a varint at `pos` (at most 10 bytes); returns [value, next position]. */
 function readVarint(buf: Uint8Array, pos: number, end: number): [bigint, number] {
+  // Fast path: tags and lengths are almost always at most 4 bytes (28 bits), exact in a Number.
+  let small = 0;
+  for (let i = 0; i < 4 && pos + i < end; i++) {
+    const byte = buf[pos + i]!;
+    small += (byte & 0x7f) * 2 ** (7 * i);
+    if ((byte & 0x80) === 0) return [BigInt(small), pos + i + 1];
+  }
   let value = 0n;
   for (let i = 0; i < 10; i++) {
     if (pos >= end) throw new WireFormatError("truncated varint");
