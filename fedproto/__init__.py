@@ -14,6 +14,7 @@ from fedproto.errors import (
     DataLossError,
     DeadlineExceededError,
     ErrorCode,
+    EventLoopRunningError,
     FailedPreconditionError,
     FedprotoError,
     InternalError,
@@ -29,6 +30,7 @@ from fedproto.errors import (
     UnavailableError,
     UnimplementedError,
     UnsupportedVersionError,
+    WorkerLoadError,
 )
 from fedproto.federated import FedAvg, FedAvgError, RoundRecord, WorkerRound, average_weights
 from fedproto.server import CallContext, Worker, rpc
@@ -59,6 +61,7 @@ __all__ = [
     "DatasetDescription",
     "DeadlineExceededError",
     "ErrorCode",
+    "EventLoopRunningError",
     "EvaluateResult",
     "FailedPreconditionError",
     "FedAvg",
@@ -90,6 +93,7 @@ __all__ = [
     "UnimplementedError",
     "UnsupportedVersionError",
     "Worker",
+    "WorkerLoadError",
     "WorkerRound",
     "__version__",
     "average_weights",

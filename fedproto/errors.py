@@ -21,6 +21,7 @@ __all__ = [
     "DataLossError",
     "DeadlineExceededError",
     "ErrorCode",
+    "EventLoopRunningError",
     "FailedPreconditionError",
     "FedprotoError",
     "InternalError",
@@ -36,6 +37,7 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "UnsupportedVersionError",
+    "WorkerLoadError",
     "error_class_for",
 ]
 
@@ -73,6 +75,22 @@ class ConnectionClosedError(FedprotoError):
         super().__init__(message)
         self.close_code = close_code
         self.reason = reason
+
+
+class EventLoopRunningError(FedprotoError, RuntimeError):
+    """A blocking entry point (``Worker.run``) was called where an event loop already runs.
+
+    Blocking there would stall that loop (a notebook's, or asyncio code's) for as long as the worker
+    serves; the message says what to call instead.
+    """
+
+
+class WorkerLoadError(FedprotoError, ValueError):
+    """A worker or its methods could not be loaded from ``MODULE:ATTRIBUTE`` (``fedproto serve``).
+
+    The message is one line naming what was asked for and what went wrong: a module that does not
+    import, an attribute it lacks, a factory that fails or returns something that is not a worker.
+    """
 
 
 class ProtocolError(FedprotoError):

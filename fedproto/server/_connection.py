@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import secrets
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -39,7 +40,7 @@ from fedproto.session import (
     UploadStarted,
 )
 
-__all__ = ["ServerConnectionHandler"]
+__all__ = ["ServerConnectionHandler", "internal_error"]
 
 log = logging.getLogger("fedproto.worker")
 
@@ -53,11 +54,16 @@ class ServerConnectionHandler:
     """Serves one client connection: frames through ``session``, requests through ``dispatch``.
 
     The handler is the :class:`~fedproto.server.dispatch.Connection` that ``dispatch`` receives with
-    each request.
+    each request. A request that fails with an unexpected exception ends with ``INTERNAL``: a generic
+    message and an error id the log shows beside the traceback, or, with ``expose_errors``, the
+    exception's type and text (see :func:`internal_error`).
     """
 
-    def __init__(self, dispatch: Dispatch, ws: ServerConnection, session: ServerSession) -> None:
+    def __init__(
+        self, dispatch: Dispatch, ws: ServerConnection, session: ServerSession, *, expose_errors: bool = False
+    ) -> None:
         self._dispatch = dispatch
+        self.expose_errors = expose_errors
         self.ws = ws
         self.session = session
         self.peer = _peer(ws)
@@ -239,8 +245,15 @@ class ServerConnectionHandler:
         except ProtocolError as error:
             await self._fail(rid, error)
         except Exception as exc:
-            log.exception("request failed peer=%s identity=%s kind=%s", self.peer, self.identity, event.kind)
-            await self._fail(rid, InternalError(f"{type(exc).__name__}: {exc}"))
+            error = internal_error(exc, expose=self.expose_errors)
+            log.exception(
+                "request failed error_id=%s peer=%s identity=%s kind=%s",
+                error.details["error_id"],
+                self.peer,
+                self.identity,
+                event.kind,
+            )
+            await self._fail(rid, error)
 
     async def _fail(self, rid: int, error: ProtocolError) -> None:
         if self.session.is_in_flight(rid):
@@ -284,6 +297,21 @@ class ServerConnectionHandler:
         self._closing = True
         with contextlib.suppress(Exception):
             await self.ws.close(CloseCode.GOING_AWAY, "worker shutting down")
+
+
+def internal_error(exc: BaseException, *, expose: bool = False) -> InternalError:
+    """The INTERNAL error a client gets for an unexpected exception (docs/protocol.md §11.4, §13.1.7).
+
+    Its details carry ``error_id``, 8 random hex digits the worker logs beside the traceback, so the
+    owner can find the failure a user reports without the user ever seeing paths, values or
+    configuration. Only with ``expose`` does the message carry the exception's type and text.
+    """
+    error_id = secrets.token_hex(4)
+    if expose:
+        message = f"{type(exc).__name__}: {exc} (error id {error_id})"
+    else:
+        message = f"the worker failed to handle the request (error id {error_id}; its log has the details)"
+    return InternalError(message, details={"error_id": error_id})
 
 
 def _peer(ws: ServerConnection) -> str:

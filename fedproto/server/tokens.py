@@ -68,6 +68,11 @@ class TokenTable:
         """Whether clients must present a token (False: every client is :data:`ANONYMOUS`)."""
         return bool(self._secrets)
 
+    @property
+    def identities(self) -> frozenset[str]:
+        """The identities tokens map to (empty when no token is required)."""
+        return frozenset(identity for _, identity in self._secrets)
+
     def authenticate(self, token: str) -> str | None:
         """The identity ``token`` belongs to, :data:`ANONYMOUS` when none is required, None if refused."""
         if not self._secrets:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -28,6 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from fedproto import transport
 from fedproto.datasets import Dataset, as_dataset, load_dataset_file
+from fedproto.errors import EventLoopRunningError
 from fedproto.hashing import BackgroundSha256
 from fedproto.server._connection import ServerConnectionHandler
 from fedproto.server.dispatch import dispatcher
@@ -71,6 +73,12 @@ class Worker:
     Model work runs on one training thread with ``training_threads`` PyTorch intra-op threads (default:
     what PyTorch had); creating a worker sets the creating thread's own intra-op threads to 1, so that
     the two never compete for the cores.
+
+    When a request fails with an unexpected exception (a bug, or an exposed method raising something
+    other than a :class:`~fedproto.ProtocolError`), the client gets ``INTERNAL`` with a generic message
+    and a short error id, and the worker logs the id beside the traceback (docs/protocol.md §13.1.7).
+    ``expose_errors=True`` sends the exception's type and text instead, for development. A method that
+    means to tell the client something raises a ``ProtocolError`` subclass, which reaches it as-is.
     """
 
     def __init__(
@@ -83,8 +91,11 @@ class Worker:
         shutdown_grace: float = 5.0,
         max_threads: int = 32,
         training_threads: int | None = None,
+        expose_errors: bool = False,
     ) -> None:
         self.id = id
+        #: Send unexpected exceptions' text to clients (default: a generic message and an error id).
+        self.expose_errors = expose_errors
         self.shutdown_grace = shutdown_grace
         self._tokens = TokenTable(tokens)
         limits = limits or Limits()
@@ -210,6 +221,10 @@ class Worker:
 
     # -- serving ----------------------------------------------------------------------------------
 
+    def set_tokens(self, tokens: Mapping[str, str] | Iterable[str] | None) -> None:
+        """Replace the tokens clients may present (as the constructor's ``tokens``); set before serving."""
+        self._tokens = TokenTable(tokens)
+
     def authenticate(self, token: str) -> str | None:
         """Map a Hello token to an identity (None: refused). Compares in constant time (section 15)."""
         return self._tokens.authenticate(token)
@@ -242,7 +257,14 @@ class Worker:
             **transport.server_options(self.limits.max_frame_bytes),
         )
         self._tls = ssl_context is not None
-        log.info("worker %s listening on %s", self.id, self.url)
+        identities = len(self._tokens.identities)
+        log.info(
+            "worker %s listening on %s (%s, %s)",
+            self.id,
+            self.url,
+            f"{identities} identit{'y' if identities == 1 else 'ies'}" if identities else "no token required",
+            "TLS" if self._tls else "no TLS",
+        )
 
     @property
     def port(self) -> int:
@@ -306,11 +328,26 @@ class Worker:
         tls_cert: str | Path | None = None,
         tls_key: str | Path | None = None,
     ) -> None:
-        """Serve until SIGINT/SIGTERM (or Ctrl-C), blocking. Works even where a loop already runs.
+        """Serve until SIGINT/SIGTERM (or Ctrl-C), blocking: the entry point of a script.
 
-        In a notebook (an event loop already running in this thread) the worker gets its own loop in a
-        background thread, and this call blocks until it is interrupted, like it does in a script.
+        Where an event loop already runs in this thread (asyncio code, a notebook), blocking would stall
+        that loop: this raises :class:`~fedproto.EventLoopRunningError`; use
+        ``await worker.serve(host, port)`` there instead.
+
+        The worker logs to the ``fedproto.worker`` logger ("listening on URL" when ready). When the
+        program has configured no logging at all, this adds a handler printing fedproto's INFO
+        messages to stderr, so a plain script shows them; see :func:`_log_to_stderr_if_unconfigured`.
         """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise EventLoopRunningError(
+                "Worker.run() blocks, and an event loop is already running in this thread: "
+                "use 'await worker.serve(host, port)' instead"
+            )
+        _log_to_stderr_if_unconfigured()
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
@@ -320,20 +357,7 @@ class Worker:
                         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
             await self.serve(host, port, tls_cert=tls_cert, tls_key=tls_key)
 
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            asyncio.run(main())
-            return
-        thread = threading.Thread(target=asyncio.run, args=(main(),), name=f"fedproto-{self.id}", daemon=True)
-        thread.start()
-        try:
-            while thread.is_alive():
-                thread.join(0.2)
-        except KeyboardInterrupt:
-            if self._loop is not None:
-                asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result(self.shutdown_grace + 10)
-            thread.join()
+        asyncio.run(main())
 
     async def notify(self, topic: str, payload: Any = None, *, identity: str | None = None) -> int:
         """Push a notification to every connected client (or those of one identity); returns how many."""
@@ -351,7 +375,7 @@ class Worker:
             check_upload=self._check_upload,
             hasher=BackgroundSha256,
         )
-        handler = ServerConnectionHandler(self._dispatch, ws, session)
+        handler = ServerConnectionHandler(self._dispatch, ws, session, expose_errors=self.expose_errors)
         self._connections.add(handler)
         try:
             await handler.run()
@@ -383,3 +407,29 @@ class Worker:
     def dataset(self, key: str) -> Dataset:
         """The dataset called ``key`` (NOT_FOUND otherwise)."""
         return self.services.dataset(key)
+
+
+#: The handler :func:`_log_to_stderr_if_unconfigured` added, so that it is added once only.
+_stderr_handler: logging.Handler | None = None
+
+
+def _log_to_stderr_if_unconfigured() -> None:
+    """Show fedproto's INFO messages on stderr when the program configured no logging.
+
+    Libraries should leave logging to the application, but :meth:`Worker.run` *is* the application's
+    entry point in a plain script, and Python's last-resort handler prints only warnings: "listening
+    on" would never show. So, as ``uvicorn.run`` and ``flask run`` do, the blocking entry point sets up
+    minimal output, and only when nothing else did: once any handler is configured anywhere up the
+    logger tree (``logging.basicConfig``, the ``fedproto`` command line, a framework), this does
+    nothing and the application keeps full control. Plain text, not rich: log lines stay greppable.
+    """
+    global _stderr_handler
+    package_log = logging.getLogger("fedproto")
+    if _stderr_handler is not None or package_log.hasHandlers():
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_log.addHandler(handler)
+    if package_log.level == logging.NOTSET:
+        package_log.setLevel(logging.INFO)
+    _stderr_handler = handler

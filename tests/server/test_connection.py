@@ -8,6 +8,7 @@ a bug, overruns its deadline, gets cancelled); shutdown drains, then says goodby
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from websockets.frames import Close
 
 from fedproto import codec
 from fedproto.errors import ErrorCode, NotFoundError
-from fedproto.server._connection import ServerConnectionHandler
+from fedproto.server._connection import ServerConnectionHandler, internal_error
 from fedproto.server.dispatch import Connection, Reply
 from fedproto.session import ClientSession, CloseCode, RequestReceived, ServerSession
 from fedproto.types import Limits
@@ -156,7 +157,33 @@ async def test_protocol_errors_and_bugs_become_error_replies(harness_for) -> Non
     rid = h.request(list_objects=objects_pb2.ListObjectsRequest())
     error = await h.ws.next_sent()
     assert error.request_id == rid and error.error.code == ErrorCode.INTERNAL
-    assert "KeyError" in error.error.message
+    # a bug's text stays on the worker: the client gets a generic message and an id the log shows too
+    error_id = error.error.details["error_id"]
+    assert re.fullmatch("[0-9a-f]{8}", error_id) and error_id in error.error.message
+    assert "KeyError" not in error.error.message and "a bug" not in error.error.message
+
+
+async def test_an_unexpected_exception_is_logged_with_its_error_id(harness_for, caplog) -> None:
+    async def dispatch(conn: Connection, event: RequestReceived) -> Reply:
+        raise ValueError("kaboom secret path /etc/x")
+
+    h = await harness_for(dispatch)
+    h.request(list_objects=objects_pb2.ListObjectsRequest())
+    error = await h.ws.next_sent()
+    error_id = error.error.details["error_id"]
+    assert "/etc/x" not in error.error.message
+    [record] = [r for r in caplog.records if r.getMessage().startswith("request failed")]
+    assert f"error_id={error_id}" in record.getMessage() and record.exc_info is not None
+    assert "kaboom secret path /etc/x" in str(record.exc_info[1])
+
+
+def test_expose_errors_sends_the_exception_text() -> None:
+    error = internal_error(ValueError("kaboom"), expose=True)
+    assert error.code == ErrorCode.INTERNAL and error.message.startswith("ValueError: kaboom (error id ")
+    assert error.details["error_id"] in error.message
+    # two failures never share an id
+    ids = {internal_error(ValueError()).details["error_id"] for _ in range(20)}
+    assert len(ids) == 20
 
 
 async def test_requests_run_concurrently(harness_for) -> None:

@@ -9,6 +9,10 @@ import dataclasses
 import hashlib
 import io
 import pickle
+import re
+import signal
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -831,20 +835,43 @@ async def test_a_failing_method_is_internal_without_internals(make_worker) -> No
 
     @w.method
     def broken() -> None:
-        raise RuntimeError("the disk is full")
+        raise RuntimeError("the disk is full at /srv/data/secret.py")
 
     @w.method
     def unrepresentable() -> object:
         return object()
 
+    @w.method
+    def deliberate() -> None:
+        raise fedproto.ResourceExhaustedError("the colony is full", details={"limit": "3"})
+
     async with client_of(w) as c:
         with pytest.raises(fedproto.InternalError) as info:
             await c.call("broken")
-        assert "the disk is full" in info.value.message
-        assert "Traceback" not in info.value.message and ".py" not in info.value.message
+        assert "disk" not in info.value.message and ".py" not in info.value.message
+        assert info.value.details["error_id"] in info.value.message  # §13.1.7
         with pytest.raises(fedproto.InternalError):
             await c.call("unrepresentable")
+        # a ProtocolError raised on purpose reaches the client as it was raised (§11.4.1)
+        with pytest.raises(fedproto.ResourceExhaustedError) as deliberate_info:
+            await c.call("deliberate")
+        assert deliberate_info.value.message == "the colony is full"
+        assert deliberate_info.value.details == {"limit": "3"}
         await c.ping()
+
+
+async def test_expose_errors_sends_a_failing_methods_own_message(make_worker) -> None:
+    w = await make_worker(conformance=False, expose_errors=True)
+
+    @w.method
+    def broken() -> None:
+        raise RuntimeError("the disk is full")
+
+    async with client_of(w) as c:
+        with pytest.raises(fedproto.InternalError) as info:
+            await c.call("broken")
+        assert info.value.message.startswith("RuntimeError: the disk is full (error id ")
+        assert "Traceback" not in info.value.message
 
 
 async def test_chunked_upload_counts_once_toward_the_in_flight_limit(make_worker) -> None:
@@ -986,3 +1013,39 @@ async def test_model_bytes_that_are_not_torchscript_are_never_unpickled(
                 )
                 await expect_error(ws, ErrorCode.INVALID_ARGUMENT, rid)
     assert not marker.exists()
+
+
+# -- run(): the blocking entry point -------------------------------------------------------------------
+
+
+async def test_run_inside_a_running_loop_says_to_await_serve() -> None:
+    w = fedproto.Worker("looped")
+    with pytest.raises(fedproto.EventLoopRunningError, match=r"await worker\.serve\(host, port\)"):
+        w.run("127.0.0.1", 0)
+    assert w._server is None  # nothing was started
+
+
+def test_run_in_a_plain_script_says_where_it_listens_on_stderr(tmp_path: Path) -> None:
+    script = tmp_path / "serve.py"
+    script.write_text(
+        "import fedproto\n"
+        "fedproto.Worker('scripted', tokens={'a': 'tok-a', 'b': 'tok-b'}).run('127.0.0.1', 0)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        line = ""
+        for _ in range(50):  # bounded: a few lines of output before the one we want
+            line = process.stderr.readline()
+            if "listening on" in line or not line:
+                break
+        expected = r"worker scripted listening on ws://127\.0\.0\.1:\d+ \(2 identities, no TLS\)"
+        assert re.search(expected, line), line
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(WAIT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(WAIT)
