@@ -100,15 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="federated training of a digits classifier on three local workers")
     demo.add_argument("rest", nargs=argparse.REMAINDER)
+
+    fedavg = sub.add_parser(
+        "fedavg",
+        help="federated training with running workers, resumable (see 'fedproto fedavg --help')",
+        add_help=False,
+    )
+    fedavg.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def _delegated(argv: Sequence[str]) -> tuple[str, list[str]] | None:
-    """``conformance`` and ``demo`` parse their own options: return (command, its arguments)."""
+    """``conformance``, ``demo`` and ``fedavg`` parse their own options: return (command, its arguments)."""
     index = 0
     while index < len(argv) and argv[index].startswith("-"):
         index += 1 if "=" in argv[index] or argv[index] in ("-h", "--help") else 2
-    if index < len(argv) and argv[index] in ("conformance", "demo"):
+    if index < len(argv) and argv[index] in ("conformance", "demo", "fedavg"):
         return argv[index], list(argv[index + 1 :])
     return None
 
@@ -155,6 +162,10 @@ def _run_delegated(command: str, rest: list[str]) -> int:
             from conformance.cli import main as conformance_main
 
             return conformance_main(rest)
+        if command == "fedavg":
+            from fedproto.federated.command import main as fedavg_main
+
+            return fedavg_main(rest)
         from fedproto.demo import main as demo_main
 
         return demo_main(rest)

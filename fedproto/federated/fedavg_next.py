@@ -297,7 +297,7 @@ class FedAvg:
                 self._restore(self.run_dir)
             elif self.run_dir.has_checkpoint:
                 raise FedAvgConfigError(
-                    f"{self.run_dir.path} already holds a run; pass resume=True to go on with it, or "
+                    f"{self.run_dir.path} already holds a run; resume it (resume=True, fedproto fedavg --resume) or "
                     "choose another run directory"
                 )
             else:

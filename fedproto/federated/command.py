@@ -1,0 +1,295 @@
+"""``fedproto fedavg``: federated training of a model with running workers, from the command line.
+
+The options mirror :class:`~fedproto.federated.FedAvg`'s arguments::
+
+    fedproto fedavg --worker ws://127.0.0.1:8777 --worker ws://127.0.0.1:8778=train-a,train-b \\
+        --model mypkg.models:make_mlp --rounds 20 --strategy fedadam --fraction-fit 0.5 \\
+        --seed 0 --run-dir runs/mlp
+    fedproto fedavg --resume runs/mlp            # after a crash: go on from the last complete round
+
+Each ``--worker URL`` contributes one client per dataset key (``URL=KEY,KEY``; by default the keys of
+``--dataset-key``). The model is built by ``--model MODULE:FACTORY`` (a function taking no arguments and
+returning an ``nn.Module``) under ``torch.manual_seed(--seed)``. With ``--run-dir`` every round is
+checkpointed there together with these options (never the token), so ``--resume RUN_DIR`` needs no
+other option; ``--rounds``, ``--token`` and ``--token-file`` may still be given to it. Every failure
+ends in one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedproto.errors import FedprotoError, ProtocolError
+from fedproto.federated.checkpoint import RunDirectory
+from fedproto.federated.clients import FederatedClient
+from fedproto.federated.errors import FedAvgConfigError, ResumeError
+from fedproto.federated.strategies import STRATEGIES, strategy_from_settings
+
+__all__ = ["build_parser", "main"]
+
+#: Options a resumed run may set anew; every other one comes from the run directory.
+RESUME_OVERRIDES = ("rounds", "token", "token_file")
+#: Options never written to the run directory.
+SECRET = ("token",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options."""
+    parser = argparse.ArgumentParser(
+        prog="fedproto fedavg",
+        description="Federated training with running fedproto workers (FedAvg and other strategies).",
+    )
+    workers = parser.add_argument_group("clients")
+    workers.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        metavar="URL[=KEY,KEY]",
+        help="a worker and the dataset keys of its clients (repeatable)",
+    )
+    workers.add_argument(
+        "--dataset-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="dataset keys of workers given without keys (repeatable; default 'train')",
+    )
+    workers.add_argument(
+        "--eval-dataset-key", help="dataset evaluating the global model (default: each client's)"
+    )
+    workers.add_argument("--token", default="", help="bearer token for every worker")
+    workers.add_argument("--token-file", help="read the token from this file (first line, last word)")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--model", metavar="MODULE:FACTORY", help="builds the model: mypkg.models:make_mlp")
+    training.add_argument(
+        "--loss", default="cross_entropy", help="built-in loss name (default cross_entropy)"
+    )
+    training.add_argument("--optimizer", default="SGD", help="torch.optim class (default SGD)")
+    training.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    training.add_argument(
+        "--optimizer-arg", action="append", default=[], metavar="NAME=JSON", help="more optimizer arguments"
+    )
+    training.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    training.add_argument("--epochs", type=int, default=1, help="local epochs per round (default 1)")
+    training.add_argument("--seed", type=int, default=0, help="seed of the model, training and sampling")
+
+    rounds = parser.add_argument_group("rounds")
+    rounds.add_argument(
+        "--rounds", type=int, default=10, help="rounds in all, resumed ones included (default 10)"
+    )
+    rounds.add_argument("--strategy", default="fedavg", choices=sorted(STRATEGIES), help="default fedavg")
+    rounds.add_argument("--mu", type=float, help="FedProx's proximal term (default 0.01)")
+    rounds.add_argument("--eta", type=float, help="FedAdam/FedYogi server learning rate (default 0.01)")
+    rounds.add_argument("--beta1", type=float, help="FedAdam/FedYogi first-moment decay (default 0.9)")
+    rounds.add_argument("--beta2", type=float, help="FedAdam/FedYogi second-moment decay (default 0.99)")
+    rounds.add_argument("--tau", type=float, help="FedAdam/FedYogi adaptivity (default 0.001)")
+    rounds.add_argument("--trim", type=float, help="trimmed_mean: fraction cut at each end (default 0.1)")
+    rounds.add_argument("--fraction-fit", type=float, default=1.0, help="share of clients per round")
+    rounds.add_argument("--min-fit-clients", type=int, default=1, help="fewest clients per round (default 1)")
+    rounds.add_argument("--min-available-clients", type=int, default=1, help="fewest available (default 1)")
+    rounds.add_argument(
+        "--streaming",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fold updates as they arrive (default: when the strategy allows)",
+    )
+    rounds.add_argument("--updates", default="weights", choices=("weights", "deltas"), help="what is folded")
+    rounds.add_argument("--round-timeout", type=float, help="seconds per round; later results are discarded")
+    rounds.add_argument("--fit-timeout", type=float, help="seconds one client's fit may take")
+    rounds.add_argument("--no-evaluate", action="store_true", help="do not evaluate the global model")
+
+    runs = parser.add_argument_group("run directory")
+    runs.add_argument("--run-dir", type=Path, help="checkpoint every round here (and plot accuracy.png)")
+    runs.add_argument("--resume", type=Path, metavar="RUN_DIR", help="go on from this run directory")
+    runs.add_argument("--no-plot", action="store_true", help="do not write accuracy.png")
+    runs.add_argument("--quiet", action="store_true", help="no line per round")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status (0 done, 1 failed, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options = _options(args)
+        return _run(options)
+    except KeyboardInterrupt:
+        print("fedproto fedavg: interrupted", file=sys.stderr)
+        return 130
+    except (FedprotoError, OSError, ValueError, TypeError) as exc:
+        print(f"fedproto fedavg: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) if not isinstance(exc, ProtocolError) else f"{exc.code.name}: {exc.message}"
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _stored(args: argparse.Namespace) -> dict[str, Any]:
+    """The options as JSON values, without secrets and without --resume."""
+    values = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    for key in (*SECRET, "resume"):
+        values.pop(key, None)
+    return values
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's options: the command line's, or with --resume the run directory's (plus overrides)."""
+    if args.resume is None:
+        if not args.worker:
+            raise FedAvgConfigError("give at least one --worker URL")
+        if not args.model:
+            raise FedAvgConfigError("give --model MODULE:FACTORY")
+        options = _stored(args)
+        options["token"] = args.token
+        return options
+    defaults = vars(build_parser().parse_args([]))
+    given = {key for key, value in vars(args).items() if value != defaults[key]} - {"resume"}
+    refused = sorted(given - set(RESUME_OVERRIDES))
+    if refused:
+        names = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise FedAvgConfigError(f"--resume takes its options from the run directory; {names} cannot change")
+    run_dir = RunDirectory(args.resume)
+    stored = run_dir.settings().get("extra", {}).get("command")
+    if not isinstance(stored, dict):
+        raise ResumeError(f"{args.resume} was not started by 'fedproto fedavg' (its run.json has no command)")
+    options = dict(stored)
+    options.update({key: getattr(args, key) for key in given})
+    options["token"] = args.token
+    options["run_dir"] = str(args.resume)
+    options["resume"] = True
+    return options
+
+
+def _model(spec: str, seed: int) -> nn.Module:
+    module_name, colon, attribute = spec.partition(":")
+    if not (colon and module_name and attribute):
+        raise FedAvgConfigError(f"--model expects MODULE:FACTORY, got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise FedAvgConfigError(f"--model {spec}: cannot load it ({exc})") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = factory()
+    if not isinstance(model, nn.Module):
+        raise FedAvgConfigError(f"--model {spec} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _optimizer_args(options: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {"lr": options["lr"]}
+    for item in options["optimizer_arg"]:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise FedAvgConfigError(f"--optimizer-arg expects NAME=JSON, got {item!r}")
+        try:
+            result[name] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FedAvgConfigError(f"--optimizer-arg {name}: {text!r} is not JSON ({exc.msg})") from None
+    return result
+
+
+def _strategy(options: dict[str, Any]) -> Any:
+    name = options["strategy"]
+    hyper = {
+        "fedprox": {"mu": options["mu"]},
+        "fedadam": {k: options[k] for k in ("eta", "beta1", "beta2", "tau")},
+        "fedyogi": {k: options[k] for k in ("eta", "beta1", "beta2", "tau")},
+        "trimmed_mean": {"beta": options["trim"]},
+    }.get(name, {})
+    unused = [k for k in ("mu", "eta", "beta1", "beta2", "tau", "trim") if options[k] is not None]
+    used = {"trim" if k == "beta" else k for k in hyper}
+    stray = sorted(set(unused) - used)
+    if stray:
+        raise FedAvgConfigError(f"--{', --'.join(stray)} do not apply to the {name} strategy")
+    return strategy_from_settings({"name": name, **{k: v for k, v in hyper.items() if v is not None}})
+
+
+def _run(options: dict[str, Any]) -> int:
+    from rich.console import Console
+
+    from fedproto.client import Client
+    from fedproto.federated.fedavg_next import FedAvg
+    from fedproto.training import TrainConfig
+
+    console = Console(stderr=True, highlight=False)
+    token = options["token"]
+    if options.get("token_file"):
+        token = Path(options["token_file"]).read_text().strip().splitlines()[0].split()[-1]
+    model = _model(options["model"], options["seed"])
+    config = TrainConfig(
+        model=model,
+        loss_fn=options["loss"],
+        optimizer=options["optimizer"],
+        optimizer_args=_optimizer_args(options),
+        batch_size=options["batch_size"],
+        epochs=options["epochs"],
+        seed=options["seed"],
+    )
+    strategy = _strategy(options)
+    plan: list[tuple[str, list[str]]] = []
+    for spec in options["worker"]:
+        url, sep, keys = spec.partition("=")
+        names = [k for k in keys.split(",") if k] if sep else (options["dataset_key"] or ["train"])
+        if not url or not names:
+            raise FedAvgConfigError(f"--worker expects URL or URL=KEY,KEY, got {spec!r}")
+        plan.append((url, names))
+    connections: list[Client] = []
+    try:
+        for url, _ in plan:
+            connections.append(Client(url, token=token, connect_timeout=10.0, reconnect_attempts=3))
+        clients = [
+            FederatedClient(connection, key)
+            for connection, (_, keys) in zip(connections, plan, strict=True)
+            for key in keys
+        ]
+        run_dir = options.get("run_dir")
+        fedavg = FedAvg(
+            clients,
+            model,
+            config,
+            eval_dataset_key=options["eval_dataset_key"],
+            strategy=strategy,
+            fraction_fit=options["fraction_fit"],
+            min_fit_clients=options["min_fit_clients"],
+            min_available_clients=options["min_available_clients"],
+            seed=options["seed"],
+            streaming=options["streaming"],
+            updates=options["updates"],
+            round_timeout=options["round_timeout"],
+            fit_timeout=options["fit_timeout"],
+            evaluate=not options["no_evaluate"],
+            run_dir=run_dir,
+            resume=bool(options.get("resume")),
+            run_settings={"command": {k: v for k, v in options.items() if k not in (*SECRET, "resume")}},
+            plot=bool(run_dir) and not options["no_plot"],
+            progress=not options["quiet"],
+        )
+        remaining = options["rounds"] - len(fedavg.history)
+        if remaining < 0:
+            raise FedAvgConfigError(f"the run already has {len(fedavg.history)} rounds, more than --rounds")
+        if fedavg.history:
+            console.print(f"resuming after round {len(fedavg.history)} of {options['rounds']}")
+        fedavg.run(remaining)
+    finally:
+        for connection in connections:
+            with contextlib.suppress(Exception):
+                connection.close()
+    last = fedavg.history[-1] if fedavg.history else None
+    accuracy = "-" if last is None or last.accuracy is None else f"{last.accuracy:.3f}"
+    where = f", run directory {run_dir}" if run_dir else ""
+    console.print(f"done: {len(fedavg.history)} rounds, accuracy {accuracy}{where}")
+    return 0
