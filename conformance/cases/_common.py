@@ -1,4 +1,5 @@
-"""Helpers the case modules share: envelopes of exact sizes, objects, chunked transfers, calls."""
+"""Helpers the case modules share: envelopes of exact sizes, objects, chunked transfers, calls, refusals,
+timings, and running a case's hypothesis examples (table-driven cases are in :mod:`._table`)."""
 
 from __future__ import annotations
 
@@ -68,23 +69,23 @@ class Stopwatch:
 
 def check_examples(
     ctx: Context,
-    check: Callable[..., Coroutine[Any, Any, None]],
+    body: Callable[..., Coroutine[Any, Any, None]],
     *,
     examples: Sequence[Mapping[str, Any]] = (),
     max_examples: int | None = None,
     **strategies: st.SearchStrategy[Any],
 ) -> None:
-    """Run ``await check(ctx, **drawn)`` on the case's loop for each example hypothesis draws from
+    """Run ``await body(ctx, **drawn)`` on the case's loop for each example hypothesis draws from
     ``strategies`` (the explicit ``examples`` first), within the suite's budget and seed.
 
     Hypothesis is synchronous, so each example bridges to the wire with :meth:`Context.run`.
     """
 
     def run(**drawn: Any) -> None:
-        ctx.run(check(ctx, **drawn))
+        ctx.run(body(ctx, **drawn))
 
     # A shrunk failure reads "Falsifying example: check_chunked_roundtrip(size=..., ...)".
-    run.__name__ = run.__qualname__ = "check_" + check.__name__.lstrip("_")
+    run.__name__ = run.__qualname__ = "check_" + body.__name__.lstrip("_")
     test = given(**strategies)(run)
     for drawn in reversed(examples):
         test = example(**drawn)(test)

@@ -37,7 +37,8 @@ Then = Callable[[Connection, Reply], Awaitable[None]] | None
 class Probe:
     """One request a row sends and the outcomes its terminal reply may be.
 
-    ``codes`` are the error codes allowed; ``ok`` also allows the request's success reply (section 19.1).
+    ``codes`` are the error codes allowed (INVALID_ARGUMENT, the commonest rule, unless given); ``ok`` also
+    allows the request's success reply (section 19.1).
     ``then`` runs after a reply that was allowed, for what the rule says about the reply's fields or the
     state afterwards (a refused request stores nothing, changes no weights).
     """
