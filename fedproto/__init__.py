@@ -32,7 +32,19 @@ from fedproto.errors import (
     UnsupportedVersionError,
     WorkerLoadError,
 )
-from fedproto.federated import FedAvg, FedAvgError, RoundRecord, WorkerRound, average_weights
+from fedproto.federated import (
+    ClientRound,
+    FedAvg,
+    FedAvgConfigError,
+    FedAvgError,
+    FederatedClient,
+    ResumeError,
+    RoundRecord,
+    SeededSampler,
+    Strategy,
+    WorkerRound,
+    average_weights,
+)
 from fedproto.server import CallContext, Worker, rpc
 from fedproto.training import TrainConfig
 from fedproto.types import (
@@ -55,6 +67,7 @@ __all__ = [
     "AsyncClient",
     "CallContext",
     "Client",
+    "ClientRound",
     "ConnectionClosedError",
     "DataLossError",
     "Dataset",
@@ -65,7 +78,9 @@ __all__ = [
     "EvaluateResult",
     "FailedPreconditionError",
     "FedAvg",
+    "FedAvgConfigError",
     "FedAvgError",
+    "FederatedClient",
     "FedprotoError",
     "FitProgressEvent",
     "FitResult",
@@ -84,8 +99,11 @@ __all__ = [
     "ProtocolError",
     "RequestCancelledError",
     "ResourceExhaustedError",
+    "ResumeError",
     "RoundRecord",
+    "SeededSampler",
     "ServerInfo",
+    "Strategy",
     "TensorInfo",
     "TrainConfig",
     "UnauthenticatedError",

@@ -222,7 +222,7 @@ def _run(options: dict[str, Any]) -> int:
     from rich.console import Console
 
     from fedproto.client import Client
-    from fedproto.federated.fedavg_next import FedAvg
+    from fedproto.federated.fedavg import FedAvg
     from fedproto.training import TrainConfig
 
     console = Console(stderr=True, highlight=False)

@@ -1,31 +1,47 @@
-"""Federated averaging (FedAvg, McMahan et al., 2017) over remote workers.
+"""Federated training over remote workers: :class:`FedAvg`, rounds of sampled clients.
 
-:class:`FedAvg` keeps a global ``nn.Module`` on the coordinator and trains it with many workers, round
-after round:
+:class:`FedAvg` keeps a global ``nn.Module`` on the coordinator and trains it with federated clients,
+round after round. A client is a (worker, dataset) pair (:class:`~fedproto.federated.FederatedClient`);
+one worker may hold many. Every round:
 
-1. once per worker: ``set_train_config`` (the model travels once, as TorchScript, or by registered name);
-2. every round, on every worker at the same time: ``set_model_weights(global)`` (strict), then
-   ``fit(dataset_key, return_weights=True)``, whose reply carries the trained weights back;
-3. the global weights become the average of the workers' weights, each weighted by the number of samples
-   the worker holds (``FitResult.dataset_size``, FedAvg's ``n_k``), with :func:`average_weights`;
-4. when ``evaluate`` is true: every worker that trained this round loads the averaged weights and
-   evaluates them on ``eval_dataset_key``; the global loss is the sample-weighted mean of their losses
-   and the global accuracy ``sum(correct) / sum(total)``.
+1. *availability*: the workers not connected right now are pinged (which reconnects them when they
+   are back); the clients of a worker that does not answer are *unavailable* this round. Fewer than
+   ``min_available_clients`` available clients end the run with :class:`FedAvgError`;
+2. *sampling*: ``max(min_fit_clients, int(fraction_fit * available))`` of the available clients (at
+   most all of them) are drawn by the ``sampler`` (by default a
+   :class:`~fedproto.federated.SeededSampler`: the same seed gives the same samples);
+3. *training*: the strategy's train config (:meth:`Strategy.configure_fit`) is sent to every worker
+   that does not hold it yet (once per worker, the model as TorchScript, or by registered name). The
+   clients of one worker train one after the other, different workers at the same time; each client
+   gets the global weights (``set_model_weights``, strict) and fits on its dataset with
+   ``return_weights=True``. By default every fit starts with a new optimizer (``reset_optimizer``), as
+   federated averaging is defined: no momentum leaks from one client or round to the next;
+4. *aggregation*: each update is folded into the strategy's aggregator as soon as it arrives, weighted
+   by the samples the client holds (``FitResult.dataset_size``). With a streaming aggregator the
+   coordinator keeps O(model) memory (plus one reply in flight per worker), whatever the number of
+   clients; strategies that need every update (median, trimmed mean) keep them all, and say so.
+   A client that fails is *dropped*; with ``round_timeout``, the clients still training when the
+   round's deadline passes are cancelled and reported *late*, their results discarded. When fewer
+   than ``min_fit_clients`` clients finished, the round raises :class:`FedAvgError` (after its record
+   is appended and checkpointed, the global weights unchanged); otherwise the strategy turns the
+   aggregate into the next global weights (:meth:`Strategy.finalize`);
+5. *evaluation* (``evaluate=True``): every worker whose clients finished loads the new global weights
+   and evaluates them on those clients' evaluation datasets (each distinct one once); the round's loss
+   is the sample-weighted mean and its accuracy ``sum(correct) / sum(total)``.
 
-Each round ends in a :class:`RoundRecord` appended to :attr:`FedAvg.history`.
+Each round ends in a :class:`~fedproto.federated.RoundRecord` appended to :attr:`FedAvg.history`, a
+line on the console (``progress``) and, with ``run_dir``, a checkpoint (see
+:mod:`fedproto.federated.checkpoint`) and a plot of accuracy per round (``accuracy.png``).
+``FedAvg(..., run_dir=d, resume=True)`` (or :meth:`FedAvg.resume`) goes on from the last complete round
+and, with the same seeds, ends with the same weights as a run that was never interrupted.
 
-A worker that fails during a round (a protocol error, a closed connection, an OS error) is reported in
-that round's record and left out of the average; the round still counts when at least ``min_workers``
-workers succeeded, otherwise :class:`FedAvgError` is raised (after the record is appended, and with the
-global weights left unchanged). A failed worker is tried again in the next round, and the client
-reconnects by itself; when the worker lost its training state (it restarted), the train config is sent
-again and the step retried once.
+Every setting is checked in the constructor, before any training: a bad one raises
+:class:`~fedproto.federated.FedAvgConfigError` (a ``ValueError``).
 
 ``FedAvg`` is async first: ``await fedavg.run_async(rounds)`` drives :class:`~fedproto.AsyncClient`
 objects on the running loop. The blocking ``fedavg.run(rounds)`` drives :class:`~fedproto.Client`
 objects: each client's requests run on that client's own loop thread, so the workers still train
-concurrently. ``run_async`` accepts both kinds of clients. FedAvg assumes it is the only user of its
-identity's training state on each worker while it runs.
+concurrently. FedAvg assumes it is the only user of its identity's training state on each worker.
 """
 
 from __future__ import annotations
@@ -33,11 +49,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import io
 import math
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -46,82 +63,30 @@ from torch import Tensor, nn
 
 from fedproto.client import AsyncClient, Client
 from fedproto.errors import ConnectionClosedError, FailedPreconditionError, FedprotoError
-from fedproto.federated.averaging import average_weights
+from fedproto.federated.aggregation import Aggregator, UpdateMismatchError
+from fedproto.federated.checkpoint import RunDirectory, model_signature, write_atomically
+from fedproto.federated.clients import FederatedClient
+from fedproto.federated.errors import FedAvgConfigError, FedAvgError, ResumeError
+from fedproto.federated.records import ClientRound, RoundCallback, RoundRecord
+from fedproto.federated.sampling import ClientSampler, SeededSampler, sample_size
+from fedproto.federated.strategies import (
+    FedAvgStrategy,
+    Strategy,
+    resolve_streaming,
+    strategy_from_settings,
+)
 from fedproto.training import TrainConfig
 from fedproto.training.torchscript import load_torchscript
 from fedproto.types import EvaluateResult, FitResult
 
-__all__ = ["FedAvg", "FedAvgError", "RoundCallback", "RoundRecord", "WorkerRound"]
+__all__ = ["FedAvg"]
 
 T = TypeVar("T")
 
-#: What makes a worker fail a round (instead of ending the run).
+#: What makes a client fail a round (instead of ending the run).
 _WORKER_FAILURES: tuple[type[BaseException], ...] = (FedprotoError, OSError)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WorkerRound:
-    """What one worker did in one round.
-
-    ``ok`` is true when the worker's weights went into the average; otherwise ``error`` says why not.
-    ``loss`` is the fit's mean batch loss and ``final_loss`` its last batch's; ``samples`` the samples
-    trained on (repeats across local epochs included) and ``dataset_size`` the samples held (the
-    averaging weight). ``seconds`` is the wall-clock time of the worker's training step as the
-    coordinator saw it (sending weights, fitting, receiving weights), ``fit_seconds`` the time of the
-    training loop on the worker. The ``eval_*`` fields hold the worker's evaluation of the averaged
-    weights (None when not evaluated; ``eval_error`` when the evaluation failed).
-    """
-
-    worker: str
-    ok: bool
-    error: str | None = None
-    loss: float | None = None
-    final_loss: float | None = None
-    samples: int = 0
-    dataset_size: int = 0
-    seconds: float = 0.0
-    fit_seconds: float = 0.0
-    eval_loss: float | None = None
-    eval_correct: int | None = None
-    eval_total: int | None = None
-    eval_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RoundRecord:
-    """One round of federated averaging: every worker's part and the global metrics.
-
-    ``loss`` and ``accuracy`` evaluate the averaged weights over every worker that evaluated them (None
-    when nothing was evaluated); ``seconds`` is the wall-clock time of the whole round.
-    """
-
-    round: int
-    workers: tuple[WorkerRound, ...]
-    loss: float | None
-    accuracy: float | None
-    seconds: float
-
-    @property
-    def succeeded(self) -> tuple[WorkerRound, ...]:
-        """The workers whose weights went into this round's average."""
-        return tuple(w for w in self.workers if w.ok)
-
-    @property
-    def failed(self) -> tuple[WorkerRound, ...]:
-        """The workers that failed this round."""
-        return tuple(w for w in self.workers if not w.ok)
-
-
-#: Called with each round's record as soon as the round ends.
-RoundCallback = Callable[[RoundRecord], None]
-
-
-class FedAvgError(FedprotoError):
-    """Fewer workers than ``min_workers`` succeeded in a round; ``record`` is that round's record."""
-
-    def __init__(self, message: str, *, record: RoundRecord) -> None:
-        super().__init__(message)
-        self.record = record
+#: Seconds a ping may take to find out whether a disconnected worker is back.
+PROBE_TIMEOUT = 10.0
 
 
 class _Remote:
@@ -129,30 +94,40 @@ class _Remote:
 
     An :class:`AsyncClient` runs on the caller's loop. A :class:`Client` keeps its connection on its own
     loop thread, so its coroutines go there through :meth:`Client.submit`, the public way for asyncio
-    code to drive a blocking client (the same call a user would make); awaiting the returned future
-    here, rather than blocking on the client's methods, lets every worker train at once, and cancelling
-    the round cancels the request on the worker.
+    code to drive a blocking client; awaiting the returned future here, rather than blocking on the
+    client's methods, lets every worker train at once, and cancelling the round cancels the request on
+    the worker.
     """
 
     def __init__(self, client: AsyncClient | Client) -> None:
         if isinstance(client, Client):
             self.aio = client.aio
             self.sync: Client | None = client
-        elif isinstance(client, AsyncClient):
+        else:
             self.aio = client
             self.sync = None
-        else:
-            raise TypeError(f"expected fedproto.AsyncClient or fedproto.Client, not {type(client).__name__}")
         try:
             self.label = self.aio.server.server_id
         except ConnectionClosedError:
             self.label = self.aio.url
-        self.configured = False
+        #: The train config this worker holds (the object sent), None before the first.
+        self.config: TrainConfig | None = None
 
     async def run(self, factory: Callable[[AsyncClient], Coroutine[Any, Any, T]]) -> T:
         if self.sync is None:
             return await factory(self.aio)
         return await asyncio.wrap_future(self.sync.submit(factory(self.aio)))
+
+
+@dataclasses.dataclass(slots=True)
+class _Client:
+    """A federated client as the rounds use it: its id, its worker and its datasets."""
+
+    name: str
+    remote: _Remote
+    dataset_key: str
+    eval_dataset_key: str
+    spec: FederatedClient
 
 
 def _scripted_once(config: TrainConfig) -> TrainConfig:
@@ -174,66 +149,282 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class FedAvg:
-    """Federated averaging of ``model`` over the workers behind ``clients``.
+def _count(value: object, name: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise FedAvgConfigError(f"{name} must be an integer between {low} and {high}, got {value!r}")
+    return value
 
-    - ``clients``: one connected client per worker: :class:`~fedproto.AsyncClient` objects (for
-      :meth:`run_async`) or :class:`~fedproto.Client` objects (for :meth:`run` or :meth:`run_async`).
+
+def _seconds(value: object, name: str) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise FedAvgConfigError(f"{name} must be None or a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class FedAvg:
+    """Federated training of ``model`` with ``clients``, round after round (see the module's text).
+
+    - ``clients``: :class:`~fedproto.federated.FederatedClient` pairs, or connected clients
+      (:class:`~fedproto.AsyncClient` for :meth:`run_async`, :class:`~fedproto.Client` for :meth:`run`
+      or :meth:`run_async`), each then one federated client training on ``dataset_key``.
     - ``model``: the global model; its state dict holds the global weights, which every round replaces.
-    - ``config``: how workers train locally (loss, optimizer, batch size, local epochs, seed...). Its
+    - ``config``: how clients train locally (loss, optimizer, batch size, local epochs, seed...). Its
       ``model`` is what workers build: usually ``model`` itself, or a TorchScript version of it, or the
-      name of an architecture the workers registered (weights-only workers); its state-dict names must
-      be those of ``model``. A model or loss given as Python code is scripted (or traced) once, here,
-      and every worker receives the same TorchScript archive.
-    - ``dataset_key``/``eval_dataset_key``: the datasets to train and evaluate on (evaluation uses
-      ``dataset_key`` when ``eval_dataset_key`` is None); ``evaluate=False`` skips evaluation.
-    - ``min_workers``: the fewest workers that must succeed in a round (see :class:`FedAvgError`).
-    - ``progress``: a callback taking each :class:`RoundRecord`; ``None`` prints a line per round on
+      name of an architecture the workers registered; its state-dict names must be those of ``model``.
+      A model or loss given as Python code is scripted (or traced) once, here.
+    - ``dataset_key``/``eval_dataset_key``: the datasets of clients given as bare connections, and the
+      default evaluation dataset (None: each client's training dataset); ``evaluate=False`` skips
+      evaluation.
+    - ``strategy``: a :class:`~fedproto.federated.Strategy` or a strategy's name ("fedavg", "fedprox",
+      "fedadam", "fedyogi", "median", "trimmed_mean"); default FedAvg.
+    - ``fraction_fit`` (0 < f <= 1), ``min_fit_clients`` (the fewest clients sampled, and the fewest
+      that must finish for a round to count; default 1), ``min_available_clients`` (the fewest
+      available clients for a round to start; default 1); ``min_workers`` is the older name of
+      ``min_fit_clients``.
+    - ``sampler``: a :class:`~fedproto.federated.ClientSampler`; default ``SeededSampler(seed)``.
+    - ``streaming``: fold updates as they arrive (True), keep them all (False), or whatever the
+      strategy allows (None, the default); ``updates``: aggregate the clients' "weights" or their
+      "deltas" from the global weights (the result is the same mean; deltas keep small changes of
+      large weights exact).
+    - ``round_timeout``: seconds a round's training may take; clients not done by then are late.
+      ``fit_timeout``: seconds one client's fit may take before it counts as failed.
+    - ``reset_optimizer``: every fit starts with a new optimizer (default True).
+    - ``run_dir``: checkpoint every round there; ``resume=True`` goes on from its last complete round
+      (:class:`~fedproto.federated.ResumeError` when it holds another model or strategy); without
+      ``resume`` a run directory that already holds a run is refused. ``run_settings``: JSON values
+      stored in the run directory's ``run.json`` (the command line keeps its options there).
+      ``plot``: write ``accuracy.png`` to the run directory after every round (default: with a run
+      directory).
+    - ``progress``: a callback taking each round's record; ``None`` prints one line per round on
       stderr when it is a terminal, ``True`` always; ``False`` is silent.
-    - ``fit_timeout``: seconds a worker's fit may take before it counts as failed (None: no limit).
     """
 
     def __init__(
         self,
-        clients: Sequence[AsyncClient | Client],
+        clients: Sequence[FederatedClient | AsyncClient | Client],
         model: nn.Module,
         config: TrainConfig,
         *,
-        dataset_key: str,
+        dataset_key: str | None = None,
         eval_dataset_key: str | None = None,
-        min_workers: int = 1,
-        evaluate: bool = True,
-        progress: bool | RoundCallback | None = None,
+        strategy: Strategy | str | None = None,
+        fraction_fit: float = 1.0,
+        min_fit_clients: int | None = None,
+        min_available_clients: int = 1,
+        min_workers: int | None = None,
+        sampler: ClientSampler | None = None,
+        seed: int = 0,
+        streaming: bool | None = None,
+        updates: str = "weights",
+        round_timeout: float | None = None,
         fit_timeout: float | None = None,
+        evaluate: bool = True,
+        reset_optimizer: bool = True,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        run_settings: Mapping[str, Any] | None = None,
+        plot: bool | None = None,
+        progress: bool | RoundCallback | None = None,
     ) -> None:
         if not clients:
-            raise ValueError("FedAvg needs at least one client")
+            raise FedAvgConfigError("FedAvg needs at least one client")
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, not {type(model).__name__}")
-        if not isinstance(min_workers, int) or not 1 <= min_workers <= len(clients):
-            raise ValueError(f"min_workers must be between 1 and {len(clients)}, got {min_workers!r}")
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a fedproto.TrainConfig, not {type(config).__name__}")
         self.model = model
         self.config = config
-        self._wire_config = _scripted_once(config)
-        self.dataset_key = dataset_key
-        self.eval_dataset_key = eval_dataset_key or dataset_key
-        self.min_workers = min_workers
+        self._clients = self._build_clients(clients, dataset_key, eval_dataset_key)
+        total = len(self._clients)
+
+        if (
+            not isinstance(fraction_fit, (int, float))
+            or isinstance(fraction_fit, bool)
+            or not 0 < fraction_fit <= 1
+        ):
+            raise FedAvgConfigError(f"fraction_fit must be in (0, 1], got {fraction_fit!r}")
+        self.fraction_fit = float(fraction_fit)
+        if min_workers is not None and min_fit_clients is not None:
+            raise FedAvgConfigError("pass min_fit_clients or min_workers (its older name), not both")
+        self._min_name = "min_workers" if min_workers is not None else "min_fit_clients"
+        requested = min_workers if min_workers is not None else min_fit_clients
+        self.min_fit_clients = _count(1 if requested is None else requested, self._min_name, 1, total)
+        self.min_available_clients = _count(min_available_clients, "min_available_clients", 0, total)
+
+        if strategy is None:
+            strategy = FedAvgStrategy()
+        elif isinstance(strategy, str):
+            strategy = strategy_from_settings({"name": strategy})
+        elif not isinstance(strategy, Strategy):
+            raise TypeError(
+                f"strategy must be a Strategy or a strategy's name, not {type(strategy).__name__}"
+            )
+        self.strategy = strategy
+        self.streaming = resolve_streaming(strategy, streaming)
+        if updates not in ("weights", "deltas"):
+            raise FedAvgConfigError(f"updates must be 'weights' or 'deltas', got {updates!r}")
+        self.updates = updates
+        if sampler is None:
+            sampler = SeededSampler(seed)
+        elif not isinstance(sampler, ClientSampler):
+            raise TypeError(
+                f"sampler must have sample, state_dict and load_state_dict, not {type(sampler).__name__}"
+            )
+        self.sampler = sampler
+        self.round_timeout = _seconds(round_timeout, "round_timeout")
+        self.fit_timeout = _seconds(fit_timeout, "fit_timeout")
         self.evaluate = evaluate
-        self.fit_timeout = fit_timeout
+        self.reset_optimizer = bool(reset_optimizer)
         self.history: list[RoundRecord] = []
-        self._remotes = [_Remote(client) for client in clients]
-        labels = [remote.label for remote in self._remotes]
-        for position, remote in enumerate(self._remotes):
-            if labels.count(remote.label) > 1:
-                remote.label = f"{remote.label}#{position + 1}"
+
+        self.run_dir = RunDirectory(run_dir) if run_dir is not None else None
+        self.plot = self.run_dir is not None if plot is None else bool(plot)
+        if self.plot and self.run_dir is None:
+            raise FedAvgConfigError("plot=True writes accuracy.png to the run directory: pass run_dir too")
+        if self.plot:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise FedAvgConfigError(
+                    "plotting needs matplotlib: pip install 'fedproto[demo]', or pass plot=False"
+                ) from None
+        if resume and self.run_dir is None:
+            raise FedAvgConfigError("resume=True needs run_dir, the run directory to go on from")
+        if self.run_dir is not None:
+            if resume:
+                self._restore(self.run_dir)
+            elif self.run_dir.has_checkpoint:
+                raise FedAvgConfigError(
+                    f"{self.run_dir.path} already holds a run; resume it (resume=True, or "
+                    "fedproto fedavg --resume) or choose another run directory"
+                )
+            else:
+                self.run_dir.write_settings(self._settings(run_settings))
+
+        self._source_config: TrainConfig | None = None
+        self._wire_config: TrainConfig | None = None
         self._callback: RoundCallback | None = progress if callable(progress) else None
         show = sys.stderr.isatty() if progress is None else progress is True
-        self._console = Console(stderr=True) if show else None
+        self._console = Console(stderr=True, highlight=False) if show else None
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        clients: Sequence[FederatedClient | AsyncClient | Client],
+        model: nn.Module,
+        config: TrainConfig,
+        **options: Any,
+    ) -> FedAvg:
+        """A FedAvg going on from ``run_dir``'s last complete round (the same as ``resume=True``)."""
+        return cls(clients, model, config, run_dir=run_dir, resume=True, **options)
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _build_clients(
+        clients: Sequence[FederatedClient | AsyncClient | Client],
+        dataset_key: str | None,
+        eval_dataset_key: str | None,
+    ) -> list[_Client]:
+        specs: list[FederatedClient] = []
+        for item in clients:
+            if isinstance(item, FederatedClient):
+                specs.append(item)
+            elif isinstance(item, (AsyncClient, Client)):
+                if dataset_key is None:
+                    raise FedAvgConfigError(
+                        "clients given as connections train on dataset_key: pass dataset_key=..., or "
+                        "FederatedClient(connection, key) pairs"
+                    )
+                specs.append(FederatedClient(item, dataset_key))
+            else:
+                raise TypeError(
+                    "expected fedproto.FederatedClient, fedproto.AsyncClient or fedproto.Client, "
+                    f"not {type(item).__name__}"
+                )
+        remotes: dict[int, _Remote] = {}
+        for spec in specs:
+            aio = spec.connection.aio if isinstance(spec.connection, Client) else spec.connection
+            remote = remotes.get(id(aio))
+            if remote is None:
+                remotes[id(aio)] = _Remote(spec.connection)
+            elif (remote.sync is None) != (not isinstance(spec.connection, Client)):
+                raise FedAvgConfigError(
+                    f"worker {remote.label} is given both as a Client and as its AsyncClient"
+                )
+        labels = [remote.label for remote in remotes.values()]
+        for position, remote in enumerate(remotes.values()):
+            if labels.count(remote.label) > 1:
+                remote.label = f"{remote.label}#{position + 1}"
+        per_worker: dict[int, int] = {}
+        for spec in specs:
+            aio = spec.connection.aio if isinstance(spec.connection, Client) else spec.connection
+            per_worker[id(aio)] = per_worker.get(id(aio), 0) + 1
+        built = []
+        for spec in specs:
+            aio = spec.connection.aio if isinstance(spec.connection, Client) else spec.connection
+            remote = remotes[id(aio)]
+            name = spec.name or (
+                remote.label if per_worker[id(aio)] == 1 else f"{remote.label}/{spec.dataset_key}"
+            )
+            built.append(
+                _Client(
+                    name=name,
+                    remote=remote,
+                    dataset_key=spec.dataset_key,
+                    eval_dataset_key=spec.eval_dataset_key or eval_dataset_key or spec.dataset_key,
+                    spec=spec,
+                )
+            )
+        names = [client.name for client in built]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise FedAvgConfigError(f"client ids must be unique; repeated: {repeated[:5]}")
+        return built
+
+    def _settings(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy.settings(),
+            "sampler": self.sampler.state_dict(),
+            "fraction_fit": self.fraction_fit,
+            "min_fit_clients": self.min_fit_clients,
+            "min_available_clients": self.min_available_clients,
+            "streaming": self.streaming,
+            "updates": self.updates,
+            "clients": [client.name for client in self._clients],
+            "model": model_signature(self.model.state_dict()),
+            "extra": dict(extra or {}),
+        }
+
+    def _restore(self, run_dir: RunDirectory) -> None:
+        """Load the last complete round of ``run_dir`` into this coordinator (ResumeError if it cannot)."""
+        run_dir.check_model(self.model.state_dict())
+        checkpoint = run_dir.load()
+        if checkpoint.strategy_settings != self.strategy.settings():
+            raise ResumeError(
+                f"{run_dir.path} was run with the strategy {checkpoint.strategy_settings}, not "
+                f"{self.strategy.settings()}"
+            )
+        self.strategy.load_state_dict(checkpoint.strategy_state)
+        self.sampler.load_state_dict(checkpoint.sampler_state)
+        self.model.load_state_dict(checkpoint.weights)
+        self.history = list(checkpoint.history)
+
+    @property
+    def clients(self) -> list[str]:
+        """The clients' ids, in the order given."""
+        return [client.name for client in self._clients]
 
     @property
     def workers(self) -> list[str]:
-        """The workers' labels (their ids), in the order of ``clients``."""
-        return [remote.label for remote in self._remotes]
+        """The workers' labels (their ids), in the order of their first client."""
+        seen: dict[str, None] = {}
+        for client in self._clients:
+            seen.setdefault(client.remote.label, None)
+        return list(seen)
 
     def global_weights(self) -> dict[str, Tensor]:
         """A detached copy of the global model's state dict."""
@@ -247,7 +438,7 @@ class FedAvg:
         Works in scripts and where an event loop already runs in this thread (a notebook): the rounds
         then run on a loop of their own in a helper thread.
         """
-        if any(remote.sync is None for remote in self._remotes):
+        if any(client.remote.sync is None for client in self._clients):
             raise TypeError("FedAvg.run needs fedproto.Client objects; use 'await run_async(...)' instead")
         try:
             asyncio.get_running_loop()
@@ -258,7 +449,7 @@ class FedAvg:
 
     async def run_async(self, rounds: int) -> list[RoundRecord]:
         """Run ``rounds`` more rounds (numbered after those already in :attr:`history`); their records."""
-        if not isinstance(rounds, int) or rounds < 0:
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
             raise ValueError(f"rounds must be an integer >= 0, got {rounds!r}")
         records = []
         for _ in range(rounds):
@@ -269,141 +460,299 @@ class FedAvg:
         """Run one round and return its record (also appended to :attr:`history`)."""
         number = len(self.history) + 1
         started = time.perf_counter()
-        weights = self.global_weights()
-        outcomes = await _all([self._train(remote, weights) for remote in self._remotes])
-        trained = [
-            (remote, result)
-            for remote, result in zip(self._remotes, outcomes, strict=True)
-            if result[0] is not None
+        available, unavailable = await self._probe()
+        missing = [
+            ClientRound(
+                worker=client.remote.label,
+                client=client.name,
+                dataset_key=client.dataset_key,
+                status="unavailable",
+                error=error,
+            )
+            for client, error in unavailable
         ]
-        workers = [
-            self._worker_round(remote, result) for remote, result in zip(self._remotes, outcomes, strict=True)
-        ]
-        if len(trained) < self.min_workers:
+        if len(available) < self.min_available_clients:
             record = RoundRecord(
                 round=number,
-                workers=tuple(workers),
+                clients=tuple(missing),
                 loss=None,
                 accuracy=None,
                 seconds=time.perf_counter() - started,
+                available=len(available),
+                sampled=0,
             )
-            self._finish(record)
-            failures = "; ".join(f"{w.worker}: {w.error}" for w in record.failed)
+            self._finish(record, self.global_weights())
             raise FedAvgError(
-                f"round {number}: {len(trained)} of {len(workers)} workers succeeded, fewer than "
-                f"min_workers={self.min_workers} ({failures})",
+                f"round {number}: {len(available)} clients available, fewer than "
+                f"min_available_clients={self.min_available_clients}",
                 record=record,
             )
-        updates = []
-        for _, (fit, _) in trained:
-            assert fit is not None and fit.weights is not None
-            updates.append((fit.weights, fit.dataset_size))
-        averaged = average_weights(updates)
-        self.model.load_state_dict(averaged)
+        size = sample_size(
+            len(available), fraction_fit=self.fraction_fit, min_fit_clients=self.min_fit_clients
+        )
+        by_name = {client.name: client for client in available}
+        chosen = self.sampler.sample(number, [client.name for client in available], size)
+        if len(set(chosen)) != len(chosen) or any(name not in by_name for name in chosen):
+            raise FedAvgError(
+                f"round {number}: the sampler returned ids that are not distinct available clients"
+            )
+        sampled = [by_name[name] for name in chosen]
+        config = self._round_config(number, sampled)
+        weights = self.global_weights()
+        aggregator = self.strategy.aggregator(
+            weights, streaming=self.streaming, deltas=self.updates == "deltas"
+        )
+        parts = await self._train_round(sampled, config, weights, aggregator)
+        finished = [client for client in sampled if parts[client.name].ok]
+        if len(finished) < self.min_fit_clients:
+            record = RoundRecord(
+                round=number,
+                clients=tuple(parts[client.name] for client in sampled) + tuple(missing),
+                loss=None,
+                accuracy=None,
+                seconds=time.perf_counter() - started,
+                available=len(available),
+                sampled=len(sampled),
+            )
+            self._finish(record, weights)
+            workers = {client.remote.label for client in sampled} | {c.worker for c in missing}
+            finished_workers = {client.remote.label for client in finished}
+            failures = "; ".join(f"{c.client}: {c.error}" for c in record.failed[:10])
+            raise FedAvgError(
+                f"round {number}: {len(finished)} of {len(sampled)} sampled clients finished "
+                f"({len(finished_workers)} of {len(workers)} workers), fewer than "
+                f"{self._min_name}={self.min_fit_clients} ({failures})",
+                record=record,
+            )
+        aggregate = aggregator.result()
+        del aggregator
+        new_weights = self.strategy.finalize(number, weights, aggregate)
+        self.model.load_state_dict(new_weights)
         loss = accuracy = None
         if self.evaluate:
-            evaluations = await _all([self._evaluate(remote, averaged) for remote, _ in trained])
-            by_label = {
-                remote.label: outcome for (remote, _), outcome in zip(trained, evaluations, strict=True)
-            }
-            workers = [_with_evaluation(w, by_label.get(w.worker)) for w in workers]
-            loss, accuracy = _global_metrics([e for e, _ in evaluations if e is not None])
+            evaluations = await self._evaluate_round(finished, new_weights)
+            for name, (result, error) in evaluations.items():
+                parts[name] = _with_evaluation(parts[name], result, error)
+            loss, accuracy = _global_metrics([r for r, _ in evaluations.values() if r is not None])
         record = RoundRecord(
             round=number,
-            workers=tuple(workers),
+            clients=tuple(parts[client.name] for client in sampled) + tuple(missing),
             loss=loss,
             accuracy=accuracy,
             seconds=time.perf_counter() - started,
+            available=len(available),
+            sampled=len(sampled),
         )
-        self._finish(record)
+        self._finish(record, self.global_weights())
         return record
 
-    def _finish(self, record: RoundRecord) -> None:
+    def _round_config(self, number: int, sampled: list[_Client]) -> TrainConfig:
+        """The train config of this round as workers receive it (scripted once per distinct config)."""
+        config = self.strategy.configure_fit(number, [client.spec for client in sampled], self.config)
+        if config is not self._source_config or self._wire_config is None:
+            wire = _scripted_once(config)
+            if self.reset_optimizer and not wire.reset_optimizer:
+                wire = dataclasses.replace(wire, reset_optimizer=True)
+            self._source_config, self._wire_config = config, wire
+        return self._wire_config
+
+    def _finish(self, record: RoundRecord, weights: dict[str, Tensor]) -> None:
         self.history.append(record)
+        if self.run_dir is not None:
+            self.run_dir.save(
+                round=record.round,
+                weights=weights,
+                strategy_settings=self.strategy.settings(),
+                strategy_state=self.strategy.state_dict(),
+                sampler_state=self.sampler.state_dict(),
+                history=self.history,
+            )
+            if self.plot:
+                write_atomically(self.run_dir.path / "accuracy.png", _plot(self.history))
         if self._callback is not None:
             self._callback(record)
         if self._console is not None:
-            self._console.print(_round_line(record), highlight=False)
+            self._console.print(_round_line(record), soft_wrap=True)
 
-    # -- one worker -------------------------------------------------------------------------------
+    # -- availability -----------------------------------------------------------------------------
 
-    async def _configure(self, remote: _Remote) -> None:
-        summary = await remote.run(lambda aio: aio.set_train_config(self._wire_config))
+    async def _probe(self) -> tuple[list[_Client], list[tuple[_Client, str]]]:
+        """The available clients, and the unavailable ones with the reason."""
+        remotes = list({id(client.remote): client.remote for client in self._clients}.values())
+
+        async def probe(remote: _Remote) -> str | None:
+            if remote.aio.connected:
+                return None
+            try:
+                await remote.run(lambda aio: aio.ping(timeout=PROBE_TIMEOUT))
+            except _WORKER_FAILURES as exc:
+                return _one_line(exc)
+            return None
+
+        errors = dict(zip((id(r) for r in remotes), await _all([probe(r) for r in remotes]), strict=True))
+        available = [client for client in self._clients if errors[id(client.remote)] is None]
+        unavailable = [
+            (client, str(errors[id(client.remote)])) for client in self._clients if errors[id(client.remote)]
+        ]
+        return available, unavailable
+
+    # -- training ---------------------------------------------------------------------------------
+
+    async def _train_round(
+        self,
+        sampled: list[_Client],
+        config: TrainConfig,
+        weights: dict[str, Tensor],
+        aggregator: Aggregator,
+    ) -> dict[str, ClientRound]:
+        """Train the sampled clients (per worker in turn, workers at once); fold updates as they come."""
+        parts: dict[str, ClientRound] = {}
+        groups: dict[int, list[_Client]] = {}
+        for client in sampled:
+            groups.setdefault(id(client.remote), []).append(client)
+
+        async def worker_turn(clients: list[_Client]) -> None:
+            for client in clients:
+                begun = time.perf_counter()
+                try:
+                    result = await self._fit(client, config, weights)
+                except FedAvgError:
+                    raise  # the coordinator's mistake (a model unlike the workers'), not the worker's
+                except _WORKER_FAILURES as exc:
+                    parts[client.name] = self._part(client, "failed", _one_line(exc))
+                    continue
+                if result.weights is None:
+                    parts[client.name] = self._part(
+                        client, "failed", "the worker's fit reply carried no weights"
+                    )
+                    continue
+                try:
+                    aggregator.add(result.weights, result.dataset_size)
+                except UpdateMismatchError as exc:
+                    parts[client.name] = self._part(client, "failed", f"UpdateMismatchError: {exc}")
+                    continue
+                parts[client.name] = ClientRound(
+                    worker=client.remote.label,
+                    client=client.name,
+                    dataset_key=client.dataset_key,
+                    loss=result.mean_loss,
+                    final_loss=result.final_loss,
+                    samples=result.samples,
+                    dataset_size=result.dataset_size,
+                    seconds=time.perf_counter() - begun,
+                    fit_seconds=result.seconds,
+                )
+
+        tasks = [asyncio.ensure_future(worker_turn(clients)) for clients in groups.values()]
+        try:
+            done, pending = await asyncio.wait(tasks, timeout=self.round_timeout)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        for task in pending:
+            task.cancel()
+        # A cancelled worker turn ends at its next await: whatever it had not folded in is discarded.
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()  # a bug in this coordinator (not a worker failure) surfaces here
+        for client in sampled:
+            if client.name not in parts:
+                parts[client.name] = self._part(
+                    client, "late", f"the round's deadline of {self.round_timeout:g} s passed first"
+                )
+        return parts
+
+    @staticmethod
+    def _part(client: _Client, status: str, error: str) -> ClientRound:
+        return ClientRound(
+            worker=client.remote.label,
+            client=client.name,
+            dataset_key=client.dataset_key,
+            status=status,
+            error=error,
+        )
+
+    async def _configure(self, remote: _Remote, config: TrainConfig) -> None:
+        summary = await remote.run(lambda aio: aio.set_train_config(config))
         expected = list(self.model.state_dict())
         if list(summary.state_names) != expected:
-            raise ValueError(
+            raise FedAvgConfigError(
                 f"worker {remote.label} built a model with state names {list(summary.state_names)}, "
                 f"but the global model has {expected}"
             )
-        remote.configured = True
+        remote.config = config
 
-    async def _train(
-        self, remote: _Remote, weights: dict[str, Tensor]
-    ) -> tuple[FitResult | None, float | str]:
-        """Configure if needed, send the global weights, fit: (result, seconds) or (None, error)."""
-        started = time.perf_counter()
+    async def _fit(self, client: _Client, config: TrainConfig, weights: dict[str, Tensor]) -> FitResult:
+        """Configure the worker if needed, send the global weights, fit the client's dataset."""
+        remote = client.remote
 
         async def step() -> FitResult:
             await remote.run(lambda aio: aio.set_model_weights(weights, strict=True))
             return await remote.run(
                 lambda aio: aio.fit(
-                    self.dataset_key, progress=False, return_weights=True, timeout=self.fit_timeout
+                    client.dataset_key, progress=False, return_weights=True, timeout=self.fit_timeout
                 )
             )
 
+        if remote.config is not config:
+            await self._configure(remote, config)
         try:
-            if not remote.configured:
-                await self._configure(remote)
+            return await step()
+        except FailedPreconditionError:
+            # The worker lost this identity's training state (it restarted): configure again, retry once.
+            remote.config = None
+            await self._configure(remote, config)
+            return await step()
+
+    # -- evaluation -------------------------------------------------------------------------------
+
+    async def _evaluate_round(
+        self, finished: list[_Client], weights: dict[str, Tensor]
+    ) -> dict[str, tuple[EvaluateResult | None, str | None]]:
+        """Each finished client's worker evaluates the new weights on each distinct evaluation dataset.
+
+        Returns the outcome by client id; a dataset evaluated for several clients of one worker is
+        attributed to the first of them only, so no sample counts twice.
+        """
+        groups: dict[int, list[_Client]] = {}
+        for client in finished:
+            groups.setdefault(id(client.remote), []).append(client)
+        outcomes: dict[str, tuple[EvaluateResult | None, str | None]] = {}
+
+        async def worker_turn(clients: list[_Client]) -> None:
+            remote = clients[0].remote
+            firsts: dict[str, _Client] = {}
+            for client in clients:
+                firsts.setdefault(client.eval_dataset_key, client)
             try:
-                result = await step()
-            except FailedPreconditionError:
-                # The worker lost this identity's training state (it restarted): configure again, retry once.
-                remote.configured = False
-                await self._configure(remote)
-                result = await step()
-        except _WORKER_FAILURES as exc:
-            return None, _one_line(exc)
-        if result.weights is None:
-            return None, "the worker's fit reply carried no weights"
-        return result, time.perf_counter() - started
+                await remote.run(lambda aio: aio.set_model_weights(weights, strict=True))
+            except _WORKER_FAILURES as exc:
+                for client in firsts.values():
+                    outcomes[client.name] = (None, _one_line(exc))
+                return
+            for key, client in firsts.items():
+                try:
+                    result = await remote.run(_evaluation(key))
+                except _WORKER_FAILURES as exc:
+                    outcomes[client.name] = (None, _one_line(exc))
+                else:
+                    outcomes[client.name] = (result, None)
 
-    def _worker_round(self, remote: _Remote, outcome: tuple[FitResult | None, float | str]) -> WorkerRound:
-        result, extra = outcome
-        if result is None:
-            return WorkerRound(worker=remote.label, ok=False, error=str(extra))
-        assert isinstance(extra, float)
-        return WorkerRound(
-            worker=remote.label,
-            ok=True,
-            loss=result.mean_loss,
-            final_loss=result.final_loss,
-            samples=result.samples,
-            dataset_size=result.dataset_size,
-            seconds=extra,
-            fit_seconds=result.seconds,
-        )
-
-    async def _evaluate(
-        self, remote: _Remote, weights: dict[str, Tensor]
-    ) -> tuple[EvaluateResult | None, str | None]:
-        try:
-            await remote.run(lambda aio: aio.set_model_weights(weights, strict=True))
-            result = await remote.run(lambda aio: aio.evaluate(self.eval_dataset_key))
-        except _WORKER_FAILURES as exc:
-            return None, _one_line(exc)
-        return result, None
+        await _all([worker_turn(clients) for clients in groups.values()])
+        return outcomes
 
 
-def _with_evaluation(
-    worker: WorkerRound, outcome: tuple[EvaluateResult | None, str | None] | None
-) -> WorkerRound:
-    if outcome is None:
-        return worker
-    result, error = outcome
+def _evaluation(key: str) -> Callable[[AsyncClient], Coroutine[Any, Any, EvaluateResult]]:
+    return lambda aio: aio.evaluate(key)
+
+
+def _with_evaluation(part: ClientRound, result: EvaluateResult | None, error: str | None) -> ClientRound:
     if result is None:
-        return dataclasses.replace(worker, eval_error=error)
+        return dataclasses.replace(part, eval_error=error)
     return dataclasses.replace(
-        worker, eval_loss=result.loss, eval_correct=result.correct, eval_total=result.total
+        part, eval_loss=result.loss, eval_correct=result.correct, eval_total=result.total
     )
 
 
@@ -420,7 +769,7 @@ async def _all(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
 
 
 def _global_metrics(results: list[EvaluateResult]) -> tuple[float | None, float | None]:
-    """Sample-weighted mean loss and pooled accuracy of the workers' evaluations."""
+    """Sample-weighted mean loss and pooled accuracy of the clients' evaluations."""
     total = sum(result.total for result in results)
     if total == 0:
         return None, None
@@ -436,14 +785,56 @@ def _global_metrics(results: list[EvaluateResult]) -> tuple[float | None, float 
 
 
 def _round_line(record: RoundRecord) -> str:
-    parts = [f"round {record.round:>3}"]
-    if record.loss is not None:
-        parts.append(f"loss {record.loss:.4f}")
-    if record.accuracy is not None:
-        parts.append(f"accuracy {record.accuracy:.3f}")
-    parts.append(f"{len(record.succeeded)}/{len(record.workers)} workers")
+    """One line per round: round, sampled, finished, dropped (and late), loss, accuracy, workers, seconds."""
+    parts = [
+        f"[bold]round {record.round:>3}[/]",
+        f"sampled {record.sampled}",
+        f"finished {record.finished}",
+        f"dropped {record.dropped}" if not record.dropped else f"[red]dropped {record.dropped}[/]",
+    ]
+    if record.late:
+        parts.append(f"[yellow]late {record.late}[/]")
+    unavailable = len(record.clients) - record.sampled
+    if unavailable:
+        parts.append(f"[yellow]unavailable {unavailable}[/]")
+    parts.append("loss -" if record.loss is None else f"loss {record.loss:.4f}")
+    parts.append("accuracy -" if record.accuracy is None else f"accuracy {record.accuracy:.3f}")
+    workers = {c.worker for c in record.clients}
+    good = {c.worker for c in record.succeeded}
+    parts.append(f"{len(good)}/{len(workers)} workers")
     parts.append(f"{record.seconds:.2f} s")
     line = "  ".join(parts)
-    for failure in record.failed:
-        line += f"\n    {failure.worker} failed: {failure.error}"
+    for failure in record.failed[:5]:
+        line += f"\n    {failure.client} {failure.status}: {failure.error}"
+    if len(record.failed) > 5:
+        line += f"\n    ... and {len(record.failed) - 5} more"
     return line
+
+
+def _plot(history: list[RoundRecord]) -> bytes:
+    """A PNG of accuracy per round (and the clients' mean training loss), from the records."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.0), layout="constrained")
+    axes = figure.subplots()
+    rounds = [record.round for record in history]
+    accuracies = [math.nan if record.accuracy is None else record.accuracy for record in history]
+    axes.plot(rounds, accuracies, marker="o", color="tab:blue", label="accuracy")
+    axes.set_xlabel("round")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(0, 1)
+    axes.grid(True, alpha=0.3)
+    losses = []
+    for record in history:
+        trained = [(c.loss, c.dataset_size) for c in record.succeeded if c.loss is not None]
+        size = sum(n for _, n in trained)
+        losses.append(sum(loss * n for loss, n in trained) / size if size else math.nan)
+    twin = axes.twinx()
+    twin.plot(rounds, losses, marker=".", linestyle="--", color="tab:orange", label="training loss")
+    twin.set_ylabel("clients' training loss")
+    axes.set_title("federated training, per round")
+    handles = axes.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    axes.legend(handles=handles, loc="lower right")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
