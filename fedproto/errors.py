@@ -33,6 +33,8 @@ __all__ = [
     "ProtocolError",
     "RequestCancelledError",
     "ResourceExhaustedError",
+    "TrainConfigError",
+    "TrainConfigTypeError",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
@@ -158,6 +160,21 @@ class InvalidArgumentError(ProtocolError):
     """A field or argument has a wrong type, is missing, or is out of range."""
 
     code = ErrorCode.INVALID_ARGUMENT
+
+
+class TrainConfigError(InvalidArgumentError, ValueError):
+    """A :class:`~fedproto.TrainConfig` holds a value a worker would refuse, found before sending it.
+
+    It is the ``INVALID_ARGUMENT`` the worker would answer, with the worker's wording and the offending
+    field in ``details["field"]``, so ``except InvalidArgumentError`` catches a mistake whether it was
+    found here or by the worker. It is also a ``ValueError``, which is what ``TrainConfig`` raised before
+    it was typed and what callers (the ``fedproto`` command among them) catch.
+    """
+
+
+class TrainConfigTypeError(TrainConfigError, TypeError):
+    """A :class:`~fedproto.TrainConfig` value of the wrong kind (a model that is not a module, a loss
+    that cannot be scripted...); also a ``TypeError``, as such mistakes were before they were typed."""
 
 
 class AlreadyExistsError(ProtocolError):

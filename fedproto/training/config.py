@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeGuard, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from fedproto.errors import TrainConfigError, TrainConfigTypeError
 from fedproto.training.losses import BUILTIN_LOSSES
 from fedproto.training.torchscript import error_summary, quiet_torchscript, save_torchscript
 from fedproto.types import TrainSpec
@@ -75,6 +76,52 @@ def _optimizer_kwargs(args: Mapping[str, Any]) -> dict[str, Any]:
     return {key: tuple(value) if isinstance(value, (list, tuple)) else value for key, value in args.items()}
 
 
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _settings_problem(
+    *, batch_size: object, epochs: object, seed: object, proximal_mu: object
+) -> tuple[str, str] | None:
+    """``(field, message)`` for the first loop setting a worker refuses (sections 12.1.11, 12.1.16), or None.
+
+    The one wording for both sides: :class:`TrainConfig` raises it before anything is sent, the worker's
+    engine answers it as INVALID_ARGUMENT, so a user reads the same sentence wherever it was caught.
+    """
+    for name, value in (("batch_size", batch_size), ("epochs", epochs)):
+        if not _is_int(value):
+            return name, f"{name} must be an integer, got {value!r}"
+        if value < 1:
+            return name, f"{name} must be at least 1, got {value!r}"
+    if seed is not None:
+        if not _is_int(seed):
+            return "seed", f"seed must be None or an integer, got {seed!r}"
+        if not 0 <= seed <= _MAX_SEED:
+            return "seed", f"seed {seed} is outside [0, 2**64)"
+    if (
+        not isinstance(proximal_mu, (int, float))
+        or isinstance(proximal_mu, bool)
+        or not math.isfinite(proximal_mu)
+        or proximal_mu < 0
+    ):
+        return "proximal_mu", f"proximal_mu must be a finite number >= 0, got {proximal_mu!r}"
+    return None
+
+
+def _optimizer_problem(name: object, args: object) -> tuple[str, str] | None:
+    """``(field, message)`` when ``name`` is no ``torch.optim`` optimizer or ``args`` are of the wrong
+    kinds (sections 12.1.9, 12.1.10), or None; both sides word it the same way."""
+    if _optimizer_class(name) is None:
+        return "optimizer", f"unknown optimizer {name!r}; torch.optim has {_known_optimizers()}"
+    problem = _optimizer_args_problem(args)
+    return None if problem is None else ("optimizer_args", problem)
+
+
+def _construction_problem(name: str, args: Mapping[str, Any], exc: Exception) -> str:
+    """The message for an optimizer constructor that rejected ``args`` (section 12.1.9)."""
+    return f"cannot create {name} with optimizer_args {dict(args)!r}: {error_summary(exc)}"
+
+
 def _script_loss_function(function: Callable[..., Tensor]) -> torch.jit.ScriptModule:
     """Script a loss function (plain or already scripted) as a module whose forward calls it."""
 
@@ -112,8 +159,10 @@ class TrainConfig:
     - ``reset_optimizer``: start every fit with a new optimizer, so no optimizer state (momentum,
       Adam's moments) carries from one fit to the next; federated rounds want this.
 
-    The constructor checks what it can locally and raises ``ValueError`` (``TypeError`` for values of the
-    wrong kind); the worker checks everything again.
+    The constructor checks what it can locally and raises :class:`~fedproto.errors.TrainConfigError`
+    (an ``InvalidArgumentError`` and a ``ValueError``, worded as the worker would answer) or, for values of
+    the wrong kind, :class:`~fedproto.errors.TrainConfigTypeError` (also a ``TypeError``); the worker checks
+    everything again.
     """
 
     model: nn.Module | str
@@ -133,58 +182,66 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, str):
             if not self.model:
-                raise ValueError("model must not be an empty name")
+                raise TrainConfigError("model must not be an empty name", details={"field": "model"})
         elif not isinstance(self.model, nn.Module):
-            raise TypeError(
+            raise TrainConfigTypeError(
                 f"model must be an nn.Module, a TorchScript module or a registered name, "
-                f"not {type(self.model).__name__}"
+                f"not {type(self.model).__name__}",
+                details={"field": "model"},
             )
         if isinstance(self.loss_fn, str):
             if self.loss_fn not in BUILTIN_LOSSES:
-                raise ValueError(
-                    f"unknown loss name {self.loss_fn!r}; built-in losses are {', '.join(BUILTIN_LOSSES)}"
+                # the worker's wording (fedproto.training.losses.builtin_loss)
+                raise TrainConfigError(
+                    f"unknown loss name {self.loss_fn!r}; built-in losses are {', '.join(BUILTIN_LOSSES)}",
+                    details={"field": "loss_name"},
                 )
         elif not callable(self.loss_fn):
-            raise TypeError(f"loss_fn must be a loss name or callable, not {type(self.loss_fn).__name__}")
-        for name in ("batch_size", "epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.max_nr_batches, int) or isinstance(self.max_nr_batches, bool):
-            raise ValueError(f"max_nr_batches must be an integer, got {self.max_nr_batches!r}")
-        if self.seed is not None and (
-            not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= _MAX_SEED
-        ):
-            raise ValueError(f"seed must be None or an integer in [0, 2**64), got {self.seed!r}")
+            raise TrainConfigTypeError(
+                f"loss_fn must be a loss name or callable, not {type(self.loss_fn).__name__}",
+                details={"field": "loss"},
+            )
+        problem = _settings_problem(
+            batch_size=self.batch_size, epochs=self.epochs, seed=self.seed, proximal_mu=self.proximal_mu
+        )
+        if problem is not None:
+            raise TrainConfigError(problem[1], details={"field": problem[0]})
+        if not _is_int(self.max_nr_batches):
+            raise TrainConfigError(
+                f"max_nr_batches must be an integer, got {self.max_nr_batches!r}",
+                details={"field": "max_nr_batches"},
+            )
         if self.example_input is not None and not isinstance(self.example_input, Tensor):
-            raise TypeError(f"example_input must be a tensor, not {type(self.example_input).__name__}")
+            raise TrainConfigTypeError(
+                f"example_input must be a tensor, not {type(self.example_input).__name__}",
+                details={"field": "example_input"},
+            )
         if self.initial_weights is not None and not all(
             isinstance(key, str) and isinstance(value, Tensor) for key, value in self.initial_weights.items()
         ):
-            raise TypeError("initial_weights must map state-dict names (str) to tensors")
-        if (
-            not isinstance(self.proximal_mu, (int, float))
-            or isinstance(self.proximal_mu, bool)
-            or not math.isfinite(self.proximal_mu)
-            or self.proximal_mu < 0
-        ):
-            raise ValueError(f"proximal_mu must be a finite number >= 0, got {self.proximal_mu!r}")
+            raise TrainConfigTypeError(
+                "initial_weights must map state-dict names (str) to tensors",
+                details={"field": "initial_weights"},
+            )
         if not isinstance(self.reset_optimizer, bool):
-            raise TypeError(f"reset_optimizer must be a bool, not {type(self.reset_optimizer).__name__}")
+            raise TrainConfigTypeError(
+                f"reset_optimizer must be a bool, not {type(self.reset_optimizer).__name__}",
+                details={"field": "reset_optimizer"},
+            )
         self._check_optimizer()
 
     def _check_optimizer(self) -> None:
-        optimizer_class = _optimizer_class(self.optimizer)
-        if optimizer_class is None:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; torch.optim has {_known_optimizers()}")
-        problem = _optimizer_args_problem(self.optimizer_args)
+        problem = _optimizer_problem(self.optimizer, self.optimizer_args)
         if problem is not None:
-            raise ValueError(problem)
+            raise TrainConfigError(problem[1], details={"field": problem[0]})
+        optimizer_class = _optimizer_class(self.optimizer)
+        assert optimizer_class is not None  # checked by _optimizer_problem
         try:
             optimizer_class([nn.Parameter(torch.zeros(1))], **_optimizer_kwargs(self.optimizer_args))
         except Exception as exc:  # TypeError, ValueError, IndexError (a short betas list)...
-            raise ValueError(
-                f"{self.optimizer} does not accept optimizer_args: {error_summary(exc)}"
+            raise TrainConfigError(
+                _construction_problem(self.optimizer, self.optimizer_args, exc),
+                details={"field": "optimizer_args"},
             ) from None
 
     def model_bytes(self) -> bytes | None:
@@ -194,7 +251,8 @@ class TrainConfig:
         ``torch.jit.script`` and, when that fails and ``example_input`` is set, traced with
         ``torch.jit.trace(model, example_input)`` instead (a trace records one path through the code:
         data-dependent branches and the train/eval mode at tracing time are frozen). Raises
-        ``TypeError`` when the module can be neither scripted nor traced.
+        :class:`~fedproto.errors.TrainConfigTypeError` (a ``TypeError``) when the module can be neither
+        scripted nor traced.
         """
         model = self.model
         if isinstance(model, str):
@@ -206,17 +264,19 @@ class TrainConfig:
                 scripted: torch.jit.ScriptModule = torch.jit.script(model)
         except Exception as exc:
             if self.example_input is None:
-                raise TypeError(
+                raise TrainConfigTypeError(
                     f"the model {type(model).__name__} cannot be scripted with torch.jit.script "
-                    f"({error_summary(exc)}); pass example_input=... to trace it instead"
+                    f"({error_summary(exc)}); pass example_input=... to trace it instead",
+                    details={"field": "model"},
                 ) from exc
             try:
                 with quiet_torchscript():
                     scripted = torch.jit.trace(model, self.example_input, check_trace=False)
             except Exception as trace_exc:
-                raise TypeError(
+                raise TrainConfigTypeError(
                     f"the model {type(model).__name__} can be neither scripted nor traced with "
-                    f"example_input: {error_summary(trace_exc)}"
+                    f"example_input: {error_summary(trace_exc)}",
+                    details={"field": "model"},
                 ) from trace_exc
         return save_torchscript(scripted, "model")
 
@@ -225,7 +285,8 @@ class TrainConfig:
 
         TorchScript modules are saved as they are, other modules are scripted, and functions (plain or
         ``torch.jit.script``-ed) are wrapped in a module whose ``forward(output, target)`` calls them.
-        Raises ``TypeError`` when the loss cannot be scripted.
+        Raises :class:`~fedproto.errors.TrainConfigTypeError` (a ``TypeError``) when the loss cannot be
+        scripted.
         """
         loss_fn = self.loss_fn
         if isinstance(loss_fn, str):
@@ -240,8 +301,9 @@ class TrainConfig:
                 scripted = _script_loss_function(loss_fn)
         except Exception as exc:
             name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
-            raise TypeError(
-                f"the loss {name} cannot be scripted with torch.jit.script: {error_summary(exc)}"
+            raise TrainConfigTypeError(
+                f"the loss {name} cannot be scripted with torch.jit.script: {error_summary(exc)}",
+                details={"field": "loss"},
             ) from exc
         return save_torchscript(scripted, "loss")
 

@@ -34,11 +34,11 @@ from fedproto.errors import (
     ResourceExhaustedError,
 )
 from fedproto.training.config import (
-    _MAX_SEED,
-    _known_optimizers,
-    _optimizer_args_problem,
+    _construction_problem,
     _optimizer_class,
     _optimizer_kwargs,
+    _optimizer_problem,
+    _settings_problem,
 )
 from fedproto.training.losses import builtin_loss
 from fedproto.training.torchscript import error_summary, load_torchscript
@@ -277,8 +277,7 @@ class TrainingState:
             optimizer = optimizer_class(trainable, **kwargs)
         except Exception as exc:  # the constructor checks client values: TypeError, ValueError, IndexError...
             raise InvalidArgumentError(
-                f"cannot create {spec.optimizer} with optimizer_args {spec.optimizer_args!r}: "
-                f"{error_summary(exc)}",
+                _construction_problem(spec.optimizer, spec.optimizer_args, exc),
                 details={"field": "optimizer_args"},
             ) from None
         return cls(
@@ -605,29 +604,18 @@ class TrainingState:
 
 
 def _check_scalars(spec: TrainSpec) -> type[torch.optim.Optimizer]:
-    """Check batch_size, epochs, seed and the optimizer's name and arguments; the optimizer class."""
-    for field_name in ("batch_size", "epochs"):
-        value = getattr(spec, field_name)
-        if not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(
-                f"{field_name} must be at least 1, got {value!r}", details={"field": field_name}
-            )
-    if spec.seed is not None and not 0 <= spec.seed <= _MAX_SEED:
-        raise InvalidArgumentError(f"seed {spec.seed} is outside [0, 2**64)", details={"field": "seed"})
-    if not math.isfinite(spec.proximal_mu) or spec.proximal_mu < 0:
-        raise InvalidArgumentError(
-            f"proximal_mu must be a finite number >= 0, got {spec.proximal_mu!r}",
-            details={"field": "proximal_mu"},
-        )
-    optimizer_class = _optimizer_class(spec.optimizer)
-    if optimizer_class is None:
-        raise InvalidArgumentError(
-            f"unknown optimizer {spec.optimizer!r}; torch.optim has {_known_optimizers()}",
-            details={"field": "optimizer"},
-        )
-    problem = _optimizer_args_problem(spec.optimizer_args)
+    """Check batch_size, epochs, seed and the optimizer's name and arguments; the optimizer class.
+
+    The checks and their wording are :class:`~fedproto.training.config.TrainConfig`'s own, so a client
+    that checked locally and a worker that checks again say the same thing.
+    """
+    problem = _settings_problem(
+        batch_size=spec.batch_size, epochs=spec.epochs, seed=spec.seed, proximal_mu=spec.proximal_mu
+    ) or _optimizer_problem(spec.optimizer, spec.optimizer_args)
     if problem is not None:
-        raise InvalidArgumentError(problem, details={"field": "optimizer_args"})
+        raise InvalidArgumentError(problem[1], details={"field": problem[0]})
+    optimizer_class = _optimizer_class(spec.optimizer)
+    assert optimizer_class is not None  # checked by _optimizer_problem
     return optimizer_class
 
 

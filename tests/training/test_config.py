@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
 from collections.abc import Iterator
@@ -11,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+from fedproto.errors import ErrorCode, InvalidArgumentError, TrainConfigError, TrainConfigTypeError
 from fedproto.training.config import TrainConfig
+from fedproto.training.engine import ModelRegistry, TrainingState
 from fedproto.types import TrainSpec
 
 
@@ -67,31 +70,86 @@ def _load(data: bytes | None) -> torch.jit.ScriptModule:
 
 
 @pytest.mark.parametrize(
-    ("changes", "message"),
+    ("changes", "field", "message"),
     [
-        ({"batch_size": 0}, "batch_size must be a positive integer"),
-        ({"batch_size": 2.0}, "batch_size must be a positive integer"),
-        ({"epochs": -1}, "epochs must be a positive integer"),
-        ({"optimizer": "Sgd"}, "unknown optimizer 'Sgd'; torch.optim has .*SGD"),
-        ({"optimizer": "Optimizer"}, "unknown optimizer 'Optimizer'"),
-        ({"optimizer": "lr_scheduler"}, "unknown optimizer 'lr_scheduler'"),
-        ({"optimizer_args": {"lr": 0.1, "bogus": 1}}, "SGD does not accept optimizer_args: .*bogus"),
-        ({"optimizer_args": {"lr": -1.0}}, "SGD does not accept optimizer_args: .*learning rate"),
-        ({"optimizer_args": {"lr": {"nested": 1}}}, r"optimizer_args\['lr'\] is a dict"),
-        ({"optimizer_args": {"lr": [0.1, "x"]}}, r"optimizer_args\['lr'\] is a list"),
-        ({"optimizer_args": {"foreach": None}}, r"optimizer_args\['foreach'\] is a NoneType"),
-        ({"optimizer": "LBFGS", "optimizer_args": {"line_search_fn": "strong_wolfe"}}, "is a str"),
-        ({"loss_fn": "mean_squared"}, "unknown loss name 'mean_squared'; built-in losses are mse"),
-        ({"model": ""}, "empty name"),
-        ({"seed": -1}, "seed must be None or an integer"),
-        ({"seed": 2**64}, "seed must be None or an integer"),
-        ({"max_nr_batches": 1.5}, "max_nr_batches must be an integer"),
+        ({"batch_size": 0}, "batch_size", "batch_size must be at least 1, got 0"),
+        ({"batch_size": 2.0}, "batch_size", "batch_size must be an integer, got 2.0"),
+        ({"batch_size": True}, "batch_size", "batch_size must be an integer, got True"),
+        ({"epochs": -1}, "epochs", "epochs must be at least 1, got -1"),
+        ({"optimizer": "Sgd"}, "optimizer", "unknown optimizer 'Sgd'; torch.optim has .*SGD"),
+        ({"optimizer": "Optimizer"}, "optimizer", "unknown optimizer 'Optimizer'"),
+        ({"optimizer": "lr_scheduler"}, "optimizer", "unknown optimizer 'lr_scheduler'"),
+        (
+            {"optimizer_args": {"lr": 0.1, "bogus": 1}},
+            "optimizer_args",
+            r"cannot create SGD with optimizer_args \{'lr': 0.1, 'bogus': 1\}: .*bogus",
+        ),
+        ({"optimizer_args": {"lr": -1.0}}, "optimizer_args", "cannot create SGD with .*learning rate"),
+        ({"optimizer_args": {"lr": {"nested": 1}}}, "optimizer_args", r"optimizer_args\['lr'\] is a dict"),
+        ({"optimizer_args": {"lr": [0.1, "x"]}}, "optimizer_args", r"optimizer_args\['lr'\] is a list"),
+        ({"optimizer_args": {"foreach": None}}, "optimizer_args", r"\['foreach'\] is a NoneType"),
+        (
+            {"optimizer": "LBFGS", "optimizer_args": {"line_search_fn": "strong_wolfe"}},
+            "optimizer_args",
+            "is a str",
+        ),
+        (
+            {"loss_fn": "mean_squared"},
+            "loss_name",
+            "unknown loss name 'mean_squared'; built-in losses are mse",
+        ),
+        ({"model": ""}, "model", "empty name"),
+        ({"seed": -1}, "seed", r"seed -1 is outside \[0, 2\*\*64\)"),
+        ({"seed": 2**64}, "seed", "seed 18446744073709551616 is outside"),
+        ({"seed": "7"}, "seed", "seed must be None or an integer, got '7'"),
+        ({"max_nr_batches": 1.5}, "max_nr_batches", "max_nr_batches must be an integer"),
+        ({"proximal_mu": -0.5}, "proximal_mu", "proximal_mu must be a finite number >= 0"),
     ],
 )
-def test_invalid_values_raise_value_error(changes: dict[str, Any], message: str) -> None:
+def test_invalid_values_raise_a_typed_error_that_is_still_a_value_error(
+    changes: dict[str, Any], field: str, message: str
+) -> None:
     arguments: dict[str, Any] = {"model": "mlp", "loss_fn": "mse", **changes}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(TrainConfigError, match=message) as caught:
         TrainConfig(**arguments)
+    error = caught.value
+    # the worker's code and field, and still what callers caught before the error was typed
+    assert isinstance(error, InvalidArgumentError) and isinstance(error, ValueError)
+    assert error.code is ErrorCode.INVALID_ARGUMENT
+    assert error.details == {"field": field}
+    assert not error.remote
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"batch_size": 0},
+        {"epochs": 0},
+        {"seed": 2**64},
+        {"proximal_mu": float("inf")},
+        {"optimizer": "Sgd"},
+        {"optimizer_args": {"lr": "fast"}},
+        {"optimizer_args": {"lr": 0.1, "bogus": 1}},
+        {"optimizer": "Adam", "optimizer_args": {"betas": [0.9]}},
+        {"loss_fn": "mean_squared"},
+    ],
+)
+def test_the_worker_words_a_mistake_as_the_config_does(changes: dict[str, Any]) -> None:
+    arguments: dict[str, Any] = {"model": "linear", "loss_fn": "mse", "optimizer_args": {"lr": 0.1}}
+    arguments.update(changes)
+    with pytest.raises(TrainConfigError) as local:
+        TrainConfig(**arguments)
+    # the same values as they reach a worker, unchecked (a client in another language, an old client)
+    spec = TrainConfig(model="linear", loss_fn="mse").to_spec()
+    fields = {"loss_name" if key == "loss_fn" else key: value for key, value in changes.items()}
+    models = ModelRegistry()
+    models.register("linear", lambda: nn.Linear(3, 2))
+    with pytest.raises(InvalidArgumentError) as remote:
+        TrainingState.configure(
+            dataclasses.replace(spec, **fields), registry=models, weights_only=False, max_model_bytes=0
+        )
+    assert str(remote.value) == str(local.value)
+    assert remote.value.details == local.value.details
 
 
 @pytest.mark.parametrize(
@@ -104,10 +162,13 @@ def test_invalid_values_raise_value_error(changes: dict[str, Any], message: str)
         ({"initial_weights": {"w": [1.0]}}, "initial_weights must map"),
     ],
 )
-def test_values_of_the_wrong_kind_raise_type_error(changes: dict[str, Any], message: str) -> None:
+def test_values_of_the_wrong_kind_raise_a_typed_error_that_is_still_a_type_error(
+    changes: dict[str, Any], message: str
+) -> None:
     arguments: dict[str, Any] = {"model": "mlp", "loss_fn": "mse", **changes}
-    with pytest.raises(TypeError, match=message):
+    with pytest.raises(TrainConfigTypeError, match=message) as caught:
         TrainConfig(**arguments)
+    assert isinstance(caught.value, TypeError) and isinstance(caught.value, InvalidArgumentError)
 
 
 @settings(max_examples=40, deadline=None)
@@ -199,7 +260,7 @@ def test_script_module_is_sent_as_is() -> None:
 
 
 def test_unscriptable_model_needs_example_input() -> None:
-    with pytest.raises(TypeError, match=r"cannot be scripted.*pass example_input"):
+    with pytest.raises(TrainConfigTypeError, match=r"cannot be scripted.*pass example_input"):
         TrainConfig(model=VarArgs(), loss_fn="mse").model_bytes()
 
 
@@ -213,7 +274,7 @@ def test_unscriptable_model_is_traced_with_example_input() -> None:
 
 def test_untraceable_model_raises_type_error() -> None:
     config = TrainConfig(model=VarArgs(), loss_fn="mse", example_input=torch.zeros(1, 4))
-    with pytest.raises(TypeError, match="neither scripted nor traced"):
+    with pytest.raises(TrainConfigTypeError, match="neither scripted nor traced"):
         config.model_bytes()
 
 
@@ -234,7 +295,7 @@ def test_loss_round_trips_as_torchscript(kind: str) -> None:
 
 
 def test_unscriptable_loss_raises_type_error() -> None:
-    with pytest.raises(TypeError, match="the loss <lambda> cannot be scripted"):
+    with pytest.raises(TrainConfigTypeError, match="the loss <lambda> cannot be scripted"):
         TrainConfig(model="mlp", loss_fn=lambda output, target: (output - target).mean()).loss_bytes()
 
 
