@@ -138,6 +138,25 @@ class AsyncClient:
         reconnect_attempts: int = 5,
         max_frame_bytes: int = 0,
     ) -> None:
+        """A client for the worker at ``url``; it does not connect until :meth:`open` (or ``connect``).
+
+        Args:
+            url: The worker's address, ``ws://host:port`` or ``wss://host:port`` (TLS).
+            token: The bearer token the worker knows this identity by (sent in the Hello; empty: none).
+            name: The client name the Hello announces to the worker (its logs show it).
+            timeout: Default seconds each call may take, sent to the worker as the request's deadline;
+                a call's own ``timeout=`` overrides it. None waits as long as it takes (long fits).
+            connect_timeout: Seconds the TCP/TLS/WebSocket opening and the handshake may take each.
+            ca_file: A PEM file of certificate authorities to verify a ``wss://`` worker with, for
+                private deployments (default: the system's). Ignored when ``ssl_context`` is given.
+            ssl_context: The TLS context for ``wss://`` (client certificates, pinning...); default: one
+                that verifies the worker's certificate and host name.
+            reconnect: When the connection dropped between calls, let the next call reconnect and redo
+                the handshake (with backoff) instead of failing with ConnectionClosedError.
+            reconnect_attempts: How many connection attempts such a reconnect makes before giving up.
+            max_frame_bytes: The largest message this client accepts, announced in the Hello so the
+                worker never sends more (protocol section 3.4); 0: no limit.
+        """
         if not url.startswith(("ws://", "wss://")):
             raise ValueError(f"expected a ws:// or wss:// URL, got {url!r}")
         self.url = url
@@ -166,9 +185,42 @@ class AsyncClient:
     # -- connection -------------------------------------------------------------------------------
 
     @classmethod
-    def connect(cls, url: str, **kwargs: Any) -> _Connecting:
-        """Open a client: ``async with AsyncClient.connect(url) as c:`` or ``await ....connect(url)``."""
-        return _Connecting(cls(url, **kwargs))
+    def connect(
+        cls,
+        url: str,
+        *,
+        token: str = "",
+        name: str = CLIENT_NAME,
+        timeout: float | None = None,
+        connect_timeout: float = 10.0,
+        ca_file: str | Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        reconnect: bool = True,
+        reconnect_attempts: int = 5,
+        max_frame_bytes: int = 0,
+    ) -> _Connecting:
+        """Open a client: ``async with AsyncClient.connect(url) as c:`` or ``await AsyncClient.connect(url)``.
+
+        The parameters are the constructor's (spelled out so that ``help()`` and editors show them):
+        ``token`` (bearer token), ``name`` (announced client name), ``timeout`` (default per-call
+        seconds, None: unbounded), ``connect_timeout`` (seconds to connect and shake hands),
+        ``ca_file``/``ssl_context`` (TLS for ``wss://``), ``reconnect``/``reconnect_attempts``
+        (reconnecting between calls), ``max_frame_bytes`` (largest message accepted, 0: no limit).
+        """
+        return _Connecting(
+            cls(
+                url,
+                token=token,
+                name=name,
+                timeout=timeout,
+                connect_timeout=connect_timeout,
+                ca_file=ca_file,
+                ssl_context=ssl_context,
+                reconnect=reconnect,
+                reconnect_attempts=reconnect_attempts,
+                max_frame_bytes=max_frame_bytes,
+            )
+        )
 
     @property
     def server(self) -> ServerInfo:

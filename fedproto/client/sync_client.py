@@ -11,11 +11,19 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
+import ssl
 import threading
 from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from fedproto.client.async_client import AsyncClient, NotificationCallback, ObjectRef, RemoteMethods
+from fedproto.client.async_client import (
+    CLIENT_NAME,
+    AsyncClient,
+    NotificationCallback,
+    ObjectRef,
+    RemoteMethods,
+)
 from fedproto.errors import ConnectionClosedError
 from fedproto.types import ServerInfo
 
@@ -127,9 +135,52 @@ class Client:
     Notification callbacks run on the client's background thread.
     """
 
-    def __init__(self, url: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str = "",
+        name: str = CLIENT_NAME,
+        timeout: float | None = None,
+        connect_timeout: float = 10.0,
+        ca_file: str | Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        reconnect: bool = True,
+        reconnect_attempts: int = 5,
+        max_frame_bytes: int = 0,
+    ) -> None:
+        """Connect to the worker at ``url`` and do the handshake; raises the worker's error if it refuses.
+
+        Args:
+            url: The worker's address, ``ws://host:port`` or ``wss://host:port`` (TLS).
+            token: The bearer token the worker knows this identity by (sent in the Hello; empty: none).
+            name: The client name the Hello announces to the worker (its logs show it).
+            timeout: Default seconds each call may take, sent to the worker as the request's deadline;
+                a call's own ``timeout=`` overrides it. None waits as long as it takes (long fits).
+            connect_timeout: Seconds the TCP/TLS/WebSocket opening and the handshake may take each.
+            ca_file: A PEM file of certificate authorities to verify a ``wss://`` worker with, for
+                private deployments (default: the system's). Ignored when ``ssl_context`` is given.
+            ssl_context: The TLS context for ``wss://`` (client certificates, pinning...); default: one
+                that verifies the worker's certificate and host name.
+            reconnect: When the connection dropped between calls, let the next call reconnect and redo
+                the handshake (with backoff) instead of failing with ConnectionClosedError.
+            reconnect_attempts: How many connection attempts such a reconnect makes before giving up.
+            max_frame_bytes: The largest message this client accepts, announced in the Hello so the
+                worker never sends more (protocol section 3.4); 0: no limit.
+        """
         self._portal = _LoopThread(name="fedproto-client")
-        self._async = AsyncClient(url, **kwargs)
+        self._async = AsyncClient(
+            url,
+            token=token,
+            name=name,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            ca_file=ca_file,
+            ssl_context=ssl_context,
+            reconnect=reconnect,
+            reconnect_attempts=reconnect_attempts,
+            max_frame_bytes=max_frame_bytes,
+        )
         self.remote = RemoteMethods(self)
         try:
             self._portal.run(self._async.open())

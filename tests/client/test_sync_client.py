@@ -245,3 +245,71 @@ def test_submit_runs_a_coroutine_on_the_client_loop(threaded_worker: ThreadedWor
     closing = c.aio.ping()
     with pytest.raises(fedproto.ConnectionClosedError):
         c.submit(closing)
+
+
+# -- connection options: explicit, the same everywhere ---------------------------------------------------
+
+_OPENERS = {
+    "AsyncClient": fedproto.AsyncClient.__init__,
+    "AsyncClient.connect": fedproto.AsyncClient.connect,
+    "Client": fedproto.Client.__init__,
+}
+
+
+def _options(opener: Callable[..., object]) -> list[inspect.Parameter]:
+    return [p for p in inspect.signature(opener).parameters.values() if p.name not in ("self", "url")]
+
+
+@pytest.mark.parametrize("where", sorted(_OPENERS))
+def test_connection_options_are_explicit_typed_and_documented(where: str) -> None:
+    opener = _OPENERS[where]
+    options = _options(opener)
+    # no **kwargs: help(), editors and type checkers see every option
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in options), where
+    assert all(p.annotation is not inspect.Parameter.empty for p in options), where
+    doc = inspect.getdoc(opener) or ""
+    undocumented = [p.name for p in options if f"``{p.name}``" not in doc and f"{p.name}:" not in doc]
+    assert not undocumented, f"{where} does not document {undocumented}"
+
+
+@pytest.mark.parametrize("where", ["AsyncClient.connect", "Client"])
+def test_connection_options_mirror_the_async_constructor(where: str) -> None:
+    core = [(p.name, p.kind, p.annotation, p.default) for p in _options(fedproto.AsyncClient.__init__)]
+    assert [(p.name, p.kind, p.annotation, p.default) for p in _options(_OPENERS[where])] == core
+
+
+def test_help_shows_the_client_options() -> None:
+    shown = pydoc.render_doc(fedproto.Client, renderer=pydoc.plaintext)
+    for text in ("token: 'str' = ''", "timeout: 'float | None' = None", "reconnect_attempts: 'int' = 5",
+                 "max_frame_bytes: 'int' = 0", "ssl_context: 'ssl.SSLContext | None' = None"):
+        assert text in shown, text
+
+
+def test_a_misspelt_option_fails_before_any_thread_starts() -> None:
+    before = client_threads()
+    with pytest.raises(TypeError, match="tokn"):
+        fedproto.Client("ws://127.0.0.1:9", tokn="secret")  # type: ignore[call-arg]
+    assert client_threads() == before
+
+
+def test_every_option_reaches_the_connection(threaded_worker: ThreadedWorker) -> None:
+    options = {
+        "token": "",
+        "name": "options-test",
+        "timeout": 12.5,
+        "connect_timeout": 3.0,
+        "reconnect": False,
+        "reconnect_attempts": 2,
+        "max_frame_bytes": 1 << 20,
+    }
+    with fedproto.Client(threaded_worker.url, **options) as c:
+        assert {key: getattr(c.aio, key) for key in options} == options
+        assert c.ping() >= 0
+
+
+async def test_connect_passes_every_option(threaded_worker: ThreadedWorker) -> None:
+    async with fedproto.AsyncClient.connect(
+        threaded_worker.url, name="options-test", timeout=7.0, reconnect=False, max_frame_bytes=4096
+    ) as c:
+        assert (c.name, c.timeout, c.reconnect, c.max_frame_bytes) == ("options-test", 7.0, False, 4096)
+        assert await c.ping() >= 0
