@@ -151,8 +151,22 @@ export class Client extends EventEmitter<ClientEvents> {
    * {@link ConnectionClosedError}.
    */
   static async connect(url: string, options: ClientOptions = {}): Promise<Client> {
+    try {
+      return await Client.connectOnce(url, options, true);
+    } catch (err) {
+      // §2.2.4: `ws` refuses a server that selects no subprotocol when one was offered, which §2.2.3
+      // allows; such a server is then reached without the offer.
+      const cause = err instanceof ConnectionClosedError ? (err.cause as Error | undefined) : undefined;
+      if (cause?.message === "Server sent no subprotocol") {
+        return Client.connectOnce(url, options, false);
+      }
+      throw err;
+    }
+  }
+
+  private static connectOnce(url: string, options: ClientOptions, offer: boolean): Promise<Client> {
     const maxFrame = options.maxFrameBytes ?? DEFAULT_MAX_FRAME;
-    const ws = new WebSocket(url, SUBPROTOCOL, {
+    const ws = new WebSocket(url, offer ? SUBPROTOCOL : [], {
       perMessageDeflate: false, // §2.3.1
       maxPayload: maxFrame, // ws closes with 1009 above it (§3.4.5)
       handshakeTimeout: options.connectTimeoutMs ?? 10_000,

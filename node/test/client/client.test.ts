@@ -6,6 +6,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
+import { create } from "@bufbuild/protobuf";
+import { WebSocketServer } from "ws";
 import { Client, ConnectionClosedError, typedArrayOf } from "../../src/client/index.js";
 import {
   AlreadyExistsError,
@@ -19,7 +21,12 @@ import {
   ResourceExhaustedError,
   UnauthenticatedError,
   UnavailableError,
+  decodeEnvelope,
+  encodeEnvelope,
   errorCodeName,
+  limitsToProto,
+  makeEnvelope,
+  CONFORMANCE_LIMITS,
   proto,
   sha256,
   type JsValue,
@@ -266,4 +273,31 @@ test("listMethods and listDatasets describe the conformance profile (§10, §11.
     assert.equal(dataset!.sampleCount, 64);
     assert.deepEqual([...dataset!.featureShape], [4]);
   });
+});
+
+test("a server that selects no subprotocol is still reached (§2.2.3, §2.2.4)", async () => {
+  // A minimal server: no subprotocol selected, a Welcome for the Hello, a Pong for each Ping.
+  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, handleProtocols: () => false });
+  await new Promise((resolve) => wss.once("listening", resolve));
+  wss.on("connection", (ws) => {
+    ws.on("message", (data: Buffer) => {
+      const env = decodeEnvelope(new Uint8Array(data));
+      const welcome = create(proto.WelcomeSchema, { version: 1, serverId: "bare", limits: limitsToProto(CONFORMANCE_LIMITS) });
+      const reply: proto.Envelope["body"] =
+        env.body.case === "hello"
+          ? { case: "welcome", value: welcome }
+          : { case: "pong", value: create(proto.PongSchema, { payload: (env.body.value as proto.Ping).payload }) };
+      ws.send(encodeEnvelope(makeEnvelope(env.requestId, reply)));
+    });
+  });
+  const { port } = wss.address() as { port: number };
+  try {
+    const client = await Client.connect(`ws://127.0.0.1:${port}`);
+    assert.equal(client.server.serverId, "bare");
+    await client.ping();
+    client.terminate();
+  } finally {
+    for (const ws of wss.clients) ws.terminate();
+    await new Promise((resolve) => wss.close(resolve));
+  }
 });
