@@ -1,6 +1,7 @@
 """A data owner's worker that exposes a custom method, as in the PySyft 0.2 ``get_colonyId`` story.
 
     python examples/colony_worker.py --port 8777
+    fedproto serve --worker examples/colony_worker.py:make_worker --port 8777     # the same worker
 
 PySyft 0.2 made *every* server method callable by name; here only what is marked ``@rpc`` is.
 """
@@ -36,8 +37,11 @@ class ColonyWorker(fedproto.Worker):
         await ctx.notify("colony", {"colony": self.colony, "message": message})
 
 
-def build(colony: int = 7, tokens: dict[str, str] | None = None) -> ColonyWorker:
-    """The worker with its XOR dataset, as the seed's data owner sets it up."""
+def make_worker(colony: int = 7, tokens: dict[str, str] | None = None) -> ColonyWorker:
+    """The worker with its XOR dataset, as the seed's data owner sets it up.
+
+    ``fedproto serve --worker examples/colony_worker.py:make_worker`` calls it with no arguments.
+    """
     worker = ColonyWorker("alice", colony=colony, tokens=tokens)
     data = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     target = torch.tensor([[0.0], [1.0], [1.0], [0.0]])
@@ -51,7 +55,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8777)
     parser.add_argument("--colony", type=int, default=7)
     args = parser.parse_args()
-    build(args.colony).run(args.host, args.port)
+    make_worker(args.colony).run(args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     args = parser.parse_args()
 
-    worker = colony_worker.build(colony=42, tokens={"coordinator": "s3cret"})
+    worker = colony_worker.make_worker(colony=42, tokens={"coordinator": "s3cret"})
     loop = asyncio.new_event_loop()
     started = threading.Event()
 

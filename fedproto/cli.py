@@ -51,7 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a worker (a data owner's server)", parents=[common])
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8777, help="TCP port (default 8777; 0 picks one)")
-    serve.add_argument("--id", default="worker", help="the worker's id (default 'worker')")
+    serve.add_argument("--id", help="the worker's id (default: the loaded worker's, else 'worker')")
+    serve.add_argument(
+        "--worker",
+        metavar="MODULE:FACTORY",
+        help="serve your own worker: a fedproto.Worker, a Worker subclass or a callable returning one, "
+        "from an importable module or a .py file (examples/colony_worker.py:make_worker); the other "
+        "options given here apply to it",
+    )
+    serve.add_argument(
+        "--methods",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="expose the module-level functions marked @fedproto.rpc in MODULE (a module name or a .py "
+        "file; repeatable)",
+    )
     serve.add_argument(
         "--dataset",
         action="append",
@@ -74,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--conformance", action="store_true", help="expose the conformance profile (docs/protocol.md §18)"
+    )
+    serve.add_argument(
+        "--expose-errors",
+        action="store_true",
+        help="send clients the text of unexpected exceptions (default: a generic message and an error id "
+        "that the log shows beside the traceback)",
     )
 
     ls = sub.add_parser("ls", help="list a server's datasets, objects and methods", parents=[common])
@@ -183,13 +204,29 @@ def _one_line(exc: BaseException) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     from fedproto.server import Worker, load_token_file
+    from fedproto.server.loading import load_methods, load_worker
     from fedproto.server.profile import conformance_worker
 
     tokens = load_token_file(args.token_file) if args.token_file else None
+    if args.conformance and args.worker:
+        raise ValueError("--conformance and --worker both choose the worker: give one")
     if args.conformance:
-        worker = conformance_worker(args.id if args.id != "worker" else "conformance", tokens=tokens)
+        worker = conformance_worker(args.id or "conformance", tokens=tokens)
+    elif args.worker:
+        # the loaded worker keeps its own settings unless an option here says otherwise
+        worker = load_worker(args.worker)
+        if args.id:
+            worker.id = args.id
+        if args.token_file:
+            worker.set_tokens(tokens)
+        if args.weights_only:
+            worker.weights_only = True
     else:
-        worker = Worker(args.id, tokens=tokens, weights_only=args.weights_only)
+        worker = Worker(args.id or "worker", tokens=tokens, weights_only=args.weights_only)
+    if args.expose_errors:
+        worker.expose_errors = True
+    for module in args.methods:
+        load_methods(module, worker)
     for spec in args.dataset:
         key, sep, path = spec.partition("=")
         if not sep or not key or not path:
@@ -238,10 +275,13 @@ async def _ls(args: argparse.Namespace) -> int:
     console = Console()
     async with AsyncClient.connect(args.url, **_client_kwargs(args)) as client:
         info = client.server
+        # soft_wrap: a long line is left to the terminal to wrap, never broken inside a list by rich
         console.print(
             f"[bold]{info.server_id}[/] ({info.server_name}) protocol v{info.version}, "
-            f"identity {info.identity!r}, capabilities: {', '.join(sorted(info.capabilities))}"
+            f"identity {info.identity!r}",
+            soft_wrap=True,
         )
+        console.print(f"capabilities: {', '.join(sorted(info.capabilities))}", soft_wrap=True)
         caps = info.capabilities
         if "datasets" in caps:
             table = Table("dataset", "samples", "features", "targets", "description", title="datasets")
@@ -253,7 +293,7 @@ async def _ls(args: argparse.Namespace) -> int:
                     f"{list(d.target_shape)} {str(d.target_dtype).removeprefix('torch.')}",
                     d.description,
                 )
-            console.print(table)
+            _print_table(console, table)
         if "objects" in caps:
             table = Table("object", "dtype", "shape", "bytes", "tags", "description", title="objects")
             for o in await client.list_objects():
@@ -265,14 +305,22 @@ async def _ls(args: argparse.Namespace) -> int:
                     " ".join(o.tags),
                     o.description,
                 )
-            console.print(table)
+            _print_table(console, table)
         if "calls" in caps:
             table = Table("method", "parameters", "returns", "description", title="methods")
             for m in await client.methods():
                 params = ", ".join(f"{p.name}: {p.type}" + ("" if p.required else "?") for p in m.parameters)
                 table.add_row(m.name, params, m.returns, m.description)
-            console.print(table)
+            _print_table(console, table)
     return EXIT_OK
+
+
+def _print_table(console: Any, table: Any) -> None:
+    """Print a rich table, or ``TITLE: none`` for one without rows (an empty box says less)."""
+    if table.row_count:
+        console.print(table)
+    else:
+        console.print(f"{table.title}: none", soft_wrap=True)
 
 
 def _parse_json(text: str, what: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,123 @@ def test_module_help_in_a_subprocess() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("serve", "ls", "call", "ping"):
         assert command in result.stdout
+
+
+# -- serve --worker / --methods ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--worker", "no_such_module_anywhere:make"], "no module named 'no_such_module_anywhere'"),
+        (["--worker", "examples/absent.py:make_worker"], "no such file examples/absent.py"),
+        (["--worker", "examples/colony_worker.py:absent"], "has no attribute 'absent'"),
+        (["--worker", "fedproto:__version__"], "is a str, not a fedproto.Worker"),
+        (["--methods", "json"], "--methods json: no function in it is marked @fedproto.rpc"),
+        (["--conformance", "--worker", "examples/colony_worker.py:make_worker"], "give one"),
+    ],
+    ids=["no-module", "no-file", "no-attribute", "wrong-type", "no-methods", "two-workers"],
+)
+def test_serve_load_errors_are_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    assert main(["serve", "--port", "0", *argv]) == 1
+    assert message in one_line_error(capsys, "serve")
+
+
+def start_serving(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
+    """Start ``fedproto serve ARGV`` on a free port; returns the process and its URL once it listens."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fedproto", "serve", "--port", str(port), *argv],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for _ in range(200):  # bounded: the lines before "listening on"
+        line = process.stderr.readline()
+        if "listening on ws" in line or not line:
+            break
+    assert f"listening on ws://127.0.0.1:{port}" in line, line
+    # keep reading the log, or a chatty worker would block once the pipe's buffer is full
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    return process, f"ws://127.0.0.1:{port}"
+
+
+def stop_serving(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    try:
+        process.wait(WAIT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(WAIT)
+
+
+def test_serve_a_workers_file_and_methods_module(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("coordinator s3cret\n")
+    process, url = start_serving(
+        [
+            "--worker",
+            "examples/colony_worker.py:make_worker",
+            "--methods",
+            "examples/colony_methods.py",
+            "--token-file",
+            str(tokens),
+            "--id",
+            "renamed",
+        ]
+    )
+    try:
+        assert main(["call", url, "get_colony_id", "--token", "s3cret"]) == 0
+        assert json.loads(capsys.readouterr().out) == 7
+        assert main(["call", url, "greet", '"bob"', "--token", "s3cret"]) == 0
+        assert json.loads(capsys.readouterr().out) == "hello Bob, from colony 7"
+        assert main(["ls", url, "--token", "s3cret"]) == 0
+        out = capsys.readouterr().out
+        assert "renamed" in out and "identity 'coordinator'" in out and "xor" in out
+        assert "colony_size" in out and "_helper" not in out
+        assert main(["call", url, "get_colony_id"]) == 1  # the token file applies to the loaded worker
+        assert "UNAUTHENTICATED" in one_line_error(capsys, "call")
+    finally:
+        stop_serving(process)
+
+
+def test_serve_expose_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    methods = tmp_path / "failing_methods.py"
+    methods.write_text(
+        "import fedproto\n\n@fedproto.rpc\ndef broken() -> None:\n    raise OSError('/etc/x')\n"
+    )
+    hidden, hidden_url = start_serving(["--methods", str(methods)])
+    try:
+        assert main(["call", hidden_url, "broken"]) == 1
+        line = one_line_error(capsys, "call")
+        assert "INTERNAL" in line and "error id" in line and "/etc/x" not in line
+    finally:
+        stop_serving(hidden)
+    exposed, exposed_url = start_serving(["--methods", str(methods), "--expose-errors"])
+    try:
+        assert main(["call", exposed_url, "broken"]) == 1
+        assert "OSError: /etc/x" in one_line_error(capsys, "call")
+    finally:
+        stop_serving(exposed)
+
+
+def test_ls_says_none_for_empty_lists_and_keeps_the_header_whole(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    threaded = ThreadedWorker(fedproto.Worker("empty"))
+    try:
+        threaded.run(threaded.worker.start("127.0.0.1", 0))
+        assert main(["ls", threaded.url]) == 0
+    finally:
+        threaded.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert "datasets: none" in lines and "objects: none" in lines and "methods: none" in lines
+    [caps] = [line for line in lines if line.startswith("capabilities: ")]
+    assert caps.endswith("objects, training")  # one line, however narrow the terminal
+    assert not any("┏" in line for line in lines)  # no empty boxes

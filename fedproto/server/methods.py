@@ -288,6 +288,9 @@ def rpc(
 ) -> F | Callable[[F], F]:
     """Mark a method of a Worker subclass as callable by clients (``@rpc`` or ``@rpc(name=...)``).
 
+    A module-level function marked ``@rpc`` is exposed by ``fedproto serve --methods MODULE`` (see
+    :meth:`MethodRegistry.register_module`).
+
     ``inline=True`` runs a plain (non-async) method on the event loop instead of a thread: only for
     methods that return at once and never block, where the thread hop would cost more than the work.
     """
@@ -341,6 +344,24 @@ class MethodRegistry:
             if mark is not None:
                 rpc_name, description, inline = mark
                 self.register(getattr(owner, attr), name=rpc_name, description=description, inline=inline)
+
+    def register_module(self, module: types.ModuleType) -> list[str]:
+        """Register the ``@rpc``-marked functions of ``module``; returns their names, in definition order.
+
+        Exactly these are picked up: module-level functions (plain or ``async def``) defined in
+        ``module`` itself (a function it imported from elsewhere is not exposed again) that carry the
+        ``@rpc`` mark. Unmarked functions, classes and their methods are left alone.
+        """
+        names = []
+        for value in list(vars(module).values()):
+            if not inspect.isfunction(value) or value.__module__ != module.__name__:
+                continue
+            mark = getattr(value, _RPC_MARK, None)
+            if mark is not None:
+                rpc_name, description, inline = mark
+                self.register(value, name=rpc_name, description=description, inline=inline)
+                names.append(rpc_name)
+        return names
 
     def get(self, name: str) -> ExposedMethod:
         """Return the method called ``name`` (METHOD_NOT_FOUND otherwise)."""
