@@ -14,10 +14,12 @@ from fedproto_pb.v1.envelope_pb2 import Envelope
 
 __all__ = [
     "CLIENT_CONTROL_KINDS",
+    "MIN_CLIENT_FRAME_BYTES",
     "PROGRESS_KINDS",
     "PROTOCOL_VERSIONS",
     "REPLY_KIND",
     "REQUEST_KINDS",
+    "REQUIRED_ERROR_DETAILS",
     "SERVER_ONLY_KINDS",
     "error_frame",
     "frame",
@@ -53,6 +55,10 @@ CLIENT_CONTROL_KINDS = frozenset({"hello", "cancel", "goodbye", "chunk"})
 SERVER_ONLY_KINDS = frozenset({"welcome", "notification", "error", "fit_progress", *REPLY_KIND.values()})
 #: Non-terminal bodies a server may send with a request's id before its terminal reply.
 PROGRESS_KINDS = frozenset({"fit_progress", "chunk"})
+#: The smallest non-zero ``Hello.max_frame_bytes`` in force; a smaller one counts as this (section 4.6.3).
+MIN_CLIENT_FRAME_BYTES = 1024
+#: Error details a receiver may depend on (section 13.1.3): kept, when they fit, as an Error is shortened.
+REQUIRED_ERROR_DETAILS = frozenset({"supported", "request_id"})
 
 
 def frame(request_id: int, **body: Any) -> bytes:
@@ -60,6 +66,29 @@ def frame(request_id: int, **body: Any) -> bytes:
     return codec.encode_envelope(Envelope(request_id=request_id, **body))
 
 
-def error_frame(request_id: int, error: ProtocolError) -> bytes:
-    """The frame of an ``Error`` envelope carrying ``error``."""
-    return frame(request_id, error=codec.error_to_proto(error))
+def error_frame(request_id: int, error: ProtocolError, limit: int = 0) -> bytes:
+    """The frame of an ``Error`` envelope carrying ``error``, within ``limit`` bytes when it is non-zero.
+
+    An Error larger than the client's frame limit is shortened, never refused (section 13.1.6): the
+    message is cut first (details such as a limit or an error id say more per byte than the end of a
+    long message), then the details the protocol does not require are dropped and the message cut
+    again, and last the required ones. The code and the request id always stay.
+    """
+    proto = codec.error_to_proto(error)
+    data = frame(request_id, error=proto)
+    if not limit or len(data) <= limit:
+        return data
+    text = proto.message.encode()
+    for keep in (lambda key: True, REQUIRED_ERROR_DETAILS.__contains__, lambda key: False):
+        for key in [k for k in proto.details if not keep(k)]:
+            del proto.details[key]
+        proto.message = ""
+        room = limit - len(frame(request_id, error=proto)) - 4  # 4: the message's tag and length varint
+        if room > 0:
+            # cut at a character boundary: the bytes of a partial last character are dropped
+            proto.message = text[:room].decode(errors="ignore")
+            data = frame(request_id, error=proto)
+            if len(data) <= limit:
+                return data
+    proto.message = ""
+    return frame(request_id, error=proto)

@@ -37,6 +37,7 @@ from fedproto.session.events import (
     UploadStarted,
 )
 from fedproto.session.messages import (
+    MIN_CLIENT_FRAME_BYTES,
     PROGRESS_KINDS,
     PROTOCOL_VERSIONS,
     REQUEST_KINDS,
@@ -142,7 +143,7 @@ class ServerSession:
             envelope = codec.decode_envelope(data)
         except MalformedError as undecodable:  # section 3.3: report, keep the connection
             self._machine.move(Trigger.RECEIVE_UNDECODABLE)
-            return [SendFrame(error_frame(0, undecodable))]
+            return [SendFrame(self._error_frame(0, undecodable))]
         kind = envelope.WhichOneof("body")
         rid = envelope.request_id
         trigger = _TRIGGER_OF_KIND.get(kind or "", Trigger.RECEIVE_INVALID)
@@ -158,7 +159,7 @@ class ServerSession:
             if trigger is Trigger.RECEIVE_HELLO:  # a second Hello: request checks first (section 4.4.5)
                 refused = self._request_id_error(rid) or refused
             refused.details.update(about or {})
-            return [SendFrame(error_frame(stray, refused))]  # a second Hello (section 4.4.4)
+            return [SendFrame(self._error_frame(stray, refused))]  # a second Hello (section 4.4.4)
         if trigger is Trigger.RECEIVE_HELLO:
             return self._receive_hello(envelope)
         self._machine.move(trigger)
@@ -171,7 +172,7 @@ class ServerSession:
             return self._receive_cancel(rid)
         if trigger is Trigger.RECEIVE_GOODBYE:
             return [GoodbyeReceived(envelope.goodbye.reason)]
-        return [SendFrame(error_frame(stray, self._invalid_body(envelope, kind, about)))]
+        return [SendFrame(self._error_frame(stray, self._invalid_body(envelope, kind, about)))]
 
     @staticmethod
     def _invalid_body(envelope: Envelope, kind: str | None, about: dict[str, str] | None) -> ProtocolError:
@@ -182,10 +183,14 @@ class ServerSession:
         # section 3.7: a body only servers send
         return InvalidArgumentError(f"{kind} is sent by servers only", details=about)
 
+    def _error_frame(self, request_id: int, error: ProtocolError) -> bytes:
+        """An Error frame within the client's frame limit, shortened when needed (section 13.1.6)."""
+        return error_frame(request_id, error, self.client_max_frame)
+
     def _fail_connection(self, rid: int, error: ProtocolError, code: int, reason: str) -> list[Event]:
         """Answer a violation that ends the connection: the Error, then the close."""
         self._machine.move(Trigger.FAIL)
-        return [SendFrame(error_frame(rid, error)), CloseConnection(code, reason)]
+        return [SendFrame(self._error_frame(rid, error)), CloseConnection(code, reason)]
 
     def _receive_hello(self, envelope: Envelope) -> list[Event]:
         error: ProtocolError
@@ -194,6 +199,10 @@ class ServerSession:
             error = InvalidArgumentError("request_id 0 is reserved")
             return self._fail_connection(0, error, CloseCode.PROTOCOL_ERROR, "request_id 0")
         hello: Hello = envelope.hello
+        # In force from the answer to this Hello on, a refusal included; a non-zero value below the
+        # smallest a client may announce counts as that smallest (section 4.6.3).
+        announced = hello.max_frame_bytes
+        self.client_max_frame = max(announced, MIN_CLIENT_FRAME_BYTES) if announced else 0
         common = set(hello.versions) & set(self.versions)
         if not common:
             supported = ",".join(str(v) for v in self.versions)
@@ -209,7 +218,6 @@ class ServerSession:
         version = max(common)
         self.identity = identity
         self.client_name = hello.client_name
-        self.client_max_frame = hello.max_frame_bytes
         self._machine.move(Trigger.RECEIVE_HELLO)
         welcome = Welcome(
             version=version,
@@ -243,13 +251,13 @@ class ServerSession:
         rid = envelope.request_id
         id_error = self._request_id_error(rid)
         if id_error is not None:
-            return [SendFrame(error_frame(0, id_error))]
+            return [SendFrame(self._error_frame(0, id_error))]
         if len(self._in_flight) >= self.limits.max_in_flight:  # section 5.5
             error = ResourceExhaustedError(
                 f"more than {self.limits.max_in_flight} requests in flight",
                 details={"limit": str(self.limits.max_in_flight)},
             )
-            return [SendFrame(error_frame(rid, error))]
+            return [SendFrame(self._error_frame(rid, error))]
         if kind == "ping":  # answered here: nothing can delay it (section 5.4)
             self._in_flight.add(rid)
             return [SendFrame(self.reply(rid, pong=Pong(payload=envelope.ping.payload)))]
@@ -346,13 +354,13 @@ class ServerSession:
                 f"the reply takes {len(data)} bytes, more than the client's frame limit",
                 details={"limit": str(self.client_max_frame)},
             )
-            return error_frame(request_id, error)
+            return self._error_frame(request_id, error)
         return data
 
     def fail(self, request_id: int, error: ProtocolError) -> bytes:
         """Build the terminal Error of a request."""
         self._finish(request_id)
-        return error_frame(request_id, error)
+        return self._error_frame(request_id, error)
 
     def progress(self, request_id: int, **body: Any) -> bytes:
         """Build a non-terminal event of a request in flight (``fit_progress=...``)."""
@@ -392,9 +400,21 @@ class ServerSession:
         return self.fail(request_id, error)
 
     def notification(self, topic: str, value: Any) -> bytes:
-        """Build a Notification pushed to the client (request_id 0, section 6.4)."""
+        """Build a Notification pushed to the client (request_id 0, section 6.4).
+
+        Raises :class:`ResourceExhaustedError` instead when the frame would not fit the client's frame
+        limit: such a notification is dropped (section 6.4.8), and a request that asked for it ends with
+        that error (the conformance ``notify`` hook, section 18.2.12).
+        """
+        self._machine.check(Trigger.SEND_NOTIFICATION)
+        data = frame(0, notification=Notification(topic=topic, payload=codec.value_to_proto(value)))
+        if self.client_max_frame and len(data) > self.client_max_frame:
+            raise ResourceExhaustedError(
+                f"the notification takes {len(data)} bytes, more than the client's frame limit",
+                details={"limit": str(self.client_max_frame)},
+            )
         self._machine.move(Trigger.SEND_NOTIFICATION)
-        return frame(0, notification=Notification(topic=topic, payload=codec.value_to_proto(value)))
+        return data
 
     def goodbye(self, reason: str = "") -> bytes:
         """Build the server's Goodbye before a shutdown close (section 6.3).
@@ -407,4 +427,4 @@ class ServerSession:
 
     def connection_error(self, error: ProtocolError) -> bytes:
         """Build an Error tied to no request (request_id 0); sending one changes no state (section 3)."""
-        return error_frame(0, error)
+        return self._error_frame(0, error)

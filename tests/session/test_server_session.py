@@ -140,3 +140,74 @@ def test_cancel_and_goodbye() -> None:
     assert s.receive_frame(frame(99, cancel=session_pb2.Cancel())) == []
     assert s.receive_frame(frame(0, goodbye=session_pb2.Goodbye(reason="bye"))) == [GoodbyeReceived("bye")]
     assert s.receive_frame(frame(4, ping=session_pb2.Ping())) == []
+
+
+# -- the client's frame limit (sections 4.6.3, 6.4.8, 13.1.6) ----------------------------------------
+
+
+def _open_with_frame_limit(limit: int):
+    s = server()
+    hello = session_pb2.Hello(versions=[1], token="good", max_frame_bytes=limit)
+    (welcome,) = sent(s.receive_frame(frame(1, hello=hello)))
+    assert welcome.WhichOneof("body") == "welcome"
+    return s
+
+
+@pytest.mark.parametrize(
+    ("announced", "in_force"), [(0, 0), (1, 1024), (100, 1024), (1024, 1024), (5000, 5000)]
+)
+def test_a_frame_limit_below_1024_counts_as_1024(announced: int, in_force: int) -> None:
+    s = _open_with_frame_limit(announced)
+    assert s.client_max_frame == in_force
+    # 500 bytes of payload fit 1024 (section 4.6.3): a Pong, not RESOURCE_EXHAUSTED as for a limit of 100
+    (pong,) = sent(s.receive_frame(frame(2, ping=session_pb2.Ping(payload=b"p" * 500))))
+    assert pong.WhichOneof("body") == "pong"
+
+
+def test_a_notification_above_the_client_limit_is_refused_not_built() -> None:
+    s = _open_with_frame_limit(1024)
+    assert len(s.notification("small", "x" * 100)) <= 1024
+    with pytest.raises(ResourceExhaustedError) as info:
+        s.notification("big", "x" * 2000)
+    assert info.value.details == {"limit": "1024"}
+    assert s.state is SessionState.OPEN  # nothing was sent, nothing changed
+
+
+def test_an_error_above_the_client_limit_is_shortened_keeping_code_and_id() -> None:
+    s = _open_with_frame_limit(1024)
+    s.receive_frame(frame(7, count_objects=objects_pb2.CountObjectsRequest()))
+    details = {"error_id": "abcd1234", "limit": "9" * 2000}
+    data = s.fail(7, ResourceExhaustedError("é" * 3000, details=details))
+    assert len(data) <= 1024
+    error = codec.decode_envelope(data)
+    assert error.request_id == 7 and error.error.code == ErrorCode.RESOURCE_EXHAUSTED
+    assert error.error.message and "é" * 100 in error.error.message  # cut at a character boundary
+    assert dict(error.error.details) == {}  # with the long detail nothing fits; neither is required
+
+
+def test_a_shortened_error_keeps_the_required_details() -> None:
+    s = _open_with_frame_limit(1024)
+    error = codec.decode_envelope(
+        s.connection_error(
+            ResourceExhaustedError("m" * 5000, details={"request_id": "7", "supported": "1", "x": "y" * 2000})
+        )
+    )
+    assert dict(error.error.details) == {"request_id": "7", "supported": "1"}
+    assert error.error.message.startswith("mmm") and len(error.error.SerializeToString()) < 1024
+
+
+def test_an_error_that_fits_is_sent_whole() -> None:
+    s = _open_with_frame_limit(1024)
+    error = ResourceExhaustedError("m" * 900, details={"limit": "5"})
+    data = s.connection_error(error)
+    assert codec.decode_envelope(data).error.message == "m" * 900
+    assert dict(codec.decode_envelope(data).error.details) == {"limit": "5"}
+
+
+def test_a_refused_hello_error_fits_the_limit_it_announced() -> None:
+    s = server()
+    hello = session_pb2.Hello(versions=list(range(2, 600)), token="good", max_frame_bytes=1024)
+    events = s.receive_frame(frame(1, hello=hello))
+    (error,) = sent(events)
+    assert error.error.code == ErrorCode.UNSUPPORTED_VERSION and error.error.details["supported"] == "1"
+    assert len(error.SerializeToString()) <= 1024 and closes(events) == [CloseCode.PROTOCOL_ERROR]
