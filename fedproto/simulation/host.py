@@ -31,7 +31,7 @@ import torch
 from fedproto.server import Worker
 from fedproto.simulation.partition import client_key, load_digits_split, partition
 
-__all__ = ["IDENTITY", "READY", "TOKEN_ENV", "HostSpec", "build_host_worker", "main"]
+__all__ = ["IDENTITY", "READY", "TEST_KEY", "TOKEN_ENV", "HostSpec", "build_host_worker", "main"]
 
 #: The environment variable a host process reads its token from (never a command-line argument, which
 #: any local user could read).
@@ -40,6 +40,8 @@ TOKEN_ENV = "FEDPROTO_SIMULATION_TOKEN"
 IDENTITY = "coordinator"
 #: What a host process prints, followed by its URL, once it accepts connections.
 READY = "READY"
+#: The key of the held-out test digits every host also holds (the clients' evaluation dataset).
+TEST_KEY = "test"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +83,8 @@ class HostSpec:
 
 
 def build_host_worker(spec: HostSpec, token: str, *, training_threads: int = 1) -> Worker:
-    """A worker holding the datasets of ``spec``'s clients, requiring ``token`` (identity ``coordinator``).
+    """A worker holding the datasets of ``spec``'s clients and the test digits (``test``), requiring
+    ``token`` (identity ``coordinator``).
 
     One PyTorch thread trains by default: a small model gains nothing from more, and several hosts share
     the machine's cores.
@@ -100,6 +103,11 @@ def build_host_worker(spec: HostSpec, token: str, *, training_threads: int = 1) 
             key=client_key(index),
             description=f"simulated client {index} of {spec.clients} ({spec.partition})",
         )
+    worker.add_dataset(
+        (torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)),
+        key=TEST_KEY,
+        description="the held-out test digits",
+    )
     return worker
 
 

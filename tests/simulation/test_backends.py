@@ -52,7 +52,7 @@ def test_local_hosts_serve_their_clients_and_are_stopped_by_pid(tmp_path):
         for host, spec in zip(hosts, specs, strict=True):
             assert host.url.startswith("ws://127.0.0.1:")
             held = asyncio.run(_datasets(host.url))
-            assert [key for key, _ in held] == spec.keys
+            assert [key for key, _ in held] == [*spec.keys, "test"]
             assert all(count > 0 for _, count in held)
     assert all(_gone(pid) for pid in pids)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sim-host-0.log", "sim-host-1.log"]

@@ -46,7 +46,8 @@ def test_host_worker_holds_exactly_its_clients_partition():
     worker = build_host_worker(spec, "secret")
     data = load_digits_split(spec.seed)
     parts = partition(data.y_train, spec.clients, scheme="dirichlet", alpha=spec.alpha, seed=spec.seed)
-    assert sorted(worker.datasets) == spec.keys
+    assert sorted(worker.datasets) == [*spec.keys, "test"]
+    assert np.array_equal(worker.datasets["test"].targets.numpy(), data.y_test)
     for index in range(spec.first, spec.stop):
         held = worker.datasets[f"client-{index:05d}"]
         assert np.array_equal(held.targets.numpy(), data.y_train[parts[index]])
