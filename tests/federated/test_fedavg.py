@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,25 @@ from conftest import WAIT, ThreadedWorker, in_flight, stop_quietly, wait_until
 from torch import nn
 
 import fedproto
-from fedproto.federated import FedAvg, FedAvgError, RoundRecord, WorkerRound
+from fedproto.datasets import Dataset
+from fedproto.errors import FailedPreconditionError
+from fedproto.federated import (
+    CoordinateMedian,
+    FedAdam,
+    FedAvg,
+    FedAvgConfigError,
+    FedAvgError,
+    FederatedClient,
+    FedProx,
+    Median,
+    ResumeError,
+    RoundRecord,
+    SeededSampler,
+    WorkerRound,
+    clients_of,
+)
 from fedproto.server.profile import REGISTERED_MODEL, conformance_worker, fixture_dataset
+from fedproto.training import ModelRegistry, TrainingState
 
 #: Bound on a whole federated run in these tests.
 RUN = 60.0
@@ -37,9 +55,13 @@ async def start_worker() -> AsyncIterator[StartWorker]:
     """Start plain workers on 127.0.0.1: ``await start_worker("a", (x, y), port=0)``; stopped at the end."""
     started: list[fedproto.Worker] = []
 
-    async def factory(id: str, dataset: Any, *, port: int = 0, key: str = "data") -> fedproto.Worker:
+    async def factory(
+        id: str, dataset: Any, *, port: int = 0, key: str = "data", more: dict[str, Any] | None = None
+    ) -> fedproto.Worker:
         worker = fedproto.Worker(id, shutdown_grace=0.5)
         worker.add_dataset(dataset, key=key)
+        for other_key, other in (more or {}).items():
+            worker.add_dataset(other, key=other_key)
         started.append(worker)
         await worker.start("127.0.0.1", port)
         return worker
@@ -375,3 +397,354 @@ def test_blocking_run_drives_clients_concurrently() -> None:
                 client.close()
         for t in threaded:
             t.close()
+
+
+# -- clients as (worker, dataset) pairs, sampling, streaming --------------------------------------------
+
+
+def _local_fit(
+    config: fedproto.TrainConfig, weights: dict[str, torch.Tensor], data: Any
+) -> dict[str, torch.Tensor]:
+    """What a worker's fit of ``data`` from ``weights`` gives, computed here with the same engine."""
+    state = TrainingState.configure(
+        config.to_spec(), registry=ModelRegistry(), weights_only=False, max_model_bytes=0
+    )
+    state.load_weights(weights, strict=True)
+    state.fit(Dataset(*data))
+    return state.state_dict()
+
+
+async def test_rounds_sample_clients_not_connections(start_worker: StartWorker, connect: Any) -> None:
+    # Two workers hold four client datasets each; half of the eight clients train every round.
+    data = {f"w{w}/k{k}": classification(8 + 4 * k + w, seed=10 * w + k) for w in range(2) for k in range(4)}
+    workers = []
+    for w in range(2):
+        keys = {f"k{k}": data[f"w{w}/k{k}"] for k in range(4)}
+        first = keys.pop("k0")
+        workers.append(await start_worker(f"w{w}", first, key="k0", more=keys))
+    connections = [await connect(worker) for worker in workers]
+    clients = [c for connection in connections for c in clients_of(connection, [f"k{k}" for k in range(4)])]
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    config = classifier_config(model, batch_size=4)
+    fedavg = FedAvg(clients, model, config, fraction_fit=0.5, seed=3, evaluate=False, progress=False)
+    assert fedavg.clients == list(data)
+    for number in range(1, 4):
+        before = fedavg.global_weights()
+        [record] = await asyncio.wait_for(fedavg.run_async(1), RUN)
+        expected = SeededSampler(3).sample(number, list(data), 4)
+        assert [c.client for c in record.clients] == expected
+        assert (record.available, record.sampled, record.finished, record.dropped, record.late) == (
+            8,
+            4,
+            4,
+            0,
+            0,
+        )
+        assert [c.dataset_key for c in record.clients] == [name.split("/")[1] for name in expected]
+        assert [c.dataset_size for c in record.clients] == [len(data[name][1]) for name in expected]
+        # The new global weights are the exact sample-weighted mean of the sampled clients' fits.
+        spec_config = dataclasses.replace(
+            classifier_config(nn.Linear(4, 3), batch_size=4), reset_optimizer=True
+        )
+        updates = [(_local_fit(spec_config, before, data[name]), len(data[name][1])) for name in expected]
+        averaged = fedproto.average_weights(updates)
+        for name, tensor in averaged.items():
+            torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=1e-7)
+
+
+async def test_the_same_seed_gives_the_same_run(start_worker: StartWorker, connect: Any) -> None:
+    more = {f"k{k}": classification(12 + k, seed=k) for k in range(1, 6)}
+    worker = await start_worker("solo", classification(12, seed=0), key="k0", more=more)
+    connection = await connect(worker)
+    clients = clients_of(connection, [f"k{k}" for k in range(6)])
+
+    async def run(seed: int) -> tuple[list[list[str]], dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        fedavg = FedAvg(
+            clients,
+            model,
+            classifier_config(model),
+            fraction_fit=0.34,
+            seed=seed,
+            evaluate=False,
+            progress=False,
+        )
+        records = await asyncio.wait_for(fedavg.run_async(4), RUN)
+        return [[c.client for c in r.clients] for r in records], fedavg.global_weights()
+
+    samples, weights = await run(7)
+    again, weights_again = await run(7)
+    other, _ = await run(8)
+    assert samples == again and all(len(sample) == 2 for sample in samples)
+    assert all(torch.equal(weights[name], weights_again[name]) for name in weights)
+    assert samples != other
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"fraction_fit": 0}, FedAvgConfigError, r"fraction_fit must be in \(0, 1\]"),
+        ({"fraction_fit": 1.5}, FedAvgConfigError, "fraction_fit"),
+        ({"fraction_fit": "all"}, FedAvgConfigError, "fraction_fit"),
+        ({"min_fit_clients": 3}, FedAvgConfigError, "min_fit_clients must be an integer between 1 and 2"),
+        ({"min_fit_clients": 0}, FedAvgConfigError, "min_fit_clients"),
+        ({"min_available_clients": 5}, FedAvgConfigError, "min_available_clients"),
+        ({"min_fit_clients": 1, "min_workers": 1}, FedAvgConfigError, "not both"),
+        ({"strategy": "median", "streaming": True}, FedAvgConfigError, "cannot stream"),
+        ({"strategy": Median(), "streaming": True}, FedAvgConfigError, "cannot stream"),
+        ({"strategy": "fedsgd"}, FedAvgConfigError, "unknown strategy 'fedsgd'"),
+        ({"updates": "gradients"}, FedAvgConfigError, "updates must be"),
+        ({"round_timeout": 0}, FedAvgConfigError, "round_timeout"),
+        ({"fit_timeout": -1}, FedAvgConfigError, "fit_timeout"),
+        ({"plot": True}, FedAvgConfigError, "pass run_dir too"),
+        ({"resume": True}, FedAvgConfigError, "resume=True needs run_dir"),
+        ({"dataset_key": None}, FedAvgConfigError, "pass dataset_key"),
+        ({"sampler": object()}, TypeError, "sampler must have"),
+        ({"strategy": 3}, TypeError, "strategy must be"),
+    ],
+)
+async def test_bad_settings_fail_before_any_training(
+    start_worker: StartWorker, connect: Any, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    a = await start_worker("a", classification(8, seed=1))
+    b = await start_worker("b", classification(8, seed=2))
+    clients = [await connect(a), await connect(b)]
+    model = nn.Linear(4, 3)
+    settings: dict[str, Any] = {"dataset_key": "data", "progress": False, **options}
+    with pytest.raises(error, match=message):
+        FedAvg(clients, model, classifier_config(model), **settings)
+    if issubclass(error, FedAvgConfigError):
+        assert issubclass(error, ValueError) and issubclass(error, FedAvgError)
+    for client in clients:  # nothing reached the workers: no train config was sent
+        with pytest.raises(FailedPreconditionError):
+            await client.get_model_weights()
+
+
+async def test_client_ids_must_be_unique(start_worker: StartWorker, connect: Any) -> None:
+    worker = await start_worker("w", classification(8, seed=1), more={"other": classification(8, seed=2)})
+    connection = await connect(worker)
+    model = nn.Linear(4, 3)
+    twice = [FederatedClient(connection, "data", name="x"), FederatedClient(connection, "other", name="x")]
+    with pytest.raises(FedAvgConfigError, match=r"unique; repeated: \['x'\]"):
+        FedAvg(twice, model, classifier_config(model))
+    with pytest.raises(FedAvgConfigError, match="dataset_key"):
+        FederatedClient(connection, "")
+    pair = [FederatedClient(connection, "data"), FederatedClient(connection, "other")]
+    assert FedAvg(pair, model, classifier_config(model), progress=False).clients == ["w/data", "w/other"]
+
+
+async def test_too_few_available_clients_end_the_run_before_training(
+    start_worker: StartWorker, connect: Any
+) -> None:
+    up = await start_worker("up", classification(8, seed=1), more={"b": classification(8, seed=3)})
+    down = await start_worker("down", classification(8, seed=2))
+    clients = [
+        *clients_of(await connect(up), ["data", "b"]),
+        FederatedClient(await connect(down, reconnect_attempts=1), "data"),
+    ]
+    await down.stop(grace=0)
+    model = nn.Linear(4, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fedavg = FedAvg(clients, model, classifier_config(model), min_available_clients=3, progress=False)
+    with pytest.raises(
+        FedAvgError, match="2 clients available, fewer than min_available_clients=3"
+    ) as caught:
+        await asyncio.wait_for(fedavg.run_async(1), RUN)
+    record = caught.value.record
+    assert record is not None and record.sampled == 0 and record.available == 2
+    assert [(c.client, c.status) for c in record.clients] == [("down", "unavailable")]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    # With 2 available clients required, the round runs on the two clients of the worker that is up.
+    fedavg = FedAvg(clients, model, classifier_config(model), min_available_clients=2, progress=False)
+    [ok] = await asyncio.wait_for(fedavg.run_async(1), RUN)
+    assert [(c.client, c.status) for c in ok.clients] == [
+        ("up/data", "ok"),
+        ("up/b", "ok"),
+        ("down", "unavailable"),
+    ]
+    assert (ok.available, ok.sampled, ok.finished) == (2, 2, 2)
+
+
+async def test_a_round_deadline_discards_late_results(start_worker: StartWorker, connect: Any) -> None:
+    fast = await start_worker("fast", classification(16, seed=1))
+    slow = await start_worker("slow", classification(60_000, seed=2))
+    clients = [await connect(fast), await connect(slow)]
+    model = nn.Linear(4, 3)
+    fedavg = FedAvg(
+        clients,
+        model,
+        classifier_config(model, batch_size=4),
+        dataset_key="data",
+        round_timeout=1.5,
+        evaluate=False,
+        progress=False,
+    )
+    [record] = await asyncio.wait_for(fedavg.run_async(1), RUN)
+    assert [(c.client, c.status) for c in record.clients] == [("fast", "ok"), ("slow", "late")]
+    assert record.late == 1 and record.finished == 1 and record.dropped == 0
+    assert "deadline of 1.5 s" in (record.clients[1].error or "")
+    # Only the fast client's update counts: the global weights are its trained weights.
+    trained = await clients[0].get_model_weights()
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in trained.items())
+    await wait_until(lambda: not slow.training_busy, what="the slow worker's cancelled fit to stop")
+
+
+async def test_median_and_fedprox_end_to_end(start_worker: StartWorker, connect: Any) -> None:
+    sets = [classification(16 + 8 * k, seed=k) for k in range(3)]
+    workers = [await start_worker(f"m{k}", data) for k, data in enumerate(sets)]
+    clients = [await connect(w) for w in workers]
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    fedavg = FedAvg(
+        clients,
+        model,
+        classifier_config(model),
+        dataset_key="data",
+        strategy=Median(),
+        evaluate=False,
+        progress=False,
+    )
+    assert fedavg.streaming is False
+    await asyncio.wait_for(fedavg.run_async(1), RUN)
+    median = CoordinateMedian(start)
+    for client, data in zip(clients, sets, strict=True):
+        median.add(await client.get_model_weights(), len(data[1]))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in median.result().items())
+
+    # FedProx: the workers train with the proximal term, exactly as the engine does it locally.
+    model.load_state_dict(start)
+    fedprox = FedAvg(
+        clients,
+        model,
+        classifier_config(model),
+        dataset_key="data",
+        strategy=FedProx(mu=2.0),
+        evaluate=False,
+        progress=False,
+    )
+    await asyncio.wait_for(fedprox.run_async(1), RUN)
+    config = dataclasses.replace(classifier_config(nn.Linear(4, 3)), proximal_mu=2.0, reset_optimizer=True)
+    for client, data in zip(clients, sets, strict=True):
+        remote = await client.get_model_weights()
+        local = _local_fit(config, start, data)
+        assert all(torch.equal(remote[k], local[k]) for k in local)
+
+
+async def test_resume_reaches_the_weights_of_an_uninterrupted_run(
+    start_worker: StartWorker, connect: Any, tmp_path: Path
+) -> None:
+    more = {f"k{k}": classification(10 + 3 * k, seed=k) for k in range(1, 4)}
+    workers = [
+        await start_worker(f"r{w}", classification(9, seed=20 + w), key="k0", more=more) for w in range(2)
+    ]
+    connections = [await connect(w) for w in workers]
+    clients = [c for connection in connections for c in clients_of(connection, [f"k{k}" for k in range(4)])]
+
+    def build() -> tuple[nn.Module, fedproto.TrainConfig]:
+        torch.manual_seed(1)
+        model = Normed()
+        return model, classifier_config(model, optimizer_args={"lr": 0.05, "momentum": 0.9})
+
+    settings: dict[str, Any] = {"fraction_fit": 0.5, "seed": 5, "progress": False, "plot": True}
+    model, config = build()
+    whole = FedAvg(clients, model, config, strategy=FedAdam(eta=0.05), run_dir=tmp_path / "whole", **settings)
+    await asyncio.wait_for(whole.run_async(5), RUN)
+
+    model, config = build()
+    first = FedAvg(clients, model, config, strategy=FedAdam(eta=0.05), run_dir=tmp_path / "cut", **settings)
+    await asyncio.wait_for(first.run_async(2), RUN)
+    with pytest.raises(FedAvgConfigError, match="already holds a run"):
+        FedAvg(clients, model, config, strategy=FedAdam(eta=0.05), run_dir=tmp_path / "cut", **settings)
+    model, config = build()  # a new coordinator: fresh model, strategy and sampler
+    resumed = FedAvg.resume(tmp_path / "cut", clients, model, config, strategy=FedAdam(eta=0.05), **settings)
+    assert [r.round for r in resumed.history] == [1, 2]
+    await asyncio.wait_for(resumed.run_async(3), RUN)
+
+    assert [r.round for r in resumed.history] == [1, 2, 3, 4, 5]
+    assert [[c.client for c in r.clients] for r in resumed.history] == [
+        [c.client for c in r.clients] for r in whole.history
+    ]
+    final, expected = resumed.global_weights(), whole.global_weights()
+    assert all(torch.equal(final[name], expected[name]) for name in expected)
+    assert (tmp_path / "cut" / "accuracy.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "cut" / "manifest.json").is_file()
+
+    # Resuming with another model or another strategy is refused before anything is trained.
+    with pytest.raises(ResumeError, match="another model"):
+        FedAvg.resume(
+            tmp_path / "cut", clients, nn.Linear(4, 3), classifier_config(nn.Linear(4, 3)), **settings
+        )
+    with pytest.raises(ResumeError, match="strategy"):
+        FedAvg.resume(tmp_path / "cut", clients, *build(), **settings)
+    with pytest.raises(ResumeError, match="no manifest"):
+        FedAvg.resume(tmp_path / "empty", clients, *build(), **settings)
+
+
+async def test_sampled_streamed_fedavg_matches_full_fedavg(start_worker: StartWorker, connect: Any) -> None:
+    # Every client sampled, updates streamed: within 1 point of the full, buffered FedAvg as it was
+    # (every worker every round, weights averaged with average_weights) on the same seeds and data.
+    test = classification(400, seed=99)
+    sets = {f"w{w}/k{k}": classification(40 + 20 * k, seed=3 * w + k) for w in range(3) for k in range(2)}
+    workers = [
+        await start_worker(f"w{w}", sets[f"w{w}/k0"], key="k0", more={"k1": sets[f"w{w}/k1"], "test": test})
+        for w in range(3)
+    ]
+    connections = [await connect(w) for w in workers]
+    clients = [
+        c for connection in connections for c in clients_of(connection, ["k0", "k1"], eval_dataset_key="test")
+    ]
+
+    def build() -> tuple[nn.Module, fedproto.TrainConfig]:
+        torch.manual_seed(2)
+        model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        return model, classifier_config(model, optimizer_args={"lr": 0.1})
+
+    rounds = 6
+    model, config = build()
+    fedavg = FedAvg(clients, model, config, fraction_fit=1.0, streaming=True, progress=False)
+    await asyncio.wait_for(fedavg.run_async(rounds), RUN)
+    sampled_accuracy = fedavg.history[-1].accuracy
+    assert sampled_accuracy is not None and all(r.sampled == 6 for r in fedavg.history)
+
+    reference, config = build()
+    for connection in connections:
+        await connection.set_train_config(config)
+    for _ in range(rounds):
+        updates = []
+        for connection in connections:
+            for key in ("k0", "k1"):
+                await connection.set_model_weights(reference.state_dict(), strict=True)
+                result = await connection.fit(key, return_weights=True)
+                assert result.weights is not None
+                updates.append((result.weights, result.dataset_size))
+        reference.load_state_dict(fedproto.average_weights(updates))
+    await connections[0].set_model_weights(reference.state_dict(), strict=True)
+    evaluation = await connections[0].evaluate("test")
+    full_accuracy = evaluation.correct / evaluation.total
+    assert abs(sampled_accuracy - full_accuracy) <= 0.01, (sampled_accuracy, full_accuracy)
+    assert full_accuracy > 0.6
+
+
+async def test_progress_line_and_plot(
+    start_worker: StartWorker, connect: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    worker = await start_worker("p", classification(16, seed=1), more={"b": classification(8, seed=2)})
+    connection = await connect(worker)
+    model = nn.Linear(4, 3)
+    fedavg = FedAvg(
+        clients_of(connection, ["data", "b"]),
+        model,
+        classifier_config(model),
+        run_dir=tmp_path,
+        progress=True,
+    )
+    await asyncio.wait_for(fedavg.run_async(2), RUN)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    for number, line in enumerate(lines, start=1):
+        assert line.startswith(f"round   {number}  sampled 2  finished 2  dropped 0  loss ")
+        assert "accuracy 0." in line and line.endswith(" s") and "1/1 workers" in line
+    assert (tmp_path / "accuracy.png").read_bytes().startswith(b"\x89PNG")
