@@ -271,6 +271,16 @@ class ServerConnectionHandler:
             self._cancel(rid, reason)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if reason == _CLOSED:
+            return
+        # A task cancelled before it first ran never reaches its except clause (a request that arrived
+        # just before the goodbye): its request still gets its Error before the close (sections 6.3.9
+        # and 6.3.4). Uploads waiting for chunks were ended before.
+        for rid in sorted(self.session.in_flight - self.session.uploads):
+            if reason == _CLIENT_CANCEL:
+                await self._fail(rid, RequestCancelledError("the client said goodbye"))
+            else:
+                await self._fail(rid, UnavailableError("the worker is shutting down"))
 
     # -- worker-initiated -------------------------------------------------------------------------
 

@@ -319,3 +319,34 @@ async def test_a_refused_hello_closes_the_connection_without_dispatching() -> No
     assert error.error.code == ErrorCode.UNAUTHENTICATED
     await asyncio.wait_for(task, WAIT)
     assert h.ws.close_code is not None and h.shell.identity == ""
+
+
+async def test_a_goodbye_right_behind_requests_still_cancels_each_before_the_close(harness_for) -> None:
+    async def dispatch(conn: Connection, event: RequestReceived) -> Reply:
+        await asyncio.sleep(WAIT * 2)
+        return count_reply(0)
+
+    h = await harness_for(dispatch)
+    # read in one go: the tasks of these requests are cancelled before they ever run (section 6.3.9)
+    rids = [h.request(count_objects=objects_pb2.CountObjectsRequest()) for _ in range(3)]
+    h.ws.incoming.put_nowait(h.client.goodbye("done"))
+    assert h.task is not None
+    await asyncio.wait_for(h.task, WAIT)
+    errors = [codec.decode_envelope(h.ws.outgoing.get_nowait()) for _ in rids]
+    assert sorted(e.request_id for e in errors) == rids
+    assert {e.error.code for e in errors} == {ErrorCode.CANCELLED}
+    assert h.ws.outgoing.empty() and h.ws.close_code == CloseCode.NORMAL
+
+
+async def test_a_shutdown_right_behind_requests_still_answers_each_unavailable(harness_for) -> None:
+    async def dispatch(conn: Connection, event: RequestReceived) -> Reply:
+        await asyncio.sleep(WAIT * 2)
+        return count_reply(0)
+
+    h = await harness_for(dispatch)
+    rid = h.request(count_objects=objects_pb2.CountObjectsRequest())
+    await asyncio.sleep(0)  # the request is read; its task has not run yet
+    await h.shell.shutdown(grace=0)  # in this task: nothing else runs before the cancel
+    assert (await h.ws.next_sent()).WhichOneof("body") == "goodbye"
+    error = await h.ws.next_sent()
+    assert error.request_id == rid and error.error.code == ErrorCode.UNAVAILABLE
