@@ -382,6 +382,29 @@ async def _notify(ctx: Context, topic: str, payload: value_pb2.Value) -> None:
             fail(diff)
 
 
+@case(
+    "calls/18.2.12/notify-above-client-frame-limit",
+    rule="When the notification would be larger than the calling client's non-zero Hello.max_frame_bytes, "
+    "notify MUST send nothing and end with RESOURCE_EXHAUSTED (§6.4.8: a server MUST NOT send a notification "
+    "larger than the client's non-zero Hello.max_frame_bytes; it drops it instead).",
+    needs=(*CALLS, "notifications"),
+)
+async def _case_notify_too_large(ctx: Context) -> None:
+    limit = 1024
+    conn = await ctx.connect(max_frame_bytes=limit)
+    rid = await conn.request("call", call_request("notify", "big", "x" * 2000))
+    (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED)
+    await conn.ping(b"after a dropped notification")
+    notes = [f for f in conn.frames if f.kind == "notification"]
+    if notes:
+        fail(f"notify() with a 2000-byte payload pushed {notes[0].describe()} of {len(notes[0].data)} bytes")
+    (await conn.call("call", call_request("notify", "small", "x" * 100))).expect("call_reply")
+    check(
+        any(f.kind == "notification" for f in conn.frames),
+        "after a dropped notification, notify() with a payload that fits pushed nothing",
+    )
+
+
 def _notify_unimplemented(ctx: Context, conn: Connection) -> list[Probe]:
     if ctx.has("notifications"):
         skip("the server advertises 'notifications'")

@@ -19,7 +19,7 @@ from conformance.cases._common import (
 from conformance.cases._table import Probe, Row, accept, register
 from conformance.checks import check, fail
 from conformance.context import Context
-from conformance.registry import case
+from conformance.registry import Level, case
 from conformance.spec import REQUESTS
 from conformance.values import to_value, value_diff
 from conformance.wire import EVENT_BODIES, Connection, Reply, make_envelope
@@ -423,3 +423,27 @@ async def _case_goodbye(ctx: Context) -> None:
     stray = conn.frames_with_id(4242)
     if stray:
         fail(f"the goodbye was answered with {stray[0].describe()}; it gets no reply (§6.3.1)")
+
+
+@case(
+    "concurrency/6.3.9/goodbye-sends-cancelled-before-close",
+    rule='"Still able to receive one" in §6.3.2 means: the server SHOULD send each request\'s CANCELLED '
+    "Error before its close frame, and a client MUST accept either those Errors or the close alone. No "
+    "request in flight at the goodbye gets any other terminal reply.",
+    level=Level.SHOULD,
+    needs=CALLS,
+)
+async def _case_goodbye_cancelled(ctx: Context) -> None:
+    conn = await ctx.connect()
+    settled = await conn.request("call", call_request("sleep", 30.0))
+    await asyncio.sleep(0.05)
+    # the last request right behind the goodbye: the server may not have started it yet
+    rids = [settled, await conn.request("call", call_request("sleep", 30.0))]
+    await conn.send(make_envelope(0, "goodbye", session_pb2.Goodbye(reason="done")))
+    await conn.expect_close({1000}, timeout=3.0)
+    for rid in rids:
+        frames = conn.frames_with_id(rid)
+        env = frames[0].envelope if frames else None
+        if env is None or frames[0].kind != "error" or env.error.code != ErrorCode.ERROR_CODE_CANCELLED:
+            got = frames[0].describe() if frames else "nothing"
+            fail(f"request {rid}, in flight at the goodbye, got {got} before the close, expected CANCELLED")

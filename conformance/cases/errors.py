@@ -119,6 +119,29 @@ async def _case_never_unspecified(ctx: Context) -> None:
 
 
 @case(
+    "errors/13.1.6/error-shortened-to-client-frame-limit",
+    rule="When an Error envelope would be larger than the client's non-zero Hello.max_frame_bytes (a long "
+    "message or many details), the server MUST shorten message and drop details until it fits (§3.4.4); the "
+    "code and request_id stay, and the keys this document requires (§13.1.3) are kept when they fit.",
+    needs=("calls",),
+)
+async def _case_error_shortened(ctx: Context) -> None:
+    limit = 1024
+    conn = await ctx.connect(max_frame_bytes=limit)
+    message = "the start of a long message " + "x" * 4000
+    rid = await conn.request("call", call_request("fail", int(ErrorCode.ERROR_CODE_NOT_FOUND), message))
+    reply = await conn.reply(rid)
+    error = reply.expect_error(ErrorCode.ERROR_CODE_NOT_FOUND)
+    size = len(conn.frames_with_id(rid)[-1].data)
+    check(size <= limit, f"with Hello.max_frame_bytes={limit} the Error of fail() took {size} bytes")
+    check(
+        message.startswith(error.message),
+        f"the shortened message {error.message[:40]!r}... is not the start of the one given to fail()",
+    )
+    await conn.ping(b"after a shortened error")
+
+
+@case(
     "errors/13.3.2/errors-keep-connection",
     rule="An Error never ends the connection, except where §3.2, §3.4, §4.1.4, §4.2.5, §4.4.2 and §15 say "
     "the server closes it.",

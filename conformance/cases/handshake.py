@@ -261,6 +261,23 @@ async def _case_second_hello_ids(ctx: Context) -> None:
 
 
 @case(
+    "handshake/4.6.3/small-client-frame-limit-counts-as-1024",
+    rule="A server that receives a smaller non-zero value [than 1024 in Hello.max_frame_bytes] MUST treat it "
+    "as 1024 wherever this document refers to Hello.max_frame_bytes.",
+)
+async def _case_small_client_frame_limit(ctx: Context) -> None:
+    conn = await ctx.connect(max_frame_bytes=100)
+    # a Pong of about 520 bytes fits 1024: it is sent, not replaced by RESOURCE_EXHAUSTED (§14.2.4)
+    await conn.ping(b"p" * 500)
+    rid = await conn.request("ping", session_pb2.Ping(payload=b"p" * 2000))
+    (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED)
+    big = [f for f in conn.frames if len(f.data) > 1024]
+    if big:
+        size = len(big[0].data)
+        fail(f"with Hello.max_frame_bytes=100 the server sent {big[0].describe()} of {size} bytes")
+
+
+@case(
     "handshake/4.6.1/welcome-sets-limits",
     rule="The Welcome carries ... limits: the limits in force on this connection (§14). The server MUST set "
     "it.",
