@@ -37,10 +37,10 @@ from fedproto.federated.strategies import STRATEGIES, strategy_from_settings
 
 __all__ = ["build_parser", "main"]
 
+#: Options of one invocation, never written to the run directory (the token is a secret).
+PER_INVOCATION = ("token", "quiet")
 #: Options a resumed run may set anew; every other one comes from the run directory.
-RESUME_OVERRIDES = ("rounds", "token", "token_file")
-#: Options never written to the run directory.
-SECRET = ("token",)
+RESUME_OVERRIDES = ("rounds", "token_file", *PER_INVOCATION)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +140,7 @@ def _one_line(exc: BaseException) -> str:
 def _stored(args: argparse.Namespace) -> dict[str, Any]:
     """The options as JSON values, without secrets and without --resume."""
     values = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    for key in (*SECRET, "resume"):
+    for key in (*PER_INVOCATION, "resume"):
         values.pop(key, None)
     return values
 
@@ -154,6 +154,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             raise FedAvgConfigError("give --model MODULE:FACTORY")
         options = _stored(args)
         options["token"] = args.token
+        options["quiet"] = args.quiet
         return options
     defaults = vars(build_parser().parse_args([]))
     given = {key for key, value in vars(args).items() if value != defaults[key]} - {"resume"}
@@ -168,6 +169,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     options = dict(stored)
     options.update({key: getattr(args, key) for key in given})
     options["token"] = args.token
+    options["quiet"] = args.quiet
     options["run_dir"] = str(args.resume)
     options["resume"] = True
     return options
@@ -274,7 +276,9 @@ def _run(options: dict[str, Any]) -> int:
             evaluate=not options["no_evaluate"],
             run_dir=run_dir,
             resume=bool(options.get("resume")),
-            run_settings={"command": {k: v for k, v in options.items() if k not in (*SECRET, "resume")}},
+            run_settings={
+                "command": {k: v for k, v in options.items() if k not in (*PER_INVOCATION, "resume")}
+            },
             plot=bool(run_dir) and not options["no_plot"],
             progress=not options["quiet"],
         )
@@ -282,7 +286,9 @@ def _run(options: dict[str, Any]) -> int:
         if remaining < 0:
             raise FedAvgConfigError(f"the run already has {len(fedavg.history)} rounds, more than --rounds")
         if fedavg.history:
-            console.print(f"resuming after round {len(fedavg.history)} of {options['rounds']}")
+            console.print(
+                f"resuming after round {len(fedavg.history)} of {options['rounds']}", soft_wrap=True
+            )
         fedavg.run(remaining)
     finally:
         for connection in connections:
@@ -291,5 +297,5 @@ def _run(options: dict[str, Any]) -> int:
     last = fedavg.history[-1] if fedavg.history else None
     accuracy = "-" if last is None or last.accuracy is None else f"{last.accuracy:.3f}"
     where = f", run directory {run_dir}" if run_dir else ""
-    console.print(f"done: {len(fedavg.history)} rounds, accuracy {accuracy}{where}")
+    console.print(f"done: {len(fedavg.history)} rounds, accuracy {accuracy}{where}", soft_wrap=True)
     return 0
