@@ -121,6 +121,15 @@ const HIGH_WATER = 8 * 1024 * 1024;
 const CLOSE_WAIT_MS = 5000;
 const DEFAULT_MAX_FRAME = 256 * 1024 * 1024;
 
+/** A close reason within the 123 bytes a close frame allows (RFC 6455 §5.5), cut at a character. */
+function closeReason(text: string): string {
+  let reason = text;
+  while (Buffer.byteLength(reason) > 123) {
+    reason = reason.slice(0, -1);
+  }
+  return reason;
+}
+
 /**
  * A connection to one fedproto server. Requests may be issued concurrently: up to the server's
  * `max_in_flight` go out at once, the rest wait in the client (§5.5.7).
@@ -510,7 +519,7 @@ export class Client extends EventEmitter<ClientEvents> {
         this.emit("connectionError", event.error);
         return;
       case "protocolViolation":
-        this.ws.close(event.closeCode, event.message.slice(0, 120));
+        this.ws.close(event.closeCode, closeReason(event.message));
         return;
     }
   }

@@ -301,3 +301,33 @@ test("a server that selects no subprotocol is still reached (§2.2.3, §2.2.4)",
     await new Promise((resolve) => wss.close(resolve));
   }
 });
+
+test("garbage or a text frame from the server: the client closes with 1002 or 1003 (§3.3.6, §3.2.3)", async () => {
+  for (const [bad, expected] of [[Uint8Array.from([0xff, 0xff, 0xff]), 1002], ["hello", 1003]] as const) {
+    const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+    await new Promise((resolve) => wss.once("listening", resolve));
+    const closeCode = new Promise<number>((resolve) => {
+      wss.on("connection", (ws) => {
+        ws.on("close", (code: number) => resolve(code));
+        ws.on("message", (data: Buffer) => {
+          const env = decodeEnvelope(new Uint8Array(data));
+          if (env.body.case === "hello") {
+            const welcome = create(proto.WelcomeSchema, { version: 1, limits: limitsToProto(CONFORMANCE_LIMITS) });
+            ws.send(encodeEnvelope(makeEnvelope(env.requestId, { case: "welcome", value: welcome })));
+          } else {
+            ws.send(bad);
+          }
+        });
+      });
+    });
+    const { port } = wss.address() as { port: number };
+    try {
+      const client = await Client.connect(`ws://127.0.0.1:${port}`);
+      await assert.rejects(client.ping(), ConnectionClosedError);
+      assert.equal(await closeCode, expected);
+    } finally {
+      for (const ws of wss.clients) ws.terminate();
+      await new Promise((resolve) => wss.close(resolve));
+    }
+  }
+});
