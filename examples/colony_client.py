@@ -42,7 +42,7 @@ def run(url: str, token: str = "") -> None:
         topic, payload = alice.next_notification(timeout=5)
         print("notification:", topic, payload)
 
-        print("deleted bytes:", ref.delete(), "objects left:", alice.objects_count())
+        print("deleted:", repr(ref.delete()), "objects left:", alice.objects_count())  # 64 bytes freed
 
 
 def main() -> None:

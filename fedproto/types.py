@@ -19,6 +19,7 @@ __all__ = [
     "FitOptions",
     "FitProgressEvent",
     "FitResult",
+    "FreedBytes",
     "Limits",
     "MethodInfo",
     "ModelCatalog",
@@ -29,6 +30,23 @@ __all__ = [
     "TensorInfo",
     "TrainSpec",
 ]
+
+
+class FreedBytes(int):
+    """The payload bytes a delete freed on the worker: an ``int`` that says what it is when shown.
+
+    It is a plain int in arithmetic, comparisons, ``str()``, f-strings and JSON (``ref.delete() == 36``,
+    ``f"{freed}"`` is ``"36"``); only its ``repr``, what a REPL or a notebook shows, reads
+    ``36 bytes freed``.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"{int(self)} byte{'' if self == 1 else 's'} freed"
+
+    def __str__(self) -> str:  # int's str is its repr: keep the plain number
+        return int.__repr__(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -78,9 +78,19 @@ class ObjectStore:
                 raise AlreadyExistsError(f"object {object_id!r} already exists", details={"id": object_id})
         freed = store.objects[object_id].info.nbytes if overwrite and object_id in store.objects else 0
         if self.max_bytes and store.bytes_used - freed + nbytes > self.max_bytes:
+            # what is used now, what is asked and what the limit is: enough to decide what to delete
+            count = len(store.objects)
             raise ResourceExhaustedError(
-                f"storing {nbytes} bytes would exceed this identity's quota of {self.max_bytes} bytes",
-                details={"limit": str(self.max_bytes), "used": str(store.bytes_used)},
+                f"storing {nbytes} bytes would exceed this identity's quota: {store.bytes_used} of "
+                f"{self.max_bytes} bytes are used by {count} object{'' if count == 1 else 's'}"
+                + (f" ({freed} of them freed by the overwrite)" if freed else "")
+                + "; delete some or store less",
+                details={
+                    "limit": str(self.max_bytes),
+                    "used": str(store.bytes_used),
+                    "requested": str(nbytes),
+                    "objects": str(count),
+                },
             )
 
     def put(

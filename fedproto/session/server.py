@@ -254,8 +254,9 @@ class ServerSession:
             return [SendFrame(self._error_frame(0, id_error))]
         if len(self._in_flight) >= self.limits.max_in_flight:  # section 5.5
             error = ResourceExhaustedError(
-                f"more than {self.limits.max_in_flight} requests in flight",
-                details={"limit": str(self.limits.max_in_flight)},
+                f"{len(self._in_flight)} requests are in flight, the limit of this connection: "
+                "wait for one to finish",
+                details={"limit": str(self.limits.max_in_flight), "used": str(len(self._in_flight))},
             )
             return [SendFrame(self._error_frame(rid, error))]
         if kind == "ping":  # answered here: nothing can delay it (section 5.4)
@@ -351,8 +352,9 @@ class ServerSession:
         data = frame(request_id, **body)
         if self.client_max_frame and len(data) > self.client_max_frame:  # section 14.2.4
             error = ResourceExhaustedError(
-                f"the reply takes {len(data)} bytes, more than the client's frame limit",
-                details={"limit": str(self.client_max_frame)},
+                f"the reply takes {len(data)} bytes, more than the client's frame limit of "
+                f"{self.client_max_frame} bytes (Hello.max_frame_bytes)",
+                details={"limit": str(self.client_max_frame), "requested": str(len(data))},
             )
             return self._error_frame(request_id, error)
         return data

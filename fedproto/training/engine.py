@@ -246,7 +246,7 @@ class TrainingState:
             if data is not None and max_model_bytes > 0 and len(data) > max_model_bytes:
                 raise ResourceExhaustedError(
                     f"{field_name} is {len(data)} bytes, more than the limit of {max_model_bytes}",
-                    details={"field": field_name, "limit": str(max_model_bytes)},
+                    details={"field": field_name, "limit": str(max_model_bytes), "requested": str(len(data))},
                 )
         optimizer_class = _check_scalars(spec)
 

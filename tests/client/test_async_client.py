@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -26,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 import fedproto
 from fedproto.errors import ErrorCode, error_class_for
 from fedproto.server.profile import conformance_worker
+from fedproto.types import FreedBytes
 from fedproto_pb.v1.calls_pb2 import CallReply
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.errors_pb2 import Error
@@ -156,7 +158,12 @@ async def test_send_without_id_gets_a_fresh_one(alice: fedproto.AsyncClient) -> 
 
 async def test_delete(alice: fedproto.AsyncClient) -> None:
     ref = await alice.send(torch.zeros(10, dtype=torch.float64), "x")
-    assert await ref.delete() == 80
+    freed = await ref.delete()
+    # an int that says what it counts where it is shown, and is a plain number everywhere else
+    assert freed == 80 and isinstance(freed, int) and isinstance(freed, FreedBytes)
+    assert repr(freed) == "80 bytes freed" and str(freed) == f"{freed}" == "80"
+    assert json.dumps({"freed": freed}) == '{"freed": 80}' and freed + 1 == 81
+    assert repr(FreedBytes(1)) == "1 byte freed"
     with pytest.raises(fedproto.NotFoundError):
         await alice.get("x")
     assert await alice.objects_count() == 0

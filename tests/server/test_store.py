@@ -109,6 +109,22 @@ def test_quota_accounting_with_overwrite() -> None:
     put(store, "d", 100)
 
 
+def test_a_quota_error_says_what_is_used_what_is_asked_and_the_limit() -> None:
+    store = ObjectStore(max_bytes_per_identity=100)
+    put(store, "a", 60)
+    put(store, "b", 30)
+    with pytest.raises(ResourceExhaustedError) as exc:
+        put(store, "c", 20)
+    assert exc.value.message == (
+        "storing 20 bytes would exceed this identity's quota: 90 of 100 bytes are used by 2 objects; "
+        "delete some or store less"
+    )
+    assert exc.value.details == {"limit": "100", "used": "90", "requested": "20", "objects": "2"}
+    with pytest.raises(ResourceExhaustedError) as exc:
+        put(store, "a", 71, overwrite=True)
+    assert "(60 of them freed by the overwrite)" in exc.value.message
+
+
 def test_quota_is_per_identity_and_zero_means_unlimited() -> None:
     store = ObjectStore(max_bytes_per_identity=10)
     put(store, "x", 10, identity="alice")

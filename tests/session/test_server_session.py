@@ -103,6 +103,8 @@ def test_request_ids_zero_duplicate_and_in_flight_limit() -> None:
     s.receive_frame(frame(8, list_objects=objects_pb2.ListObjectsRequest()))
     (full,) = sent(s.receive_frame(frame(9, list_objects=objects_pb2.ListObjectsRequest())))
     assert full.request_id == 9 and full.error.code == ErrorCode.RESOURCE_EXHAUSTED
+    assert dict(full.error.details) == {"limit": "2", "used": "2"}  # what is used now and the limit
+    assert full.error.message.startswith("2 requests are in flight, the limit of this connection")
     assert s.in_flight == {7, 8}
 
 

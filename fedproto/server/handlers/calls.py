@@ -27,7 +27,8 @@ async def call(services: WorkerServices, conn: Connection, ev: RequestReceived) 
     limit = services.limits.max_call_args_bytes
     if limit and size > limit:
         raise ResourceExhaustedError(
-            f"call arguments take {size} bytes, more than the limit of {limit}", details={"limit": str(limit)}
+            f"call arguments take {size} bytes, more than the limit of {limit} bytes (max_call_args_bytes)",
+            details={"limit": str(limit), "requested": str(size)},
         )
     _, args, kwargs = codec.call_request_from_proto(request)
     context = None

@@ -52,7 +52,8 @@ async def test_call_errors(services: WorkerServices) -> None:
     big = calls_pb2.CallRequest(method="opaque", args=[codec.value_to_proto("x" * 2000)])
     with pytest.raises(ResourceExhaustedError) as info:
         await handle(services, conn, call=big)
-    assert info.value.details == {"limit": "1024"}
+    assert info.value.details == {"limit": "1024", "requested": "2006"}
+    assert "2006 bytes, more than the limit of 1024 bytes" in info.value.message
 
 
 async def test_a_cancelled_call_sets_its_context_cancelled(services: WorkerServices) -> None:
