@@ -9,15 +9,20 @@ chunked transfers (section 7.3). Every state change goes through the table in
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fedproto import codec
-from fedproto.errors import DataLossError, MalformedError, ProtocolError, UnsupportedVersionError
+from fedproto.errors import (
+    DataLossError,
+    InternalError,
+    MalformedError,
+    ProtocolError,
+    ResourceExhaustedError,
+    UnsupportedVersionError,
+)
 from fedproto.hashing import Hasher
 from fedproto.session.events import (
     CloseCode,
@@ -30,11 +35,18 @@ from fedproto.session.events import (
     NotificationReceived,
     ProgressReceived,
     ReplyReceived,
+    SendFrame,
     TransferProgress,
 )
-from fedproto.session.messages import PROTOCOL_VERSIONS, REPLY_KIND, REQUEST_KINDS, frame
+from fedproto.session.messages import (
+    MIN_CLIENT_FRAME_BYTES,
+    PROTOCOL_VERSIONS,
+    REPLY_KIND,
+    REQUEST_KINDS,
+    frame,
+)
 from fedproto.session.states import Machine, Role, SessionError, SessionState, Trigger
-from fedproto.session.transfers import Assembly, chunk_frames, download_error
+from fedproto.session.transfers import Assembly, chunk_frame_size, chunk_frames, download_error, inline_error
 from fedproto.types import ServerInfo
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import GetObjectReply
@@ -54,15 +66,21 @@ _TRIGGER_OF_UNSOLICITED = {
 @dataclass(slots=True)
 class _Pending:
     kind: str
+    #: the caller has its outcome (or gave up): whatever still comes with this id is dropped
     abandoned: bool = False
     assembly: Assembly | None = None
-    failed: ProtocolError | None = None
 
 
 class ClientSession:
     """The client's half of one connection: ids, correlation, chunk reassembly and checks.
 
     ``hasher`` makes the SHA-256 that checks each chunked download (see :mod:`fedproto.hashing`).
+    ``max_frame_bytes`` is the largest frame the client accepts (0: no limit of its own); a non-zero
+    value below 1024 is refused, as the protocol forbids announcing one (section 4.6.3).
+
+    A request counts as pending from :meth:`request` until its terminal reply arrives, cancelled ones
+    included (section 6.2.10): :attr:`pending` is what a client compares with the server's
+    ``max_in_flight`` before it sends more (section 5.5.7).
     """
 
     def __init__(
@@ -74,6 +92,11 @@ class ClientSession:
         max_frame_bytes: int = 0,
         hasher: Callable[[], Hasher] = hashlib.sha256,
     ) -> None:
+        if 0 < max_frame_bytes < MIN_CLIENT_FRAME_BYTES:
+            raise ValueError(
+                f"max_frame_bytes={max_frame_bytes}: give 0 (no limit) or at least {MIN_CLIENT_FRAME_BYTES}, "
+                "the smallest a client may announce (section 4.6.3)"
+            )
         self.token = token
         self._hasher = hasher
         self.client_name = client_name
@@ -81,10 +104,12 @@ class ClientSession:
         self.max_frame_bytes = max_frame_bytes
         self._machine = Machine(Role.CLIENT)
         self.server: ServerInfo | None = None
-        # Ids start at a random point so that a reconnecting client never looks like a replay.
-        self._ids = itertools.count(secrets.randbelow(1 << 20) + 1)
+        # Ids count up from 1 on each connection (section 5.1.7): small ids keep chunk envelopes within
+        # the 64-byte margin (section 7.3.30), and a count never meets an id still in flight.
+        self._next_id = 1
         self._pending: dict[int, _Pending] = {}
         self._hello_id = 0
+        self._said_goodbye = False
 
     @property
     def state(self) -> SessionState:
@@ -93,15 +118,30 @@ class ClientSession:
 
     @property
     def pending(self) -> frozenset[int]:
-        """Ids of requests still waiting for their terminal reply."""
+        """Ids of requests still waiting for their terminal reply (cancelled ones included)."""
         return frozenset(self._pending)
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests count toward the server's ``max_in_flight`` (section 5.5.7)."""
+        return len(self._pending)
+
+    @property
+    def said_goodbye(self) -> bool:
+        """Whether this client sent its Goodbye: nothing more may be sent (section 6.3.8)."""
+        return self._said_goodbye
+
+    def _take_id(self) -> int:
+        rid = self._next_id
+        self._next_id += 1
+        return rid
 
     # -- output -----------------------------------------------------------------------------------
 
     def hello(self) -> bytes:
         """Build the Hello that opens the session (section 4.1)."""
         self._machine.move(Trigger.SEND_HELLO)
-        self._hello_id = next(self._ids)
+        self._hello_id = self._take_id()
         hello = Hello(
             versions=self.versions,
             client_name=self.client_name,
@@ -121,18 +161,43 @@ class ClientSession:
 
         ``payload=(path, view)`` puts a big bytes field (such as an inline tensor's data) into the frame
         with a single copy; ``path`` runs from the envelope, e.g. ``("send_object", "tensor", "data")``.
+
+        Raises :class:`ResourceExhaustedError` when the frame would exceed the server's
+        ``max_frame_bytes``: the server would close the connection and end every request in flight, so
+        the request is not started (section 14.2.7).
         """
         ((kind, _),) = body.items()
         if kind not in REQUEST_KINDS:
             raise SessionError(f"{kind} is not a request")
-        self._machine.move(Trigger.SEND_REQUEST)
-        rid = next(self._ids)
-        self._pending[rid] = _Pending(kind)
+        self._machine.check(Trigger.SEND_REQUEST)
+        rid = self._take_id()
         deadline_ms = max(1, math.ceil(deadline * 1000)) if deadline is not None else 0
         envelope = Envelope(request_id=rid, deadline_ms=deadline_ms, **body)
         if payload is not None:
-            return rid, codec.encode_with_payload(envelope, payload[0], payload[1])
-        return rid, codec.encode_envelope(envelope)
+            data = codec.encode_with_payload(envelope, payload[0], payload[1])
+        else:
+            data = codec.encode_envelope(envelope)
+        limit = self.server.limits.max_frame_bytes if self.server is not None else 0
+        if limit and len(data) > limit:
+            raise ResourceExhaustedError(
+                f"the {kind} request takes {len(data)} bytes, more than the server's max_frame_bytes",
+                details={"limit": str(limit)},
+            )
+        self._machine.move(Trigger.SEND_REQUEST)
+        self._pending[rid] = _Pending(kind)
+        return rid, data
+
+    def trailing_digest_fits(self, nbytes: int, chunk_bytes: int) -> bool:
+        """Whether an upload of ``nbytes`` started next can carry its digest in its last chunk.
+
+        The last chunk envelope, digest included, must fit the server's ``max_frame_bytes``; beyond the
+        sizes of section 7.3.30 it may not, and the digest then goes in the header.
+        """
+        limit = self.server.limits.max_frame_bytes if self.server is not None else 0
+        if not limit or nbytes == 0:
+            return True
+        last = (nbytes - 1) // chunk_bytes * chunk_bytes
+        return chunk_frame_size(self._next_id, last, nbytes - last, nbytes, 32) <= limit
 
     def upload(
         self, rid: int, view: memoryview, chunk_bytes: int, *, trailing_digest: bool = False
@@ -147,18 +212,31 @@ class ClientSession:
         if rid not in self._pending:
             raise SessionError(f"request {rid} is not pending")
         if not trailing_digest:
-            return chunk_frames(rid, view, chunk_bytes)
+            return self._until_goodbye(chunk_frames(rid, view, chunk_bytes))
         hasher = self._hasher()
         hasher.update(view)
-        return chunk_frames(rid, view, chunk_bytes, hasher.digest)
+        return self._until_goodbye(chunk_frames(rid, view, chunk_bytes, hasher.digest))
+
+    def _until_goodbye(self, frames: Iterator[bytes]) -> Iterator[bytes]:
+        """``frames`` until this client says goodbye: its remaining chunks are not sent (section 6.3.8)."""
+        for data in frames:
+            if self._said_goodbye:
+                return
+            yield data
 
     def cancel(self, rid: int, reason: str = "") -> bytes | None:
-        """Build the Cancel of a pending request; its late reply will be dropped (section 6.2)."""
+        """Build the Cancel of a pending request; its late reply will be dropped (section 6.2).
+
+        The id stays pending until that reply arrives (section 6.2.10). None when there is nothing to
+        send: the request is not pending, or this client already said goodbye (section 6.3.8).
+        """
         self._machine.move(Trigger.SEND_CANCEL)
         pending = self._pending.get(rid)
         if pending is None:
             return None
         pending.abandoned = True
+        if self._said_goodbye:
+            return None
         return frame(rid, cancel=Cancel(reason=reason))
 
     def abandon(self, rid: int) -> None:
@@ -168,8 +246,9 @@ class ClientSession:
             pending.abandoned = True
 
     def goodbye(self, reason: str = "") -> bytes:
-        """Build the client's Goodbye (section 6.3)."""
+        """Build the client's Goodbye (section 6.3); nothing more is sent after it (section 6.3.8)."""
         self._machine.move(Trigger.SEND_GOODBYE)
+        self._said_goodbye = True
         return frame(0, goodbye=Goodbye(reason=reason))
 
     # -- input ------------------------------------------------------------------------------------
@@ -192,6 +271,8 @@ class ClientSession:
         except MalformedError as undecodable:
             return self._fail_connection(undecodable, CloseCode.PROTOCOL_ERROR, "bad frame")
         kind = envelope.WhichOneof("body")
+        if kind is None:  # a body newer than this client: never a reply, never fatal (section 3.6.5)
+            return []
         rid = envelope.request_id
         trigger = self._trigger(state, kind, rid)
         try:
@@ -205,9 +286,12 @@ class ClientSession:
         self._machine.move(trigger)
         if trigger is Trigger.RECEIVE_ERROR:
             return [ConnectionErrorReceived(codec.error_from_proto(envelope.error))]
-        if trigger is Trigger.RECEIVE_NOTIFICATION:
+        if trigger is Trigger.RECEIVE_NOTIFICATION:  # an unset or invalid payload: dropped (section 6.4.7)
+            notification = envelope.notification
+            if not notification.HasField("payload"):
+                return []
             try:
-                value = codec.value_from_proto(envelope.notification.payload)
+                value = codec.value_from_proto(notification.payload)
             except ProtocolError:
                 return []
             return [NotificationReceived(envelope.notification.topic, value)]
@@ -238,56 +322,81 @@ class ClientSession:
 
     def _receive_welcome(self, envelope: Envelope) -> list[Event]:
         error: ProtocolError
+        welcome = envelope.welcome
         if envelope.request_id != self._hello_id:
             error = MalformedError(f"expected Welcome for request {self._hello_id}, got welcome")
             return self._fail_connection(error, CloseCode.PROTOCOL_ERROR, "no welcome")
-        if envelope.welcome.version not in self.versions:
-            error = UnsupportedVersionError(f"server chose version {envelope.welcome.version}")
+        if welcome.version not in self.versions:
+            error = UnsupportedVersionError(f"server chose version {welcome.version}")
             return self._fail_connection(error, CloseCode.PROTOCOL_ERROR, "version")
+        unset = [
+            name
+            for name in ("max_frame_bytes", "max_in_flight", "chunk_bytes")
+            if not getattr(welcome.limits, name)
+        ]
+        if unset:  # section 4.1.8: without these limits a client cannot stay within them
+            error = MalformedError(f"the Welcome's limits leave {', '.join(unset)} unset (section 14.1.1)")
+            return self._fail_connection(error, CloseCode.PROTOCOL_ERROR, "limits")
         self.server = codec.server_info_from_welcome(envelope.welcome)
         self._machine.move(Trigger.RECEIVE_WELCOME)
         return [Connected(self.server)]
 
     def _receive_reply(self, rid: int, pending: _Pending, envelope: Envelope, kind: str) -> list[Event]:
         if kind == "fit_progress":
-            return [] if pending.abandoned else [ProgressReceived(rid, kind, envelope.fit_progress)]
-        del self._pending[rid]
+            if pending.abandoned:
+                return []
+            if pending.kind != "fit":
+                return self._give_up(rid, pending, InternalError(f"server sent {kind} for a {pending.kind}"))
+            return [ProgressReceived(rid, kind, envelope.fit_progress)]
+        del self._pending[rid]  # the terminal reply (section 5.3.7): the id is free again
         if pending.abandoned:
             return []
         if kind == "error":
             return [ErrorReceived(rid, codec.error_from_proto(envelope.error))]
-        if pending.failed is not None:
-            return [ErrorReceived(rid, pending.failed)]
         expected = REPLY_KIND[pending.kind]
         if kind != expected:
-            error = MalformedError(f"server answered {pending.kind} with {kind}, expected {expected}")
+            error = InternalError(f"server answered {pending.kind} with {kind}, expected {expected}")
             return [ErrorReceived(rid, error)]
         message = getattr(envelope, kind)
-        if kind == "get_object_reply" and pending.assembly is not None:
-            return [self._finish_download(rid, pending.assembly, message)]
+        if kind == "get_object_reply":
+            if pending.assembly is not None:
+                return [self._finish_download(rid, pending.assembly, message)]
+            inline = inline_error(message)  # section 7.3.34
+            if inline is not None:
+                return [ErrorReceived(rid, inline)]
         return [ReplyReceived(rid, kind, message)]
+
+    def _give_up(self, rid: int, pending: _Pending, error: ProtocolError) -> list[Event]:
+        """Fail a request at once and cancel it; its id stays pending until its terminal reply.
+
+        For what the server sent wrong before the terminal reply: a chunk or progress event the request
+        cannot have (section 5.3.7), a broken download chunk (section 7.3.33).
+        """
+        pending.assembly = None  # what arrived is discarded (section 7.3.23)
+        cancel = self.cancel(rid, error.message)
+        events: list[Event] = [ErrorReceived(rid, error)]
+        if cancel is not None:
+            events.append(SendFrame(cancel))
+        return events
 
     def _receive_chunk(
         self, rid: int, pending: _Pending, offset: int, data: bytes | memoryview, total: int
     ) -> list[Event]:
-        if pending.kind != "get_object" or pending.failed is not None:
-            if pending.failed is None:
-                pending.failed = MalformedError("server sent a chunk for a request that has none")
+        if pending.abandoned:
             return []
+        if pending.kind != "get_object":
+            return self._give_up(rid, pending, InternalError(f"server sent a chunk for a {pending.kind}"))
         if pending.assembly is None:
             limit = self.server.limits.max_object_bytes if self.server else 0
             if limit and total > limit:
-                pending.failed = MalformedError("chunked download larger than the server's own limit")
-                return []
+                error = DataLossError(f"a chunked download of {total} bytes, above the server's own quota")
+                return self._give_up(rid, pending, error)
             pending.assembly = Assembly(total, bytearray(total), self._hasher())
         chunk_limit = self.server.limits.chunk_bytes if self.server else 0
         try:
             pending.assembly.add(offset, data, total, chunk_limit)
-        except ProtocolError as error:
-            pending.failed = DataLossError(f"bad chunk from server: {error.message}")
-            return []
-        if pending.abandoned:
-            return []
+        except ProtocolError as error:  # section 7.3.33
+            return self._give_up(rid, pending, DataLossError(f"bad chunk from server: {error.message}"))
         return [TransferProgress(rid, pending.assembly.received, pending.assembly.total)]
 
     @staticmethod

@@ -81,7 +81,8 @@ class Trigger(Enum):
     RECEIVE_GOODBYE = "receive goodbye"
     #: a binary frame that is not an envelope (section 3.3): the server reports it and carries on
     RECEIVE_UNDECODABLE = "receive undecodable frame"
-    #: an envelope with no body, an unknown body, or a body the receiver never takes (sections 3.5-3.7)
+    #: an envelope with no body, an unknown body, or a body the receiver never takes (sections 3.5-3.7);
+    #: a client ignores a body newer than itself before the table is asked (section 3.6.5)
     RECEIVE_INVALID = "receive invalid body"
     #: a violation that ends the connection: a text frame, a refused handshake, a client's bad frame
     FAIL = "fail"
@@ -145,7 +146,7 @@ TRANSITIONS: Mapping[tuple[Role, SessionState, Trigger], SessionState] = Mapping
         (_CLIENT, _OPEN, _T.RECEIVE_CHUNK): _OPEN,
         (_CLIENT, _OPEN, _T.RECEIVE_NOTIFICATION): _OPEN,
         (_CLIENT, _OPEN, _T.RECEIVE_ERROR): _OPEN,
-        (_CLIENT, _OPEN, _T.RECEIVE_INVALID): _OPEN,  # bodies from a newer version are ignored (17.1)
+        (_CLIENT, _OPEN, _T.RECEIVE_INVALID): _OPEN,  # e.g. a reply body with id 0: ignored
         (_CLIENT, _OPEN, _T.SEND_GOODBYE): _CLOSING,
         (_CLIENT, _OPEN, _T.RECEIVE_GOODBYE): _CLOSING,
         (_CLIENT, _OPEN, _T.FAIL): _CLOSED,

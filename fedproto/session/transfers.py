@@ -7,6 +7,7 @@ verified without a second pass over its payload.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -16,14 +17,17 @@ from fedproto.hashing import Hasher
 from fedproto.types import ObjectInfo, TensorInfo
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import GetObjectReply, SendObjectRequest
+from fedproto_pb.v1.tensor_pb2 import Chunk
 
 __all__ = [
     "Assembly",
     "Upload",
     "check_trailing_digest",
+    "chunk_frame_size",
     "chunk_frames",
     "download_chunk_bytes",
     "download_error",
+    "inline_error",
     "inline_limit",
     "inline_reply_frame",
 ]
@@ -131,6 +135,36 @@ def chunk_frames(
         end = offset + chunk_bytes
         trailer = digest() if digest is not None and end >= total else b""
         yield codec.encode_chunk_frame(request_id, offset, view[offset:end], total, trailer)
+
+
+def inline_error(reply: GetObjectReply) -> ProtocolError | None:
+    """What is wrong with an inline GetObjectReply's tensor, or None (section 7.3.34: DATA_LOSS).
+
+    The tensor must be valid (section 7.2) and, when the reply's info carries a digest, match it.
+    """
+    try:
+        codec.check_tensor(reply.tensor)
+    except ProtocolError as error:
+        return DataLossError(f"the inline tensor is not valid: {error.message}")
+    digest = reply.info.tensor.sha256
+    if digest and hashlib.sha256(reply.tensor.data).digest() != digest:
+        return DataLossError("the inline tensor does not match its SHA-256")
+    return None
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def chunk_frame_size(request_id: int, offset: int, length: int, total: int, digest_bytes: int = 0) -> int:
+    """The exact size of a chunk envelope with ``length`` bytes of data, without building it.
+
+    Chunk fields: offset 1, data 2, total_bytes 3, sha256 4 (one-byte tags); the envelope's chunk is
+    field 18 (a two-byte tag). Section 7.3.30 says when the 64-byte margin of section 7.3.25 holds.
+    """
+    chunk = Chunk(offset=offset, total_bytes=total, sha256=bytes(digest_bytes)).ByteSize()
+    chunk += (1 + _varint_size(length) + length) if length else 0
+    return Envelope(request_id=request_id).ByteSize() + 2 + _varint_size(chunk) + chunk
 
 
 def inline_limit(chunk_bytes: int, client_max_frame: int) -> int:
