@@ -50,6 +50,7 @@ from fedproto.federated import (
 from fedproto.server import CallContext, Worker, rpc
 from fedproto.training import TrainConfig
 from fedproto.types import (
+    EvaluateKind,
     EvaluateResult,
     FitProgressEvent,
     FitResult,
@@ -76,6 +77,7 @@ __all__ = [
     "DatasetDescription",
     "DeadlineExceededError",
     "ErrorCode",
+    "EvaluateKind",
     "EvaluateResult",
     "EventLoopRunningError",
     "FailedPreconditionError",

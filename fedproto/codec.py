@@ -32,6 +32,7 @@ from fedproto.errors import (
     error_class_for,
 )
 from fedproto.types import (
+    EvaluateKind,
     EvaluateOptions,
     EvaluateResult,
     FitOptions,
@@ -80,6 +81,12 @@ from fedproto_pb.v1.session_pb2 import Welcome as ProtoWelcome
 from fedproto_pb.v1.tensor_pb2 import NamedTensor as ProtoNamedTensor
 from fedproto_pb.v1.tensor_pb2 import Tensor as ProtoTensor
 from fedproto_pb.v1.tensor_pb2 import TensorInfo as ProtoTensorInfo
+from fedproto_pb.v1.training_pb2 import (
+    EVALUATE_KIND_CLASSIFICATION,
+    EVALUATE_KIND_REGRESSION,
+    EVALUATE_KIND_UNSPECIFIED,
+)
+from fedproto_pb.v1.training_pb2 import EvaluateKind as ProtoEvaluateKind
 from fedproto_pb.v1.training_pb2 import EvaluateReply as ProtoEvaluateReply
 from fedproto_pb.v1.training_pb2 import EvaluateRequest as ProtoEvaluateRequest
 from fedproto_pb.v1.training_pb2 import FitProgress as ProtoFitProgress
@@ -125,6 +132,8 @@ __all__ = [
     "encode_with_payload",
     "error_from_proto",
     "error_to_proto",
+    "evaluate_kind_from_proto",
+    "evaluate_kind_to_proto",
     "evaluate_request_from_proto",
     "evaluate_request_to_proto",
     "evaluate_result_from_proto",
@@ -742,6 +751,29 @@ def fit_result_from_proto(message: ProtoFitReply) -> FitResult:
     )
 
 
+_EVALUATE_KINDS: dict[EvaluateKind, ProtoEvaluateKind] = {
+    EvaluateKind.CLASSIFICATION: EVALUATE_KIND_CLASSIFICATION,
+    EvaluateKind.REGRESSION: EVALUATE_KIND_REGRESSION,
+}
+_EVALUATE_KINDS_BY_CODE: dict[int, EvaluateKind] = {code: kind for kind, code in _EVALUATE_KINDS.items()}
+
+
+def evaluate_kind_to_proto(kind: EvaluateKind | None) -> ProtoEvaluateKind:
+    """Encode an evaluation kind (``EvaluateKind``); None is ``EVALUATE_KIND_UNSPECIFIED``."""
+    return EVALUATE_KIND_UNSPECIFIED if kind is None else _EVALUATE_KINDS[kind]
+
+
+def evaluate_kind_from_proto(code: int) -> EvaluateKind | None:
+    """Decode an evaluation kind: None for unspecified, InvalidArgumentError for a value the protocol
+    does not define (proto3 enums keep unknown numbers; section 12.5.11)."""
+    if code == EVALUATE_KIND_UNSPECIFIED:
+        return None
+    try:
+        return _EVALUATE_KINDS_BY_CODE[code]
+    except KeyError:
+        raise InvalidArgumentError(f"unknown evaluate kind {code}", details={"field": "kind"}) from None
+
+
 def evaluate_result_to_proto(result: EvaluateResult) -> ProtoEvaluateReply:
     """Encode an evaluation's outcome."""
     message = ProtoEvaluateReply(
@@ -749,20 +781,31 @@ def evaluate_result_to_proto(result: EvaluateResult) -> ProtoEvaluateReply:
         total=result.total,
         prediction_histogram=result.prediction_histogram,
         target_histogram=result.target_histogram,
+        kind=evaluate_kind_to_proto(result.kind),
     )
     if result.loss is not None:
         message.loss = result.loss
+    if result.mean_squared_error is not None:
+        message.mean_squared_error = result.mean_squared_error
+    if result.mean_absolute_error is not None:
+        message.mean_absolute_error = result.mean_absolute_error
     return message
 
 
 def evaluate_result_from_proto(message: ProtoEvaluateReply) -> EvaluateResult:
-    """Decode an evaluation's outcome."""
+    """Decode an evaluation's outcome; a reply without a kind (a server that predates it) is a
+    classification (section 12.5.16)."""
     return EvaluateResult(
         loss=message.loss if message.HasField("loss") else None,
         correct=message.correct,
         total=message.total,
         prediction_histogram=list(message.prediction_histogram),
         target_histogram=list(message.target_histogram),
+        kind=evaluate_kind_from_proto(message.kind) or EvaluateKind.CLASSIFICATION,
+        mean_squared_error=message.mean_squared_error if message.HasField("mean_squared_error") else None,
+        mean_absolute_error=(
+            message.mean_absolute_error if message.HasField("mean_absolute_error") else None
+        ),
     )
 
 
@@ -998,13 +1041,17 @@ def fit_request_from_proto(message: ProtoFitRequest) -> FitOptions:
 
 
 def evaluate_request_to_proto(options: EvaluateOptions) -> ProtoEvaluateRequest:
-    """Encode an evaluate request (the dataclass mirrors the message field for field)."""
-    return ProtoEvaluateRequest(**_same_named(options, EvaluateOptions))
+    """Encode an evaluate request (the dataclass mirrors the message field for field; ``kind`` is an enum)."""
+    fields = _same_named(options, EvaluateOptions)
+    fields["kind"] = evaluate_kind_to_proto(options.kind)
+    return ProtoEvaluateRequest(**fields)
 
 
 def evaluate_request_from_proto(message: ProtoEvaluateRequest) -> EvaluateOptions:
-    """Decode an evaluate request."""
-    return EvaluateOptions(**_same_named(message, EvaluateOptions))
+    """Decode an evaluate request; InvalidArgumentError for a kind the protocol does not define."""
+    fields = _same_named(message, EvaluateOptions)
+    fields["kind"] = evaluate_kind_from_proto(message.kind)
+    return EvaluateOptions(**fields)
 
 
 def weights_reply_to_proto(weights: Mapping[str, torch.Tensor]) -> ProtoGetWeightsReply:

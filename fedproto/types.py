@@ -8,12 +8,14 @@ converts them to and from the generated protobuf classes, the worker's training 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "EvaluateKind",
     "EvaluateOptions",
     "EvaluateResult",
     "FitOptions",
@@ -190,6 +192,20 @@ class FitOptions:
     """A progress event every this many batches; 0 leaves the interval to the worker."""
 
 
+class EvaluateKind(Enum):
+    """What an evaluation measures (``EvaluateKind``, protocol section 12.5.11).
+
+    By default the dataset's target element type decides: integer and bool targets are classes,
+    floating-point and complex targets are values. A request may ask for either (binary classification
+    with float 0/1 targets, as ``bce_with_logits`` needs, asks for ``CLASSIFICATION``).
+    """
+
+    CLASSIFICATION = "classification"
+    """Correct predictions (accuracy) and per-class histograms."""
+    REGRESSION = "regression"
+    """Mean squared and mean absolute error; no classes."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EvaluateOptions:
     """What a client asks of one evaluation (``EvaluateRequest``); see ``AsyncClient.evaluate``."""
@@ -201,6 +217,8 @@ class EvaluateOptions:
     return_raw_accuracy: bool = True
     batch_size: int = 0
     """Samples per batch; 0 uses the train config's."""
+    kind: EvaluateKind | None = None
+    """Evaluate as this kind; None: as the dataset's target element type says."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,10 +255,19 @@ class FitResult:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EvaluateResult:
-    """The outcome of an evaluation (``EvaluateReply``); unrequested parts are None, 0 or empty."""
+    """The outcome of an evaluation (``EvaluateReply``); unrequested parts are None, 0 or empty.
+
+    ``kind`` says which metrics are meaningful: a classification counts ``correct`` predictions and fills
+    the histograms when asked; a regression (float targets) reports ``mean_squared_error`` and
+    ``mean_absolute_error`` instead, with ``correct`` 0 and no histograms. A worker that predates the
+    kinds always answers a classification.
+    """
 
     loss: float | None
     correct: int
     total: int
     prediction_histogram: list[int]
     target_histogram: list[int]
+    kind: EvaluateKind = EvaluateKind.CLASSIFICATION
+    mean_squared_error: float | None = None
+    mean_absolute_error: float | None = None

@@ -26,6 +26,7 @@ from fedproto.errors import (
     error_class_for,
 )
 from fedproto.types import (
+    EvaluateKind,
     EvaluateOptions,
     EvaluateResult,
     FitOptions,
@@ -645,17 +646,40 @@ def test_fit_result_round_trip(losses, numbers, seconds, weights) -> None:
     correct=counts,
     total=counts,
     histograms=st.tuples(st.lists(counts, max_size=5), st.lists(counts, max_size=5)),
+    kind=st.sampled_from(EvaluateKind),
+    errors=st.tuples(st.none() | finite, st.none() | finite),
 )
 @settings(max_examples=50, deadline=None)
-def test_evaluate_result_round_trip(loss, correct, total, histograms) -> None:
+def test_evaluate_result_round_trip(loss, correct, total, histograms, kind, errors) -> None:
     result = EvaluateResult(
         loss=loss,
         correct=correct,
         total=total,
         prediction_histogram=histograms[0],
         target_histogram=histograms[1],
+        kind=kind,
+        mean_squared_error=errors[0],
+        mean_absolute_error=errors[1],
     )
     assert codec.evaluate_result_from_proto(_wire(codec.evaluate_result_to_proto(result))) == result
+
+
+def test_evaluate_reply_of_an_older_server_is_a_classification() -> None:
+    # a reply without the kind and the errors, as a server that predates them sends (section 12.5.16)
+    old = training_pb2.EvaluateReply(loss=0.5, correct=3, total=4)
+    assert old.kind == training_pb2.EVALUATE_KIND_UNSPECIFIED
+    result = codec.evaluate_result_from_proto(_wire(old))
+    assert result.kind is EvaluateKind.CLASSIFICATION
+    assert (result.correct, result.mean_squared_error, result.mean_absolute_error) == (3, None, None)
+
+
+def test_evaluate_kinds_the_protocol_does_not_define_are_refused() -> None:
+    assert codec.evaluate_kind_from_proto(training_pb2.EVALUATE_KIND_UNSPECIFIED) is None
+    with pytest.raises(InvalidArgumentError, match="unknown evaluate kind 9") as caught:
+        codec.evaluate_request_from_proto(training_pb2.EvaluateRequest(dataset_key="d", kind=9))  # type: ignore[arg-type]
+    assert caught.value.details == {"field": "kind"}
+    with pytest.raises(InvalidArgumentError, match="unknown evaluate kind 3"):
+        codec.evaluate_result_from_proto(training_pb2.EvaluateReply(kind=3))  # type: ignore[arg-type]
 
 
 @given(count=counts, state=st.lists(names, max_size=4).map(tuple), weights_only=st.booleans())
@@ -669,8 +693,15 @@ def test_model_summary_and_catalog_round_trip(count: int, state: tuple[str, ...]
 # -- requests and replies ---------------------------------------------------------------------------
 
 
-@given(key=names, flags=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()), n=u32)
-def test_fit_and_evaluate_requests_round_trip(key: str, flags: tuple[bool, ...], n: int) -> None:
+@given(
+    key=names,
+    flags=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+    n=u32,
+    kind=st.none() | st.sampled_from(EvaluateKind),
+)
+def test_fit_and_evaluate_requests_round_trip(
+    key: str, flags: tuple[bool, ...], n: int, kind: EvaluateKind | None
+) -> None:
     fit = FitOptions(dataset_key=key, return_weights=flags[0], progress_every=n)
     assert codec.fit_request_from_proto(_wire(codec.fit_request_to_proto(fit))) == fit
     evaluate = EvaluateOptions(
@@ -680,6 +711,7 @@ def test_fit_and_evaluate_requests_round_trip(key: str, flags: tuple[bool, ...],
         return_loss=flags[2],
         return_raw_accuracy=flags[3],
         batch_size=n,
+        kind=kind,
     )
     assert codec.evaluate_request_from_proto(_wire(codec.evaluate_request_to_proto(evaluate))) == evaluate
 

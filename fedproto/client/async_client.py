@@ -50,6 +50,7 @@ from fedproto.session import (
 )
 from fedproto.training import TrainConfig
 from fedproto.types import (
+    EvaluateKind,
     EvaluateOptions,
     EvaluateResult,
     FitOptions,
@@ -641,9 +642,19 @@ class AsyncClient:
         return_loss: bool = True,
         return_raw_accuracy: bool = True,
         batch_size: int = 0,
+        kind: EvaluateKind | None = None,
         timeout: float | None = None,
     ) -> EvaluateResult:
-        """Evaluate the worker's model on one of its datasets (loss, accuracy counts, histograms)."""
+        """Evaluate the worker's model on one of its datasets.
+
+        The result's ``kind`` says what was measured. Integer targets are classes: ``correct`` counts
+        right predictions (``return_raw_accuracy``) and ``return_histograms`` counts predictions and
+        targets per class. Float targets are values: ``mean_squared_error`` and ``mean_absolute_error``
+        instead, no classes. ``kind=EvaluateKind.CLASSIFICATION`` treats float targets as classes
+        (binary classification with 0/1 float targets, as ``bce_with_logits`` needs), and
+        ``EvaluateKind.REGRESSION`` integer ones as values. ``loss`` is the mean loss per sample
+        (``return_loss``); ``batch_size`` 0 uses the train config's.
+        """
         options = EvaluateOptions(
             dataset_key=dataset_key,
             return_histograms=return_histograms,
@@ -651,6 +662,7 @@ class AsyncClient:
             return_loss=return_loss,
             return_raw_accuracy=return_raw_accuracy,
             batch_size=batch_size,
+            kind=kind,
         )
         reply = await self._request(timeout=timeout, evaluate=codec.evaluate_request_to_proto(options))
         return codec.evaluate_result_from_proto(reply.message)

@@ -6,9 +6,9 @@
 - :mod:`fedproto.training.engine`: :class:`TrainingState`, the worker's fit/evaluate loop, and
   :class:`ModelRegistry`, the architectures a worker offers by name.
 
-The records a fit or an evaluation returns (:class:`FitResult`, :class:`EvaluateResult`,
-:class:`FitProgressEvent`) live in :mod:`fedproto.types` beside the other wire records, so the codec
-needs no training code; they are re-exported here. Coordinating many workers (FedAvg, averaging) is
+The records a fit or an evaluation returns (:class:`FitResult`, :class:`EvaluateResult` and its
+:class:`EvaluateKind`, :class:`FitProgressEvent`) live in :mod:`fedproto.types` beside the other wire
+records, so the codec needs no training code; they are re-exported here. Coordinating many workers (FedAvg, averaging) is
 :mod:`fedproto.federated`.
 """
 
@@ -17,10 +17,11 @@ from __future__ import annotations
 from fedproto.training.config import TrainConfig
 from fedproto.training.engine import ModelRegistry, TrainingState
 from fedproto.training.losses import BUILTIN_LOSSES, builtin_loss
-from fedproto.types import EvaluateResult, FitProgressEvent, FitResult, TrainSpec
+from fedproto.types import EvaluateKind, EvaluateResult, FitProgressEvent, FitResult, TrainSpec
 
 __all__ = [
     "BUILTIN_LOSSES",
+    "EvaluateKind",
     "EvaluateResult",
     "FitProgressEvent",
     "FitResult",

@@ -42,7 +42,7 @@ from fedproto.training.config import (
 )
 from fedproto.training.losses import builtin_loss
 from fedproto.training.torchscript import error_summary, load_torchscript
-from fedproto.types import EvaluateResult, FitProgressEvent, FitResult, ModelSummary, TrainSpec
+from fedproto.types import EvaluateKind, EvaluateResult, FitProgressEvent, FitResult, ModelSummary, TrainSpec
 
 __all__ = ["ModelRegistry", "TrainingState"]
 
@@ -164,6 +164,34 @@ def _classes(output: object, target: Tensor) -> tuple[Tensor, Tensor]:
             f"the model predicts {predicted.numel()} classes for {truth.numel()} targets"
         )
     return predicted, truth
+
+
+def _errors(output: object, target: Tensor) -> tuple[float, float]:
+    """Sums of squared and of absolute errors over one batch's target elements (a regression)."""
+    if not isinstance(output, Tensor):
+        raise InvalidArgumentError(f"the model returned a {type(output).__name__}, not a tensor")
+    if output.numel() != target.numel():
+        raise InvalidArgumentError(
+            f"the model gives {output.numel()} values for {target.numel()} target values "
+            f"(output {tuple(output.shape)}, targets {tuple(target.shape)}); a regression compares "
+            "them element by element"
+        )
+    # in double precision, so that sums over a large dataset stay exact enough; complex stays complex
+    wide = torch.complex128 if output.is_complex() or target.is_complex() else torch.float64
+    distance = (output.reshape(target.shape).to(wide) - target.to(wide)).abs()
+    return float((distance**2).sum()), float(distance.sum())
+
+
+def _mean(total: float, count: int) -> float:
+    """``total / count``; NaN for no elements, whose mean is undefined."""
+    return total / count if count else math.nan
+
+
+def _default_kind(targets: Tensor) -> EvaluateKind:
+    """Classes for integer and bool targets, values for floating-point and complex ones (12.5.11)."""
+    if targets.dtype.is_floating_point or targets.dtype.is_complex:
+        return EvaluateKind.REGRESSION
+    return EvaluateKind.CLASSIFICATION
 
 
 def _histogram(classes: Tensor, bins: int) -> list[int]:
@@ -512,16 +540,24 @@ class TrainingState:
         return_histograms: bool = False,
         nr_bins: int = 0,
         batch_size: int = 0,
+        kind: EvaluateKind | None = None,
     ) -> EvaluateResult:
         """Evaluate the model on ``dataset`` in eval mode without gradients, in order, batch by batch.
 
+        - ``kind``: a classification or a regression; None decides by the targets' element type
+          (integer and bool: classification; floating-point and complex: regression).
         - ``loss``: the sum of each batch's loss times its sample count, divided by the sample count:
           the mean per sample for losses that average over the batch (all built-in ones do).
-        - Classes, for accuracy and histograms: an output of shape ``(N, C)`` with ``C > 1`` predicts
-          ``argmax(dim=1)``; an output with one value per sample (``(N,)`` or ``(N, 1)``) is taken as a
-          logit and predicts class 1 when above 0, else 0. Integer targets are class indices; float
-          targets with one value per sample are rounded to the nearest integer; targets of shape
-          ``(N, C)`` with ``C > 1`` (one-hot, probabilities) use their argmax.
+        - A regression, with ``return_raw_accuracy``: ``mean_squared_error`` and ``mean_absolute_error``
+          are the means over all target elements of ``|output - target|**2`` and ``|output - target|``,
+          the output reshaped to the target's shape (it must have as many elements; NaN when the
+          targets have none). ``correct`` is 0 and there are no histograms.
+        - Classes, for accuracy and histograms of a classification: an output of shape ``(N, C)`` with
+          ``C > 1`` predicts ``argmax(dim=1)``; an output with one value per sample (``(N,)`` or
+          ``(N, 1)``) is taken as a logit and predicts class 1 when above 0, else 0. Integer targets
+          are class indices; float targets (asked for as classes) with one value per sample are rounded
+          to the nearest integer; targets of shape ``(N, C)`` with ``C > 1`` (one-hot, probabilities)
+          use their argmax.
         - ``correct``: samples whose predicted class equals the target class; ``total``: samples.
         - Histograms: counts per class in ``range(nr_bins)``; when ``nr_bins`` is 0 it is the largest
           predicted or target class plus one. Classes outside the range are not counted.
@@ -541,8 +577,11 @@ class TrainingState:
                     "cannot evaluate on an empty dataset", details={"field": "dataset_key"}
                 )
             step = batch_size or self._spec.batch_size
-            want_classes = return_raw_accuracy or return_histograms
-            loss_total = 0.0
+            kind = kind or _default_kind(dataset.targets)
+            regression = kind is EvaluateKind.REGRESSION
+            want_classes = not regression and (return_raw_accuracy or return_histograms)
+            want_errors = regression and return_raw_accuracy
+            loss_total = squared_total = absolute_total = 0.0
             correct = 0
             predictions: list[Tensor] = []
             truths: list[Tensor] = []
@@ -557,6 +596,10 @@ class TrainingState:
                             output = self._model(x)
                             if return_loss:
                                 loss_total += float(_scalar_loss(self._loss_fn(output, y))) * len(x)
+                            if want_errors:
+                                squared, absolute = _errors(output, y)
+                                squared_total += squared
+                                absolute_total += absolute
                             if want_classes:
                                 predicted, truth = _classes(output, y)
                                 correct += int((predicted == truth).sum())
@@ -571,7 +614,8 @@ class TrainingState:
                 self._model.train(was_training)
             prediction_histogram: list[int] = []
             target_histogram: list[int] = []
-            if return_histograms:
+            elements = dataset.targets.numel()
+            if return_histograms and not regression:
                 predicted_all, truth_all = torch.cat(predictions), torch.cat(truths)
                 bins = nr_bins or max(int(predicted_all.max()), int(truth_all.max()), -1) + 1
                 prediction_histogram = _histogram(predicted_all, bins)
@@ -582,6 +626,9 @@ class TrainingState:
                 total=size,
                 prediction_histogram=prediction_histogram,
                 target_histogram=target_histogram,
+                kind=kind,
+                mean_squared_error=_mean(squared_total, elements) if want_errors else None,
+                mean_absolute_error=_mean(absolute_total, elements) if want_errors else None,
             )
 
     def _state_dict(self) -> dict[str, Tensor]:

@@ -362,6 +362,8 @@ async def test_training_requests(alice: fedproto.AsyncClient) -> None:
     assert 0 <= evaluation.correct <= 64
     assert evaluation.target_histogram == [22, 21, 21]
     assert sum(evaluation.prediction_histogram) == 64
+    assert evaluation.kind is fedproto.EvaluateKind.CLASSIFICATION  # int64 targets are classes
+    assert evaluation.mean_squared_error is None
     quiet = await alice.evaluate("conformance", return_loss=False, return_raw_accuracy=False, batch_size=5)
     assert quiet.loss is None and quiet.correct == 0 and quiet.total == 64
     assert quiet.prediction_histogram == [] and quiet.target_histogram == []

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -25,6 +26,7 @@ from fedproto.errors import (
     ResourceExhaustedError,
 )
 from fedproto.training import (
+    EvaluateKind,
     EvaluateResult,
     FitProgressEvent,
     ModelRegistry,
@@ -595,13 +597,15 @@ def test_evaluate_omits_what_was_not_asked() -> None:
     assert result == EvaluateResult(
         loss=None, correct=0, total=5, prediction_histogram=[], target_histogram=[]
     )
+    assert result.kind is EvaluateKind.CLASSIFICATION
 
 
 def test_evaluate_with_more_bins_and_one_hot_targets() -> None:
     dataset = classification(count=12, classes=3)
     one_hot = Dataset(dataset.features, nn.functional.one_hot(dataset.targets, 3).float())
     state = configure(registered_spec(loss_name="mse"))
-    result = state.evaluate(one_hot, return_histograms=True, nr_bins=5)
+    result = state.evaluate(one_hot, return_histograms=True, nr_bins=5, kind=EvaluateKind.CLASSIFICATION)
+    assert result.kind is EvaluateKind.CLASSIFICATION
     with torch.no_grad():
         predicted = state.model(dataset.features).argmax(dim=1)
     assert result.correct == int((predicted == dataset.targets).sum())
@@ -620,13 +624,80 @@ def test_evaluate_single_logit_thresholds_at_zero() -> None:
         initial_weights={"weight": torch.ones(1, 1), "bias": torch.zeros(1)},
     )
     state = TrainingState.configure(spec, registry=models, weights_only=False, max_model_bytes=0)
-    result = state.evaluate(Dataset(features, targets), return_histograms=True, nr_bins=0)
+    result = state.evaluate(
+        Dataset(features, targets), return_histograms=True, nr_bins=0, kind=EvaluateKind.CLASSIFICATION
+    )
     assert result.correct == 4
     assert result.prediction_histogram == [2, 3]
     assert result.target_histogram == [3, 2]
     assert result.loss == pytest.approx(
         float(nn.functional.binary_cross_entropy_with_logits(features, targets))
     )
+
+
+def test_integer_targets_are_a_classification() -> None:
+    result = configure(registered_spec()).evaluate(classification(), return_histograms=True)
+    assert result.kind is EvaluateKind.CLASSIFICATION
+    assert result.mean_squared_error is None and result.mean_absolute_error is None
+    assert sum(result.target_histogram) == result.total
+
+
+def _regression(count: int = 64) -> tuple[Dataset, TrainingState]:
+    """Float targets of a linear map, and a 4 -> 1 model that does not fit them exactly."""
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(count, 4, generator=generator)
+    targets = features @ torch.tensor([[0.5], [-1.0], [2.0], [0.25]]) + 0.1
+    models = ModelRegistry()
+    models.register("line", lambda: nn.Linear(4, 1))
+    spec = registered_spec(
+        registered_model="line",
+        loss_name="mse",
+        initial_weights={"weight": torch.tensor([[0.4, -0.9, 1.5, 0.0]]), "bias": torch.tensor([0.3])},
+        batch_size=10,
+    )
+    return Dataset(features, targets), TrainingState.configure(
+        spec, registry=models, weights_only=False, max_model_bytes=0
+    )
+
+
+def test_float_targets_are_a_regression_with_errors_and_no_classes() -> None:
+    dataset, state = _regression()
+    result = state.evaluate(dataset, return_histograms=True, nr_bins=4)
+    with torch.no_grad():
+        output = state.model(dataset.features).double().numpy()
+    target = dataset.targets.double().numpy()
+    assert result.kind is EvaluateKind.REGRESSION
+    assert result.mean_squared_error == pytest.approx(float(np.mean((output - target) ** 2)), rel=1e-9)
+    assert result.mean_absolute_error == pytest.approx(float(np.mean(np.abs(output - target))), rel=1e-9)
+    assert result.loss == pytest.approx(result.mean_squared_error, rel=1e-5)  # the config's loss is mse
+    # no classes: nothing "correct", no histograms even though they were asked for
+    assert (result.correct, result.prediction_histogram, result.target_histogram) == (0, [], [])
+    assert result.total == 64
+
+
+def test_regression_errors_only_when_asked() -> None:
+    dataset, state = _regression(8)
+    result = state.evaluate(dataset, return_raw_accuracy=False)
+    assert result.kind is EvaluateKind.REGRESSION
+    assert result.mean_squared_error is None and result.mean_absolute_error is None
+    assert result.loss is not None
+
+
+def test_integer_targets_can_be_evaluated_as_values() -> None:
+    dataset = classification(count=10, classes=3)
+    state = configure(registered_spec(registered_model="linear"))
+    mismatch = r"12 values for 4 target values \(output \(4, 3\), targets \(4,\)\)"
+    with pytest.raises(InvalidArgumentError, match=mismatch):
+        state.evaluate(dataset, kind=EvaluateKind.REGRESSION, return_loss=False)
+    models = ModelRegistry()
+    models.register("one", lambda: nn.Linear(4, 1))
+    zero = {"weight": torch.zeros(1, 4), "bias": torch.zeros(1)}
+    spec = registered_spec(registered_model="one", loss_name="mse", initial_weights=zero)
+    state = TrainingState.configure(spec, registry=models, weights_only=False, max_model_bytes=0)
+    result = state.evaluate(dataset, kind=EvaluateKind.REGRESSION, return_loss=False)
+    values = dataset.targets.double()
+    assert result.mean_squared_error == pytest.approx(float((values**2).mean()))
+    assert result.mean_absolute_error == pytest.approx(float(values.abs().mean()))
 
 
 def test_evaluate_leaves_mode_and_gradients_alone() -> None:

@@ -115,6 +115,7 @@ async def evaluate(services: WorkerServices, conn: Connection, ev: RequestReceiv
         return_histograms=request.return_histograms,
         nr_bins=request.nr_bins,
         batch_size=request.batch_size,
+        kind=request.kind,
     )
     return {"evaluate_reply": codec.evaluate_result_to_proto(result)}
 

@@ -1,12 +1,22 @@
 from fedproto_pb.v1 import tensor_pb2 as _tensor_pb2
 from fedproto_pb.v1 import value_pb2 as _value_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class EvaluateKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVALUATE_KIND_UNSPECIFIED: _ClassVar[EvaluateKind]
+    EVALUATE_KIND_CLASSIFICATION: _ClassVar[EvaluateKind]
+    EVALUATE_KIND_REGRESSION: _ClassVar[EvaluateKind]
+EVALUATE_KIND_UNSPECIFIED: EvaluateKind
+EVALUATE_KIND_CLASSIFICATION: EvaluateKind
+EVALUATE_KIND_REGRESSION: EvaluateKind
 
 class TrainConfig(_message.Message):
     __slots__ = ("model_torchscript", "registered_model", "loss_torchscript", "loss_name", "optimizer", "optimizer_args", "batch_size", "epochs", "shuffle", "max_nr_batches", "seed", "initial_weights", "proximal_mu", "reset_optimizer")
@@ -101,34 +111,42 @@ class FitReply(_message.Message):
     def __init__(self, final_loss: _Optional[float] = ..., mean_loss: _Optional[float] = ..., samples: _Optional[int] = ..., batches: _Optional[int] = ..., epochs: _Optional[int] = ..., seconds: _Optional[float] = ..., weights: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., dataset_size: _Optional[int] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("dataset_key", "return_histograms", "nr_bins", "return_loss", "return_raw_accuracy", "batch_size")
+    __slots__ = ("dataset_key", "return_histograms", "nr_bins", "return_loss", "return_raw_accuracy", "batch_size", "kind")
     DATASET_KEY_FIELD_NUMBER: _ClassVar[int]
     RETURN_HISTOGRAMS_FIELD_NUMBER: _ClassVar[int]
     NR_BINS_FIELD_NUMBER: _ClassVar[int]
     RETURN_LOSS_FIELD_NUMBER: _ClassVar[int]
     RETURN_RAW_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     dataset_key: str
     return_histograms: bool
     nr_bins: int
     return_loss: bool
     return_raw_accuracy: bool
     batch_size: int
-    def __init__(self, dataset_key: _Optional[str] = ..., return_histograms: _Optional[bool] = ..., nr_bins: _Optional[int] = ..., return_loss: _Optional[bool] = ..., return_raw_accuracy: _Optional[bool] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    kind: EvaluateKind
+    def __init__(self, dataset_key: _Optional[str] = ..., return_histograms: _Optional[bool] = ..., nr_bins: _Optional[int] = ..., return_loss: _Optional[bool] = ..., return_raw_accuracy: _Optional[bool] = ..., batch_size: _Optional[int] = ..., kind: _Optional[_Union[EvaluateKind, str]] = ...) -> None: ...
 
 class EvaluateReply(_message.Message):
-    __slots__ = ("loss", "correct", "total", "prediction_histogram", "target_histogram")
+    __slots__ = ("loss", "correct", "total", "prediction_histogram", "target_histogram", "kind", "mean_squared_error", "mean_absolute_error")
     LOSS_FIELD_NUMBER: _ClassVar[int]
     CORRECT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
     TARGET_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SQUARED_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ABSOLUTE_ERROR_FIELD_NUMBER: _ClassVar[int]
     loss: float
     correct: int
     total: int
     prediction_histogram: _containers.RepeatedScalarFieldContainer[int]
     target_histogram: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, loss: _Optional[float] = ..., correct: _Optional[int] = ..., total: _Optional[int] = ..., prediction_histogram: _Optional[_Iterable[int]] = ..., target_histogram: _Optional[_Iterable[int]] = ...) -> None: ...
+    kind: EvaluateKind
+    mean_squared_error: float
+    mean_absolute_error: float
+    def __init__(self, loss: _Optional[float] = ..., correct: _Optional[int] = ..., total: _Optional[int] = ..., prediction_histogram: _Optional[_Iterable[int]] = ..., target_histogram: _Optional[_Iterable[int]] = ..., kind: _Optional[_Union[EvaluateKind, str]] = ..., mean_squared_error: _Optional[float] = ..., mean_absolute_error: _Optional[float] = ...) -> None: ...
 
 class GetWeightsRequest(_message.Message):
     __slots__ = ()

@@ -8,7 +8,7 @@ from torch import nn
 
 from fedproto import codec
 from fedproto.datasets import as_dataset
-from fedproto.errors import FailedPreconditionError, NotFoundError
+from fedproto.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from fedproto.server.services import WorkerServices
 from fedproto.session import ProgressReceived
 from fedproto_pb.v1 import training_pb2
@@ -70,6 +70,25 @@ async def test_weights_go_out_and_come_back(trainable: WorkerServices) -> None:
     evaluate = training_pb2.EvaluateRequest(dataset_key="data", return_loss=True)
     result = one(await handle(trainable, conn, evaluate=evaluate))
     assert result.loss > 0, "a zero model misses every nonzero target"
+
+
+async def test_evaluate_says_what_it_measured(trainable: WorkerServices) -> None:
+    conn = FakeConnection()
+    await handle(trainable, conn, set_train_config=config())
+    # the dataset's targets are floats: a regression, with errors and no classes (section 12.5.11)
+    asked = training_pb2.EvaluateRequest(dataset_key="data", return_raw_accuracy=True, return_histograms=True)
+    values = one(await handle(trainable, conn, evaluate=asked))
+    assert values.kind == training_pb2.EVALUATE_KIND_REGRESSION
+    assert values.HasField("mean_squared_error") and values.HasField("mean_absolute_error")
+    assert values.correct == 0 and not values.prediction_histogram and not values.target_histogram
+    # asked for as classes, the same targets are rounded to classes
+    asked.kind = training_pb2.EVALUATE_KIND_CLASSIFICATION
+    classes = one(await handle(trainable, conn, evaluate=asked))
+    assert classes.kind == training_pb2.EVALUATE_KIND_CLASSIFICATION
+    assert not classes.HasField("mean_squared_error") and sum(classes.prediction_histogram) == 16
+    asked.kind = 7  # type: ignore[assignment]
+    with pytest.raises(InvalidArgumentError, match="unknown evaluate kind 7"):
+        await handle(trainable, conn, evaluate=asked)
 
 
 async def test_each_identity_trains_its_own_model(trainable: WorkerServices) -> None:

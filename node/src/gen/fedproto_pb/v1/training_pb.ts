@@ -6,8 +6,8 @@
 // @generated from file fedproto_pb/v1/training.proto (package fedproto.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { NamedTensor } from "./tensor_pb.js";
 import { file_fedproto_pb_v1_tensor } from "./tensor_pb.js";
 import type { MapEntry } from "./value_pb.js";
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fedproto_pb/v1/training.proto.
  */
 export const file_fedproto_pb_v1_training: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mZWRwcm90b19wYi92MS90cmFpbmluZy5wcm90bxILZmVkcHJvdG8udjEilAMKC1RyYWluQ29uZmlnEhsKEW1vZGVsX3RvcmNoc2NyaXB0GAEgASgMSAASGgoQcmVnaXN0ZXJlZF9tb2RlbBgCIAEoCUgAEhoKEGxvc3NfdG9yY2hzY3JpcHQYAyABKAxIARITCglsb3NzX25hbWUYBCABKAlIARIRCglvcHRpbWl6ZXIYBSABKAkSLQoOb3B0aW1pemVyX2FyZ3MYBiADKAsyFS5mZWRwcm90by52MS5NYXBFbnRyeRISCgpiYXRjaF9zaXplGAcgASgNEg4KBmVwb2NocxgIIAEoDRIPCgdzaHVmZmxlGAkgASgIEhYKDm1heF9ucl9iYXRjaGVzGAogASgDEhEKBHNlZWQYCyABKARIAogBARIxCg9pbml0aWFsX3dlaWdodHMYDCADKAsyGC5mZWRwcm90by52MS5OYW1lZFRlbnNvchITCgtwcm94aW1hbF9tdRgNIAEoARIXCg9yZXNldF9vcHRpbWl6ZXIYDiABKAhCBwoFbW9kZWxCBgoEbG9zc0IHCgVfc2VlZCJBChVTZXRUcmFpbkNvbmZpZ1JlcXVlc3QSKAoGY29uZmlnGAEgASgLMhguZmVkcHJvdG8udjEuVHJhaW5Db25maWciQwoTU2V0VHJhaW5Db25maWdSZXBseRIXCg9wYXJhbWV0ZXJfY291bnQYASABKAQSEwoLc3RhdGVfbmFtZXMYAiADKAkiUQoKRml0UmVxdWVzdBITCgtkYXRhc2V0X2tleRgBIAEoCRIWCg5yZXR1cm5fd2VpZ2h0cxgCIAEoCBIWCg5wcm9ncmVzc19ldmVyeRgDIAEoDSJ7CgtGaXRQcm9ncmVzcxINCgVlcG9jaBgBIAEoDRINCgViYXRjaBgCIAEoBBIZChFiYXRjaGVzX3Blcl9lcG9jaBgDIAEoBBIMCgRsb3NzGAQgASgBEhQKDHJ1bm5pbmdfbG9zcxgFIAEoARIPCgdzYW1wbGVzGAYgASgEIrUBCghGaXRSZXBseRISCgpmaW5hbF9sb3NzGAEgASgBEhEKCW1lYW5fbG9zcxgCIAEoARIPCgdzYW1wbGVzGAMgASgEEg8KB2JhdGNoZXMYBCABKAQSDgoGZXBvY2hzGAUgASgNEg8KB3NlY29uZHMYBiABKAESKQoHd2VpZ2h0cxgHIAMoCzIYLmZlZHByb3RvLnYxLk5hbWVkVGVuc29yEhQKDGRhdGFzZXRfc2l6ZRgIIAEoBCKYAQoPRXZhbHVhdGVSZXF1ZXN0EhMKC2RhdGFzZXRfa2V5GAEgASgJEhkKEXJldHVybl9oaXN0b2dyYW1zGAIgASgIEg8KB25yX2JpbnMYAyABKA0SEwoLcmV0dXJuX2xvc3MYBCABKAgSGwoTcmV0dXJuX3Jhd19hY2N1cmFjeRgFIAEoCBISCgpiYXRjaF9zaXplGAYgASgNIoMBCg1FdmFsdWF0ZVJlcGx5EhEKBGxvc3MYASABKAFIAIgBARIPCgdjb3JyZWN0GAIgASgEEg0KBXRvdGFsGAMgASgEEhwKFHByZWRpY3Rpb25faGlzdG9ncmFtGAQgAygEEhgKEHRhcmdldF9oaXN0b2dyYW0YBSADKARCBwoFX2xvc3MiEwoRR2V0V2VpZ2h0c1JlcXVlc3QiPAoPR2V0V2VpZ2h0c1JlcGx5EikKB3dlaWdodHMYASADKAsyGC5mZWRwcm90by52MS5OYW1lZFRlbnNvciJOChFTZXRXZWlnaHRzUmVxdWVzdBIpCgd3ZWlnaHRzGAEgAygLMhguZmVkcHJvdG8udjEuTmFtZWRUZW5zb3ISDgoGc3RyaWN0GAIgASgIIiIKD1NldFdlaWdodHNSZXBseRIPCgd1cGRhdGVkGAEgASgEIhMKEUxpc3RNb2RlbHNSZXF1ZXN0IjYKD0xpc3RNb2RlbHNSZXBseRINCgVuYW1lcxgBIAMoCRIUCgx3ZWlnaHRzX29ubHkYAiABKAhiBnByb3RvMw", [file_fedproto_pb_v1_tensor, file_fedproto_pb_v1_value]);
+  fileDesc("Ch1mZWRwcm90b19wYi92MS90cmFpbmluZy5wcm90bxILZmVkcHJvdG8udjEilAMKC1RyYWluQ29uZmlnEhsKEW1vZGVsX3RvcmNoc2NyaXB0GAEgASgMSAASGgoQcmVnaXN0ZXJlZF9tb2RlbBgCIAEoCUgAEhoKEGxvc3NfdG9yY2hzY3JpcHQYAyABKAxIARITCglsb3NzX25hbWUYBCABKAlIARIRCglvcHRpbWl6ZXIYBSABKAkSLQoOb3B0aW1pemVyX2FyZ3MYBiADKAsyFS5mZWRwcm90by52MS5NYXBFbnRyeRISCgpiYXRjaF9zaXplGAcgASgNEg4KBmVwb2NocxgIIAEoDRIPCgdzaHVmZmxlGAkgASgIEhYKDm1heF9ucl9iYXRjaGVzGAogASgDEhEKBHNlZWQYCyABKARIAogBARIxCg9pbml0aWFsX3dlaWdodHMYDCADKAsyGC5mZWRwcm90by52MS5OYW1lZFRlbnNvchITCgtwcm94aW1hbF9tdRgNIAEoARIXCg9yZXNldF9vcHRpbWl6ZXIYDiABKAhCBwoFbW9kZWxCBgoEbG9zc0IHCgVfc2VlZCJBChVTZXRUcmFpbkNvbmZpZ1JlcXVlc3QSKAoGY29uZmlnGAEgASgLMhguZmVkcHJvdG8udjEuVHJhaW5Db25maWciQwoTU2V0VHJhaW5Db25maWdSZXBseRIXCg9wYXJhbWV0ZXJfY291bnQYASABKAQSEwoLc3RhdGVfbmFtZXMYAiADKAkiUQoKRml0UmVxdWVzdBITCgtkYXRhc2V0X2tleRgBIAEoCRIWCg5yZXR1cm5fd2VpZ2h0cxgCIAEoCBIWCg5wcm9ncmVzc19ldmVyeRgDIAEoDSJ7CgtGaXRQcm9ncmVzcxINCgVlcG9jaBgBIAEoDRINCgViYXRjaBgCIAEoBBIZChFiYXRjaGVzX3Blcl9lcG9jaBgDIAEoBBIMCgRsb3NzGAQgASgBEhQKDHJ1bm5pbmdfbG9zcxgFIAEoARIPCgdzYW1wbGVzGAYgASgEIrUBCghGaXRSZXBseRISCgpmaW5hbF9sb3NzGAEgASgBEhEKCW1lYW5fbG9zcxgCIAEoARIPCgdzYW1wbGVzGAMgASgEEg8KB2JhdGNoZXMYBCABKAQSDgoGZXBvY2hzGAUgASgNEg8KB3NlY29uZHMYBiABKAESKQoHd2VpZ2h0cxgHIAMoCzIYLmZlZHByb3RvLnYxLk5hbWVkVGVuc29yEhQKDGRhdGFzZXRfc2l6ZRgIIAEoBCLBAQoPRXZhbHVhdGVSZXF1ZXN0EhMKC2RhdGFzZXRfa2V5GAEgASgJEhkKEXJldHVybl9oaXN0b2dyYW1zGAIgASgIEg8KB25yX2JpbnMYAyABKA0SEwoLcmV0dXJuX2xvc3MYBCABKAgSGwoTcmV0dXJuX3Jhd19hY2N1cmFjeRgFIAEoCBISCgpiYXRjaF9zaXplGAYgASgNEicKBGtpbmQYByABKA4yGS5mZWRwcm90by52MS5FdmFsdWF0ZUtpbmQingIKDUV2YWx1YXRlUmVwbHkSEQoEbG9zcxgBIAEoAUgAiAEBEg8KB2NvcnJlY3QYAiABKAQSDQoFdG90YWwYAyABKAQSHAoUcHJlZGljdGlvbl9oaXN0b2dyYW0YBCADKAQSGAoQdGFyZ2V0X2hpc3RvZ3JhbRgFIAMoBBInCgRraW5kGAYgASgOMhkuZmVkcHJvdG8udjEuRXZhbHVhdGVLaW5kEh8KEm1lYW5fc3F1YXJlZF9lcnJvchgHIAEoAUgBiAEBEiAKE21lYW5fYWJzb2x1dGVfZXJyb3IYCCABKAFIAogBAUIHCgVfbG9zc0IVChNfbWVhbl9zcXVhcmVkX2Vycm9yQhYKFF9tZWFuX2Fic29sdXRlX2Vycm9yIhMKEUdldFdlaWdodHNSZXF1ZXN0IjwKD0dldFdlaWdodHNSZXBseRIpCgd3ZWlnaHRzGAEgAygLMhguZmVkcHJvdG8udjEuTmFtZWRUZW5zb3IiTgoRU2V0V2VpZ2h0c1JlcXVlc3QSKQoHd2VpZ2h0cxgBIAMoCzIYLmZlZHByb3RvLnYxLk5hbWVkVGVuc29yEg4KBnN0cmljdBgCIAEoCCIiCg9TZXRXZWlnaHRzUmVwbHkSDwoHdXBkYXRlZBgBIAEoBCITChFMaXN0TW9kZWxzUmVxdWVzdCI2Cg9MaXN0TW9kZWxzUmVwbHkSDQoFbmFtZXMYASADKAkSFAoMd2VpZ2h0c19vbmx5GAIgASgIKm0KDEV2YWx1YXRlS2luZBIdChlFVkFMVUFURV9LSU5EX1VOU1BFQ0lGSUVEEAASIAocRVZBTFVBVEVfS0lORF9DTEFTU0lGSUNBVElPThABEhwKGEVWQUxVQVRFX0tJTkRfUkVHUkVTU0lPThACYgZwcm90bzM", [file_fedproto_pb_v1_tensor, file_fedproto_pb_v1_value]);
 
 /**
  * How to train: the model, the loss, the optimizer and the loop's settings.
@@ -384,7 +384,7 @@ export type EvaluateRequest = Message<"fedproto.v1.EvaluateRequest"> & {
   datasetKey: string;
 
   /**
-   * Also return histograms of predicted and true classes.
+   * Also return histograms of predicted and true classes (classification only).
    *
    * @generated from field: bool return_histograms = 2;
    */
@@ -405,7 +405,8 @@ export type EvaluateRequest = Message<"fedproto.v1.EvaluateRequest"> & {
   returnLoss: boolean;
 
   /**
-   * Count correct predictions (argmax of the output against the target class).
+   * Compute the kind's metrics: count correct predictions (argmax of the output against the target
+   * class) in a classification, the mean squared and absolute errors in a regression.
    *
    * @generated from field: bool return_raw_accuracy = 5;
    */
@@ -417,6 +418,13 @@ export type EvaluateRequest = Message<"fedproto.v1.EvaluateRequest"> & {
    * @generated from field: uint32 batch_size = 6;
    */
   batchSize: number;
+
+  /**
+   * Evaluate as this kind; unspecified: as the dataset's target element type says (section 12.5.11).
+   *
+   * @generated from field: fedproto.v1.EvaluateKind kind = 7;
+   */
+  kind: EvaluateKind;
 };
 
 /**
@@ -466,6 +474,27 @@ export type EvaluateReply = Message<"fedproto.v1.EvaluateReply"> & {
    * @generated from field: repeated uint64 target_histogram = 5;
    */
   targetHistogram: bigint[];
+
+  /**
+   * The kind this evaluation was (never unspecified from a server that knows the field).
+   *
+   * @generated from field: fedproto.v1.EvaluateKind kind = 6;
+   */
+  kind: EvaluateKind;
+
+  /**
+   * Regression: mean over all target elements of |output - target|^2, when metrics were asked for.
+   *
+   * @generated from field: optional double mean_squared_error = 7;
+   */
+  meanSquaredError?: number | undefined;
+
+  /**
+   * Regression: mean over all target elements of |output - target|, when metrics were asked for.
+   *
+   * @generated from field: optional double mean_absolute_error = 8;
+   */
+  meanAbsoluteError?: number | undefined;
 };
 
 /**
@@ -602,4 +631,40 @@ export type ListModelsReply = Message<"fedproto.v1.ListModelsReply"> & {
  */
 export const ListModelsReplySchema: GenMessage<ListModelsReply> = /*@__PURE__*/
   messageDesc(file_fedproto_pb_v1_training, 13);
+
+/**
+ * What an evaluation measures (docs/protocol.md section 12.5.11).
+ *
+ * @generated from enum fedproto.v1.EvaluateKind
+ */
+export enum EvaluateKind {
+  /**
+   * In a request: let the dataset's target element type decide (integer and bool targets are
+   * classes, floating-point and complex targets are values). In a reply: a server that predates the
+   * field, whose reply is a classification.
+   *
+   * @generated from enum value: EVALUATE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Targets are classes: correct predictions and histograms.
+   *
+   * @generated from enum value: EVALUATE_KIND_CLASSIFICATION = 1;
+   */
+  CLASSIFICATION = 1,
+
+  /**
+   * Targets are values: mean squared and mean absolute error, no classes.
+   *
+   * @generated from enum value: EVALUATE_KIND_REGRESSION = 2;
+   */
+  REGRESSION = 2,
+}
+
+/**
+ * Describes the enum fedproto.v1.EvaluateKind.
+ */
+export const EvaluateKindSchema: GenEnum<EvaluateKind> = /*@__PURE__*/
+  enumDesc(file_fedproto_pb_v1_training, 0);
 
