@@ -43,7 +43,6 @@ from fedproto.server.tokens import ANONYMOUS, TokenTable, load_token_file
 from fedproto.session import ServerSession
 from fedproto.training import ModelRegistry, TrainingState
 from fedproto.types import Limits, TensorInfo
-from fedproto_pb.v1.objects_pb2 import SendObjectRequest
 
 # ANONYMOUS, SUBPROTOCOL and load_token_file were defined here before they got modules of their own; they
 # stay importable from here.
@@ -382,8 +381,8 @@ class Worker:
         finally:
             self._connections.discard(handler)
 
-    def _check_upload(self, identity: str, request: SendObjectRequest, info: TensorInfo) -> None:
-        self.objects.check_room(identity, request.id, info.nbytes, overwrite=request.overwrite)
+    def _check_upload(self, identity: str, object_id: str, info: TensorInfo, overwrite: bool) -> None:
+        self.objects.check_room(identity, object_id, info.nbytes, overwrite=overwrite)
 
     # -- threads and datasets, for exposed methods and subclasses ---------------------------------
 

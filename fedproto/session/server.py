@@ -76,7 +76,8 @@ class ServerSession:
     """The server's half of one connection.
 
     ``authenticate`` maps a Hello token to an identity, or returns None to refuse it; ``check_upload`` is
-    called with the identity and the request before a chunked upload's buffer is allocated, and raises a
+    called with the identity, the object id, the upload's TensorInfo and its overwrite flag before a
+    chunked upload's buffer is allocated (plain values, so the server needs no protobuf), and raises a
     :class:`ProtocolError` (usually RESOURCE_EXHAUSTED) to refuse it. ``hasher`` makes the SHA-256 that
     checks each chunked upload (the worker passes :class:`fedproto.hashing.BackgroundSha256`).
     """
@@ -89,7 +90,7 @@ class ServerSession:
         limits: Limits,
         capabilities: Sequence[str],
         authenticate: Callable[[str], str | None],
-        check_upload: Callable[[str, SendObjectRequest, TensorInfo], None] | None = None,
+        check_upload: Callable[[str, str, TensorInfo, bool], None] | None = None,
         versions: Sequence[int] = PROTOCOL_VERSIONS,
         hasher: Callable[[], Hasher] = hashlib.sha256,
     ) -> None:
@@ -278,7 +279,7 @@ class ServerSession:
                     "here or in the last chunk"
                 )
             if self._check_upload is not None:
-                self._check_upload(self.identity or "", request, info)
+                self._check_upload(self.identity or "", request.id, info, request.overwrite)
         except ProtocolError as error:
             return [SendFrame(self.fail(rid, error))]
         assembly = Assembly(info.nbytes, bytearray(info.nbytes), self._hasher(), full_chunks=True)
