@@ -10,6 +10,8 @@ on the same machine and reports ratios, never absolute numbers alone:
 - ``small``: ping and a small custom call, latency and requests per second with 1, 8 and 64 in flight;
 - ``fit``: the same training run locally and through ``fit`` on a worker;
 - ``federated``: FedAvg rounds against Flower on the same model, data shards and clients.
+- ``aggregation``: the coordinator's peak memory while aggregating N updates, streaming against
+  buffered (N=10 and N=100).
 
 This package never imports fedproto at import time, so that the Flower side (run in its own virtual
 environment, see ``baselines/flower_side.py``) can share :mod:`benchmarks.models`.

@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.harness import DOCS_DIR, RESULTS_DIR, write_result
 
-WORKLOADS = ("bulk", "small", "fit", "federated")
+WORKLOADS = ("bulk", "small", "fit", "federated", "aggregation")
 
 
 def _run_one(name: str, quick: bool, flower: bool, log: Any) -> dict[str, Any]:
@@ -34,6 +34,10 @@ def _run_one(name: str, quick: bool, flower: bool, log: Any) -> dict[str, Any]:
         from benchmarks import fit_overhead
 
         return fit_overhead.run(quick, log)
+    if name == "aggregation":
+        from benchmarks import aggregation
+
+        return aggregation.run(quick, log)
     from benchmarks import federated
 
     return federated.run(quick, log, flower=flower)

@@ -10,13 +10,14 @@ from typing import Any
 
 from benchmarks.harness import MIB, REPO
 
-WORKLOADS = ("bulk", "small", "fit", "federated", "simulation")
+WORKLOADS = ("bulk", "small", "fit", "federated", "simulation", "aggregation")
 TITLES = {
     "bulk": "Bulk tensor transfer",
     "small": "Small requests",
     "fit": "Remote fit overhead",
     "federated": "A federated round against Flower",
     "simulation": "A simulated federation against Flower's Ray simulation",
+    "aggregation": "Coordinator memory while aggregating client updates",
 }
 
 
@@ -397,6 +398,24 @@ def _simulation(result: dict[str, Any], plot: Path | None, docs: Path) -> list[s
     return lines
 
 
+def _aggregation(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "The coordinator folds N client updates of a float32 model into an aggregator, each update arriving",
+        "as new tensors (`benchmarks/aggregation.py`, one process per row): `streaming` is FedAvg's default",
+        "running float64 sum (O(model)), `buffered` the same mean from every update kept, `median` a",
+        "strategy that needs them all. Peak: resident memory added during the aggregation (VmHWM).",
+        "",
+        "| aggregator | N | model | peak added | in model sizes | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["table"]:
+        lines.append(
+            f"| {row['mode']} | {row['updates']} | {row['model_mib']:.1f} MiB | {row['peak_mib']:.1f} MiB"
+            f" | {row['peak_models']:.1f} | {row['seconds']:.2f} |"
+        )
+    return lines
+
+
 def write_markdown(results: dict[str, Any], path: Path, plot_folder: Path | None = None) -> Path:
     """Write the summary (and its plots, next to it unless told otherwise); returns its path."""
     docs = path.parent
@@ -429,6 +448,7 @@ def write_markdown(results: dict[str, Any], path: Path, plot_folder: Path | None
         "fit": _fit,
         "federated": lambda r: _federated(r, plots.get("federated"), docs),
         "simulation": lambda r: _simulation(r, plots.get("simulation"), docs),
+        "aggregation": _aggregation,
     }
     for name in WORKLOADS:
         if name in results:

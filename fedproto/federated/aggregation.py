@@ -164,7 +164,8 @@ class StreamingMean(Aggregator):
         if num_samples == 0:
             return
         for name, total in self._sums.items():
-            total += self._difference(name, weights[name]) * num_samples
+            # n * w is exact in float64 for float32 weights, so this adds with one rounding, no temporary
+            total.add_(self._difference(name, weights[name]), alpha=num_samples)
 
     def _result(self) -> dict[str, Tensor]:
         return {name: self._weights(name, total / self.total_samples) for name, total in self._sums.items()}
