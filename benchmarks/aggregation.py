@@ -1,6 +1,7 @@
 """Coordinator memory while aggregating N client updates: streaming against buffered.
 
-One child process per measurement (so that one measurement's peak never hides another's) builds the
+A child process (one per measurement; one for all of them with ``--quick``, which resets the peak
+between measurements, glibc being told to return freed tensors to the system at once) builds the
 reference weights of a float32 model, resets its peak resident memory, then receives N updates one
 after the other, as replies arriving at the coordinator, and folds each into an aggregator of
 :mod:`fedproto.federated.aggregation`:
@@ -73,18 +74,26 @@ def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """Every mode at N=10 and N=100 (a 1 MiB model when quick, 4 MiB otherwise); the workload's result."""
     parameters = 250_000 if quick else 1_000_000
     counts = (10, 100)
+    plan = (
+        [[(mode, n) for n in counts for mode in MODES]]
+        if quick
+        else [[(m, n)] for n in counts for m in MODES]
+    )
     rows = []
-    for updates in counts:
-        for mode in MODES:
-            row = run_json(
-                [*python(), "-m", "benchmarks.aggregation", "--child", mode, str(updates), str(parameters)],
-                timeout=600,
-                env=child_env(threads=1),
-                name=f"aggregation {mode} N={updates}",
-            )
+    for batch in plan:
+        spec = ",".join(f"{mode}:{n}" for mode, n in batch)
+        found = run_json(
+            [*python(), "-m", "benchmarks.aggregation", "--child", spec, str(parameters)],
+            timeout=600,
+            # a fixed mmap threshold: glibc then returns every freed tensor to the system at once,
+            # so one measurement's leftovers cannot hide the next one's peak
+            env=child_env(threads=1, MALLOC_MMAP_THRESHOLD_="131072"),
+            name=f"aggregation {spec}",
+        )
+        for row in found:
             rows.append(row)
             log(
-                f"  {mode:>9} N={updates:<3}: peak +{row['peak_mib']:7.1f} MiB "
+                f"  {row['mode']:>9} N={row['updates']:<3}: peak +{row['peak_mib']:7.1f} MiB "
                 f"({row['peak_models']:5.1f} models of {row['model_mib']:.1f} MiB) in {row['seconds']:.2f} s"
             )
     by = {(row["mode"], row["updates"]): row for row in rows}
@@ -114,13 +123,18 @@ def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.aggregation", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a 1 MiB model instead of 4 MiB")
-    parser.add_argument("--child", nargs=3, metavar=("MODE", "N", "PARAMETERS"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("MODE:N,...", "PARAMETERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        mode, updates, parameters = args.child
-        if mode not in MODES:
-            parser.error(f"mode must be one of {', '.join(MODES)}")
-        print(json.dumps(measure(mode, int(updates), int(parameters))))
+        spec, parameters = args.child
+        rows = []
+        for item in spec.split(","):
+            mode, _, updates = item.partition(":")
+            if mode not in MODES:
+                parser.error(f"mode must be one of {', '.join(MODES)}")
+            rows.append(measure(mode, int(updates), int(parameters)))
+            gc.collect()
+        print(json.dumps(rows))
         return 0
     result = run(args.quick, print)
     for ratio in result["ratios"]:
