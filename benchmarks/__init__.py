@@ -9,7 +9,9 @@ on the same machine and reports ratios, never absolute numbers alone:
   wire, gRPC unary calls), throughput and peak resident memory on each side;
 - ``small``: ping and a small custom call, latency and requests per second with 1, 8 and 64 in flight;
 - ``fit``: the same training run locally and through ``fit`` on a worker;
-- ``federated``: FedAvg rounds against Flower on the same model, data shards and clients.
+- ``federated``: FedAvg rounds against Flower on the same model, data shards and clients;
+- ``simulation``: 1,000 simulated clients on Ray (``fedproto.simulation``) against Flower's Ray
+  simulation, with the coordinator's peak memory and the cost of one more client per round.
 - ``aggregation``: the coordinator's peak memory while aggregating N updates, streaming against
   buffered (N=10 and N=100).
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.harness import DOCS_DIR, RESULTS_DIR, write_result
 
-WORKLOADS = ("bulk", "small", "fit", "federated", "aggregation")
+WORKLOADS = ("bulk", "small", "fit", "federated", "simulation", "aggregation")
 
 
 def _run_one(name: str, quick: bool, flower: bool, log: Any) -> dict[str, Any]:
@@ -38,6 +38,10 @@ def _run_one(name: str, quick: bool, flower: bool, log: Any) -> dict[str, Any]:
         from benchmarks import aggregation
 
         return aggregation.run(quick, log)
+    if name == "simulation":
+        from benchmarks import simulation
+
+        return simulation.run(quick, log, flower=flower)
     from benchmarks import federated
 
     return federated.run(quick, log, flower=flower)

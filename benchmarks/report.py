@@ -330,11 +330,12 @@ def _simulation(result: dict[str, Any], plot: Path | None, docs: Path) -> list[s
     per_round = max(1, int(config["fraction"] * config["clients"] + 1e-9))
     lines = [
         f"{config['clients']} virtual clients sharing scikit-learn's digits (IID, seeded), {per_round} "
-        f"sampled per round, {config['rounds']} rounds of FedAvg, {config['epochs']} local epoch, batch size "
-        f"{config['batch_size']}, SGD lr {config['lr']} with momentum 0.9 (fresh per fit), MLP "
+        f"sampled per round, {config['rounds']} rounds of FedAvg, {config['epochs']} local epoch(s), "
+        f"batch size {config['batch_size']}, SGD lr {config['lr']} with momentum 0.9 (fresh per fit), MLP "
         f"{'-'.join(map(str, [64, *config['hidden'], 10]))}, on {config['num_cpus']} CPUs. fedproto: "
-        f'`fedproto.simulation.run(backend="{config["backend"]}")`, {config["workers"]} hosts (Ray '
-        "actors), each serving one fedproto worker holding its share of the clients' datasets, driven over",
+        f'`fedproto.simulation.run(backend="{config["backend"]}")`, {config["workers"]} host(s) ('
+        f"{'Ray actors' if config['backend'] == 'ray' else 'local processes'}), each serving one fedproto "
+        "worker holding its share of the clients' datasets, driven over",
         "loopback WebSockets. Flower: `flwr.simulation.start_simulation` (its Ray virtual client engine, one",
         "CPU per client actor) on the same clients' data. Both evaluate the global model on the held-out",
         "test digits after each round, outside the timed span; the round time is the median after round 1.",

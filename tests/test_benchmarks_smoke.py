@@ -77,6 +77,16 @@ def test_federated_fedproto_side_trains_and_flower_is_skipped(quick_run: Path) -
     assert federated["targets"][0]["met"] is None
 
 
+def test_simulation_fedproto_side_trains_its_sampled_clients(quick_run: Path) -> None:
+    simulation = _result(quick_run, "simulation")
+    config = simulation["config"]
+    rounds = simulation["fedproto"]["rounds"]
+    assert len(rounds) == config["rounds"]
+    assert all(r["finished"] == r["sampled"] > 0 and 0 <= r["accuracy"] <= 1 for r in rounds)
+    assert simulation["fedproto"]["final_accuracy"] == rounds[-1]["accuracy"]
+    assert "flower" not in simulation and simulation["flower_error"]
+
+
 def test_report_is_written_with_its_plots(quick_run: Path) -> None:
     text = (quick_run / "performance.md").read_text()
     for heading in ("## Targets", "## Bulk tensor transfer", "## Small requests", "## Remote fit overhead"):

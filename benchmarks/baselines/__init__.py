@@ -4,5 +4,6 @@
   (the ceiling for bulk transfer, and an echo for small requests);
 - :mod:`~benchmarks.baselines.pysyft_wire`: PySyft 0.2's websocket wire (msgpack, hex in text frames);
 - :mod:`~benchmarks.baselines.grpc_raw`: grpcio unary calls carrying raw bytes (Flower's transport);
-- :mod:`~benchmarks.baselines.flower_side`: Flower itself, run in its own virtual environment.
+- :mod:`~benchmarks.baselines.flower_side`: Flower itself, run in its own virtual environment;
+- :mod:`~benchmarks.baselines.flower_simulation`: Flower's Ray simulation, in the same environment.
 """

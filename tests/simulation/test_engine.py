@@ -150,7 +150,7 @@ def test_resume_through_the_command_line_continues_the_same_run(tmp_path, capsys
         "--clients",
         "12",
         "--workers",
-        "2",
+        "1",
         "--fraction",
         "0.5",
         "--seed",
@@ -183,7 +183,7 @@ def test_resume_through_the_command_line_continues_the_same_run(tmp_path, capsys
     # the same two rounds in one go give the same weights: resuming loses nothing
     whole = run(
         clients=12,
-        workers=2,
+        workers=1,
         fraction=0.5,
         seed=5,
         strategy="fedadam",
@@ -193,7 +193,7 @@ def test_resume_through_the_command_line_continues_the_same_run(tmp_path, capsys
     )
     for name, tensor in whole.weights.items():
         torch.testing.assert_close(resumed.weights[name], tensor)
-    assert len(host_pids) == 6 and all(_gone(pid) for pid in host_pids)
+    assert len(host_pids) == 3 and all(_gone(pid) for pid in host_pids)
 
 
 def test_ray_backend_end_to_end_and_shut_down():
