@@ -70,15 +70,6 @@ class FedprotoError(Exception):
     """Base of every exception fedproto raises on purpose."""
 
 
-class ConnectionClosedError(FedprotoError):
-    """The connection closed (or could not be opened) before a request got its reply."""
-
-    def __init__(self, message: str, *, close_code: int | None = None, reason: str = "") -> None:
-        super().__init__(message)
-        self.close_code = close_code
-        self.reason = reason
-
-
 class EventLoopRunningError(FedprotoError, RuntimeError):
     """A blocking entry point (``Worker.run``) was called where an event loop already runs.
 
@@ -217,6 +208,19 @@ class UnavailableError(ProtocolError):
     """The server is shutting down or cannot serve right now."""
 
     code = ErrorCode.UNAVAILABLE
+
+
+class ConnectionClosedError(UnavailableError):
+    """The connection closed (or could not be opened) before a request got its reply.
+
+    An ``UNAVAILABLE`` error raised by the client itself (docs/protocol.md section 5.3.8): whether the
+    request took effect on the worker is unknown. ``close_code`` and ``reason`` are the WebSocket close's.
+    """
+
+    def __init__(self, message: str, *, close_code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.close_code = close_code
+        self.reason = reason
 
 
 class UnimplementedError(ProtocolError):

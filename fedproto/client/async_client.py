@@ -6,16 +6,22 @@ can be in flight at once (pipelining) and their replies may arrive in any order.
 that awaits a request cancels the request on the worker; a per-call ``timeout`` becomes the request's
 deadline on the worker. When the connection drops between calls, the next call reconnects with backoff
 and redoes the handshake.
+
+The client never has more requests in flight than the worker's ``max_in_flight``: further ones wait in
+line, unsent, until a terminal reply frees a place (docs/protocol.md section 5.5.7), so any number of
+concurrent calls succeed instead of getting RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import random
 import ssl
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +38,9 @@ from fedproto.datasets import DatasetDescription
 from fedproto.errors import (
     ConnectionClosedError,
     DeadlineExceededError,
+    ProtocolError,
+    RequestCancelledError,
+    UnavailableError,
 )
 from fedproto.hashing import BackgroundSha256
 from fedproto.session import (
@@ -45,6 +54,7 @@ from fedproto.session import (
     NotificationReceived,
     ProgressReceived,
     ReplyReceived,
+    SendFrame,
     SessionState,
     TransferProgress,
 )
@@ -73,8 +83,11 @@ TransferCallback = Callable[[int, int], None]
 NotificationCallback = Callable[[str, Any], Any]
 
 CLIENT_NAME = transport.IMPLEMENTATION_NAME
-#: Extra seconds a client waits past a call's timeout for the worker's own DEADLINE_EXCEEDED reply.
+#: Extra seconds a client waits past a call's timeout for the worker's own DEADLINE_EXCEEDED reply, when
+#: the worker honours deadlines (section 5.6.9).
 _DEADLINE_GRACE = 1.0
+#: Seconds ``close`` waits for the worker to close the connection after the Goodbye (section 6.3.8).
+_GOODBYE_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,69 @@ class _Call:
     session: ClientSession
     on_progress: Callable[[Any], None] | None = None
     on_transfer: TransferCallback | None = None
+
+
+class _InFlightGate:
+    """Holds requests back while the worker's ``max_in_flight`` are in flight (section 5.5.7).
+
+    A request counts from when it is sent until its terminal reply arrives, cancelled ones included:
+    that is the session's :attr:`~fedproto.session.ClientSession.in_flight`, a span that contains the
+    worker's, so the worker never refuses a request for the limit. Requests beyond it wait in a FIFO
+    line of futures, woken when received frames free places; under the limit nothing waits and the
+    check is one comparison.
+    """
+
+    def __init__(self, session: ClientSession, limit: int) -> None:
+        self._session = session
+        self._limit = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        #: woken waiters that have not sent yet: their places are taken
+        self._woken = 0
+        self._error: ProtocolError | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether requests are held back."""
+        return bool(self._waiters)
+
+    def has_room(self) -> bool:
+        """Whether a request may be sent now (nobody waits ahead of it and a place is free)."""
+        if self._error is not None:
+            raise self._error
+        return not self._waiters and self._session.in_flight + self._woken < self._limit
+
+    async def wait(self) -> None:
+        """Wait in line for a place; on return the caller sends before it awaits anything else."""
+        if self._error is not None:
+            raise self._error
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._woken -= 1  # woken, then cancelled before it could send: the place goes on
+                self.wake()
+            elif waiter in self._waiters:  # dropped from the line, never sent (section 6.2.10)
+                self._waiters.remove(waiter)
+            raise
+        self._woken -= 1
+
+    def wake(self) -> None:
+        """Let as many waiters go as there are free places (after frames that may have freed some)."""
+        while self._waiters and self._session.in_flight + self._woken < self._limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._woken += 1
+
+    def fail(self, error: ProtocolError) -> None:
+        """End every held-back request with ``error``, and every later one (section 6.3.8)."""
+        self._error = error
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
 
 
 class AsyncClient:
@@ -180,7 +256,9 @@ class AsyncClient:
         self._ws: ClientConnection | None = None
         self._session: ClientSession | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._calls: dict[int, _Call] = {}
+        self._gate: _InFlightGate | None = None
+        # keyed by session too: ids start at 1 on every connection (section 5.1.7)
+        self._calls: dict[tuple[ClientSession, int], _Call] = {}
         self._closed_by_user = False
         self._connect_lock: asyncio.Lock | None = None
         self._notification_callbacks: list[NotificationCallback] = []
@@ -312,22 +390,34 @@ class AsyncClient:
         else:  # pragma: no cover - the session always yields one of the two
             await ws.close()
             raise ConnectionClosedError("handshake failed")
-        self._ws, self._session = ws, session
-        self._reader = asyncio.create_task(self._read_loop(ws, session))
+        assert session.server is not None
+        gate = _InFlightGate(session, session.server.limits.max_in_flight)
+        self._ws, self._session, self._gate = ws, session, gate
+        self._reader = asyncio.create_task(self._read_loop(ws, session, gate))
 
     async def close(self) -> None:
-        """Say Goodbye and close (pending requests end with ConnectionClosedError)."""
+        """Say Goodbye and close.
+
+        Requests still held back (section 5.5.7) fail with RequestCancelledError, unsent. Requests in
+        flight end with the worker's CANCELLED, or with ConnectionClosedError when it closes first. The
+        worker closes the connection after the Goodbye; the client closes it itself when that has not
+        happened within 5 seconds (section 6.3.8).
+        """
         self._closed_by_user = True
-        ws, session = self._ws, self._session
+        ws, session, gate, reader = self._ws, self._session, self._gate, self._reader
+        if gate is not None:
+            gate.fail(RequestCancelledError("the client closed the connection"))
         if ws is not None and session is not None and session.state is SessionState.OPEN:
             with contextlib.suppress(Exception):
                 await ws.send(session.goodbye("client closing"))
+            if reader is not None:
+                await asyncio.wait([reader], timeout=_GOODBYE_WAIT)
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
-        if self._reader is not None:
+        if reader is not None:
             with contextlib.suppress(BaseException):
-                await self._reader
+                await reader
         for task in list(self._background):
             task.cancel()
 
@@ -339,13 +429,15 @@ class AsyncClient:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    async def _read_loop(self, ws: ClientConnection, session: ClientSession) -> None:
+    async def _read_loop(self, ws: ClientConnection, session: ClientSession, gate: _InFlightGate) -> None:
         close_code: int | None = None
         reason = ""
         try:
             async for message in ws:
                 for event in session.receive_frame(message):
-                    await self._dispatch(ws, event)
+                    await self._dispatch(ws, session, gate, event)
+                if gate.waiting:  # a terminal reply may have freed a place
+                    gate.wake()
         except ConnectionClosed as exc:
             close_code = exc.rcvd.code if exc.rcvd else None
             reason = exc.rcvd.reason if exc.rcvd else ""
@@ -357,34 +449,42 @@ class AsyncClient:
                 close_code=close_code,
                 reason=reason,
             )
+            # an outcome the caller cannot know: UNAVAILABLE (section 5.3.8); held-back requests too
+            gate.fail(error)
             # only this connection's requests: after a reconnect, newer ones live on another session
             for call in list(self._calls.values()):
                 if call.session is session and not call.future.done():
                     call.future.set_exception(error)
 
-    async def _dispatch(self, ws: ClientConnection, event: Event) -> None:
+    async def _dispatch(
+        self, ws: ClientConnection, session: ClientSession, gate: _InFlightGate, event: Event
+    ) -> None:
         if isinstance(event, ReplyReceived):
-            call = self._calls.get(event.request_id)
+            call = self._calls.get((session, event.request_id))
             if call is not None and not call.future.done():
                 call.future.set_result(event)
         elif isinstance(event, ErrorReceived):
-            call = self._calls.get(event.request_id)
+            call = self._calls.get((session, event.request_id))
             if call is not None and not call.future.done():
                 call.future.set_exception(event.error)
         elif isinstance(event, ProgressReceived):
-            call = self._calls.get(event.request_id)
+            call = self._calls.get((session, event.request_id))
             if call is not None and call.on_progress is not None:
                 call.on_progress(event.message)
         elif isinstance(event, TransferProgress):
-            call = self._calls.get(event.request_id)
+            call = self._calls.get((session, event.request_id))
             if call is not None and call.on_transfer is not None:
                 call.on_transfer(event.done, event.total)
+        elif isinstance(event, SendFrame):  # the session cancels a request the worker got wrong
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(event.data)
         elif isinstance(event, NotificationReceived):
             self._deliver_notification(event.topic, event.value)
         elif isinstance(event, ConnectionErrorReceived):
             log.warning("worker reported: %s", event.error)
         elif isinstance(event, GoodbyeReceived):
             log.info("worker said goodbye: %s", event.reason)
+            gate.fail(UnavailableError(f"the worker said goodbye: {event.reason}"))  # section 6.3.8
         elif isinstance(event, CloseConnection):
             await ws.close(event.code, event.reason)
 
@@ -428,19 +528,31 @@ class AsyncClient:
         timeout: float | None = None,
         on_progress: Callable[[Any], None] | None = None,
         on_transfer: TransferCallback | None = None,
-        upload: tuple[memoryview, TransferCallback | None] | None = None,
+        upload: tuple[memoryview, TransferCallback | None, bool] | None = None,
         payload: tuple[tuple[str, ...], memoryview] | None = None,
         **body: Any,
     ) -> ReplyReceived:
         await self._ensure_connected()
-        ws, session = self._ws, self._session
-        assert ws is not None and session is not None
+        ws, session, gate = self._ws, self._session, self._gate
+        assert ws is not None and session is not None and session.server is not None and gate is not None
         timeout = self.timeout if timeout is None else timeout
-        rid, frame = session.request(deadline=timeout, payload=payload, **body)
-        future: asyncio.Future[ReplyReceived] = asyncio.get_running_loop().create_future()
-        self._calls[rid] = _Call(future, session, on_progress, on_transfer)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        # with deadlines on the worker its own DEADLINE_EXCEEDED should normally come first (5.6.9)
+        grace = _DEADLINE_GRACE if "deadlines" in session.server.capabilities else 0.0
+        rid: int | None = None
         try:
-            async with asyncio.timeout(None if timeout is None else timeout + _DEADLINE_GRACE):
+            async with asyncio.timeout(None if timeout is None else timeout + grace):
+                if not gate.has_room():
+                    await gate.wait()  # held back, unsent, until a place is free (section 5.5.7)
+                deadline = None
+                if timeout is not None:  # what remains of the caller's deadline (section 5.6.8)
+                    deadline = timeout - (loop.time() - start)
+                    if deadline <= 0:
+                        raise TimeoutError
+                rid, frame = session.request(deadline=deadline, payload=payload, **body)
+                future: asyncio.Future[ReplyReceived] = loop.create_future()
+                self._calls[session, rid] = _Call(future, session, on_progress, on_transfer)
                 try:
                     await ws.send(frame)
                     if upload is not None:
@@ -449,13 +561,18 @@ class AsyncClient:
                     pass  # the reader fails the future with the close code
                 return await future
         except TimeoutError:
-            await self._cancel_remote(rid, "deadline")
+            if rid is not None:
+                await self._cancel_remote(ws, session, rid, "deadline")
             raise DeadlineExceededError(f"no reply within {timeout} s") from None
         except asyncio.CancelledError:
-            await self._cancel_remote(rid, "cancelled by the client")
+            if rid is not None:  # a request never sent is dropped without a frame (section 6.2.10)
+                await self._cancel_remote(ws, session, rid, "cancelled by the client")
             raise
         finally:
-            self._calls.pop(rid, None)
+            if rid is not None:
+                self._calls.pop((session, rid), None)
+            elif gate.waiting:  # this one took no place after all: the next in line may go
+                gate.wake()
 
     async def _send_chunks(
         self,
@@ -465,20 +582,21 @@ class AsyncClient:
         future: asyncio.Future[ReplyReceived],
         view: memoryview,
         on_transfer: TransferCallback | None,
+        trailing_digest: bool,
     ) -> None:
+        assert session.server is not None
+        chunk_bytes = session.server.limits.chunk_bytes
         sent = 0
-        for frame in session.upload(rid, view, self.server.limits.chunk_bytes, trailing_digest=True):
-            if future.done():  # the worker already refused the upload: stop sending
+        for frame in session.upload(rid, view, chunk_bytes, trailing_digest=trailing_digest):
+            if future.done():  # the terminal reply came first: stop sending (section 7.3.31)
                 return
             await ws.send(frame)
-            sent = min(sent + self.server.limits.chunk_bytes, view.nbytes)
+            sent = min(sent + chunk_bytes, view.nbytes)
             if on_transfer is not None:
                 on_transfer(sent, view.nbytes)
 
-    async def _cancel_remote(self, rid: int, reason: str) -> None:
-        ws, session = self._ws, self._session
-        if ws is None or session is None:
-            return
+    @staticmethod
+    async def _cancel_remote(ws: ClientConnection, session: ClientSession, rid: int, reason: str) -> None:
         frame = session.cancel(rid, reason)
         if frame is not None:
             with contextlib.suppress(Exception):
@@ -506,15 +624,32 @@ class AsyncClient:
         progress: TransferCallback | None = None,
         timeout: float | None = None,
     ) -> ObjectRef:
-        """Store a tensor on the worker; big ones travel in verified chunks. Returns a handle."""
+        """Store a tensor on the worker; big ones travel in verified chunks. Returns a handle.
+
+        A tensor goes in chunks when it is larger than the worker's ``chunk_bytes`` or when it would not
+        fit one frame with its id, tags and description (section 7.3.14); a request that cannot fit a
+        frame even so fails with RESOURCE_EXHAUSTED, unsent (section 14.2.7).
+        """
         await self._ensure_connected()
+        session = self._session
+        assert session is not None
+        limits = self.server.limits
         info, view = codec.tensor_payload(tensor)
-        chunked = view.nbytes > self.server.limits.chunk_bytes
         head = ObjectInfo(id=id or "", tags=tuple(tags), description=description, tensor=info)
-        request = codec.send_object_request_to_proto(head, overwrite=overwrite, chunked=chunked)
-        if chunked:
-            # The digest travels in the last chunk (section 7.3.26), hashed while the chunks go out.
-            reply = await self._request(timeout=timeout, send_object=request, upload=(view, progress))
+        request = codec.send_object_request_to_proto(head, overwrite=overwrite, chunked=False)
+        # the envelope around the request: tags and lengths of a few fields, the id, a deadline
+        inline_size = request.ByteSize() + view.nbytes + 48
+        if view.nbytes > limits.chunk_bytes or inline_size > limits.max_frame_bytes:
+            # The digest travels in the last chunk (section 7.3.26), hashed while the chunks go out,
+            # unless that chunk would then not fit a frame (section 7.3.30).
+            trailing = session.trailing_digest_fits(view.nbytes, limits.chunk_bytes)
+            if not trailing:
+                digest = await asyncio.to_thread(codec.sha256, view)
+                head = dataclasses.replace(head, tensor=dataclasses.replace(info, sha256=digest))
+            request = codec.send_object_request_to_proto(head, overwrite=overwrite, chunked=True)
+            reply = await self._request(
+                timeout=timeout, send_object=request, upload=(view, progress, trailing)
+            )
         else:
             payload = (("send_object", "tensor", "data"), view)
             reply = await self._request(timeout=timeout, payload=payload, send_object=request)

@@ -37,6 +37,7 @@ from fedproto_pb.v1.session_pb2 import Goodbye, Notification, Pong, Welcome
 from fedproto_pb.v1.session_pb2 import Limits as ProtoLimits
 from fedproto_pb.v1.tensor_pb2 import DTYPE_UINT8, Chunk
 from fedproto_pb.v1.tensor_pb2 import TensorInfo as ProtoTensorInfo
+from fedproto_pb.v1.training_pb2 import FitProgress
 from fedproto_pb.v1.value_pb2 import Value
 
 # -- helpers --------------------------------------------------------------------------------------------
@@ -607,15 +608,13 @@ async def test_call_argument_size_limit(make_worker) -> None:
 
 
 async def test_in_flight_limit(make_worker) -> None:
+    # the client holds back what is beyond the worker's max_in_flight (section 5.5.7): none is refused
     w = await make_worker(limits=conformance_limits(max_in_flight=4))
     async with client_of(w) as c:
-        results = await asyncio.gather(*(c.call("sleep", 0.5) for _ in range(5)), return_exceptions=True)
-        refused = [r for r in results if isinstance(r, BaseException)]
-        assert len(refused) == 1
-        assert isinstance(refused[0], fedproto.ResourceExhaustedError)
-        assert sorted(r for r in results if not isinstance(r, BaseException)) == [0.5] * 4
-        # the limit frees up as requests finish
-        assert await asyncio.gather(*(c.call("sleep", 0) for _ in range(4))) == [0.0] * 4
+        results = await asyncio.gather(*(c.call("echo", n) for n in range(100)))
+        assert results == [{"args": [n], "kwargs": {}} for n in range(100)]
+        slow = await asyncio.gather(*(c.call("sleep", 0.2) for _ in range(8)))
+        assert slow == [0.2] * 8
 
 
 async def test_failed_precondition(alice: fedproto.AsyncClient) -> None:
@@ -855,10 +854,12 @@ async def test_pending_call_fails_when_the_worker_goes_away(make_worker) -> None
         task = asyncio.create_task(c.call("sleep", 30))
         await wait_until(lambda: in_flight(w) == 1, what="the sleep to reach the worker")
         await w.stop(grace=0)
-        with pytest.raises((fedproto.UnavailableError, fedproto.ConnectionClosedError)):
+        with pytest.raises(fedproto.UnavailableError) as info:  # section 5.3.8: outcome unknown
             await asyncio.wait_for(task, WAIT)
-        with pytest.raises(fedproto.ConnectionClosedError):
+        assert info.value.code is ErrorCode.UNAVAILABLE
+        with pytest.raises(fedproto.ConnectionClosedError) as closed:
             await c.ping()
+        assert isinstance(closed.value, fedproto.UnavailableError)
 
 
 async def test_connect_to_nothing_raises_connection_closed() -> None:
@@ -922,6 +923,9 @@ class ScriptedServer:
             async for data in ws:
                 envelope = Envelope.FromString(data)
                 self.received.append(envelope)
+                if envelope.WhichOneof("body") == "goodbye":  # as a server must (section 6.3.2)
+                    await ws.close()
+                    break
                 for frame in self.respond(envelope):
                     await ws.send(frame)
         except ConnectionClosed:
@@ -1050,7 +1054,7 @@ async def test_reply_of_the_wrong_kind_fails_the_request(scripted) -> None:
 
     fake = await scripted(answer("call", wrong))
     async with fedproto.AsyncClient.connect(fake.url) as c:
-        with pytest.raises(fedproto.MalformedError):
+        with pytest.raises(fedproto.InternalError):  # section 5.3.7
             await c.call("anything")
 
 
@@ -1168,3 +1172,156 @@ async def test_old_connection_closing_does_not_fail_requests_on_the_new_one(scri
         finally:
             slow.cancel()
             await asyncio.gather(slow, return_exceptions=True)
+
+
+# -- holding requests back, deadlines, goodbye and frame limits (sections 5.5.7, 5.6.8, 6.2.10, 6.3.8,
+# 14.2.7) -------------------------------------------------------------------------------------------
+
+
+def one_in_flight(max_frame_bytes: int = 1 << 20) -> Envelope:
+    limits = ProtoLimits(max_frame_bytes=max_frame_bytes, max_in_flight=1, chunk_bytes=1024)
+    return Envelope(welcome=Welcome(version=1, server_id="one", capabilities=["calls"], limits=limits))
+
+
+def calls_answered_except(held: str) -> Callable[[Envelope], Frames]:
+    """Answer every call but ``held`` with its method's name, pings with pongs."""
+
+    def respond(request: Envelope) -> Frames:
+        if request.WhichOneof("body") == "call" and request.call.method != held:
+            result = Value(string_value=request.call.method)
+            return [
+                Envelope(
+                    request_id=request.request_id, call_reply=CallReply(result=result)
+                ).SerializeToString()
+            ]
+        return pong_only(request)
+
+    return respond
+
+
+async def answer_held(fake: ScriptedServer, method: str = "hold") -> None:
+    request = next(e for e in fake.received if e.WhichOneof("body") == "call" and e.call.method == method)
+    reply = Envelope(request_id=request.request_id, call_reply=CallReply(result=Value(string_value="held")))
+    await fake.sockets[0].send(reply.SerializeToString())
+
+
+def methods_sent(fake: ScriptedServer) -> list[str]:
+    return [e.call.method for e in fake.received if e.WhichOneof("body") == "call"]
+
+
+async def test_a_held_back_request_is_sent_with_what_remains_of_its_deadline(scripted) -> None:
+    fake = await scripted(calls_answered_except("hold"), welcome=one_in_flight())
+    async with fedproto.AsyncClient.connect(fake.url) as c:
+        hold = asyncio.create_task(c.call("hold"))
+        await wait_until(lambda: methods_sent(fake) == ["hold"], what="the first call")
+        later = asyncio.create_task(c.call_with("later", timeout=2.0))
+        await asyncio.sleep(0.5)
+        assert methods_sent(fake) == ["hold"]  # held back: the worker's one place is taken
+        await answer_held(fake)
+        assert await asyncio.wait_for(later, WAIT) == "later" and await hold == "held"
+        sent = next(e for e in fake.received if e.WhichOneof("body") == "call" and e.call.method == "later")
+        assert 1000 < sent.deadline_ms <= 1550  # about 1.5 s of the caller's 2 s were left (section 5.6.8)
+
+
+async def test_a_cancelled_held_back_request_is_never_sent(scripted) -> None:
+    fake = await scripted(calls_answered_except("hold"), welcome=one_in_flight())
+    async with fedproto.AsyncClient.connect(fake.url) as c:
+        hold = asyncio.create_task(c.call("hold"))
+        await wait_until(lambda: methods_sent(fake) == ["hold"], what="the first call")
+        dropped = asyncio.create_task(c.call("dropped"))
+        timed_out = asyncio.create_task(c.call_with("timed-out", timeout=0.2))
+        await asyncio.sleep(0.1)
+        dropped.cancel()
+        with pytest.raises(fedproto.DeadlineExceededError):
+            await timed_out
+        await answer_held(fake)
+        assert await hold == "held" and await c.call("after") == "after"
+        with pytest.raises(asyncio.CancelledError):
+            await dropped
+    assert methods_sent(fake) == ["hold", "after"] and "cancel" not in fake.kinds()  # section 6.2.10
+
+
+async def test_a_cancelled_request_keeps_its_place_until_its_reply(scripted) -> None:
+    fake = await scripted(calls_answered_except("hold"), welcome=one_in_flight())
+    async with fedproto.AsyncClient.connect(fake.url) as c:
+        hold = asyncio.create_task(c.call("hold"))
+        await wait_until(lambda: methods_sent(fake) == ["hold"], what="the first call")
+        hold.cancel()
+        await wait_until(lambda: "cancel" in fake.kinds(), what="the Cancel")
+        later = asyncio.create_task(c.call("later"))
+        await asyncio.sleep(0.3)
+        assert methods_sent(fake) == ["hold"]  # the cancelled call is in flight until its reply
+        await answer_held(fake)  # its normal reply, not reported to anyone (section 6.2.10)
+        assert await asyncio.wait_for(later, WAIT) == "later"
+
+
+async def test_goodbyes_fail_held_back_requests_unsent(scripted) -> None:
+    fake = await scripted(calls_answered_except("hold"), welcome=one_in_flight())
+    c = await fedproto.AsyncClient.connect(fake.url)
+    hold = asyncio.create_task(c.call("hold"))
+    await wait_until(lambda: methods_sent(fake) == ["hold"], what="the first call")
+    held = asyncio.create_task(c.call("held"))
+    await asyncio.sleep(0.1)
+    await fake.sockets[0].send(Envelope(goodbye=Goodbye(reason="maintenance")).SerializeToString())
+    with pytest.raises(fedproto.UnavailableError):  # the worker's goodbye (section 6.3.8)
+        await asyncio.wait_for(held, WAIT)
+    await answer_held(fake)
+    assert await hold == "held"
+    hold = asyncio.create_task(c.call("hold"))  # on a new connection
+    await wait_until(lambda: methods_sent(fake) == ["hold", "hold"], what="the call on the new connection")
+    held = asyncio.create_task(c.call("held"))
+    await asyncio.sleep(0.1)
+    await c.close()
+    with pytest.raises(fedproto.RequestCancelledError):  # the client's own goodbye
+        await asyncio.wait_for(held, WAIT)
+    with pytest.raises(fedproto.UnavailableError):
+        await asyncio.wait_for(hold, WAIT)
+    assert "held" not in methods_sent(fake)
+    assert fake.kinds()[-1] == "goodbye" and fake.close_codes[-1] == 1000
+
+
+async def test_close_lets_the_worker_cancel_requests_in_flight(make_worker) -> None:
+    w = await make_worker()
+    async with client_of(w) as c:
+        task = asyncio.create_task(c.call("sleep", 30))
+        await wait_until(lambda: in_flight(w) == 1, what="the sleep to reach the worker")
+    # the worker answered the goodbye with CANCELLED, then closed (sections 6.3.2, 6.3.9)
+    with pytest.raises(fedproto.RequestCancelledError) as info:
+        await asyncio.wait_for(task, WAIT)
+    assert info.value.remote
+
+
+async def test_a_request_larger_than_a_frame_fails_locally(make_worker) -> None:
+    w = await make_worker(limits=conformance_limits(max_frame_bytes=64 << 10, chunk_bytes=32 << 10))
+    async with client_of(w) as c:
+        before = c._ws
+        with pytest.raises(fedproto.ResourceExhaustedError) as info:
+            await c.call("echo", b"x" * (100 << 10))
+        assert not info.value.remote and info.value.details == {"limit": str(64 << 10)}
+        await c.ping()
+        assert c._ws is before  # the connection was never at risk (section 14.2.7)
+
+
+async def test_a_tensor_that_fits_a_chunk_but_not_a_frame_with_its_description_goes_in_chunks(
+    make_worker,
+) -> None:
+    w = await make_worker(limits=conformance_limits(max_frame_bytes=16 << 10, chunk_bytes=8 << 10))
+    async with client_of(w) as c:
+        tensor = torch.arange(2000, dtype=torch.float32)  # 8000 bytes, within chunk_bytes
+        ref = await c.send(tensor, "described", description="d" * 10_000)
+        assert ref.info.description == "d" * 10_000
+        assert torch.equal(await c.get("described"), tensor)
+
+
+async def test_a_stray_progress_fails_the_call_at_once_and_cancels_it(scripted) -> None:
+    def progress_only(request: Envelope) -> Frames:
+        return [
+            Envelope(request_id=request.request_id, fit_progress=FitProgress(epoch=1)).SerializeToString()
+        ]
+
+    fake = await scripted(answer("call", progress_only))
+    async with fedproto.AsyncClient.connect(fake.url) as c:
+        with pytest.raises(fedproto.InternalError):  # section 5.3.7
+            await asyncio.wait_for(c.call("anything"), WAIT)
+        await wait_until(lambda: "cancel" in fake.kinds(), what="the client's Cancel")
+        await c.ping()
