@@ -359,10 +359,13 @@ class Worker:
         asyncio.run(main())
 
     async def notify(self, topic: str, payload: Any = None, *, identity: str | None = None) -> int:
-        """Push a notification to every connected client (or those of one identity); returns how many."""
+        """Push a notification to every connected client (or those of one identity); returns how many got it.
+
+        A client whose frame limit the notification would exceed does not get it (section 6.4.8).
+        """
         targets = [c for c in list(self._connections) if identity is None or c.identity == identity]
-        await asyncio.gather(*(c.notify(topic, payload) for c in targets), return_exceptions=True)
-        return len(targets)
+        results = await asyncio.gather(*(c.notify(topic, payload) for c in targets), return_exceptions=True)
+        return sum(1 for result in results if not isinstance(result, BaseException))
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         session = ServerSession(

@@ -310,6 +310,18 @@ async def test_worker_pushes_notifications_per_identity(
     assert await alice.next_notification(timeout=WAIT) == ("all", "x")
 
 
+async def test_a_notification_too_large_for_a_client_is_dropped_for_it(make_worker) -> None:
+    w = await make_worker()
+    async with client_of(w, max_frame_bytes=1024) as small, client_of(w) as large:
+        assert await w.notify("big", "x" * 2000) == 1  # section 6.4.8
+        assert await large.next_notification(timeout=WAIT) == ("big", "x" * 2000)
+        with pytest.raises(TimeoutError):
+            await small.next_notification(timeout=0.1)
+        with pytest.raises(fedproto.ResourceExhaustedError):  # the notify hook (section 18.2.12)
+            await small.call("notify", "big", "x" * 2000)
+        await small.ping()
+
+
 # -- training -------------------------------------------------------------------------------------------
 
 
