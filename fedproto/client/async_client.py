@@ -543,8 +543,10 @@ class AsyncClient:
         rid: int | None = None
         try:
             async with asyncio.timeout(None if timeout is None else timeout + grace):
-                if not gate.has_room():
-                    await gate.wait()  # held back, unsent, until a place is free (section 5.5.7)
+                if not gate.has_room():  # held back, unsent, until a place is free (section 5.5.7)
+                    # no grace here: a deadline that passes in line ends the request unsent (5.6.10)
+                    async with asyncio.timeout_at(None if timeout is None else start + timeout):
+                        await gate.wait()
                 deadline = None
                 if timeout is not None:  # what remains of the caller's deadline (section 5.6.8)
                     deadline = timeout - (loop.time() - start)

@@ -1192,7 +1192,9 @@ async def test_old_connection_closing_does_not_fail_requests_on_the_new_one(scri
 
 def one_in_flight(max_frame_bytes: int = 1 << 20) -> Envelope:
     limits = ProtoLimits(max_frame_bytes=max_frame_bytes, max_in_flight=1, chunk_bytes=1024)
-    return Envelope(welcome=Welcome(version=1, server_id="one", capabilities=["calls"], limits=limits))
+    return Envelope(
+        welcome=Welcome(version=1, server_id="one", capabilities=["calls", "deadlines"], limits=limits)
+    )
 
 
 def calls_answered_except(held: str) -> Callable[[Envelope], Frames]:
@@ -1244,8 +1246,10 @@ async def test_a_cancelled_held_back_request_is_never_sent(scripted) -> None:
         timed_out = asyncio.create_task(c.call_with("timed-out", timeout=0.2))
         await asyncio.sleep(0.1)
         dropped.cancel()
+        watch = asyncio.get_running_loop().time()
         with pytest.raises(fedproto.DeadlineExceededError):
             await timed_out
+        assert asyncio.get_running_loop().time() - watch < 0.5  # at its deadline, unsent (section 5.6.10)
         await answer_held(fake)
         assert await hold == "held" and await c.call("after") == "after"
         with pytest.raises(asyncio.CancelledError):
