@@ -1093,6 +1093,15 @@ async def test_text_frame_from_the_server_closes_1003(scripted) -> None:
     assert fake.close_codes == [1003]
 
 
+async def test_undecodable_frame_from_the_server_closes_1002_and_fails_requests_unavailable(scripted) -> None:
+    fake = await scripted(answer("call", lambda _request: [b"\xff\xff\xff"]))
+    async with fedproto.AsyncClient.connect(fake.url, reconnect=False) as c:
+        with pytest.raises(fedproto.UnavailableError):  # sections 3.3.6 and 5.3.8
+            await asyncio.wait_for(c.call("anything"), WAIT)
+    await wait_until(lambda: bool(fake.close_codes), what="the scripted server to see the close")
+    assert fake.close_codes == [1002]
+
+
 async def test_frame_over_the_client_limit_closes_1009(scripted) -> None:
     def big(request: Envelope) -> Frames:
         return [Envelope(request_id=request.request_id, pong=Pong(payload=bytes(5000))).SerializeToString()]
@@ -1112,8 +1121,10 @@ async def test_frame_over_the_client_limit_closes_1009(scripted) -> None:
         (Envelope(welcome=Welcome(version=2, server_id="future")), fedproto.UnsupportedVersionError),
         (Envelope(error=Error(code=ErrorCode.UNAUTHENTICATED, message="no")), fedproto.UnauthenticatedError),
         (Envelope(error=Error(code=ErrorCode.UNSUPPORTED_VERSION)), fedproto.UnsupportedVersionError),
+        # a Welcome without the limits a client needs (section 4.1.8)
+        (Envelope(welcome=Welcome(version=1, server_id="no-limits")), fedproto.MalformedError),
     ],
-    ids=["version-2", "unauthenticated", "unsupported"],
+    ids=["version-2", "unauthenticated", "unsupported", "no-limits"],
 )
 async def test_failed_handshakes(scripted, welcome: Envelope, error: type[Exception]) -> None:
     fake = await scripted(welcome=welcome)
