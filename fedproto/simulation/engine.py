@@ -9,9 +9,9 @@ seeded ``fraction`` of the clients trains, the chosen strategy aggregates, and t
 evaluates the new global model on the held-out test digits. The hosts are always stopped at the end.
 
 With ``run_dir`` the run keeps its checkpoints and round records there (FedAvg's run directory) and
-its data settings in ``simulation.json``; ``resume=True`` goes on from the last complete round, after
-checking that the data settings are the ones the run started with (other clients, partition or seed
-would silently train another federation).
+the settings that make it this federation in ``simulation.json``; ``resume=True`` goes on from the last
+complete round, after checking that they are the ones the run started with (other clients, partition,
+seed, strategy or model would silently train another federation).
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ __all__ = [
     "run",
 ]
 
-#: The data settings a resumed run must share with the run it resumes.
-_DATA_SETTINGS = ("clients", "partition", "alpha", "seed")
-#: The file in the run directory holding the data settings.
+#: The settings a resumed run must share with the run it resumes: its clients' data, strategy and model.
+_RUN_SETTINGS = ("clients", "partition", "alpha", "seed", "strategy", "hidden")
+#: The file in the run directory holding them.
 SETTINGS_FILE = "simulation.json"
 
 
@@ -201,9 +201,12 @@ class SimulationConfig:
         values["hidden"] = list(self.hidden)
         return values
 
-    def data_settings(self) -> dict[str, Any]:
+    def run_settings(self) -> dict[str, Any]:
         """The settings that decide which federation is trained (checked again on resume)."""
-        return {name: getattr(self, name) for name in _DATA_SETTINGS}
+        values = {name: getattr(self, name) for name in _RUN_SETTINGS}
+        values["strategy"] = _strategy_name(self.strategy)
+        values["hidden"] = list(self.hidden)
+        return values
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -264,15 +267,15 @@ def _evaluate(model: nn.Module, data: DigitsSplit) -> tuple[float, float]:
 
 
 def _check_run_dir(config: SimulationConfig) -> None:
-    """The run directory fits the run: nothing there to start afresh, the same data settings to resume.
+    """The run directory fits the run: nothing there to start afresh, the same run settings to resume.
 
-    Checked before anything starts; the data settings are written (``simulation.json``) only once the
+    Checked before anything starts; the run settings are written (``simulation.json``) only once the
     check passed, so a refused run never changes the directory.
     """
     if config.run_dir is None:
         return
     path = config.run_dir / SETTINGS_FILE
-    wanted = config.data_settings()
+    wanted = config.run_settings()
     has_run = (config.run_dir / MANIFEST).is_file()
     if not config.resume:
         if has_run:
@@ -291,7 +294,7 @@ def _check_run_dir(config: SimulationConfig) -> None:
     differ = [f"{k} {saved.get(k)!r} -> {wanted[k]!r}" for k in wanted if saved.get(k) != wanted[k]]
     if differ:
         raise SimulationConfigError(
-            f"cannot resume {config.run_dir} with other data settings ({'; '.join(differ)})"
+            f"cannot resume {config.run_dir} with other settings ({'; '.join(differ)})"
         )
 
 

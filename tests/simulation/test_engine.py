@@ -170,11 +170,13 @@ def test_resume_through_the_command_line_continues_the_same_run(tmp_path, capsys
     capsys.readouterr()
     assert simulate([*common, "--rounds", "2"]) == 2
     assert "already holds a run" in capsys.readouterr().err
-    # other data settings: refused
+    # other settings: refused
     assert (
         simulate([*common[:-2], "--run-dir", str(run_dir), "--rounds", "2", "--resume", "--seed", "6"]) == 2
     )
-    assert "other data settings (seed 5 -> 6)" in capsys.readouterr().err
+    assert "other settings (seed 5 -> 6)" in capsys.readouterr().err
+    assert simulate([*common, "--rounds", "2", "--resume", "--strategy", "median"]) == 2
+    assert "other settings (strategy 'fedadam' -> 'median')" in capsys.readouterr().err
     assert simulate([*common, "--rounds", "2", "--resume"]) == 0
     out = capsys.readouterr().out
     assert "1 rounds in" in out
