@@ -77,7 +77,7 @@ from fedproto.federated.strategies import (
 )
 from fedproto.training import TrainConfig
 from fedproto.training.torchscript import load_torchscript
-from fedproto.types import EvaluateResult, FitResult
+from fedproto.types import EvaluateKind, EvaluateResult, FitResult
 
 __all__ = ["FedAvg"]
 
@@ -769,10 +769,11 @@ async def _all(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
 
 
 def _global_metrics(results: list[EvaluateResult]) -> tuple[float | None, float | None]:
-    """Sample-weighted mean loss and pooled accuracy of the clients' evaluations."""
-    total = sum(result.total for result in results)
-    if total == 0:
-        return None, None
+    """Sample-weighted mean loss and pooled accuracy of the clients' evaluations.
+
+    Accuracy pools the classifications only (a regression counts no correct predictions); None when
+    nothing was classified.
+    """
     with_loss = [result for result in results if result.loss is not None]
     loss_total = sum(result.total for result in with_loss)
     loss = (
@@ -780,7 +781,9 @@ def _global_metrics(results: list[EvaluateResult]) -> tuple[float | None, float 
         if loss_total
         else None
     )
-    accuracy = sum(result.correct for result in results) / total
+    classified = [result for result in results if result.kind is EvaluateKind.CLASSIFICATION]
+    total = sum(result.total for result in classified)
+    accuracy = sum(result.correct for result in classified) / total if total else None
     return loss, accuracy
 
 

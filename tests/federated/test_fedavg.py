@@ -148,12 +148,12 @@ async def test_average_is_weighted_by_samples_held(start_worker: StartWorker, co
         ("a", True, 1, 1),
         ("b", True, 3, 3),
     ]
-    # Evaluated at w=1.25: a's loss (1.25-1)^2, b's (1.25-3)^2, weighted by samples; logit > 0 is class 1,
-    # so a's sample (target 1) is right and b's (target 3) are wrong.
+    # Evaluated at w=1.25: a's loss (1.25-1)^2, b's (1.25-3)^2, weighted by samples. Float targets make
+    # it a regression (protocol 12.5): no accuracy.
     assert [w.eval_loss for w in record.workers] == [0.0625, 3.0625]
     assert record.loss == pytest.approx((0.0625 + 3 * 3.0625) / 4)
-    assert record.accuracy == 0.25
-    assert [(w.eval_correct, w.eval_total) for w in record.workers] == [(1, 1), (0, 3)]
+    assert record.accuracy is None
+    assert [(w.eval_correct, w.eval_total) for w in record.workers] == [(0, 1), (0, 3)]
 
 
 async def test_global_weights_are_the_average_of_the_workers_updates(
