@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -567,27 +568,43 @@ async def test_too_few_available_clients_end_the_run_before_training(
     assert (ok.available, ok.sampled, ok.finished) == (2, 2, 2)
 
 
+class SlowLinear(nn.Linear):
+    """A registered architecture whose every batch takes ``delay`` seconds (a slow client's device)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(4, 3)
+        self.delay = delay
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.delay)
+        return super().forward(x)
+
+
 async def test_a_round_deadline_discards_late_results(start_worker: StartWorker, connect: Any) -> None:
     fast = await start_worker("fast", classification(16, seed=1))
-    slow = await start_worker("slow", classification(60_000, seed=2))
+    slow = await start_worker("slow", classification(16, seed=2))
+    fast.register_model("timed", lambda: SlowLinear(0.0))
+    slow.register_model("timed", lambda: SlowLinear(1.0))  # 4 batches of 1 s: past the 3 s deadline
     clients = [await connect(fast), await connect(slow)]
     model = nn.Linear(4, 3)
     fedavg = FedAvg(
         clients,
         model,
-        classifier_config(model, batch_size=4),
+        classifier_config("timed", batch_size=4),
         dataset_key="data",
-        round_timeout=1.5,
+        round_timeout=3.0,
         evaluate=False,
         progress=False,
     )
     [record] = await asyncio.wait_for(fedavg.run_async(1), RUN)
     assert [(c.client, c.status) for c in record.clients] == [("fast", "ok"), ("slow", "late")]
     assert record.late == 1 and record.finished == 1 and record.dropped == 0
-    assert "deadline of 1.5 s" in (record.clients[1].error or "")
+    assert "deadline of 3 s" in (record.clients[1].error or "")
+    assert 3.0 <= record.seconds < 6.0
     # Only the fast client's update counts: the global weights are its trained weights.
     trained = await clients[0].get_model_weights()
     assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in trained.items())
+    # The late fit was cancelled on its worker (it stops before its next batch).
     await wait_until(lambda: not slow.training_busy, what="the slow worker's cancelled fit to stop")
 
 
