@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The Node package (node/): its exact dependencies come from the committed package-lock.json.
 NODE_STAMP := node/node_modules/.installed-stamp
 
-.PHONY: demo test lint typecheck unit proto snapshot bench venv clean node node-build node-test
+.PHONY: demo test lint typecheck unit proto snapshot bench venv wheel clean node node-build node-test
 
 # The main job: federated training across three local workers.
 demo: $(STAMP)
@@ -49,13 +49,18 @@ snapshot: $(STAMP)
 bench: $(STAMP) node-build
 	$(PY) -m benchmarks
 
+# The wheel, in dist/; setuptools' scratch directories (build/, *.egg-info) do not stay in the tree.
+wheel: $(STAMP)
+	$(PY) -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w dist .
+	rm -rf build fedproto.egg-info
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt setuptools wheel
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --no-build-isolation -e ".[dev,demo,bench,ray]"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --no-build-isolation -e ".[dev,conformance,demo,bench,ray]"
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .hypothesis node/node_modules node/dist node/dist-test
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .hypothesis node/node_modules node/dist node/dist-test

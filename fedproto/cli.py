@@ -177,11 +177,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE  # pragma: no cover - parser.error exits
 
 
+#: What ``fedproto conformance`` says when the suite's dependencies are not installed.
+MISSING_CONFORMANCE_EXTRA = (
+    "fedproto conformance needs hypothesis, which the library does not install: "
+    "pip install 'fedproto[conformance]'"
+)
+
+
 def _run_delegated(command: str, rest: list[str]) -> int:
     try:
         if command == "conformance":
-            from conformance.cli import main as conformance_main
-
+            try:
+                from conformance.cli import main as conformance_main
+            except ModuleNotFoundError as exc:
+                if exc.name != "hypothesis":
+                    raise
+                # the suite is an extra: the library itself never needs hypothesis
+                print(MISSING_CONFORMANCE_EXTRA, file=sys.stderr)
+                return EXIT_FAILURE
             return conformance_main(rest)
         if command == "fedavg":
             from fedproto.federated.command import main as fedavg_main

@@ -65,3 +65,13 @@ def test_every_proto_file_has_a_module() -> None:
         p.stem.removesuffix("_pb2") for p in (ROOT / "generated" / "fedproto_pb" / "v1").glob("*_pb2.py")
     )
     assert protos == modules
+
+
+def test_the_package_carries_its_schema() -> None:
+    # each .proto travels beside its module (package data of the wheel), as it is in proto/
+    for source in sorted((ROOT / "proto").rglob("*.proto")):
+        relative = source.relative_to(ROOT / "proto")
+        shipped = (ROOT / "generated" / relative).read_text()
+        header, _, rest = shipped.partition("\n")
+        assert header == f"// Copied from proto/{relative} by tools/protogen.py (make proto). DO NOT EDIT."
+        assert rest == source.read_text(), relative

@@ -1,7 +1,8 @@
 """Regenerate ``generated/`` and ``node/src/gen/`` from ``proto/`` (``make proto``).
 
-Runs the protoc bundled in the pinned grpcio-tools, writes ``.py`` modules and ``.pyi`` stubs, and adds
-the package markers protoc does not write. The same protoc then runs the pinned ``@bufbuild/protoc-gen-es``
+Runs the protoc bundled in the pinned grpcio-tools, writes ``.py`` modules and ``.pyi`` stubs, adds
+the package markers protoc does not write, and copies each ``.proto`` file beside its module (so the
+installed package carries the schema it was generated from: ``fedproto_pb/v1/training.proto``). The same protoc then runs the pinned ``@bufbuild/protoc-gen-es``
 plugin (installed by ``make node`` under ``node/node_modules``) to write the TypeScript modules of the
 Node package. Everything under ``generated/`` and ``node/src/gen/`` comes from this script and is never
 edited by hand.
@@ -76,6 +77,11 @@ def generate(out_dir: Path) -> int:
                 init.write_text(HEADER)
             package_dir = package_dir.parent
     (out_dir / PACKAGE / "py.typed").write_text("")
+    # The schema ships with the package (wheels include *.proto as package data): each file as it is in
+    # proto/, after one comment line saying where it comes from.
+    for proto in protos:
+        copied = f"// Copied from proto/{proto} by tools/protogen.py (make proto). DO NOT EDIT.\n"
+        (out_dir / proto).write_text(copied + (PROTO_DIR / proto).read_text())
     return 0
 
 
