@@ -58,7 +58,7 @@ export interface ClientOptions {
   clientName?: string;
   /**
    * The largest frame this client accepts, sent as `Hello.max_frame_bytes` (§3.4.4) and enforced on
-   * receipt; 256 MiB by default, 0 for no limit.
+   * receipt; 256 MiB by default, 0 for no limit, never below 1024 (§4.6.3).
    */
   maxFrameBytes?: number;
   /** Milliseconds to wait for the connection and the Welcome; 10 000 by default. */
@@ -160,6 +160,7 @@ export class Client extends EventEmitter<ClientEvents> {
    * {@link ConnectionClosedError}.
    */
   static async connect(url: string, options: ClientOptions = {}): Promise<Client> {
+    new ClientSession().hello({ maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME }); // §4.6.3 checks, before any I/O
     try {
       return await Client.connectOnce(url, options, true);
     } catch (err) {

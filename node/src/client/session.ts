@@ -192,7 +192,11 @@ export class ClientSession {
     if (this.stateValue !== "new") {
       throw new Error(`hello in state ${this.stateValue}`);
     }
-    this.helloMaxFrame = options.maxFrameBytes ?? 0;
+    const maxFrame = options.maxFrameBytes ?? 0;
+    if (!Number.isSafeInteger(maxFrame) || maxFrame < 0 || (maxFrame > 0 && maxFrame < 1024)) {
+      throw new InvalidArgumentError(`maxFrameBytes must be 0 (no limit) or at least 1024, not ${maxFrame} (§4.6.3)`);
+    }
+    this.helloMaxFrame = maxFrame;
     const hello = create(proto.HelloSchema, {
       versions: [...CLIENT_VERSIONS],
       clientName: options.clientName ?? "fedproto-node",

@@ -17,6 +17,7 @@ import {
   FedprotoError,
   HostTensor,
   InternalError,
+  InvalidArgumentError,
   ResourceExhaustedError,
   UnauthenticatedError,
   UnavailableError,
@@ -84,19 +85,27 @@ const sent = (session: ClientSession): proto.Envelope[] => session.takeFrames().
 
 test("the Hello offers version 1 with id 1; a Welcome opens the session (§4.1)", () => {
   const session = new ClientSession();
-  session.hello({ token: "tok", clientName: "me", maxFrameBytes: 1000 });
+  session.hello({ token: "tok", clientName: "me", maxFrameBytes: 4096 });
   const [hello] = sent(session);
   assert.equal(hello!.requestId, 1n);
   assert.equal(hello!.body.case, "hello");
   const value = hello!.body.value as proto.Hello;
   assert.deepEqual(value.versions, [1]);
   assert.equal(value.token, "tok");
-  assert.equal(value.maxFrameBytes, 1000n);
+  assert.equal(value.maxFrameBytes, 4096n);
   session.receive(welcome({ maxInFlight: 3 }));
   const events = session.takeEvents();
   assert.equal(events[0]!.type, "welcome");
   assert.equal(session.server!.limits.maxInFlight, 3);
   assert.ok(session.server!.capabilities.has("chunked"));
+});
+
+test("a frame limit below 1024 is refused before anything is sent (§4.6.3)", () => {
+  for (const bad of [1, 1023, -1, 1.5]) {
+    assert.throws(() => new ClientSession().hello({ maxFrameBytes: bad }), InvalidArgumentError);
+  }
+  new ClientSession().hello({ maxFrameBytes: 1024 });
+  new ClientSession().hello({ maxFrameBytes: 0 });
 });
 
 test("a refused Hello fails the handshake with the typed error of its code (§4.1.8)", () => {
