@@ -701,7 +701,9 @@ class FedAvg:
         try:
             return await step()
         except FailedPreconditionError:
-            # The worker lost this identity's training state (it restarted): configure again, retry once.
+            # The worker lost this identity's training state (it restarted), or still finishes the batch of
+            # a fit cancelled at the last deadline (12.3.13): a new train config replaces the state for
+            # the requests that follow (the cancelled fit ends on the old one). Configure again, retry once.
             remote.config = None
             await self._configure(remote, config)
             return await step()

@@ -604,6 +604,10 @@ async def test_a_round_deadline_discards_late_results(start_worker: StartWorker,
     # Only the fast client's update counts: the global weights are its trained weights.
     trained = await clients[0].get_model_weights()
     assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in trained.items())
+    # The next round starts at once, while the slow worker still finishes the batch of its cancelled fit:
+    # FedAvg configures it anew rather than counting it failed, and it is late again.
+    [again] = await asyncio.wait_for(fedavg.run_async(1), RUN)
+    assert [(c.client, c.status) for c in again.clients] == [("fast", "ok"), ("slow", "late")]
     # The late fit was cancelled on its worker (it stops before its next batch).
     await wait_until(lambda: not slow.training_busy, what="the slow worker's cancelled fit to stop")
 
