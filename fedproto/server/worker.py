@@ -117,6 +117,7 @@ class Worker:
         self._tls = False
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._warmed_up = False
 
     # -- configuration (the services' own state) ---------------------------------------------------
 
@@ -256,6 +257,10 @@ class Worker:
             **transport.server_options(self.limits.max_frame_bytes),
         )
         self._tls = ssl_context is not None
+        if not self._warmed_up:
+            # PyTorch's one-time costs, off the first client's clock (see warm_up_training)
+            self._warmed_up = True
+            self.threads.warm_up()
         identities = len(self._tokens.identities)
         log.info(
             "worker %s listening on %s (%s, %s)",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 
 import pytest
 import torch
 
+import fedproto
 from fedproto.server.threads import WorkerThreads
 
 
@@ -54,3 +57,38 @@ async def test_training_jobs_run_in_arrival_order(threads: WorkerThreads) -> Non
     order: list[int] = []
     await asyncio.gather(*(threads.run_training(order.append, i) for i in range(5)))
     assert order == [0, 1, 2, 3, 4]
+
+
+async def test_warm_up_runs_on_the_training_thread_and_is_never_busy(threads: WorkerThreads) -> None:
+    release = threading.Event()
+    blocker = threads._training_executor.submit(release.wait, 10)  # holds the thread: warm-up queues
+    warm = threads.warm_up()
+    assert not threads.training_busy  # requests are routed as for an idle worker
+    release.set()
+    await asyncio.wrap_future(blocker)
+    assert await asyncio.wait_for(asyncio.wrap_future(warm), 60) is None
+
+
+def test_warm_up_pays_pytorchs_first_optimizer_import() -> None:
+    # In a fresh process: the first optimizer imports torch._dynamo (seconds); after the warm-up it is
+    # there already, so a client's first train config does not pay for it.
+    script = (
+        "import sys, fedproto.server.threads as t\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "t.warm_up_training()\n"
+        "assert 'torch._dynamo' in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+async def test_a_worker_warms_up_once_when_it_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[WorkerThreads] = []
+    monkeypatch.setattr(WorkerThreads, "warm_up", lambda self: calls.append(self))
+    worker = fedproto.Worker("warm")
+    for _ in range(2):
+        await worker.start("127.0.0.1", 0)
+        await worker.stop(grace=0)
+    assert calls == [worker.threads]
