@@ -1,7 +1,8 @@
-"""``python -m conformance URL ...``: the same as ``fedproto conformance URL ...``."""
+"""``python -m fedproto_conformance URL ...`` (installed) or ``python -m conformance URL ...`` (in the
+repository): the same as ``fedproto conformance URL ...``."""
 
 import sys
 
-from conformance.cli import main
+from .cli import main
 
 sys.exit(main())

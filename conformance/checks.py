@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NoReturn
 
-from conformance.spec import code_name
 from fedproto_pb.v1.envelope_pb2 import Envelope
+
+from .spec import code_name
 
 __all__ = [
     "CaseFailure",

@@ -1,4 +1,4 @@
-"""``fedproto conformance URL`` and ``python -m conformance URL``: check a server against the spec."""
+"""``fedproto conformance URL``, ``python -m fedproto_conformance URL``: check a server against the spec."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from conformance.context import Settings
-from conformance.registry import all_cases
-from conformance.report import ConsoleReport, write_json, write_junit
-from conformance.runner import PROFILES, Runner, ServerUnusable, load_expected_failures, probe, select
+from .context import Settings
+from .registry import all_cases
+from .report import ConsoleReport, write_json, write_junit
+from .runner import PROFILES, Runner, ServerUnusable, load_expected_failures, probe, select
 
 __all__ = ["build_parser", "main"]
 

@@ -20,11 +20,12 @@ from hypothesis import HealthCheck, Phase, Verbosity, seed, settings
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
-from conformance.checks import CaseFailure, skip
-from conformance.registry import Case
-from conformance.spec import SUBPROTOCOL
-from conformance.wire import Connection, open_connection
 from fedproto_pb.v1 import session_pb2
+
+from .checks import CaseFailure, skip
+from .registry import Case
+from .spec import SUBPROTOCOL
+from .wire import Connection, open_connection
 
 __all__ = ["Context", "ServerProfile", "Settings"]
 

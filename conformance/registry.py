@@ -16,7 +16,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from conformance.context import Context
+    from .context import Context
 
 __all__ = ["GROUPS", "Case", "Level", "all_cases", "case"]
 
@@ -125,7 +125,7 @@ def case(
 
 def all_cases() -> list[Case]:
     """Every registered case, grouped in :data:`GROUPS` order, each group in registration order."""
-    import conformance.cases  # noqa: F401  (registers the cases)
+    from . import cases  # noqa: F401  (registers the cases)
 
     order = {g: i for i, g in enumerate(GROUPS)}
     return sorted(_REGISTRY.values(), key=lambda c: order[c.group])

@@ -17,8 +17,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from conformance.registry import GROUPS, Case
-from conformance.runner import CaseResult, RunResult, Verdict
+from .registry import GROUPS, Case
+from .runner import CaseResult, RunResult, Verdict
 
 __all__ = ["ConsoleReport", "to_json", "write_json", "write_junit"]
 

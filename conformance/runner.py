@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from conformance.checks import CaseFailure, CaseSkipped
-from conformance.context import Context, ServerProfile, Settings
-from conformance.registry import Case
-from conformance.wire import open_connection
+from .checks import CaseFailure, CaseSkipped
+from .context import Context, ServerProfile, Settings
+from .registry import Case
+from .wire import open_connection
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup

@@ -14,15 +14,16 @@ from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from conformance.checks import check, fail
-from conformance.spec import dtype_name, sha256
-from conformance.strategies import invalid_tensors, tensors
 from fedproto_pb.v1 import objects_pb2, tensor_pb2
 from fedproto_pb.v1.errors_pb2 import ErrorCode
 
+from .checks import check, fail
+from .spec import dtype_name, sha256
+from .strategies import invalid_tensors, tensors
+
 if TYPE_CHECKING:
-    from conformance.context import Context
-    from conformance.wire import Connection
+    from .context import Context
+    from .wire import Connection
 
 __all__ = ["StoredModel", "store_machine"]
 
@@ -42,7 +43,7 @@ def _describe(tensor: tensor_pb2.Tensor) -> str:
 
 def store_machine(ctx: Context) -> type[RuleBasedStateMachine]:
     """A state machine class bound to ``ctx`` (its server, its loop)."""
-    from conformance.cases._common import clear_store, download, send_tensor
+    from .cases._common import clear_store, download, send_tensor
 
     prefix = ctx.unique("sm")
     ids = st.sampled_from([f"{prefix}-{n}" for n in range(4)])

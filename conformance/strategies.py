@@ -15,8 +15,6 @@ from google.protobuf.message import DecodeError, Message
 from hypothesis import strategies as st
 from hypothesis.vendor import pretty
 
-from conformance.spec import DTYPE_WIDTHS, REQUESTS, SERVER_ONLY_BODIES, dtype_name, sha256
-from conformance.values import element_count, make_tensor, value_list, value_map
 from fedproto_pb.v1 import (
     calls_pb2,
     datasets_pb2,
@@ -27,6 +25,9 @@ from fedproto_pb.v1 import (
     training_pb2,
     value_pb2,
 )
+
+from .spec import DTYPE_WIDTHS, REQUESTS, SERVER_ONLY_BODIES, dtype_name, sha256
+from .values import element_count, make_tensor, value_list, value_map
 
 __all__ = [
     "ENVELOPE_FIELDS",

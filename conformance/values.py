@@ -7,8 +7,9 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from conformance.spec import DTYPE_WIDTHS
 from fedproto_pb.v1 import tensor_pb2, value_pb2
+
+from .spec import DTYPE_WIDTHS
 
 __all__ = [
     "element_count",

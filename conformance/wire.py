@@ -22,10 +22,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
-from conformance.checks import codes_text, describe_envelope, fail
-from conformance.spec import PROTOCOL_VERSION, REQUESTS, SUBPROTOCOL
 from fedproto_pb.v1 import errors_pb2, session_pb2
 from fedproto_pb.v1.envelope_pb2 import Envelope
+
+from .checks import codes_text, describe_envelope, fail
+from .spec import PROTOCOL_VERSION, REQUESTS, SUBPROTOCOL
 
 __all__ = [
     "EVENT_BODIES",

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import math
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,11 +185,24 @@ MISSING_CONFORMANCE_EXTRA = (
 )
 
 
+def _conformance_main() -> Callable[[list[str]], int]:
+    """The suite's entry point: the installed ``fedproto_conformance``, or ``conformance/`` of a source
+    checkout run without installing (the same package under the name of its folder)."""
+    try:
+        module = importlib.import_module("fedproto_conformance.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name != "fedproto_conformance":
+            raise
+        module = importlib.import_module("conformance.cli")
+    main: Callable[[list[str]], int] = module.main
+    return main
+
+
 def _run_delegated(command: str, rest: list[str]) -> int:
     try:
         if command == "conformance":
             try:
-                from conformance.cli import main as conformance_main
+                conformance_main = _conformance_main()
             except ModuleNotFoundError as exc:
                 if exc.name != "hypothesis":
                     raise

@@ -25,12 +25,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What the wheel is built from (everything pyproject.toml packages).
 SOURCES = ("pyproject.toml", "README.md", "fedproto", "generated", "conformance")
-#: The name the suite is installed under.
-SUITE = "conformance"
+#: The name the suite (the folder conformance/) is installed under.
+SUITE = "fedproto_conformance"
 PROTOS = sorted(p.name for p in (ROOT / "proto" / "fedproto_pb" / "v1").glob("*.proto"))
 #: Seconds the installed worker may take to print where it listens.
 READY_SECONDS = 30
@@ -108,6 +109,20 @@ def worker_url(installed: Path) -> Iterator[str]:
             process.wait(timeout=5)
 
 
+def test_every_package_folder_is_packaged() -> None:
+    # pyproject.toml lists the packages (one is renamed, so they cannot be found by folder name)
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {name: Path(path) for name, path in config["package-dir"].items()}
+    folders["fedproto"] = Path("fedproto")
+    expected = {
+        ".".join([name, *init.parent.relative_to(ROOT / folder).parts])
+        for name, folder in folders.items()
+        for init in (ROOT / folder).rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert sorted(config["packages"]) == sorted(expected)
+
+
 def test_the_wheel_carries_the_schema_the_typing_markers_and_the_suite(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -167,3 +182,6 @@ def test_the_installed_command_lists_a_worker_and_runs_the_core_suite(
         "--no-live", cwd=installed, timeout=120,
     )  # fmt: skip
     assert re.search(r"\d+ passed, 0 failed", report), report
+    # the suite also runs as a module under its installed name (outside the repository: no conformance/)
+    listed = _run(installed / "python", "-m", SUITE, "--list", "--profile", "core", cwd=installed)
+    assert "handshake/" in listed

@@ -1,6 +1,6 @@
 """The cases, one module per group; importing this package registers them in group order."""
 
-from conformance.cases import (
+from . import (
     auth,
     calls,
     compatibility,

@@ -11,13 +11,14 @@ from typing import Any, cast
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.checks import check, codes_text, fail
-from conformance.context import Context
-from conformance.spec import DTYPE_WIDTHS, sha256
-from conformance.values import make_tensor, to_value
-from conformance.wire import Connection, Reply, make_envelope
 from fedproto_pb.v1 import calls_pb2, errors_pb2, objects_pb2, session_pb2, tensor_pb2, value_pb2
 from fedproto_pb.v1.envelope_pb2 import Envelope
+
+from ..checks import check, codes_text, fail
+from ..context import Context
+from ..spec import DTYPE_WIDTHS, sha256
+from ..values import make_tensor, to_value
+from ..wire import Connection, Reply, make_envelope
 
 __all__ = [
     "Download",

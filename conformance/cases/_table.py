@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
-from conformance.checks import codes_text, fail
-from conformance.context import Context
-from conformance.registry import Level, case
-from conformance.spec import REQUESTS
-from conformance.wire import Connection, Reply
 from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import codes_text, fail
+from ..context import Context
+from ..registry import Level, case
+from ..spec import REQUESTS
+from ..wire import Connection, Reply
 
 __all__ = ["Probe", "Probes", "Row", "Then", "accept", "register"]
 

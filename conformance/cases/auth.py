@@ -7,11 +7,12 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import expect_call
-from conformance.checks import check, fail
-from conformance.context import Context
-from conformance.registry import case
 from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import check, fail
+from ..context import Context
+from ..registry import case
+from ._common import expect_call
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []

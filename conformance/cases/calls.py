@@ -7,17 +7,18 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from conformance.cases._common import Stopwatch, call, call_request, check_examples, expect_call, refused
-from conformance.cases._table import Probe, Row, Then, register
-from conformance.checks import check, fail, skip
-from conformance.context import Context
-from conformance.registry import case
-from conformance.spec import code_name
-from conformance.strategies import field_bytes, invalid_tensors, values
-from conformance.values import make_tensor, to_value, value_diff, value_list, value_map
-from conformance.wire import EVENT_BODIES, Connection, Frame, Reply
 from fedproto_pb.v1 import calls_pb2, tensor_pb2, value_pb2
 from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import check, fail, skip
+from ..context import Context
+from ..registry import case
+from ..spec import code_name
+from ..strategies import field_bytes, invalid_tensors, values
+from ..values import make_tensor, to_value, value_diff, value_list, value_map
+from ..wire import EVENT_BODIES, Connection, Frame, Reply
+from ._common import Stopwatch, call, call_request, check_examples, expect_call, refused
+from ._table import Probe, Row, Then, register
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []

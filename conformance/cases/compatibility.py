@@ -6,15 +6,16 @@ from google.protobuf.message import Message
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import call_request, float_tensor, send_tensor
-from conformance.checks import check, fail
-from conformance.context import Context
-from conformance.registry import case
-from conformance.strategies import ENVELOPE_FIELDS, field_bytes, unknown_fields, with_unknown
-from conformance.values import make_tensor, value_diff
-from conformance.wire import make_envelope
 from fedproto_pb.v1 import calls_pb2, objects_pb2, session_pb2, tensor_pb2, value_pb2
 from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import check, fail
+from ..context import Context
+from ..registry import case
+from ..strategies import ENVELOPE_FIELDS, field_bytes, unknown_fields, with_unknown
+from ..values import make_tensor, value_diff
+from ..wire import make_envelope
+from ._common import call_request, float_tensor, send_tensor
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []

@@ -7,7 +7,16 @@ import asyncio
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 
-from conformance.cases._common import (
+from fedproto_pb.v1 import datasets_pb2, objects_pb2, session_pb2, tensor_pb2
+from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import check, fail
+from ..context import Context
+from ..registry import Level, case
+from ..spec import REQUESTS
+from ..values import to_value, value_diff
+from ..wire import EVENT_BODIES, Connection, Reply, make_envelope
+from ._common import (
     Stopwatch,
     announce,
     call_request,
@@ -16,15 +25,7 @@ from conformance.cases._common import (
     float_tensor,
     send_chunks,
 )
-from conformance.cases._table import Probe, Row, accept, register
-from conformance.checks import check, fail
-from conformance.context import Context
-from conformance.registry import Level, case
-from conformance.spec import REQUESTS
-from conformance.values import to_value, value_diff
-from conformance.wire import EVENT_BODIES, Connection, Reply, make_envelope
-from fedproto_pb.v1 import datasets_pb2, objects_pb2, session_pb2, tensor_pb2
-from fedproto_pb.v1.errors_pb2 import ErrorCode
+from ._table import Probe, Row, accept, register
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.checks import check, fail
-from conformance.context import Context
-from conformance.registry import case
-from conformance.spec import DTYPE_WIDTHS
 from fedproto_pb.v1 import datasets_pb2, tensor_pb2
+
+from ..checks import check, fail
+from ..context import Context
+from ..registry import case
+from ..spec import DTYPE_WIDTHS
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []

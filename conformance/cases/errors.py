@@ -6,15 +6,16 @@ from google.protobuf.message import Message
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import call_request, float_tensor, send_tensor, store_listing
-from conformance.checks import check, fail, skip
-from conformance.context import Context
-from conformance.registry import case
-from conformance.spec import code_name
-from conformance.values import make_tensor
-from conformance.wire import Connection, make_envelope
 from fedproto_pb.v1 import objects_pb2, session_pb2, tensor_pb2
 from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import check, fail, skip
+from ..context import Context
+from ..registry import case
+from ..spec import code_name
+from ..values import make_tensor
+from ..wire import Connection, make_envelope
+from ._common import call_request, float_tensor, send_tensor, store_listing
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []

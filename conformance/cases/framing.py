@@ -7,22 +7,23 @@ import asyncio
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import call_request, ping_of_size
-from conformance.checks import check, fail, skip
-from conformance.context import Context
-from conformance.registry import Level, case
-from conformance.spec import REQUESTS
-from conformance.strategies import (
+from fedproto_pb.v1 import calls_pb2, objects_pb2, session_pb2, training_pb2
+from fedproto_pb.v1.envelope_pb2 import Envelope
+from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import check, fail, skip
+from ..context import Context
+from ..registry import Level, case
+from ..spec import REQUESTS
+from ..strategies import (
     envelope_bytes,
     field_bytes,
     garbage,
     server_only_bodies,
     unknown_envelope_fields,
 )
-from conformance.wire import Connection, make_envelope
-from fedproto_pb.v1 import calls_pb2, objects_pb2, session_pb2, training_pb2
-from fedproto_pb.v1.envelope_pb2 import Envelope
-from fedproto_pb.v1.errors_pb2 import ErrorCode
+from ..wire import Connection, make_envelope
+from ._common import call_request, ping_of_size
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []

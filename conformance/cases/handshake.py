@@ -7,16 +7,17 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import call_request, expect_call
-from conformance.checks import check, fail
-from conformance.context import Context
-from conformance.registry import Level, case
-from conformance.spec import CAPABILITIES, PROTOCOL_VERSION, REQUESTS, SERVER_ONLY_BODIES
-from conformance.strategies import field_bytes, unknown_envelope_fields
-from conformance.wire import make_envelope
 from fedproto_pb.v1 import objects_pb2, session_pb2
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import check, fail
+from ..context import Context
+from ..registry import Level, case
+from ..spec import CAPABILITIES, PROTOCOL_VERSION, REQUESTS, SERVER_ONLY_BODIES
+from ..strategies import field_bytes, unknown_envelope_fields
+from ..wire import make_envelope
+from ._common import call_request, expect_call
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from conformance.cases._common import (
+from fedproto_pb.v1 import calls_pb2, objects_pb2, session_pb2, tensor_pb2, training_pb2
+from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import check, fail, skip
+from ..context import Context
+from ..registry import Level, case
+from ..spec import sha256
+from ..values import to_value
+from ..wire import Connection, make_envelope
+from ._common import (
     call_request,
     clear_store,
     float_tensor,
@@ -10,14 +19,6 @@ from conformance.cases._common import (
     send_tensor,
     start_upload,
 )
-from conformance.checks import check, fail, skip
-from conformance.context import Context
-from conformance.registry import Level, case
-from conformance.spec import sha256
-from conformance.values import to_value
-from conformance.wire import Connection, make_envelope
-from fedproto_pb.v1 import calls_pb2, objects_pb2, session_pb2, tensor_pb2, training_pb2
-from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []

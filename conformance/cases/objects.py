@@ -11,7 +11,18 @@ from collections.abc import Sequence
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 
-from conformance.cases._common import (
+from fedproto_pb.v1 import objects_pb2, tensor_pb2
+from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import check, fail, skip
+from ..context import Context
+from ..registry import Level, case
+from ..spec import DTYPE_WIDTHS, EMPTY_SHA256, dtype_name, sha256
+from ..stateful import store_machine
+from ..strategies import invalid_tensors, tensors
+from ..values import make_tensor, tensor_problem
+from ..wire import Connection, Reply, make_envelope
+from ._common import (
     Download,
     announce,
     check_examples,
@@ -29,17 +40,7 @@ from conformance.cases._common import (
     upload,
     upload_header,
 )
-from conformance.cases._table import Probe, Row, Then, register
-from conformance.checks import check, fail, skip
-from conformance.context import Context
-from conformance.registry import Level, case
-from conformance.spec import DTYPE_WIDTHS, EMPTY_SHA256, dtype_name, sha256
-from conformance.stateful import store_machine
-from conformance.strategies import invalid_tensors, tensors
-from conformance.values import make_tensor, tensor_problem
-from conformance.wire import Connection, Reply, make_envelope
-from fedproto_pb.v1 import objects_pb2, tensor_pb2
-from fedproto_pb.v1.errors_pb2 import ErrorCode
+from ._table import Probe, Row, Then, register
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []

@@ -16,16 +16,17 @@ from google.protobuf.message import DecodeError, Message
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.cases._common import call_request
-from conformance.checks import check, fail
-from conformance.context import Context
-from conformance.registry import case
-from conformance.spec import REQUESTS, SERVER_ONLY_BODIES, code_name
-from conformance.strategies import envelope_bytes, mutated, request_bodies, retyped
-from conformance.wire import Connection, Reply, make_envelope
 from fedproto_pb.v1 import objects_pb2, session_pb2
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import check, fail
+from ..context import Context
+from ..registry import case
+from ..spec import REQUESTS, SERVER_ONLY_BODIES, code_name
+from ..strategies import envelope_bytes, mutated, request_bodies, retyped
+from ..wire import Connection, Reply, make_envelope
+from ._common import call_request
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []

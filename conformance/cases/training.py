@@ -18,16 +18,17 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.cases._common import Stopwatch, check_examples, refused
-from conformance.cases._table import Probe, Row, Then, register
-from conformance.checks import check, fail, skip
-from conformance.context import Context
-from conformance.registry import case
-from conformance.spec import dtype_name
-from conformance.values import make_tensor, to_value
-from conformance.wire import Connection, Reply
 from fedproto_pb.v1 import tensor_pb2, training_pb2
 from fedproto_pb.v1.errors_pb2 import ErrorCode
+
+from ..checks import check, fail, skip
+from ..context import Context
+from ..registry import case
+from ..spec import dtype_name
+from ..values import make_tensor, to_value
+from ..wire import Connection, Reply
+from ._common import Stopwatch, check_examples, refused
+from ._table import Probe, Row, Then, register
 
 #: Nothing to import: the cases register themselves with the registry.
 __all__: list[str] = []
