@@ -245,15 +245,15 @@ class ServerConnectionHandler:
         except ProtocolError as error:
             await self._fail(rid, error)
         except Exception as exc:
-            error = internal_error(exc, expose=self.expose_errors)
+            internal = internal_error(exc, expose=self.expose_errors)
             log.exception(
                 "request failed error_id=%s peer=%s identity=%s kind=%s",
-                error.details["error_id"],
+                internal.details["error_id"],
                 self.peer,
                 self.identity,
                 event.kind,
             )
-            await self._fail(rid, error)
+            await self._fail(rid, internal)
 
     async def _fail(self, rid: int, error: ProtocolError) -> None:
         if self.session.is_in_flight(rid):
