@@ -473,12 +473,20 @@ export class Client extends EventEmitter<ClientEvents> {
       }
       if (deadlineMs !== undefined) {
         // §5.6.9: a server that honours deadlines answers DEADLINE_EXCEEDED itself; the client's own
-        // timer is the backstop (or the only deadline, §5.6.6), and sends a Cancel.
+        // timer is the backstop (or the only deadline, §5.6.6), and sends a Cancel. A request still held
+        // back when the deadline passes is not sent at all (§5.6.10).
         const grace = this.session.server?.capabilities.has("deadlines") ? DEADLINE_GRACE_MS : 0;
-        timer = setTimeout(() => {
+        const expire = (): void => {
           this.session.cancel(id, new DeadlineExceededError(`no reply within ${deadlineMs} ms`), "deadline");
           this.kick();
-        }, deadlineMs + grace);
+        };
+        timer = setTimeout(() => {
+          if (grace === 0 || this.session.isHeldBack(id)) {
+            expire();
+          } else {
+            timer = setTimeout(expire, grace);
+          }
+        }, deadlineMs);
       }
       this.kick();
     });

@@ -14,6 +14,7 @@ import { create } from "@bufbuild/protobuf";
 import {
   ChunkAssembler,
   DataLossError,
+  DeadlineExceededError,
   EMPTY_SHA256,
   FedprotoError,
   HostTensor,
@@ -164,6 +165,11 @@ export class ClientSession {
   /** Requests held back because `max_in_flight` requests are in flight (§5.5.7). */
   get queued(): number {
     return this.waiting.length;
+  }
+
+  /** True while the request `id` is held back in the client, not yet sent (§5.5.7). */
+  isHeldBack(id: bigint): boolean {
+    return this.waiting.some((p) => p.id === id);
   }
 
   /** True when frames are waiting to be sent. */
@@ -681,14 +687,19 @@ export class ClientSession {
       const pending = this.waiting.shift()!;
       const envelope = pending.envelope!;
       let frame = pending.frame!;
-      pending.envelope = undefined;
-      pending.frame = undefined;
       if (pending.deadlineAt !== undefined) {
+        const remaining = pending.deadlineAt - (now ?? Date.now());
+        if (remaining <= 0) {
+          // §5.6.10: the deadline passed in line; it is not sent, and there is nothing to cancel.
+          this.settle(pending, { ok: false, error: new DeadlineExceededError("the deadline passed before the request could be sent (§5.6.10)") });
+          continue;
+        }
         // §5.6.8: what remains of the caller's deadline when the request goes out, at least 1 ms.
-        const remaining = Math.max(1, Math.ceil(pending.deadlineAt - (now ?? Date.now())));
-        envelope.deadlineMs = BigInt(remaining);
+        envelope.deadlineMs = BigInt(Math.max(1, Math.ceil(remaining)));
         frame = encodeEnvelope(envelope);
       }
+      pending.envelope = undefined;
+      pending.frame = undefined;
       this.inFlightMap.set(pending.id, pending);
       this.frames.push(frame);
       if (pending.upload !== undefined) {

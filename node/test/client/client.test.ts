@@ -218,6 +218,18 @@ test("a deadline ends a slow call with DEADLINE_EXCEEDED (§5.6)", async () => {
   });
 });
 
+test("a request held back past its deadline fails without being sent (§5.6.10)", async () => {
+  await withClient(async (client) => {
+    const limit = client.server.limits.maxInFlight;
+    const busy = Array.from({ length: limit }, () => client.call("sleep", [0.5]));
+    const t0 = performance.now();
+    await assert.rejects(client.call("echo", [1n], {}, { deadlineMs: 100 }), DeadlineExceededError);
+    assert.ok(performance.now() - t0 < 450, "failed at its deadline, not when a place freed");
+    assert.equal(client.inFlight, limit);
+    await Promise.all(busy);
+  });
+});
+
 test("a notification is delivered before the reply that follows it (§6.4.6, §18.2.8)", async () => {
   await withClient(async (client) => {
     const seen: [string, JsValue, boolean][] = [];

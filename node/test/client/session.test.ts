@@ -14,6 +14,7 @@ import {
 import {
   CancelledError,
   DataLossError,
+  DeadlineExceededError,
   FedprotoError,
   HostTensor,
   InternalError,
@@ -241,6 +242,23 @@ test("a request bigger than max_frame_bytes is refused before it is sent (§14.2
   const call = create(proto.CallRequestSchema, { method: "echo", args: [valueToProto("x".repeat(500))] });
   assert.throws(() => session.submit({ case: "call", value: call }, new Recorder().callbacks), ResourceExhaustedError);
   assert.equal(sent(session).length, 0);
+});
+
+test("a held-back request whose deadline passed in line is not sent (§5.6.10)", () => {
+  const session = openSession({ maxInFlight: 1 });
+  const first = session.submit(ping, new Recorder().callbacks);
+  const late = new Recorder();
+  const soon = Date.now() + 5;
+  session.submit(ping, late.callbacks, { deadlineAt: soon, now: soon - 5 });
+  assert.ok(session.isHeldBack(first + 1n));
+  sent(session);
+  while (Date.now() <= soon) {
+    // let the deadline pass
+  }
+  session.receive(pong(first));
+  assert.ok(!late.last.ok && late.last.error instanceof DeadlineExceededError);
+  assert.equal(sent(session).length, 0, "nothing sent for it");
+  assert.equal(session.inFlight, 0);
 });
 
 test("a deadline goes out as what remains of it (§5.6.8)", () => {
