@@ -11,8 +11,9 @@ Each ``--worker URL`` contributes one client per dataset key (``URL=KEY,KEY``; b
 ``--dataset-key``). The model is built by ``--model MODULE:FACTORY`` (a function taking no arguments and
 returning an ``nn.Module``) under ``torch.manual_seed(--seed)``. With ``--run-dir`` every round is
 checkpointed there together with these options (never the token), so ``--resume RUN_DIR`` needs no
-other option; ``--rounds``, ``--token`` and ``--token-file`` may still be given to it. Every failure
-ends in one line on stderr and exit status 1.
+other option; ``--rounds``, ``--token``, ``--token-file`` and ``--quiet`` may still be given to it.
+Every failure ends in one line on stderr: exit status 2 for options argparse cannot read, 1 for
+everything else.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -43,9 +44,16 @@ PER_INVOCATION = ("token", "quiet")
 RESUME_OVERRIDES = ("rounds", "token_file", *PER_INVOCATION)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit status 2), like every failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's options."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fedproto fedavg",
         description="Federated training with running fedproto workers (FedAvg and other strategies).",
     )

@@ -234,3 +234,15 @@ def test_resume_refusals_are_one_line(
 
     status, err = _cli(["--model", "command_models:classifier"], capsys)
     assert (status, err) == (1, "fedproto fedavg: give at least one --worker URL\n")
+
+
+def test_unreadable_options_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, message in (
+        (["--strategy", "nope"], "argument --strategy: invalid choice: 'nope'"),
+        (["--fraction-fit", "x"], "argument --fraction-fit: invalid float value: 'x'"),
+    ):
+        with pytest.raises(SystemExit) as caught:
+            fedproto.cli.main(["fedavg", *argv])
+        assert caught.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("fedproto fedavg: ") and message in err, err
