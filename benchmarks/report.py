@@ -402,9 +402,9 @@ def _simulation(result: dict[str, Any], plot: Path | None, docs: Path) -> list[s
 def _aggregation(result: dict[str, Any]) -> list[str]:
     lines = [
         "The coordinator folds N client updates of a float32 model into an aggregator, each update arriving",
-        "as new tensors (`benchmarks/aggregation.py`, one process per row): `streaming` is FedAvg's default",
-        "running float64 sum (O(model)), `buffered` the same mean from every update kept, `median` a",
-        "strategy that needs them all. Peak: resident memory added during the aggregation (VmHWM).",
+        "as new tensors (`benchmarks/aggregation.py`; a process per row, one for all in quick mode): the",
+        "default `streaming` running float64 sum of FedAvg (O(model)), `buffered` the same mean from every",
+        "update kept, `median` a strategy that needs them all. Peak: resident memory added (VmHWM).",
         "",
         "| aggregator | N | model | peak added | in model sizes | seconds |",
         "|---|---|---|---|---|---|",
