@@ -267,17 +267,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _model_factory(spec: str) -> tuple[str, Any]:
-    """Resolve ``NAME=package.module:callable`` into the name and the callable."""
-    import importlib
+    """Resolve ``NAME=MODULE:FACTORY`` (a module name or a .py file, as ``--worker``) into the name and the
+    callable."""
+    from fedproto.server.loading import import_user_module
 
     name, sep, target = spec.partition("=")
-    module_name, colon, attribute = target.partition(":")
+    module_name, colon, attribute = target.rpartition(":")
     if not (sep and colon and name and module_name and attribute):
         raise ValueError(f"--model expects NAME=MODULE:FACTORY, got {spec!r}")
+    module = import_user_module(module_name, option=f"--model {spec}")
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"--model {spec}: cannot load {target} ({exc})") from None
+        factory = getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(f"--model {spec}: {module_name} has no attribute {attribute!r}") from None
     if not callable(factory):
         raise ValueError(f"--model {spec}: {target} is not callable")
     return name, factory

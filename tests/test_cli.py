@@ -287,3 +287,14 @@ def test_ls_says_none_for_empty_lists_and_keeps_the_header_whole(
     [caps] = [line for line in lines if line.startswith("capabilities: ")]
     assert caps.endswith("objects, training")  # one line, however narrow the terminal
     assert not any("┏" in line for line in lines)  # no empty boxes
+
+
+def test_serve_model_factories_load_from_a_py_file_too(tmp_path: Path) -> None:
+    from fedproto.cli import _model_factory
+
+    module = tmp_path / "my_models.py"
+    module.write_text("import torch\n\ndef make_mlp():\n    return torch.nn.Linear(2, 1)\n")
+    name, factory = _model_factory(f"mlp={tmp_path / 'my_models.py'}:make_mlp")
+    assert name == "mlp" and isinstance(factory(), torch.nn.Linear)
+    with pytest.raises(ValueError, match="has no attribute 'absent'"):
+        _model_factory(f"mlp={tmp_path / 'my_models.py'}:absent")
