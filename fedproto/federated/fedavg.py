@@ -185,13 +185,15 @@ class FedAvg:
       ``min_fit_clients``.
     - ``sampler``: a :class:`~fedproto.federated.ClientSampler`; default ``SeededSampler(seed)``.
     - ``streaming``: fold updates as they arrive (True), keep them all (False), or whatever the
-      strategy allows (None, the default); ``updates``: aggregate the clients' "weights" or their
-      "deltas" from the global weights (the result is the same mean; deltas keep small changes of
-      large weights exact).
+      strategy allows (None, the default); ``updates``: what the aggregator folds, the clients'
+      "weights" or their "deltas" ``w_i - w_global`` (their pseudo-gradients; an aggregator of deltas
+      adds the global weights back, so the result is the same). Workers send trained weights either
+      way (``FitReply.weights``): deltas are computed here, in float64.
     - ``round_timeout``: seconds a round's training may take; clients not done by then are late.
       ``fit_timeout``: seconds one client's fit may take before it counts as failed.
     - ``reset_optimizer``: every fit starts with a new optimizer (default True).
-    - ``run_dir``: checkpoint every round there; ``resume=True`` goes on from its last complete round
+    - ``run_dir``: checkpoint every round there; ``resume=True`` goes on from its last complete round,
+      whose global weights, records, strategy state and sampler state replace the given ones
       (:class:`~fedproto.federated.ResumeError` when it holds another model or strategy); without
       ``resume`` a run directory that already holds a run is refused. ``run_settings``: JSON values
       stored in the run directory's ``run.json`` (the command line keeps its options there).
