@@ -118,6 +118,8 @@ class Limits:
     idle_timeout_seconds: float = 300.0
     handshake_timeout_seconds: float = 10.0
     max_model_bytes: int = 64 * 1024 * 1024
+    max_objects: int = 65536
+    max_object_metadata_bytes: int = 65536
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

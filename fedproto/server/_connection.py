@@ -75,6 +75,7 @@ class ServerConnectionHandler:
         self._upload_timers: dict[int, asyncio.TimerHandle] = {}
         self._upload_started: dict[int, float] = {}
         self._sends: set[asyncio.Task[None]] = set()
+        self._send_lock = asyncio.Lock()
         self._last_frame = 0.0
 
     @property
@@ -169,9 +170,16 @@ class ServerConnectionHandler:
                 await self.ws.close(CloseCode.NORMAL, "goodbye")
 
     async def send(self, frame: bytes) -> None:
-        """Send one frame; a connection that closed meanwhile is not an error here."""
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.send(frame)
+        """Send one frame; a connection that closed meanwhile is not an error here.
+
+        One frame at a time: websockets writes a frame, then waits while its buffer is above the write
+        limit, so concurrent senders would each add a frame before waiting. A client that never reads
+        would then hold write limit + max_in_flight frames of memory; in turn, it holds write limit + one
+        frame (docs/protocol.md section 14.2.13).
+        """
+        async with self._send_lock:
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.send(frame)
 
     # -- chunked uploads --------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 Objects are scoped per identity: one identity's store is invisible to every other. Each object keeps its
 payload as little-endian bytes plus metadata (with the SHA-256 computed once, when stored), so a ``get``
-streams exactly the bytes that were sent. A quota bounds the bytes one identity may keep. Every
-operation either completes or leaves the store as it was.
+streams exactly the bytes that were sent. Quotas bound what one identity may keep: its tensor bytes
+(counting the uploads it has in progress, whose buffers already take memory), its number of objects, and
+each object's metadata (docs/protocol.md section 14.2.8 to 14.2.10). Every operation either completes or
+leaves the store as it was.
 """
 
 from __future__ import annotations
@@ -46,10 +48,22 @@ class _IdentityStore:
 
 
 class ObjectStore:
-    """Every identity's objects, with a per-identity byte quota (0: unlimited)."""
+    """Every identity's objects, with per-identity quotas of bytes and of objects (0: unlimited).
 
-    def __init__(self, *, max_bytes_per_identity: int = 0) -> None:
+    ``max_metadata_bytes`` bounds one object's id, tags and description together (UTF-8 bytes), so that
+    the object count quota also bounds the memory metadata takes.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes_per_identity: int = 0,
+        max_objects_per_identity: int = 0,
+        max_metadata_bytes: int = 0,
+    ) -> None:
         self.max_bytes = max_bytes_per_identity
+        self.max_objects = max_objects_per_identity
+        self.max_metadata_bytes = max_metadata_bytes
         self._stores: dict[str, _IdentityStore] = {}
         self._ids = itertools.count(1)
 
@@ -69,25 +83,51 @@ class ObjectStore:
         """Payload bytes the identity keeps stored."""
         return self._store(identity).bytes_used
 
-    def check_room(self, identity: str, object_id: str, nbytes: int, *, overwrite: bool) -> None:
-        """Raise unless ``nbytes`` more (replacing ``object_id`` when overwriting) fit the quota."""
+    def check_metadata(self, object_id: str, tags: Iterable[str], description: str) -> None:
+        """Raise RESOURCE_EXHAUSTED when an object's id, tags and description exceed the metadata limit."""
+        if not self.max_metadata_bytes:
+            return
+        size = len(object_id.encode()) + len(description.encode()) + sum(len(t.encode()) for t in tags)
+        if size > self.max_metadata_bytes:
+            raise ResourceExhaustedError(
+                f"the object's id, tags and description take {size} bytes, more than the limit of "
+                f"{self.max_metadata_bytes}",
+                details={"limit": str(self.max_metadata_bytes), "requested": str(size)},
+            )
+
+    def check_room(
+        self, identity: str, object_id: str, nbytes: int, *, overwrite: bool, pending: int = 0
+    ) -> None:
+        """Raise unless ``nbytes`` more (replacing ``object_id`` when overwriting) fit the quotas.
+
+        ``pending`` is the bytes of the identity's other uploads in progress: their buffers already
+        take memory, so they count as used (section 14.2.9).
+        """
         store = self._store(identity)
         if object_id:
             self.check_id(object_id)
             if object_id in store.objects and not overwrite:
                 raise AlreadyExistsError(f"object {object_id!r} already exists", details={"id": object_id})
-        freed = store.objects[object_id].info.nbytes if overwrite and object_id in store.objects else 0
-        if self.max_bytes and store.bytes_used - freed + nbytes > self.max_bytes:
+        replacing = bool(object_id) and overwrite and object_id in store.objects
+        count = len(store.objects)
+        if self.max_objects and not replacing and count + 1 > self.max_objects:
+            raise ResourceExhaustedError(
+                f"this identity keeps {count} objects, the most it may; delete some first",
+                details={"limit": str(self.max_objects), "used": str(count), "requested": "1"},
+            )
+        freed = store.objects[object_id].info.nbytes if replacing else 0
+        used = store.bytes_used + pending
+        if self.max_bytes and used - freed + nbytes > self.max_bytes:
             # what is used now, what is asked and what the limit is: enough to decide what to delete
-            count = len(store.objects)
             raise ResourceExhaustedError(
                 f"storing {nbytes} bytes would exceed this identity's quota: {store.bytes_used} of "
                 f"{self.max_bytes} bytes are used by {count} object{'' if count == 1 else 's'}"
+                + (f" and {pending} by uploads in progress" if pending else "")
                 + (f" ({freed} of them freed by the overwrite)" if freed else "")
                 + "; delete some or store less",
                 details={
                     "limit": str(self.max_bytes),
-                    "used": str(store.bytes_used),
+                    "used": str(used),
                     "requested": str(nbytes),
                     "objects": str(count),
                 },
@@ -106,13 +146,15 @@ class ObjectStore:
     ) -> ObjectInfo:
         """Store a payload; an empty id gets a fresh one. Returns the stored object's metadata."""
         store = self._store(identity)
+        tags = tuple(tags)
         if not object_id:
             object_id = self._fresh_id(store)
+        self.check_metadata(object_id, tags, description)
         self.check_room(identity, object_id, tensor.nbytes, overwrite=overwrite)
         sha = tensor.sha256 or codec.sha256(payload)
         info = ObjectInfo(
             id=object_id,
-            tags=tuple(tags),
+            tags=tags,
             description=description,
             tensor=replace(tensor, sha256=sha),
         )

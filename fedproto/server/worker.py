@@ -22,10 +22,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from fedproto import transport
 from fedproto.datasets import Dataset, as_dataset, load_dataset_file
@@ -78,6 +80,9 @@ class Worker:
     and a short error id, and the worker logs the id beside the traceback (docs/protocol.md §13.1.7).
     ``expose_errors=True`` sends the exception's type and text instead, for development. A method that
     means to tell the client something raises a ``ProtocolError`` subclass, which reaches it as-is.
+
+    ``max_connections`` bounds the connections served at once: one more is refused during its opening
+    handshake with HTTP 503 (docs/protocol.md section 14.2.11); docs/security.md lists every bound.
     """
 
     def __init__(
@@ -91,8 +96,12 @@ class Worker:
         max_threads: int = 32,
         training_threads: int | None = None,
         expose_errors: bool = False,
+        max_connections: int = 1000,
     ) -> None:
         self.id = id
+        #: The most WebSocket connections served at once (0: no limit); the opening handshake of one more
+        #: is refused with HTTP 503 (docs/protocol.md section 14.2.11).
+        self.max_connections = max_connections
         #: Send unexpected exceptions' text to clients (default: a generic message and an error id).
         self.expose_errors = expose_errors
         self.shutdown_grace = shutdown_grace
@@ -103,7 +112,11 @@ class Worker:
         #: What the request handlers use of this worker; the worker's own state lives there too.
         self.services = WorkerServices(
             limits=limits,
-            objects=ObjectStore(max_bytes_per_identity=limits.max_object_bytes),
+            objects=ObjectStore(
+                max_bytes_per_identity=limits.max_object_bytes,
+                max_objects_per_identity=limits.max_objects,
+                max_metadata_bytes=limits.max_object_metadata_bytes,
+            ),
             methods=MethodRegistry(),
             models=ModelRegistry(),
             threads=self.threads,
@@ -129,6 +142,10 @@ class Worker:
     @limits.setter
     def limits(self, limits: Limits) -> None:
         self.services.limits = limits
+        # the store enforces the quotas the Welcome advertises: they change together
+        self.objects.max_bytes = limits.max_object_bytes
+        self.objects.max_objects = limits.max_objects
+        self.objects.max_metadata_bytes = limits.max_object_metadata_bytes
 
     @property
     def weights_only(self) -> bool:
@@ -254,6 +271,7 @@ class Worker:
             host,
             port,
             ssl=ssl_context,
+            process_request=self._admit,
             **transport.server_options(self.limits.max_frame_bytes),
         )
         self._tls = ssl_context is not None
@@ -372,6 +390,14 @@ class Worker:
         results = await asyncio.gather(*(c.notify(topic, payload) for c in targets), return_exceptions=True)
         return sum(1 for result in results if not isinstance(result, BaseException))
 
+    def _admit(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Refuse an opening handshake with HTTP 503 while ``max_connections`` connections are served."""
+        if self.max_connections and len(self._connections) >= self.max_connections:
+            open_now = len(self._connections)
+            log.warning("connection refused peer=%s: %d connections open", _peer_of(ws), open_now)
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        return None
+
     async def _serve_connection(self, ws: ServerConnection) -> None:
         session = ServerSession(
             server_id=self.id,
@@ -390,7 +416,11 @@ class Worker:
             self._connections.discard(handler)
 
     def _check_upload(self, identity: str, object_id: str, info: TensorInfo, overwrite: bool) -> None:
-        self.objects.check_room(identity, object_id, info.nbytes, overwrite=overwrite)
+        # An upload's buffer is allocated whole when it starts: the identity's uploads in progress, on
+        # every connection, count against its quota, or one client could hold many quotas' worth of
+        # memory by starting uploads it never finishes (section 14.2.9).
+        pending = sum(c.session.upload_bytes for c in self._connections if c.identity == identity)
+        self.objects.check_room(identity, object_id, info.nbytes, overwrite=overwrite, pending=pending)
 
     # -- threads and datasets, for exposed methods and subclasses ---------------------------------
 
@@ -414,6 +444,14 @@ class Worker:
     def dataset(self, key: str) -> Dataset:
         """The dataset called ``key`` (NOT_FOUND otherwise)."""
         return self.services.dataset(key)
+
+
+def _peer_of(ws: ServerConnection) -> str:
+    try:
+        host, port = ws.remote_address[:2]
+        return f"{host}:{port}"
+    except Exception:
+        return "?"
 
 
 #: The handler :func:`_log_to_stderr_if_unconfigured` added, so that it is added once only.

@@ -395,6 +395,11 @@ class ServerSession:
         """Ids of chunked uploads still waiting for chunks."""
         return frozenset(self._uploads)
 
+    @property
+    def upload_bytes(self) -> int:
+        """Bytes the buffers of the uploads still waiting for chunks take (each is allocated whole)."""
+        return sum(upload.info.nbytes for upload in self._uploads.values())
+
     def abort_upload(self, request_id: int, error: ProtocolError) -> bytes | None:
         """End an upload still waiting for chunks with ``error`` (deadline, goodbye, shutdown)."""
         if request_id not in self._uploads:

@@ -20,7 +20,7 @@ class Hello(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[int]] = ..., client_name: _Optional[str] = ..., token: _Optional[str] = ..., max_frame_bytes: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_frame_bytes", "max_in_flight", "chunk_bytes", "max_object_bytes", "max_call_args_bytes", "idle_timeout_seconds", "handshake_timeout_seconds", "max_model_bytes")
+    __slots__ = ("max_frame_bytes", "max_in_flight", "chunk_bytes", "max_object_bytes", "max_call_args_bytes", "idle_timeout_seconds", "handshake_timeout_seconds", "max_model_bytes", "max_objects", "max_object_metadata_bytes")
     MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,8 @@ class Limits(_message.Message):
     IDLE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HANDSHAKE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OBJECT_METADATA_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_frame_bytes: int
     max_in_flight: int
     chunk_bytes: int
@@ -37,7 +39,9 @@ class Limits(_message.Message):
     idle_timeout_seconds: float
     handshake_timeout_seconds: float
     max_model_bytes: int
-    def __init__(self, max_frame_bytes: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_object_bytes: _Optional[int] = ..., max_call_args_bytes: _Optional[int] = ..., idle_timeout_seconds: _Optional[float] = ..., handshake_timeout_seconds: _Optional[float] = ..., max_model_bytes: _Optional[int] = ...) -> None: ...
+    max_objects: int
+    max_object_metadata_bytes: int
+    def __init__(self, max_frame_bytes: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_object_bytes: _Optional[int] = ..., max_call_args_bytes: _Optional[int] = ..., idle_timeout_seconds: _Optional[float] = ..., handshake_timeout_seconds: _Optional[float] = ..., max_model_bytes: _Optional[int] = ..., max_objects: _Optional[int] = ..., max_object_metadata_bytes: _Optional[int] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("version", "server_id", "server_name", "capabilities", "limits", "identity")

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fedproto_pb/v1/session.proto.
  */
 export const file_fedproto_pb_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("ChxmZWRwcm90b19wYi92MS9zZXNzaW9uLnByb3RvEgtmZWRwcm90by52MSJWCgVIZWxsbxIQCgh2ZXJzaW9ucxgBIAMoDRITCgtjbGllbnRfbmFtZRgCIAEoCRINCgV0b2tlbhgDIAEoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYBCABKAQi3gEKBkxpbWl0cxIXCg9tYXhfZnJhbWVfYnl0ZXMYASABKAQSFQoNbWF4X2luX2ZsaWdodBgCIAEoDRITCgtjaHVua19ieXRlcxgDIAEoBBIYChBtYXhfb2JqZWN0X2J5dGVzGAQgASgEEhsKE21heF9jYWxsX2FyZ3NfYnl0ZXMYBSABKAQSHAoUaWRsZV90aW1lb3V0X3NlY29uZHMYBiABKAESIQoZaGFuZHNoYWtlX3RpbWVvdXRfc2Vjb25kcxgHIAEoARIXCg9tYXhfbW9kZWxfYnl0ZXMYCCABKAQijwEKB1dlbGNvbWUSDwoHdmVyc2lvbhgBIAEoDRIRCglzZXJ2ZXJfaWQYAiABKAkSEwoLc2VydmVyX25hbWUYAyABKAkSFAoMY2FwYWJpbGl0aWVzGAQgAygJEiMKBmxpbWl0cxgFIAEoCzITLmZlZHByb3RvLnYxLkxpbWl0cxIQCghpZGVudGl0eRgGIAEoCSIXCgRQaW5nEg8KB3BheWxvYWQYASABKAwiFwoEUG9uZxIPCgdwYXlsb2FkGAEgASgMIhgKBkNhbmNlbBIOCgZyZWFzb24YASABKAkiGQoHR29vZGJ5ZRIOCgZyZWFzb24YASABKAkiQgoMTm90aWZpY2F0aW9uEg0KBXRvcGljGAEgASgJEiMKB3BheWxvYWQYAiABKAsyEi5mZWRwcm90by52MS5WYWx1ZWIGcHJvdG8z", [file_fedproto_pb_v1_value]);
+  fileDesc("ChxmZWRwcm90b19wYi92MS9zZXNzaW9uLnByb3RvEgtmZWRwcm90by52MSJWCgVIZWxsbxIQCgh2ZXJzaW9ucxgBIAMoDRITCgtjbGllbnRfbmFtZRgCIAEoCRINCgV0b2tlbhgDIAEoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYBCABKAQilgIKBkxpbWl0cxIXCg9tYXhfZnJhbWVfYnl0ZXMYASABKAQSFQoNbWF4X2luX2ZsaWdodBgCIAEoDRITCgtjaHVua19ieXRlcxgDIAEoBBIYChBtYXhfb2JqZWN0X2J5dGVzGAQgASgEEhsKE21heF9jYWxsX2FyZ3NfYnl0ZXMYBSABKAQSHAoUaWRsZV90aW1lb3V0X3NlY29uZHMYBiABKAESIQoZaGFuZHNoYWtlX3RpbWVvdXRfc2Vjb25kcxgHIAEoARIXCg9tYXhfbW9kZWxfYnl0ZXMYCCABKAQSEwoLbWF4X29iamVjdHMYCSABKAQSIQoZbWF4X29iamVjdF9tZXRhZGF0YV9ieXRlcxgKIAEoBCKPAQoHV2VsY29tZRIPCgd2ZXJzaW9uGAEgASgNEhEKCXNlcnZlcl9pZBgCIAEoCRITCgtzZXJ2ZXJfbmFtZRgDIAEoCRIUCgxjYXBhYmlsaXRpZXMYBCADKAkSIwoGbGltaXRzGAUgASgLMhMuZmVkcHJvdG8udjEuTGltaXRzEhAKCGlkZW50aXR5GAYgASgJIhcKBFBpbmcSDwoHcGF5bG9hZBgBIAEoDCIXCgRQb25nEg8KB3BheWxvYWQYASABKAwiGAoGQ2FuY2VsEg4KBnJlYXNvbhgBIAEoCSIZCgdHb29kYnllEg4KBnJlYXNvbhgBIAEoCSJCCgxOb3RpZmljYXRpb24SDQoFdG9waWMYASABKAkSIwoHcGF5bG9hZBgCIAEoCzISLmZlZHByb3RvLnYxLlZhbHVlYgZwcm90bzM", [file_fedproto_pb_v1_value]);
 
 /**
  * The first message a client sends on a new connection.
@@ -121,6 +121,20 @@ export type Limits = Message<"fedproto.v1.Limits"> & {
    * @generated from field: uint64 max_model_bytes = 8;
    */
   maxModelBytes: bigint;
+
+  /**
+   * The most objects one identity may keep stored at once (docs/protocol.md section 14.2.8).
+   *
+   * @generated from field: uint64 max_objects = 9;
+   */
+  maxObjects: bigint;
+
+  /**
+   * The most bytes of metadata (id, tags and description, in UTF-8) one stored object may carry.
+   *
+   * @generated from field: uint64 max_object_metadata_bytes = 10;
+   */
+  maxObjectMetadataBytes: bigint;
 };
 
 /**
