@@ -760,6 +760,48 @@ async def _case_evaluate_flags(ctx: Context) -> None:
 
 
 @case(
+    "training/12.5.12/evaluate-kind",
+    rule="EvaluateReply.kind MUST be the kind evaluated (the fixture's int64 targets are a classification, "
+    "§12.5.11, by default and when asked; a classification leaves mean_squared_error and "
+    "mean_absolute_error unset, §12.5.15).",
+    needs=TRAIN,
+)
+async def _case_evaluate_kind(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await configure(conn, config(weights=initial_weights(9)))
+    for asked in (training_pb2.EVALUATE_KIND_UNSPECIFIED, training_pb2.EVALUATE_KIND_CLASSIFICATION):
+        body = await evaluate(conn, **EVERYTHING, kind=asked)
+        name = training_pb2.EvaluateKind.Name(asked)
+        check(
+            body.kind == training_pb2.EVALUATE_KIND_CLASSIFICATION,
+            f"evaluate of int64 targets with kind {name} answers kind {body.kind}, not "
+            f"EVALUATE_KIND_CLASSIFICATION ({training_pb2.EVALUATE_KIND_CLASSIFICATION})",
+        )
+        errors = [f for f in ("mean_squared_error", "mean_absolute_error") if body.HasField(f)]
+        check(not errors, f"a classification (asked as {name}) sets {', '.join(errors)}")
+
+
+@case(
+    "training/12.5.11/evaluate-kind-refused",
+    rule="A kind that is not a value of EvaluateKind MUST be answered with INVALID_ARGUMENT (and so MUST a "
+    "regression whose output has another element count than its targets, §12.5.13: the registered "
+    "model gives 3 values per sample, the fixture 1 target).",
+    needs=TRAIN,
+)
+async def _case_evaluate_kind_refused(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await configure(conn, config(weights=initial_weights(9)))
+    # Any: 99 is deliberately no EvaluateKind (proto3 enums carry unknown numbers)
+    kinds: tuple[tuple[Any, str], ...] = (
+        (99, "an undefined kind 99"),
+        (training_pb2.EVALUATE_KIND_REGRESSION, "a regression"),
+    )
+    for kind, what in kinds:
+        request = training_pb2.EvaluateRequest(dataset_key="conformance", return_raw_accuracy=True, kind=kind)
+        refused(await conn.call("evaluate", request), f"evaluate as {what}", INVALID)
+
+
+@case(
     "training/18.1.3/fixture-values",
     rule="The features of sample i (i = 0..63) are x[i][j] = ((i × 4 + j) mod 11) / 10 − 0.5 for j = "
     "0..3, computed in binary64 and rounded to the nearest binary32 (§18.1.4: y[i] = (i × 7) mod 3), "
