@@ -537,19 +537,21 @@ class AsyncClient:
         assert ws is not None and session is not None and session.server is not None and gate is not None
         timeout = self.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        # with deadlines on the worker its own DEADLINE_EXCEEDED should normally come first (5.6.9)
-        grace = _DEADLINE_GRACE if "deadlines" in session.server.capabilities else 0.0
+        expiry = give_up = None  # loop times: the caller's deadline, and when this client stops waiting
+        if timeout is not None:
+            expiry = loop.time() + timeout
+            # with deadlines on the worker its own DEADLINE_EXCEEDED should normally come first (5.6.9)
+            give_up = expiry + (_DEADLINE_GRACE if "deadlines" in session.server.capabilities else 0.0)
         rid: int | None = None
         try:
-            async with asyncio.timeout(None if timeout is None else timeout + grace):
+            async with asyncio.timeout_at(give_up):
                 if not gate.has_room():  # held back, unsent, until a place is free (section 5.5.7)
                     # no grace here: a deadline that passes in line ends the request unsent (5.6.10)
-                    async with asyncio.timeout_at(None if timeout is None else start + timeout):
+                    async with asyncio.timeout_at(expiry):
                         await gate.wait()
                 deadline = None
-                if timeout is not None:  # what remains of the caller's deadline (section 5.6.8)
-                    deadline = timeout - (loop.time() - start)
+                if expiry is not None:  # what remains of the caller's deadline (section 5.6.8)
+                    deadline = expiry - loop.time()
                     if deadline <= 0:
                         raise TimeoutError
                 rid, frame = session.request(deadline=deadline, payload=payload, **body)
