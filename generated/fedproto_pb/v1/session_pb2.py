@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedproto_pb.v1 import value_pb2 as fedproto__pb_dot_v1_dot_value__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64proto_pb/v1/session.proto\x12\x0b\x66\x65\x64proto.v1\x1a\x1a\x66\x65\x64proto_pb/v1/value.proto\"V\n\x05Hello\x12\x10\n\x08versions\x18\x01 \x03(\r\x12\x13\n\x0b\x63lient_name\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x17\n\x0fmax_frame_bytes\x18\x04 \x01(\x04\"\x96\x02\n\x06Limits\x12\x17\n\x0fmax_frame_bytes\x18\x01 \x01(\x04\x12\x15\n\rmax_in_flight\x18\x02 \x01(\r\x12\x13\n\x0b\x63hunk_bytes\x18\x03 \x01(\x04\x12\x18\n\x10max_object_bytes\x18\x04 \x01(\x04\x12\x1b\n\x13max_call_args_bytes\x18\x05 \x01(\x04\x12\x1c\n\x14idle_timeout_seconds\x18\x06 \x01(\x01\x12!\n\x19handshake_timeout_seconds\x18\x07 \x01(\x01\x12\x17\n\x0fmax_model_bytes\x18\x08 \x01(\x04\x12\x13\n\x0bmax_objects\x18\t \x01(\x04\x12!\n\x19max_object_metadata_bytes\x18\n \x01(\x04\"\x8f\x01\n\x07Welcome\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x11\n\tserver_id\x18\x02 \x01(\t\x12\x13\n\x0bserver_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12#\n\x06limits\x18\x05 \x01(\x0b\x32\x13.fedproto.v1.Limits\x12\x10\n\x08identity\x18\x06 \x01(\t\"\x17\n\x04Ping\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x17\n\x04Pong\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x18\n\x06\x43\x61ncel\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"B\n\x0cNotification\x12\r\n\x05topic\x18\x01 \x01(\t\x12#\n\x07payload\x18\x02 \x01(\x0b\x32\x12.fedproto.v1.Valueb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64proto_pb/v1/session.proto\x12\x0b\x66\x65\x64proto.v1\x1a\x1a\x66\x65\x64proto_pb/v1/value.proto\"g\n\x05Hello\x12\x10\n\x08versions\x18\x01 \x03(\r\x12\x13\n\x0b\x63lient_name\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x17\n\x0fmax_frame_bytes\x18\x04 \x01(\x04\x12\x0f\n\x07\x64igests\x18\x05 \x03(\t\"\x96\x02\n\x06Limits\x12\x17\n\x0fmax_frame_bytes\x18\x01 \x01(\x04\x12\x15\n\rmax_in_flight\x18\x02 \x01(\r\x12\x13\n\x0b\x63hunk_bytes\x18\x03 \x01(\x04\x12\x18\n\x10max_object_bytes\x18\x04 \x01(\x04\x12\x1b\n\x13max_call_args_bytes\x18\x05 \x01(\x04\x12\x1c\n\x14idle_timeout_seconds\x18\x06 \x01(\x01\x12!\n\x19handshake_timeout_seconds\x18\x07 \x01(\x01\x12\x17\n\x0fmax_model_bytes\x18\x08 \x01(\x04\x12\x13\n\x0bmax_objects\x18\t \x01(\x04\x12!\n\x19max_object_metadata_bytes\x18\n \x01(\x04\"\x9f\x01\n\x07Welcome\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x11\n\tserver_id\x18\x02 \x01(\t\x12\x13\n\x0bserver_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12#\n\x06limits\x18\x05 \x01(\x0b\x32\x13.fedproto.v1.Limits\x12\x10\n\x08identity\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\t\"\x17\n\x04Ping\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x17\n\x04Pong\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x18\n\x06\x43\x61ncel\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"B\n\x0cNotification\x12\r\n\x05topic\x18\x01 \x01(\t\x12#\n\x07payload\x18\x02 \x01(\x0b\x32\x12.fedproto.v1.Valueb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedproto_pb.v1.session_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HELLO']._serialized_start=73
-  _globals['_HELLO']._serialized_end=159
-  _globals['_LIMITS']._serialized_start=162
-  _globals['_LIMITS']._serialized_end=440
-  _globals['_WELCOME']._serialized_start=443
-  _globals['_WELCOME']._serialized_end=586
-  _globals['_PING']._serialized_start=588
-  _globals['_PING']._serialized_end=611
-  _globals['_PONG']._serialized_start=613
-  _globals['_PONG']._serialized_end=636
-  _globals['_CANCEL']._serialized_start=638
-  _globals['_CANCEL']._serialized_end=662
-  _globals['_GOODBYE']._serialized_start=664
-  _globals['_GOODBYE']._serialized_end=689
-  _globals['_NOTIFICATION']._serialized_start=691
-  _globals['_NOTIFICATION']._serialized_end=757
+  _globals['_HELLO']._serialized_end=176
+  _globals['_LIMITS']._serialized_start=179
+  _globals['_LIMITS']._serialized_end=457
+  _globals['_WELCOME']._serialized_start=460
+  _globals['_WELCOME']._serialized_end=619
+  _globals['_PING']._serialized_start=621
+  _globals['_PING']._serialized_end=644
+  _globals['_PONG']._serialized_start=646
+  _globals['_PONG']._serialized_end=669
+  _globals['_CANCEL']._serialized_start=671
+  _globals['_CANCEL']._serialized_end=695
+  _globals['_GOODBYE']._serialized_start=697
+  _globals['_GOODBYE']._serialized_end=722
+  _globals['_NOTIFICATION']._serialized_start=724
+  _globals['_NOTIFICATION']._serialized_end=790
 # @@protoc_insertion_point(module_scope)

@@ -8,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Hello(_message.Message):
-    __slots__ = ("versions", "client_name", "token", "max_frame_bytes")
+    __slots__ = ("versions", "client_name", "token", "max_frame_bytes", "digests")
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
     versions: _containers.RepeatedScalarFieldContainer[int]
     client_name: str
     token: str
     max_frame_bytes: int
-    def __init__(self, versions: _Optional[_Iterable[int]] = ..., client_name: _Optional[str] = ..., token: _Optional[str] = ..., max_frame_bytes: _Optional[int] = ...) -> None: ...
+    digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, versions: _Optional[_Iterable[int]] = ..., client_name: _Optional[str] = ..., token: _Optional[str] = ..., max_frame_bytes: _Optional[int] = ..., digests: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_frame_bytes", "max_in_flight", "chunk_bytes", "max_object_bytes", "max_call_args_bytes", "idle_timeout_seconds", "handshake_timeout_seconds", "max_model_bytes", "max_objects", "max_object_metadata_bytes")
@@ -44,20 +46,22 @@ class Limits(_message.Message):
     def __init__(self, max_frame_bytes: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_object_bytes: _Optional[int] = ..., max_call_args_bytes: _Optional[int] = ..., idle_timeout_seconds: _Optional[float] = ..., handshake_timeout_seconds: _Optional[float] = ..., max_model_bytes: _Optional[int] = ..., max_objects: _Optional[int] = ..., max_object_metadata_bytes: _Optional[int] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("version", "server_id", "server_name", "capabilities", "limits", "identity")
+    __slots__ = ("version", "server_id", "server_name", "capabilities", "limits", "identity", "digest")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     version: int
     server_id: str
     server_name: str
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     limits: Limits
     identity: str
-    def __init__(self, version: _Optional[int] = ..., server_id: _Optional[str] = ..., server_name: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., identity: _Optional[str] = ...) -> None: ...
+    digest: str
+    def __init__(self, version: _Optional[int] = ..., server_id: _Optional[str] = ..., server_name: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., identity: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ("payload",)

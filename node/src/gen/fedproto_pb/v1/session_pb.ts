@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fedproto_pb/v1/session.proto.
  */
 export const file_fedproto_pb_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("ChxmZWRwcm90b19wYi92MS9zZXNzaW9uLnByb3RvEgtmZWRwcm90by52MSJWCgVIZWxsbxIQCgh2ZXJzaW9ucxgBIAMoDRITCgtjbGllbnRfbmFtZRgCIAEoCRINCgV0b2tlbhgDIAEoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYBCABKAQilgIKBkxpbWl0cxIXCg9tYXhfZnJhbWVfYnl0ZXMYASABKAQSFQoNbWF4X2luX2ZsaWdodBgCIAEoDRITCgtjaHVua19ieXRlcxgDIAEoBBIYChBtYXhfb2JqZWN0X2J5dGVzGAQgASgEEhsKE21heF9jYWxsX2FyZ3NfYnl0ZXMYBSABKAQSHAoUaWRsZV90aW1lb3V0X3NlY29uZHMYBiABKAESIQoZaGFuZHNoYWtlX3RpbWVvdXRfc2Vjb25kcxgHIAEoARIXCg9tYXhfbW9kZWxfYnl0ZXMYCCABKAQSEwoLbWF4X29iamVjdHMYCSABKAQSIQoZbWF4X29iamVjdF9tZXRhZGF0YV9ieXRlcxgKIAEoBCKPAQoHV2VsY29tZRIPCgd2ZXJzaW9uGAEgASgNEhEKCXNlcnZlcl9pZBgCIAEoCRITCgtzZXJ2ZXJfbmFtZRgDIAEoCRIUCgxjYXBhYmlsaXRpZXMYBCADKAkSIwoGbGltaXRzGAUgASgLMhMuZmVkcHJvdG8udjEuTGltaXRzEhAKCGlkZW50aXR5GAYgASgJIhcKBFBpbmcSDwoHcGF5bG9hZBgBIAEoDCIXCgRQb25nEg8KB3BheWxvYWQYASABKAwiGAoGQ2FuY2VsEg4KBnJlYXNvbhgBIAEoCSIZCgdHb29kYnllEg4KBnJlYXNvbhgBIAEoCSJCCgxOb3RpZmljYXRpb24SDQoFdG9waWMYASABKAkSIwoHcGF5bG9hZBgCIAEoCzISLmZlZHByb3RvLnYxLlZhbHVlYgZwcm90bzM", [file_fedproto_pb_v1_value]);
+  fileDesc("ChxmZWRwcm90b19wYi92MS9zZXNzaW9uLnByb3RvEgtmZWRwcm90by52MSJnCgVIZWxsbxIQCgh2ZXJzaW9ucxgBIAMoDRITCgtjbGllbnRfbmFtZRgCIAEoCRINCgV0b2tlbhgDIAEoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYBCABKAQSDwoHZGlnZXN0cxgFIAMoCSKWAgoGTGltaXRzEhcKD21heF9mcmFtZV9ieXRlcxgBIAEoBBIVCg1tYXhfaW5fZmxpZ2h0GAIgASgNEhMKC2NodW5rX2J5dGVzGAMgASgEEhgKEG1heF9vYmplY3RfYnl0ZXMYBCABKAQSGwoTbWF4X2NhbGxfYXJnc19ieXRlcxgFIAEoBBIcChRpZGxlX3RpbWVvdXRfc2Vjb25kcxgGIAEoARIhChloYW5kc2hha2VfdGltZW91dF9zZWNvbmRzGAcgASgBEhcKD21heF9tb2RlbF9ieXRlcxgIIAEoBBITCgttYXhfb2JqZWN0cxgJIAEoBBIhChltYXhfb2JqZWN0X21ldGFkYXRhX2J5dGVzGAogASgEIp8BCgdXZWxjb21lEg8KB3ZlcnNpb24YASABKA0SEQoJc2VydmVyX2lkGAIgASgJEhMKC3NlcnZlcl9uYW1lGAMgASgJEhQKDGNhcGFiaWxpdGllcxgEIAMoCRIjCgZsaW1pdHMYBSABKAsyEy5mZWRwcm90by52MS5MaW1pdHMSEAoIaWRlbnRpdHkYBiABKAkSDgoGZGlnZXN0GAcgASgJIhcKBFBpbmcSDwoHcGF5bG9hZBgBIAEoDCIXCgRQb25nEg8KB3BheWxvYWQYASABKAwiGAoGQ2FuY2VsEg4KBnJlYXNvbhgBIAEoCSIZCgdHb29kYnllEg4KBnJlYXNvbhgBIAEoCSJCCgxOb3RpZmljYXRpb24SDQoFdG9waWMYASABKAkSIwoHcGF5bG9hZBgCIAEoCzISLmZlZHByb3RvLnYxLlZhbHVlYgZwcm90bzM", [file_fedproto_pb_v1_value]);
 
 /**
  * The first message a client sends on a new connection.
@@ -51,6 +51,14 @@ export type Hello = Message<"fedproto.v1.Hello"> & {
    * @generated from field: uint64 max_frame_bytes = 4;
    */
   maxFrameBytes: bigint;
+
+  /**
+   * Integrity digest algorithms the client accepts for tensor payloads, in order of preference
+   * ("xxh3-128", "blake3", "sha256"; docs/protocol.md section 7.5). Empty means "sha256 only".
+   *
+   * @generated from field: repeated string digests = 5;
+   */
+  digests: string[];
 };
 
 /**
@@ -192,6 +200,14 @@ export type Welcome = Message<"fedproto.v1.Welcome"> & {
    * @generated from field: string identity = 6;
    */
   identity: string;
+
+  /**
+   * The digest algorithm chosen from Hello.digests for this connection (section 7.5). Empty means
+   * "sha256", which is also what a server that does not know this field uses.
+   *
+   * @generated from field: string digest = 7;
+   */
+  digest: string;
 };
 
 /**

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fedproto_pb/v1/tensor.proto.
  */
 export const file_fedproto_pb_v1_tensor: GenFile = /*@__PURE__*/
-  fileDesc("ChtmZWRwcm90b19wYi92MS90ZW5zb3IucHJvdG8SC2ZlZHByb3RvLnYxIkgKBlRlbnNvchIhCgVkdHlwZRgBIAEoDjISLmZlZHByb3RvLnYxLkRUeXBlEg0KBXNoYXBlGAIgAygDEgwKBGRhdGEYAyABKAwiXgoKVGVuc29ySW5mbxIhCgVkdHlwZRgBIAEoDjISLmZlZHByb3RvLnYxLkRUeXBlEg0KBXNoYXBlGAIgAygDEg4KBm5ieXRlcxgDIAEoBBIOCgZzaGEyNTYYBCABKAwiSgoFQ2h1bmsSDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwSEwoLdG90YWxfYnl0ZXMYAyABKAQSDgoGc2hhMjU2GAQgASgMIkAKC05hbWVkVGVuc29yEgwKBG5hbWUYASABKAkSIwoGdGVuc29yGAIgASgLMhMuZmVkcHJvdG8udjEuVGVuc29yKvoBCgVEVHlwZRIVChFEVFlQRV9VTlNQRUNJRklFRBAAEhEKDURUWVBFX0ZMT0FUMTYQARIRCg1EVFlQRV9GTE9BVDMyEAISEQoNRFRZUEVfRkxPQVQ2NBADEhIKDkRUWVBFX0JGTE9BVDE2EAQSDgoKRFRZUEVfSU5UOBAFEg8KC0RUWVBFX0lOVDE2EAYSDwoLRFRZUEVfSU5UMzIQBxIPCgtEVFlQRV9JTlQ2NBAIEg8KC0RUWVBFX1VJTlQ4EAkSDgoKRFRZUEVfQk9PTBAKEhMKD0RUWVBFX0NPTVBMRVg2NBALEhQKEERUWVBFX0NPTVBMRVgxMjgQDGIGcHJvdG8z");
+  fileDesc("ChtmZWRwcm90b19wYi92MS90ZW5zb3IucHJvdG8SC2ZlZHByb3RvLnYxIkgKBlRlbnNvchIhCgVkdHlwZRgBIAEoDjISLmZlZHByb3RvLnYxLkRUeXBlEg0KBXNoYXBlGAIgAygDEgwKBGRhdGEYAyABKAwibgoKVGVuc29ySW5mbxIhCgVkdHlwZRgBIAEoDjISLmZlZHByb3RvLnYxLkRUeXBlEg0KBXNoYXBlGAIgAygDEg4KBm5ieXRlcxgDIAEoBBIOCgZzaGEyNTYYBCABKAwSDgoGZGlnZXN0GAUgASgMIloKBUNodW5rEg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMEhMKC3RvdGFsX2J5dGVzGAMgASgEEg4KBnNoYTI1NhgEIAEoDBIOCgZkaWdlc3QYBSABKAwiQAoLTmFtZWRUZW5zb3ISDAoEbmFtZRgBIAEoCRIjCgZ0ZW5zb3IYAiABKAsyEy5mZWRwcm90by52MS5UZW5zb3Iq+gEKBURUeXBlEhUKEURUWVBFX1VOU1BFQ0lGSUVEEAASEQoNRFRZUEVfRkxPQVQxNhABEhEKDURUWVBFX0ZMT0FUMzIQAhIRCg1EVFlQRV9GTE9BVDY0EAMSEgoORFRZUEVfQkZMT0FUMTYQBBIOCgpEVFlQRV9JTlQ4EAUSDwoLRFRZUEVfSU5UMTYQBhIPCgtEVFlQRV9JTlQzMhAHEg8KC0RUWVBFX0lOVDY0EAgSDwoLRFRZUEVfVUlOVDgQCRIOCgpEVFlQRV9CT09MEAoSEwoPRFRZUEVfQ09NUExFWDY0EAsSFAoQRFRZUEVfQ09NUExFWDEyOBAMYgZwcm90bzM");
 
 /**
  * A whole tensor in one message.
@@ -86,6 +86,15 @@ export type TensorInfo = Message<"fedproto.v1.TensorInfo"> & {
    * @generated from field: bytes sha256 = 4;
    */
   sha256: Uint8Array;
+
+  /**
+   * The digest of the whole element payload under the connection's negotiated algorithm when that is
+   * not sha256 (docs section 7.5); it then stands wherever this document puts `sha256`, which stays
+   * empty. Empty when sha256 is in force.
+   *
+   * @generated from field: bytes digest = 5;
+   */
+  digest: Uint8Array;
 };
 
 /**
@@ -130,6 +139,14 @@ export type Chunk = Message<"fedproto.v1.Chunk"> & {
    * @generated from field: bytes sha256 = 4;
    */
   sha256: Uint8Array;
+
+  /**
+   * The trailing digest of section 7.3.26 under the negotiated algorithm when that is not sha256
+   * (docs section 7.5); `sha256` then stays empty. Empty otherwise.
+   *
+   * @generated from field: bytes digest = 5;
+   */
+  digest: Uint8Array;
 };
 
 /**
