@@ -338,7 +338,9 @@ def _simulation(result: dict[str, Any], plot: Path | None, docs: Path) -> list[s
         "worker holding its share of the clients' datasets, driven over",
         "loopback WebSockets. Flower: `flwr.simulation.start_simulation` (its Ray virtual client engine, one",
         "CPU per client actor) on the same clients' data. Both evaluate the global model on the held-out",
-        "test digits after each round, outside the timed span; the round time is the median after round 1.",
+        "test digits after each round outside the timed span (the accuracy columns); fedproto's round also",
+        "holds FedAvg's own evaluation on the hosts, through the protocol (`simulate`'s default), which",
+        "Flower's does not. The round time is the median after round 1.",
         "",
         "| stack | round (median after the first) | first round | all rounds | initial accuracy "
         "| final accuracy |",
