@@ -180,6 +180,8 @@ class _InFlightGate:
                 self._waiters.remove(waiter)
             raise
         self._woken -= 1
+        if self._error is not None:  # a goodbye came between the wake-up and now
+            raise self._error
 
     def wake(self) -> None:
         """Let as many waiters go as there are free places (after frames that may have freed some)."""

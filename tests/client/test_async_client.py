@@ -25,8 +25,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 import fedproto
+from fedproto.client.async_client import _InFlightGate
 from fedproto.errors import ErrorCode, error_class_for
 from fedproto.server.profile import conformance_worker
+from fedproto.session import ClientSession
 from fedproto.types import FreedBytes
 from fedproto_pb.v1.calls_pb2 import CallReply
 from fedproto_pb.v1.envelope_pb2 import Envelope
@@ -1352,3 +1354,16 @@ async def test_a_stray_progress_fails_the_call_at_once_and_cancels_it(scripted) 
             await asyncio.wait_for(c.call("anything"), WAIT)
         await wait_until(lambda: "cancel" in fake.kinds(), what="the client's Cancel")
         await c.ping()
+
+
+async def test_a_request_woken_just_before_a_goodbye_is_not_sent() -> None:
+    # the gate alone: a place frees, then the worker says goodbye before the woken request runs
+    gate = _InFlightGate(ClientSession(), limit=0)
+    waiter = asyncio.create_task(gate.wait())
+    await asyncio.sleep(0)
+    gate._limit = 1
+    gate.wake()
+    gate.fail(fedproto.UnavailableError("the worker said goodbye"))
+    with pytest.raises(fedproto.UnavailableError):
+        await waiter
+    assert not gate.waiting
