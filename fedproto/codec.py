@@ -404,14 +404,20 @@ def check_tensor(message: ProtoTensor) -> TensorInfo:
 def tensor_info_to_proto(info: TensorInfo) -> ProtoTensorInfo:
     """Encode tensor metadata."""
     return ProtoTensorInfo(
-        dtype=dtype_to_proto(info.dtype), shape=info.shape, nbytes=info.nbytes, sha256=info.sha256
+        dtype=dtype_to_proto(info.dtype),
+        shape=info.shape,
+        nbytes=info.nbytes,
+        sha256=info.sha256,
+        digest=info.digest,
     )
 
 
 def tensor_info_from_proto(message: ProtoTensorInfo) -> TensorInfo:
     """Decode tensor metadata, checking that nbytes fits the dtype and shape."""
     dtype, dims = _check_layout(message.dtype, message.shape, message.nbytes)
-    return TensorInfo(dtype=dtype, shape=dims, nbytes=message.nbytes, sha256=message.sha256)
+    return TensorInfo(
+        dtype=dtype, shape=dims, nbytes=message.nbytes, sha256=message.sha256, digest=message.digest
+    )
 
 
 def named_tensors_to_proto(weights: Mapping[str, torch.Tensor]) -> list[ProtoNamedTensor]:
@@ -635,6 +641,7 @@ def server_info_from_welcome(message: ProtoWelcome) -> ServerInfo:
         capabilities=frozenset(message.capabilities),
         limits=limits_from_proto(message.limits),
         identity=message.identity,
+        digest=message.digest or "sha256",  # an empty choice is SHA-256 (section 7.5.4)
     )
 
 
@@ -1118,7 +1125,7 @@ _CALL_METHOD = ProtoCallRequest.DESCRIPTOR.fields_by_name["method"].number
 _ENVELOPE_REQUEST_ID = 1
 _ENVELOPE_DEADLINE = 2
 _ENVELOPE_CHUNK = ProtoEnvelope.DESCRIPTOR.fields_by_name["chunk"].number
-_CHUNK_OFFSET, _CHUNK_DATA, _CHUNK_TOTAL, _CHUNK_SHA256 = 1, 2, 3, 4
+_CHUNK_OFFSET, _CHUNK_DATA, _CHUNK_TOTAL, _CHUNK_SHA256, _CHUNK_DIGEST = 1, 2, 3, 4, 5
 _VARINT, _LEN = 0, 2
 _CHUNK_KEY = bytes([(_ENVELOPE_CHUNK << 3 | _LEN) & 0x7F | 0x80, (_ENVELOPE_CHUNK << 3 | _LEN) >> 7])
 
@@ -1140,11 +1147,19 @@ def _key(field: int, wire_type: int) -> bytes:
 
 
 def encode_chunk_frame(
-    request_id: int, offset: int, data: memoryview, total_bytes: int, sha256: bytes = b""
+    request_id: int,
+    offset: int,
+    data: memoryview,
+    total_bytes: int,
+    sha256: bytes = b"",
+    *,
+    digest: bytes = b"",
 ) -> bytes:
-    """Serialize ``Envelope{request_id, chunk: Chunk{offset, data, total_bytes, sha256}}``, one payload copy.
+    """Serialize ``Envelope{request_id, chunk: Chunk{offset, data, total_bytes, sha256, digest}}``.
 
-    ``sha256`` is the trailing digest an upload's last chunk may carry (section 7.3.26).
+    The chunk's data is copied once, straight into the frame. ``sha256`` is the trailing digest an
+    upload's last chunk may carry (section 7.3.26); ``digest`` is that trailer under a negotiated
+    algorithm other than SHA-256 (section 7.5.8).
     """
     head = bytearray()
     if offset:
@@ -1153,6 +1168,8 @@ def encode_chunk_frame(
     tail = _key(_CHUNK_TOTAL, _VARINT) + _varint(total_bytes) if total_bytes else b""
     if sha256:
         tail += _key(_CHUNK_SHA256, _LEN) + _varint(len(sha256)) + sha256
+    if digest:
+        tail += _key(_CHUNK_DIGEST, _LEN) + _varint(len(digest)) + digest
     body_len = len(head) + data.nbytes + len(tail)
     prefix = b""
     if request_id:

@@ -53,12 +53,17 @@ class FreedBytes(int):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TensorInfo:
-    """A tensor's element type, shape, payload size and (when known) SHA-256, without its elements."""
+    """A tensor's element type, shape, payload size and (when known) digest, without its elements.
+
+    ``sha256`` holds the digest when the connection uses SHA-256; ``digest`` holds it under any other
+    negotiated algorithm (docs/protocol.md section 7.5.8), and then ``sha256`` is empty.
+    """
 
     dtype: torch.dtype
     shape: tuple[int, ...]
     nbytes: int
     sha256: bytes = b""
+    digest: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +137,8 @@ class ServerInfo:
     capabilities: frozenset[str] = field(default_factory=frozenset)
     limits: Limits = field(default_factory=Limits)
     identity: str = ""
+    #: the payload digest algorithm in force on the connection (section 7.5.4)
+    digest: str = "sha256"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
