@@ -2,10 +2,10 @@
 
 Runs the protoc bundled in the pinned grpcio-tools, writes ``.py`` modules and ``.pyi`` stubs, adds
 the package markers protoc does not write, and copies each ``.proto`` file beside its module (so the
-installed package carries the schema it was generated from: ``fedproto_pb/v1/training.proto``). The same protoc then runs the pinned ``@bufbuild/protoc-gen-es``
-plugin (installed by ``make node`` under ``node/node_modules``) to write the TypeScript modules of the
-Node package. Everything under ``generated/`` and ``node/src/gen/`` comes from this script and is never
-edited by hand.
+installed package carries the schema it was generated from: ``fedproto_pb/v1/training.proto``). The
+same protoc then runs the pinned ``@bufbuild/protoc-gen-es`` plugin (installed by ``make node`` under
+``node/node_modules``) to write the TypeScript modules of the Node package. Everything under
+``generated/`` and ``node/src/gen/`` comes from this script and is never edited by hand.
 """
 
 from __future__ import annotations

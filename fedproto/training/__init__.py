@@ -8,8 +8,8 @@
 
 The records a fit or an evaluation returns (:class:`FitResult`, :class:`EvaluateResult` and its
 :class:`EvaluateKind`, :class:`FitProgressEvent`) live in :mod:`fedproto.types` beside the other wire
-records, so the codec needs no training code; they are re-exported here. Coordinating many workers (FedAvg, averaging) is
-:mod:`fedproto.federated`.
+records, so the codec needs no training code; they are re-exported here. Coordinating many workers
+(FedAvg, averaging) is :mod:`fedproto.federated`.
 """
 
 from __future__ import annotations
