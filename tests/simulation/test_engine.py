@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -208,3 +210,40 @@ def test_ray_backend_end_to_end_and_shut_down():
     assert all(r.accuracy is None for r in result.records)  # evaluate=False: the coordinator's only
     assert len(result.accuracies) == 2
     assert not ray.is_initialized()
+
+
+def test_ray_backend_joins_a_running_cluster_and_leaves_it_running():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedproto",
+                "simulate",
+                "--backend",
+                "ray",
+                "--address",
+                address,
+                "--clients",
+                "4",
+                "--workers",
+                "1",
+                "--fraction",
+                "0.5",
+                "--rounds",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "on 1 ray hosts; 2 clients per round" in done.stdout
+        # the simulation only disconnected: the cluster it joined still runs, with its CPUs free again
+        assert ray.is_initialized()
+        assert ray.available_resources().get("CPU") == 2.0
+    finally:
+        ray.shutdown()
