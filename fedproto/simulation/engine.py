@@ -222,8 +222,9 @@ class SimulationResult:
     its run directory); ``accuracies`` and ``losses`` evaluate the global model on the held-out test
     digits after each of those rounds, and ``accuracy``/``loss`` after the last one. ``label_skew`` is
     the partition's mean total-variation distance from the overall label mix
-    (:func:`~fedproto.simulation.partition.label_skew`); ``startup_seconds`` the time to start the hosts
-    and connect, ``seconds`` the whole run's.
+    (:func:`~fedproto.simulation.partition.label_skew`) and ``client_sizes`` the fewest and the most
+    samples a client holds; ``weights`` are the final global weights; ``startup_seconds`` is the time to
+    start the hosts and connect, ``seconds`` the whole run's.
     """
 
     config: SimulationConfig
