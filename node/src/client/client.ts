@@ -61,6 +61,12 @@ export interface ClientOptions {
    * receipt; 256 MiB by default, 0 for no limit, never below 1024 (§4.6.3).
    */
   maxFrameBytes?: number;
+  /**
+   * Payload digest algorithms to offer, in order of preference (§7.5.3); `["xxh3-128", "sha256"]` by
+   * default. XXH3-128 catches accidental corruption only (§7.5.10): offer `["sha256"]` where a digest must
+   * identify content.
+   */
+  digests?: readonly string[];
   /** Milliseconds to wait for the connection and the Welcome; 10 000 by default. */
   connectTimeoutMs?: number;
   /** A deadline for every request that does not give its own (§5.6); none by default. */
@@ -214,6 +220,7 @@ export class Client extends EventEmitter<ClientEvents> {
           token: this.options.token ?? "",
           clientName: this.options.clientName ?? "fedproto-node/0.1",
           maxFrameBytes: maxFrame,
+          ...(this.options.digests === undefined ? {} : { digests: this.options.digests }),
         });
         this.kick();
       });

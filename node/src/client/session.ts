@@ -9,13 +9,18 @@
  * and promises belong to the thin layer above (`client.ts`), which hands each request a
  * {@link RequestCallbacks} and is told exactly once how it ended.
  */
-import { createHash, type Hash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import {
   ChunkAssembler,
   DataLossError,
   DeadlineExceededError,
-  EMPTY_SHA256,
+  PREFERRED_DIGESTS,
+  SHA256,
+  carriedDigest,
+  createPayloadHasher,
+  digestOf,
+  isImplementedDigest,
+  type PayloadHasher,
   FedprotoError,
   HostTensor,
   InternalError,
@@ -61,6 +66,8 @@ export interface HelloOptions {
   clientName?: string;
   /** The largest frame this client accepts; 0 for no limit of its own (§3.4.4). */
   maxFrameBytes?: number;
+  /** Payload digest algorithms to offer, in order of preference (§7.5.3); fastest first by default. */
+  digests?: readonly string[];
 }
 
 /**
@@ -104,7 +111,8 @@ interface Upload {
   readonly chunkBytes: number;
   /** The digest goes in the last chunk (§7.3.26) rather than in the header. */
   readonly trailing: boolean;
-  readonly hash: Hash;
+  readonly hash: PayloadHasher;
+  readonly algorithm: string;
   offset: number;
 }
 
@@ -137,6 +145,7 @@ export class ClientSession {
   private goodbyeSent = false;
   private serverInfo: ServerInfo | undefined;
   private helloMaxFrame = 0;
+  private offeredDigests: string[] = [];
   private nextId = HELLO_ID + 1n;
   /** Requests sent and not yet answered with a terminal reply (the client's in-flight count, §5.5.7). */
   private readonly inFlightMap = new Map<bigint, Pending>();
@@ -203,7 +212,9 @@ export class ClientSession {
       throw new InvalidArgumentError(`maxFrameBytes must be 0 (no limit) or at least 1024, not ${maxFrame} (§4.6.3)`);
     }
     this.helloMaxFrame = maxFrame;
+    this.offeredDigests = [...(options.digests ?? PREFERRED_DIGESTS)];
     const hello = create(proto.HelloSchema, {
+      digests: this.offeredDigests,
       versions: [...CLIENT_VERSIONS],
       clientName: options.clientName ?? "fedproto-node",
       token: options.token ?? "",
@@ -250,6 +261,12 @@ export class ClientSession {
     }
     if (limits.maxFrameBytes === 0n || limits.maxInFlight === 0 || limits.chunkBytes === 0n) {
       return "the Welcome's max_frame_bytes, max_in_flight and chunk_bytes must not be 0 (§14.1.1)";
+    }
+    if (welcome.digest !== "" && welcome.digest !== SHA256 && !this.offeredDigests.includes(welcome.digest)) {
+      return `the server chose the digest ${JSON.stringify(welcome.digest)}, which was not offered (§7.5.5)`;
+    }
+    if (!isImplementedDigest(welcome.digest === "" ? SHA256 : welcome.digest)) {
+      return `the server chose the digest ${JSON.stringify(welcome.digest)}, which this client does not compute (§7.5.5)`;
     }
     return undefined;
   }
@@ -343,12 +360,14 @@ export class ClientSession {
         `a chunk of ${chunkBytes} bytes does not fit in max_frame_bytes ${limits.maxFrameBytes} (§7.3.25)`,
       );
     }
-    const header = tensorInfoOf(tensor, trailing ? undefined : tensor.sha256());
+    const algorithm = this.server!.digest;
+    const header = tensorInfoOf(tensor, trailing ? undefined : digestOf(algorithm, tensor.data), algorithm);
     const body: Body = {
       case: "sendObject",
       value: create(proto.SendObjectRequestSchema, { ...base, payload: { case: "chunked", value: header } }),
     };
-    const upload: Upload = { data: tensor.data, chunkBytes, trailing, hash: createHash("sha256"), offset: 0 };
+    const hash = createPayloadHasher(algorithm);
+    const upload: Upload = { data: tensor.data, chunkBytes, trailing, hash, algorithm, offset: 0 };
     const submitted = this.submit(body, callbacks, options);
     const pending = this.inFlightMap.get(submitted) ?? this.waiting.find((p) => p.id === submitted);
     pending!.upload = upload;
@@ -380,12 +399,12 @@ export class ClientSession {
       upload.hash.update(piece);
       upload.offset += length;
       const last = upload.offset === upload.data.length;
-      const digest = last && upload.trailing ? new Uint8Array(upload.hash.digest()) : undefined;
+      const digest = last && upload.trailing ? upload.hash.finish(upload.data) : undefined;
       if (last) {
         this.uploads.shift();
       }
       pending.callbacks.transfer?.(upload.offset, upload.data.length);
-      return encodeEnvelope(makeEnvelope(pending.id, { case: "chunk", value: makeChunk(upload.data, range, digest) }));
+      return encodeEnvelope(makeEnvelope(pending.id, { case: "chunk", value: makeChunk(upload.data, range, digest, upload.algorithm) }));
     }
     return undefined;
   }
@@ -592,6 +611,7 @@ export class ClientSession {
           totalBytes: Number(chunk.totalBytes),
           maxChunkBytes: this.server!.limits.chunkBytes,
           trailingDigest: "ignore", // §7.3.29: the digest is in the reply
+          algorithm: this.server!.digest,
         });
       }
       pending.download.push(chunk);
@@ -609,15 +629,17 @@ export class ClientSession {
       if (info === undefined) {
         throw new InternalError("the GetObjectReply carries no info.tensor (§9.3.4)");
       }
+      const algorithm = this.server!.digest;
+      const expected = carriedDigest(info, algorithm);
       let tensor: HostTensor;
       if (reply.tensor !== undefined) {
         if (pending.download !== undefined) {
           throw new DataLossError("chunks arrived, then an inline tensor (§7.3.15)");
         }
         tensor = tensorFromProto(reply.tensor, "downloaded tensor");
-        // §7.3.34: an inline digest, when given, is checked too.
-        if (info.sha256.length > 0 && !bytesEqual(tensor.sha256(), info.sha256)) {
-          throw new DataLossError("the inline tensor does not match info.tensor.sha256");
+        // §7.3.34: an inline digest, when given, is checked too (under the connection's algorithm, §7.5.8).
+        if (expected.length > 0 && !bytesEqual(digestOf(algorithm, tensor.data), expected)) {
+          throw new DataLossError(`the inline tensor does not match its ${algorithm} digest`);
         }
       } else {
         let data: Uint8Array;
@@ -625,7 +647,7 @@ export class ClientSession {
           if (info.nbytes !== 0n) {
             throw new DataLossError(`no chunk arrived for a payload of ${info.nbytes} bytes (§7.3.22)`);
           }
-          if (info.sha256.length > 0 && !bytesEqual(info.sha256, EMPTY_SHA256)) {
+          if (expected.length > 0 && !bytesEqual(expected, digestOf(algorithm, new Uint8Array(0)))) {
             throw new DataLossError("the digest of an empty payload is wrong (§7.3.11)");
           }
           data = new Uint8Array(0);
@@ -633,7 +655,7 @@ export class ClientSession {
           if (BigInt(pending.download.totalBytes) !== info.nbytes) {
             throw new DataLossError(`chunks announced ${pending.download.totalBytes} bytes, the reply ${info.nbytes} (§7.3.22)`);
           }
-          data = pending.download.finish(info.sha256);
+          data = pending.download.finish(expected);
         }
         tensor = HostTensor.create(info.dtype, info.shape, data);
       }

@@ -26,6 +26,8 @@ export interface ServerInfo {
   readonly limits: Readonly<Limits>;
   /** The identity the token mapped to (`anonymous` without tokens, §15.2). */
   readonly identity: string;
+  /** The payload digest algorithm in force on the connection (§7.5.4; `sha256` when the Welcome left it empty). */
+  readonly digest: string;
 }
 
 /** A stored object's metadata (§9.2.9); never its elements. */
@@ -36,8 +38,10 @@ export interface ObjectInfo {
   readonly dtype: proto.DType;
   readonly shape: readonly number[];
   readonly nbytes: number;
-  /** The SHA-256 of the elements; may be empty in listings (§9.5.3). */
+  /** The SHA-256 of the elements under the `sha256` digest; may be empty in listings (§9.5.3). */
   readonly sha256: Uint8Array;
+  /** The digest of the elements under any other negotiated algorithm (§7.5.8); empty under `sha256`. */
+  readonly digest: Uint8Array;
 }
 
 /** A dataset the server offers (§10.1.3). */
@@ -81,6 +85,7 @@ export function serverInfoFromWelcome(welcome: proto.Welcome): ServerInfo {
     capabilities: new Set(welcome.capabilities),
     limits: Object.freeze(limitsFromProto(welcome.limits)),
     identity: welcome.identity,
+    digest: welcome.digest === "" ? "sha256" : welcome.digest,
   });
 }
 
@@ -95,6 +100,7 @@ export function objectInfoFromProto(info: proto.ObjectInfo | undefined): ObjectI
     shape: Object.freeze((tensor?.shape ?? []).map(num)),
     nbytes: num(tensor?.nbytes ?? 0n),
     sha256: tensor?.sha256 ?? new Uint8Array(0),
+    digest: tensor?.digest ?? new Uint8Array(0),
   });
 }
 

@@ -2,6 +2,7 @@
  * The wire layer of fedproto for Node.js: envelopes, values, tensors and chunking, errors and limits.
  * Both the worker (`../worker/`) and the client (`../client/`) build on it; it does no I/O.
  */
+export * from "./digests.js";
 export * from "./envelope.js";
 export * from "./errors.js";
 export * from "./limits.js";

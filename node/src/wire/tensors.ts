@@ -6,7 +6,7 @@
  * Element bytes are kept as they arrived (little-endian, row-major, §7.2.1): nothing here reinterprets
  * them, so every bit pattern (NaN payloads, negative zero, §7.1.3) survives a store and a fetch.
  */
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { InvalidArgumentError, DataLossError } from "./errors.js";
 import {
@@ -18,6 +18,15 @@ import {
   type Tensor as ProtoTensor,
   type TensorInfo as ProtoTensorInfo,
 } from "./proto.js";
+import {
+  DIGEST_SIZES,
+  SHA256,
+  carriedDigest,
+  createPayloadHasher,
+  digestFields,
+  otherDigestField,
+  type PayloadHasher,
+} from "./digests.js";
 
 /** Byte width of each valid dtype (§7.1.1); UNSPECIFIED and unknown values have none. */
 export const DTYPE_WIDTHS: ReadonlyMap<DType, number> = new Map<DType, number>([
@@ -122,9 +131,15 @@ export function validateTensor(tensor: ProtoTensor, what = "tensor"): void {
 
 /**
  * Checks a `TensorInfo` (§7.2.8: `nbytes` takes the place of `len(data)`) and, when `checkDigest`,
- * that `sha256` is empty or 32 bytes (§7.3.2).
+ * that the digest field in force under `algorithm` is empty or of the algorithm's length and the other
+ * one empty (§7.3.2, §7.5.8).
  */
-export function validateTensorInfo(info: ProtoTensorInfo, what = "tensor info", checkDigest = true): void {
+export function validateTensorInfo(
+  info: ProtoTensorInfo,
+  what = "tensor info",
+  checkDigest = true,
+  algorithm: string = SHA256,
+): void {
   let expected: bigint;
   try {
     expected = expectedNbytes(info.dtype, info.shape);
@@ -137,8 +152,17 @@ export function validateTensorInfo(info: ProtoTensorInfo, what = "tensor info", 
         `needs ${expected}`,
     );
   }
-  if (checkDigest && info.sha256.length !== 0 && info.sha256.length !== 32) {
-    throw new InvalidArgumentError(`${what}: sha256 has ${info.sha256.length} bytes, not 32 (or empty)`);
+  if (!checkDigest) {
+    return;
+  }
+  const carried = carriedDigest(info, algorithm);
+  const size = DIGEST_SIZES.get(algorithm) ?? 32;
+  const field = algorithm === SHA256 ? "sha256" : "digest";
+  if (carried.length !== 0 && carried.length !== size) {
+    throw new InvalidArgumentError(`${what}: ${field} has ${carried.length} bytes, not ${size} (or empty)`);
+  }
+  if (algorithm !== SHA256 && otherDigestField(info, algorithm).length !== 0) {
+    throw new InvalidArgumentError(`${what}: sha256 must be empty under the digest ${algorithm} (§7.5.8)`);
   }
 }
 
@@ -191,13 +215,13 @@ export function tensorToProto(tensor: HostTensor): ProtoTensor {
   });
 }
 
-/** The `TensorInfo` of a tensor: dtype, shape, nbytes and (when given) its SHA-256. */
-export function tensorInfoOf(tensor: HostTensor, digest?: Uint8Array): ProtoTensorInfo {
+/** The `TensorInfo` of a tensor: dtype, shape, nbytes and (when given) its digest under `algorithm`. */
+export function tensorInfoOf(tensor: HostTensor, digest?: Uint8Array, algorithm: string = SHA256): ProtoTensorInfo {
   return create(TensorInfoSchema, {
     dtype: tensor.dtype,
     shape: tensor.shape.map((d) => BigInt(d)),
     nbytes: BigInt(tensor.nbytes),
-    sha256: digest ?? new Uint8Array(0),
+    ...digestFields(algorithm, digest),
   });
 }
 
@@ -220,13 +244,13 @@ export function* chunkRanges(totalBytes: number, chunkBytes: number): Generator<
   }
 }
 
-/** A `Chunk` message for `data[offset, offset + length)`, sharing the bytes. */
-export function makeChunk(data: Uint8Array, range: ChunkRange, digest?: Uint8Array): ProtoChunk {
+/** A `Chunk` message for `data[offset, offset + length)`, sharing the bytes (trailer under `algorithm`). */
+export function makeChunk(data: Uint8Array, range: ChunkRange, digest?: Uint8Array, algorithm: string = SHA256): ProtoChunk {
   return create(ChunkSchema, {
     offset: BigInt(range.offset),
     data: data.subarray(range.offset, range.offset + range.length),
     totalBytes: BigInt(data.length),
-    sha256: digest ?? new Uint8Array(0),
+    ...digestFields(algorithm, digest),
   });
 }
 
@@ -242,6 +266,8 @@ export interface ChunkAssemblerOptions {
    * `"ignore"`: chunk digests are ignored (downloads, §7.3.29).
    */
   trailingDigest: boolean | "ignore";
+  /** The connection's digest algorithm (§7.5); `sha256` when omitted. */
+  algorithm?: string;
 }
 
 /**
@@ -258,17 +284,22 @@ export class ChunkAssembler {
   // Pieces are kept as they come and joined once at the end: the announced size is not allocated before
   // the bytes actually arrive.
   private readonly pieces: Uint8Array[] = [];
-  private readonly hash: Hash;
+  private readonly hash: PayloadHasher;
+  /** The digest algorithm in force (§7.5). */
+  readonly algorithm: string;
   private received = 0;
   private lastChunkShort = false;
   private firstChunkBytes = 0;
   private trailing: Uint8Array | undefined;
+  /** The digest of the payload once {@link finish} checked it (kept so nobody hashes it again, §7.5.11). */
+  verified: Uint8Array | undefined;
 
   constructor(options: ChunkAssemblerOptions) {
     this.totalBytes = options.totalBytes;
     this.maxChunkBytes = options.maxChunkBytes;
     this.trailingDigest = options.trailingDigest;
-    this.hash = createHash("sha256");
+    this.algorithm = options.algorithm ?? SHA256;
+    this.hash = createPayloadHasher(this.algorithm);
   }
 
   /** Bytes received so far. */
@@ -317,23 +348,30 @@ export class ChunkAssembler {
     }
     const last = this.received + length === this.totalBytes;
     if (this.trailingDigest !== "ignore") {
+      // §7.3.27 with the field and length of the algorithm in force (§7.5.8)
+      const carried = carriedDigest(chunk, this.algorithm);
+      const field = this.algorithm === SHA256 ? "sha256" : "digest";
+      const size = DIGEST_SIZES.get(this.algorithm) ?? 32;
       const wantDigest = this.trailingDigest && last;
-      if (wantDigest && chunk.sha256.length !== 32) {
+      if (this.algorithm !== SHA256 && otherDigestField(chunk, this.algorithm).length !== 0) {
+        throw new InvalidArgumentError(`a chunk carries a sha256 under the digest ${this.algorithm} (§7.5.8)`);
+      }
+      if (wantDigest && carried.length !== size) {
         throw new InvalidArgumentError(
-          chunk.sha256.length === 0
-            ? "the last chunk carries no sha256, and the header left it empty (§7.3.27)"
-            : `the last chunk's sha256 has ${chunk.sha256.length} bytes, not 32 (§7.3.27)`,
+          carried.length === 0
+            ? `the last chunk carries no ${field}, and the header left it empty (§7.3.27)`
+            : `the last chunk's ${field} has ${carried.length} bytes, not ${size} (§7.3.27)`,
         );
       }
-      if (!wantDigest && chunk.sha256.length !== 0) {
+      if (!wantDigest && carried.length !== 0) {
         throw new InvalidArgumentError(
           this.trailingDigest
-            ? "only the last chunk of an upload may carry a sha256 (§7.3.27)"
-            : "a chunk carries a sha256 although the header gave one (§7.3.27)",
+            ? `only the last chunk of an upload may carry a ${field} (§7.3.27)`
+            : `a chunk carries a ${field} although the header gave one (§7.3.27)`,
         );
       }
       if (wantDigest) {
-        this.trailing = new Uint8Array(chunk.sha256);
+        this.trailing = new Uint8Array(carried);
       }
     }
     if (this.received === 0) {
@@ -360,11 +398,7 @@ export class ChunkAssembler {
     }
     const want = expected ?? this.trailing;
     if (want === undefined) {
-      throw new DataLossError("no SHA-256 to check the payload against");
-    }
-    const got = new Uint8Array(this.hash.digest());
-    if (!bytesEqual(got, want)) {
-      throw new DataLossError("SHA-256 of the assembled payload does not match the announced digest");
+      throw new DataLossError(`no ${this.algorithm} digest to check the payload against`);
     }
     const out = new Uint8Array(this.totalBytes);
     let offset = 0;
@@ -373,6 +407,10 @@ export class ChunkAssembler {
       offset += piece.length;
     }
     this.pieces.length = 0;
+    this.verified = this.hash.finish(out);
+    if (!bytesEqual(this.verified, want)) {
+      throw new DataLossError(`the ${this.algorithm} digest of the assembled payload does not match the announced one`);
+    }
     return out;
   }
 }

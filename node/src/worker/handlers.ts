@@ -23,7 +23,6 @@ import {
 } from "../wire/proto.js";
 import {
   ChunkAssembler,
-  EMPTY_SHA256,
   HostTensor,
   bytesEqual,
   chunkRanges,
@@ -32,6 +31,7 @@ import {
   tensorToProto,
   validateTensorInfo,
 } from "../wire/tensors.js";
+import { carriedDigest, digestOf } from "../wire/digests.js";
 import { datasetInfo, type Dataset } from "./datasets.js";
 import type { MethodRegistry } from "./methods.js";
 import type { RequestContext, RequestHandler } from "./session.js";
@@ -61,7 +61,7 @@ export function makeRequestHandler(services: WorkerServices): RequestHandler {
         return { case: "deleteObjectReply", value: create(DeleteObjectReplySchema, { freedBytes: BigInt(freed) }) };
       }
       case "listObjects": {
-        const objects = services.stores.of(ctx.identity).list().map((o) => objectInfo(o));
+        const objects = services.stores.of(ctx.identity).list().map((o) => objectInfo(o, true, ctx.digest));
         return { case: "listObjectsReply", value: create(ListObjectsReplySchema, { objects }) };
       }
       case "countObjects": {
@@ -73,7 +73,7 @@ export function makeRequestHandler(services: WorkerServices): RequestHandler {
         return { case: "clearObjectsReply", value: create(ClearObjectsReplySchema, { removed }) };
       }
       case "searchObjects": {
-        const objects = services.stores.of(ctx.identity).search(body.value.tags).map((o) => objectInfo(o));
+        const objects = services.stores.of(ctx.identity).search(body.value.tags).map((o) => objectInfo(o, true, ctx.digest));
         return { case: "searchObjectsReply", value: create(SearchObjectsReplySchema, { objects }) };
       }
       case "listDatasets": {
@@ -102,16 +102,19 @@ async function sendObject(services: WorkerServices, ctx: RequestContext, request
   const store = services.stores.of(ctx.identity);
   const payload = request.payload;
   const plan = { id: request.id, overwrite: request.overwrite };
-  const reply = (tensor: HostTensor): Body => {
-    const object = store.put(plan, request.tags, request.description, tensor);
-    return { case: "sendObjectReply", value: create(SendObjectReplySchema, { info: objectInfo(object) }) };
+  const algorithm = ctx.digest;
+  // the digest verified on arrival is the one stored and replied (§9.2.10, §7.5.11): never hashed twice
+  const reply = (tensor: HostTensor, value: Uint8Array): Body => {
+    const object = store.put(plan, request.tags, request.description, tensor, { algorithm, value });
+    return { case: "sendObjectReply", value: create(SendObjectReplySchema, { info: objectInfo(object, true, algorithm) }) };
   };
   switch (payload.case) {
     case "tensor": {
       checkObjectId(request.id, true);
       const tensor = tensorFromProto(payload.value);
       // The frame's buffer is not kept alive by what is stored: the store holds its own copy.
-      return reply(HostTensor.create(tensor.dtype, tensor.shape, new Uint8Array(tensor.data)));
+      const data = new Uint8Array(tensor.data);
+      return reply(HostTensor.create(tensor.dtype, tensor.shape, data), digestOf(algorithm, data));
     }
     case "chunked":
       break;
@@ -122,29 +125,32 @@ async function sendObject(services: WorkerServices, ctx: RequestContext, request
     throw new UnimplementedError("chunked uploads need the capability chunked (§7.3.13)");
   }
   const info = payload.value;
-  validateTensorInfo(info, "chunked"); // §7.3.2
+  validateTensorInfo(info, "chunked", true, algorithm); // §7.3.2, §7.5.8
   if (info.nbytes > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw new ResourceExhaustedError(`an upload of ${info.nbytes} bytes is larger than this server can hold`);
   }
   const nbytes = Number(info.nbytes);
   store.checkSend({ ...plan, nbytes }); // §7.3.9: refused before any chunk is needed
-  const header = info.sha256.length === 32 ? info.sha256 : undefined;
-  const complete = (data: Uint8Array): Body => {
+  const carried = carriedDigest(info, algorithm);
+  const header = carried.length > 0 ? carried : undefined;
+  const complete = (data: Uint8Array, value: Uint8Array): Body => {
     // §7.3.10: the checks of §7.2 (BOOL bytes) and a final quota check happen in tensorFromProto and put.
     const tensor = HostTensor.create(info.dtype, info.shape, data);
-    return reply(tensor);
+    return reply(tensor, value);
   };
   if (nbytes === 0) {
-    // §7.3.11, §7.3.28: nothing to wait for; a header digest must still be the empty payload's.
-    if (header !== undefined && !bytesEqual(header, EMPTY_SHA256)) {
-      throw new DataLossError("the digest of an empty upload must be the SHA-256 of no bytes");
+    // §7.3.11, §7.3.28, §7.5.9: nothing to wait for; a header digest must still be the empty payload's.
+    const empty = digestOf(algorithm, new Uint8Array(0));
+    if (header !== undefined && !bytesEqual(header, empty)) {
+      throw new DataLossError(`the digest of an empty upload must be the ${algorithm} of no bytes`);
     }
-    return complete(new Uint8Array(0));
+    return complete(new Uint8Array(0), empty);
   }
   const assembler = new ChunkAssembler({
     totalBytes: nbytes,
     maxChunkBytes: ctx.limits.chunkBytes,
     trailingDigest: header === undefined,
+    algorithm,
   });
   return new Promise<Body>((resolve, reject) => {
     ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true });
@@ -152,7 +158,8 @@ async function sendObject(services: WorkerServices, ctx: RequestContext, request
       assembler.push(chunk);
       if (assembler.complete) {
         // Synchronous from the last chunk to the reply: a cancel cannot slip in between (§9.10.1).
-        resolve(complete(assembler.finish(header)));
+        const data = assembler.finish(header);
+        resolve(complete(data, assembler.verified!));
       }
     });
   });
@@ -163,7 +170,7 @@ async function getObject(services: WorkerServices, ctx: RequestContext, request:
   const tensor = object.tensor;
   const limits = ctx.limits;
   const clientLimit = ctx.clientMaxFrameBytes;
-  const info = objectInfo(object);
+  const info = objectInfo(object, true, ctx.digest);
   const inline = create(GetObjectReplySchema, { info, tensor: tensorToProto(tensor) });
   if (tensor.nbytes <= limits.chunkBytes) {
     // §7.3.17, §7.3.18: inline only when small and within both frame limits.

@@ -46,6 +46,7 @@ import {
   asFedprotoError,
   errorToProto,
 } from "../wire/errors.js";
+import { chooseDigest } from "../wire/digests.js";
 import { limitsToProto, type Limits } from "../wire/limits.js";
 import {
   GoodbyeSchema,
@@ -142,6 +143,8 @@ export interface RequestContext<C extends BodyCase = BodyCase> {
   readonly limits: Readonly<Limits>;
   /** The client's `Hello.max_frame_bytes`, 0 for none (§3.4.4). */
   readonly clientMaxFrameBytes: number;
+  /** The payload digest algorithm chosen in the handshake (§7.5.4). */
+  readonly digest: string;
   /** Aborted (with the typed error as reason) when the request is cancelled, expires or the connection ends. */
   readonly signal: AbortSignal;
   /** True once the request has had its terminal reply (or was ended by cancel, deadline or close). */
@@ -195,6 +198,7 @@ export class ServerSession {
   private readonly inFlight = new Map<bigint, InFlight>();
   private identityName = "";
   private clientMaxFrame = 0;
+  private digestAlgorithm = "sha256";
   private handshakeTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private drainTimer: NodeJS.Timeout | undefined;
@@ -355,6 +359,8 @@ export class ServerSession {
     const asked = hello.maxFrameBytes > BigInt(Number.MAX_SAFE_INTEGER) ? 0 : Number(hello.maxFrameBytes);
     // §4.6.3: a non-zero limit below 1024 reads as 1024 (the Welcome and a short Error always fit).
     this.clientMaxFrame = asked === 0 ? 0 : Math.max(asked, MIN_CLIENT_FRAME_BYTES);
+    // §7.5.4: the client's first algorithm this server computes; unknown names never fail the handshake
+    this.digestAlgorithm = chooseDigest(hello.digests);
     if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
     this.moveTo("open", "hello");
     const welcome = create(WelcomeSchema, {
@@ -364,6 +370,7 @@ export class ServerSession {
       capabilities: [...this.config.capabilities],
       limits: limitsToProto(this.config.limits),
       identity,
+      digest: this.digestAlgorithm,
     });
     this.sendEnvelope(makeEnvelope(requestId, { case: "welcome", value: welcome }));
     this.touch();
@@ -521,6 +528,7 @@ export class ServerSession {
       identity: this.identityName,
       limits: this.config.limits,
       clientMaxFrameBytes: this.clientMaxFrame,
+      digest: this.digestAlgorithm,
       signal: request.controller.signal,
       get ended() {
         return request.ended;

@@ -11,6 +11,7 @@ import {
   ResourceExhaustedError,
 } from "../wire/errors.js";
 import { ObjectInfoSchema, type ObjectInfo as ProtoObjectInfo } from "../wire/proto.js";
+import { digestOf, SHA256 } from "../wire/digests.js";
 import { tensorInfoOf, type HostTensor } from "../wire/tensors.js";
 
 /** The most UTF-8 bytes of an object id (§9.9.1). */
@@ -22,8 +23,11 @@ export interface StoredObject {
   readonly tags: readonly string[];
   readonly description: string;
   readonly tensor: HostTensor;
-  /** The SHA-256 of the tensor's data, computed once when stored. */
-  readonly sha256: Uint8Array;
+  /**
+   * The tensor's digests by algorithm (§7.5.11): the one verified on upload, and any other computed once
+   * when a connection under that algorithm first read the object.
+   */
+  readonly digests: Map<string, Uint8Array>;
 }
 
 /** Checks an id named by a request (§9.9.2): non-empty and at most 256 UTF-8 bytes. */
@@ -89,7 +93,13 @@ export class ObjectStore {
   }
 
   /** Stores a tensor after {@link checkSend}'s checks (run again here, §7.3.10's final check). */
-  put(plan: Omit<SendPlan, "nbytes">, tags: readonly string[], description: string, tensor: HostTensor): StoredObject {
+  put(
+    plan: Omit<SendPlan, "nbytes">,
+    tags: readonly string[],
+    description: string,
+    tensor: HostTensor,
+    digest: { algorithm: string; value: Uint8Array } = { algorithm: SHA256, value: digestOf(SHA256, tensor.data) },
+  ): StoredObject {
     this.checkSend({ ...plan, nbytes: tensor.nbytes });
     const id = plan.id === "" ? this.freshId() : plan.id;
     const existing = this.objects.get(id);
@@ -98,7 +108,7 @@ export class ObjectStore {
       tags: Object.freeze([...tags]),
       description,
       tensor,
-      sha256: tensor.sha256(),
+      digests: new Map([[digest.algorithm, digest.value]]),
     };
     this.objects.set(id, object);
     this.bytes += tensor.nbytes - (existing?.tensor.nbytes ?? 0);
@@ -169,12 +179,25 @@ export class ObjectStores {
   }
 }
 
-/** The `ObjectInfo` of a stored object; with `digest` false, `tensor.sha256` is left empty (§9.5.3). */
-export function objectInfo(object: StoredObject, digest = true): ProtoObjectInfo {
+/** The digest of a stored object under `algorithm`, computed at most once per algorithm (§7.5.11). */
+export function objectDigest(object: StoredObject, algorithm: string): Uint8Array {
+  let value = object.digests.get(algorithm);
+  if (value === undefined) {
+    value = digestOf(algorithm, object.tensor.data);
+    object.digests.set(algorithm, value);
+  }
+  return value;
+}
+
+/**
+ * The `ObjectInfo` of a stored object with its digest under `algorithm` (§7.5.8); with `digest` false the
+ * digest is left empty (§9.5.3).
+ */
+export function objectInfo(object: StoredObject, digest = true, algorithm: string = SHA256): ProtoObjectInfo {
   return create(ObjectInfoSchema, {
     id: object.id,
     tags: [...object.tags],
     description: object.description,
-    tensor: tensorInfoOf(object.tensor, digest ? object.sha256 : undefined),
+    tensor: tensorInfoOf(object.tensor, digest ? objectDigest(object, algorithm) : undefined, algorithm),
   });
 }

@@ -27,6 +27,7 @@ import {
   limitsToProto,
   makeEnvelope,
   CONFORMANCE_LIMITS,
+  digestOf,
   proto,
   sha256,
   type JsValue,
@@ -94,7 +95,9 @@ test("objects: send, get, list, count, search, delete, clear (§9)", async () =>
     const a = floats(6);
     const info = await client.send(a, { id: "a", tags: ["#x", "#y"], description: "first", shape: [2, 3] });
     assert.deepEqual([info.id, info.nbytes, [...info.shape], [...info.tags]], ["a", 24, [2, 3], ["#x", "#y"]]);
-    assert.deepEqual(info.sha256, sha256(bytesOf(a)));
+    // the default offer puts xxh3-128 first, and this worker computes it (§7.5.4)
+    assert.equal(client.server.digest, "xxh3-128");
+    assert.deepEqual([info.sha256.length, info.digest], [0, digestOf("xxh3-128", bytesOf(a))]);
     const got = await client.get("a");
     assert.equal(got.dtype, proto.DType.DTYPE_FLOAT32);
     assert.deepEqual([...got.shape], [2, 3]);

@@ -437,3 +437,26 @@ test("a lost connection fails every request with UNAVAILABLE (§5.3.8)", () => {
   assert.equal(session.state, "closed");
   assert.throws(() => session.submit(ping, new Recorder().callbacks), ConnectionClosedError);
 });
+
+test("the Hello offers digests fastest first; a Welcome choosing one not offered fails the handshake (§7.5.3, §7.5.5)", () => {
+  const offered = new ClientSession();
+  offered.hello({ digests: ["sha256"] });
+  const hello = decodeEnvelope(offered.takeFrames()[0]!);
+  assert.deepEqual(hello.body.case === "hello" ? hello.body.value.digests : undefined, ["sha256"]);
+  const fresh = new ClientSession();
+  fresh.hello();
+  const first = decodeEnvelope(fresh.takeFrames()[0]!);
+  assert.deepEqual(first.body.case === "hello" ? first.body.value.digests : undefined, ["xxh3-128", "sha256"]);
+  const choose = (digest: string): string[] => {
+    const session = new ClientSession();
+    session.hello({ digests: ["sha256"] });
+    const env = decodeEnvelope(welcome());
+    if (env.body.case === "welcome") env.body.value.digest = digest;
+    session.receive(encodeEnvelope(env));
+    return session.takeEvents().map((e) => e.type);
+  };
+  assert.deepEqual(choose(""), ["welcome"]);
+  assert.deepEqual(choose("sha256"), ["welcome"]);
+  assert.deepEqual(choose("xxh3-128"), ["protocolViolation", "handshakeFailed"]);
+  assert.deepEqual(choose("md5"), ["protocolViolation", "handshakeFailed"]);
+});

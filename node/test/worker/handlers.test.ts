@@ -17,6 +17,7 @@ import {
 } from "../../src/wire/proto.js";
 import { chunkRanges, ChunkAssembler, EMPTY_SHA256, HostTensor, makeChunk, sha256, tensorToProto } from "../../src/wire/tensors.js";
 import { valueFromProto, valueToProto } from "../../src/wire/values.js";
+import { digestOf } from "../../src/wire/digests.js";
 import type { Body } from "../../src/wire/envelope.js";
 import { conformanceWorker } from "../../src/worker/conformance.js";
 import { Peer, tick } from "./helpers.js";
@@ -186,4 +187,54 @@ test("without notifications, notify answers UNIMPLEMENTED and nothing is pushed 
   await tick();
   assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.UNIMPLEMENTED, 2n]);
   assert.ok(!peer.received.some((e) => e.body.case === "notification"));
+});
+
+test("digest negotiation: first known offer, sha256 by default; uploads and downloads under xxh3-128 (§7.5)", async () => {
+  const chosen = (digests?: string[]): string => {
+    const peer = new Peer();
+    peer.session = conformanceWorker({ limits: { chunkBytes: 1024, maxFrameBytes: 4096 } }).openSession(peer);
+    const env = peer.hello(digests === undefined ? {} : { digests });
+    assert.equal(env.body.case, "welcome");
+    return (env.body.value as { digest: string }).digest;
+  };
+  assert.equal(chosen(), "sha256");
+  assert.equal(chosen(["md5", "xxh3-128"]), "xxh3-128");
+  assert.equal(chosen(["md5"]), "sha256");
+  const peer = new Peer();
+  peer.session = conformanceWorker({ limits: { chunkBytes: 1024, maxFrameBytes: 4096, maxObjectBytes: 1 << 20 } }).openSession(peer);
+  peer.hello({ digests: ["xxh3-128"] });
+  const data = bytes(3000);
+  const header = (digest: Uint8Array, field: "sha256" | "digest"): Body => ({
+    case: "sendObject",
+    value: create(SendObjectRequestSchema, {
+      id: "x",
+      overwrite: true,
+      payload: {
+        case: "chunked",
+        value: create(TensorInfoSchema, { dtype: DType.DTYPE_UINT8, shape: [3000n], nbytes: 3000n, [field]: digest }),
+      },
+    }),
+  });
+  const send = async (rid: number, body: Body): Promise<void> => {
+    peer.put(rid, body);
+    for (const range of chunkRanges(data.length, 1024)) peer.put(rid, { case: "chunk", value: makeChunk(data, range, undefined, "xxh3-128") });
+    await tick();
+  };
+  await send(2, header(digestOf("xxh3-128", data), "digest"));
+  const stored = peer.withId(2).at(-1)!;
+  assert.equal(stored.body.case, "sendObjectReply");
+  assert.deepEqual((stored.body.value as SendObjectReply).info?.tensor?.digest, digestOf("xxh3-128", data));
+  assert.equal((stored.body.value as SendObjectReply).info?.tensor?.sha256.length, 0);
+  await send(3, header(new Uint8Array(16), "digest"));
+  assert.equal(peer.withId(3).at(-1)!.body.case, "error");
+  assert.equal(peer.lastError().code, ErrorCode.DATA_LOSS);
+  await send(4, header(sha256(data), "sha256"));
+  assert.equal(peer.withId(4).at(-1)!.body.case, "error");
+  assert.equal(peer.lastError().code, ErrorCode.INVALID_ARGUMENT);
+  peer.put(5, get("x"));
+  await tick();
+  const reply = peer.withId(5).at(-1)!.body.value as GetObjectReply;
+  const assembler = new ChunkAssembler({ totalBytes: 3000, maxChunkBytes: 1024, trailingDigest: "ignore", algorithm: "xxh3-128" });
+  for (const env of peer.withId(5)) if (env.body.case === "chunk") assembler.push(env.body.value);
+  assert.deepEqual(assembler.finish(reply.info!.tensor!.digest), data);
 });

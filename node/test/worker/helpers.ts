@@ -32,7 +32,7 @@ export class Peer implements SessionOutput {
     this.session.receiveBinary(encodeEnvelope(makeEnvelope(BigInt(requestId), body, deadlineMs)));
   }
 
-  hello(init: { token?: string; maxFrameBytes?: bigint; versions?: number[] } = {}, requestId = 1n): Envelope {
+  hello(init: { token?: string; maxFrameBytes?: bigint; versions?: number[]; digests?: string[] } = {}, requestId = 1n): Envelope {
     this.put(requestId, { case: "hello", value: create(HelloSchema, { versions: [1], ...init }) });
     return this.received.at(-1)!;
   }
