@@ -8,10 +8,11 @@ The options mirror :class:`~fedproto.federated.FedAvg`'s arguments::
     fedproto fedavg --resume runs/mlp            # after a crash: go on from the last complete round
 
 Each ``--worker URL`` contributes one client per dataset key (``URL=KEY,KEY``; by default the keys of
-``--dataset-key``). The model is built by ``--model MODULE:FACTORY`` (a function taking no arguments and
-returning an ``nn.Module``) under ``torch.manual_seed(--seed)``. With ``--run-dir`` every round is
-checkpointed there together with these options (never the token), so ``--resume RUN_DIR`` needs no
-other option; ``--rounds``, ``--token``, ``--token-file`` and ``--quiet`` may still be given to it.
+``--dataset-key``). The model is built by ``--model MODULE:FACTORY`` (a module name or a ``.py``
+file, then a function taking no arguments and returning an ``nn.Module``) under
+``torch.manual_seed(--seed)``. With ``--run-dir`` every round is checkpointed there together with these
+options (never the token), so ``--resume RUN_DIR`` needs no other option; ``--rounds``, ``--token``,
+``--token-file`` and ``--quiet`` may still be given to it.
 Every failure ends in one line on stderr: exit status 2 for options argparse cannot read, 1 for
 everything else.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -161,6 +161,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         if not args.model:
             raise FedAvgConfigError("give --model MODULE:FACTORY")
         options = _stored(args)
+        options["model"] = _model_spec(args.model)
         options["token"] = args.token
         options["quiet"] = args.quiet
         return options
@@ -183,14 +184,29 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _model_spec(spec: str) -> str:
+    """``MODULE:FACTORY`` checked, with a ``.py`` file's path made absolute (a resumed run may start
+    elsewhere)."""
+    module_name, colon, attribute = spec.rpartition(":")
+    if not (colon and module_name and attribute.isidentifier()):
+        raise FedAvgConfigError(f"--model expects MODULE:FACTORY (a module name or a .py file), got {spec!r}")
+    if module_name.endswith(".py"):
+        module_name = str(Path(module_name).resolve())
+    return f"{module_name}:{attribute}"
+
+
 def _model(spec: str, seed: int) -> nn.Module:
-    module_name, colon, attribute = spec.partition(":")
-    if not (colon and module_name and attribute):
-        raise FedAvgConfigError(f"--model expects MODULE:FACTORY, got {spec!r}")
+    """Build the model ``--model MODULE:FACTORY`` names, under ``torch.manual_seed(seed)``."""
+    from fedproto.server.loading import import_user_module
+
+    module_name, _, attribute = spec.rpartition(":")
+    module = import_user_module(module_name, option=f"--model {spec}")
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise FedAvgConfigError(f"--model {spec}: cannot load it ({exc})") from None
+        factory = getattr(module, attribute)
+    except AttributeError:
+        raise FedAvgConfigError(f"--model {spec}: {module_name} has no attribute {attribute!r}") from None
+    if not callable(factory):
+        raise FedAvgConfigError(f"--model {spec}: {attribute} is not callable")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = factory()
