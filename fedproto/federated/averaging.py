@@ -1,7 +1,9 @@
-"""Federated averaging: combine the weights several workers trained into one set.
+"""Federated averaging in one call: combine the weights several clients trained into one set.
 
-:func:`average_weights` is FedAvg's aggregation step (McMahan et al., 2017): a mean of each tensor
-weighted by how many samples the worker trained on (``FitReply.dataset_size``).
+:func:`average_weights` computes FedAvg's aggregate (McMahan et al., 2017) from updates held in a list:
+a mean of each tensor weighted by how many samples the client holds (``FitReply.dataset_size``).
+:class:`~fedproto.federated.FedAvg` computes the same mean update by update instead
+(:class:`~fedproto.federated.aggregation.StreamingMean`), without holding them all.
 """
 
 from __future__ import annotations
