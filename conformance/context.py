@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -120,11 +120,15 @@ class Context:
         self._connections.append(conn)
         return conn
 
-    async def connect(self, *, token: str | None = None, max_frame_bytes: int = 0) -> Connection:
+    async def connect(
+        self, *, token: str | None = None, max_frame_bytes: int = 0, digests: Sequence[str] = ()
+    ) -> Connection:
         """A new connection after a successful handshake (with the suite's token by default)."""
         conn = await self.open()
         await conn.handshake(
-            token=self.settings.token if token is None else token, max_frame_bytes=max_frame_bytes
+            token=self.settings.token if token is None else token,
+            max_frame_bytes=max_frame_bytes,
+            digests=digests,
         )
         return conn
 

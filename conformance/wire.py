@@ -394,17 +394,24 @@ class Connection:
         max_frame_bytes: int = 0,
         client_name: str = CLIENT_NAME,
         request_id: int | None = None,
+        digests: Sequence[str] = (),
     ) -> Reply:
-        """Send a Hello and return its reply (a Welcome or an Error)."""
+        """Send a Hello (offering ``digests``, section 7.5.3) and return its reply (a Welcome or an Error)."""
         hello = session_pb2.Hello(
-            versions=list(versions), client_name=client_name, token=token, max_frame_bytes=max_frame_bytes
+            versions=list(versions),
+            client_name=client_name,
+            token=token,
+            max_frame_bytes=max_frame_bytes,
+            digests=list(digests),
         )
         rid = await self.request("hello", hello, request_id=request_id)
         return await self.reply(rid)
 
-    async def handshake(self, *, token: str = "", max_frame_bytes: int = 0) -> session_pb2.Welcome:
+    async def handshake(
+        self, *, token: str = "", max_frame_bytes: int = 0, digests: Sequence[str] = ()
+    ) -> session_pb2.Welcome:
         """Say Hello and require a Welcome."""
-        reply = await self.hello(token=token, max_frame_bytes=max_frame_bytes)
+        reply = await self.hello(token=token, max_frame_bytes=max_frame_bytes, digests=digests)
         welcome: session_pb2.Welcome = reply.expect("welcome")
         self.welcome = welcome
         return welcome

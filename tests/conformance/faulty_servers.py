@@ -646,6 +646,26 @@ class OversizeWrongCloseCode(Proxy):
         return 1002 if code == 1009 else code
 
 
+#: The digest algorithms of docs/protocol.md section 7.5.1.
+_KNOWN_DIGESTS = {"sha256", "blake3", "xxh3-128"}
+
+
+class UnknownDigestRefused(Proxy):
+    """A Hello that offers a digest algorithm the server does not know is refused with INVALID_ARGUMENT."""
+
+    name = "unknown-digest-refused"
+    catches = "handshake/7.5.4/unknown-digest-offered"
+
+    async def from_client(self, link: Link, data: bytes | str, envelope: Envelope | None) -> None:
+        if envelope is not None and envelope.WhichOneof("body") == "hello":
+            unknown = [name for name in envelope.hello.digests if name not in _KNOWN_DIGESTS]
+            if unknown:
+                message = f"unknown digest algorithm {unknown[0]!r}"
+                await link.to_client(_error(envelope.request_id, errors_pb2.ERROR_CODE_INVALID_ARGUMENT, message))
+                return
+        await link.to_server(data)
+
+
 FAULTS: list[type[Proxy]] = [
     WrongReplyId,
     LostReply,
@@ -673,4 +693,5 @@ FAULTS: list[type[Proxy]] = [
     ListNewestFirst,
     ProgressSkipsEpochEnd,
     OversizeWrongCloseCode,
+    UnknownDigestRefused,
 ]
