@@ -1,8 +1,9 @@
 """The object store: tensors each client identity keeps on a worker (docs/protocol.md section 9).
 
 Objects are scoped per identity: one identity's store is invisible to every other. Each object keeps its
-payload as little-endian bytes plus metadata (with the SHA-256 computed once, when stored), so a ``get``
-streams exactly the bytes that were sent. Quotas bound what one identity may keep: its tensor bytes
+payload as little-endian bytes plus metadata, so a ``get`` streams exactly the bytes that were sent. Its
+digest (docs/protocol.md section 7.5) is the one verified on upload, under the algorithm of that
+connection; a connection under another algorithm gets that one computed once and kept (section 7.5.11). Quotas bound what one identity may keep: its tensor bytes
 (counting the uploads it has in progress, whose buffers already take memory), its number of objects, and
 each object's metadata (docs/protocol.md section 14.2.8 to 14.2.10). Every operation either completes or
 leaves the store as it was.
@@ -13,11 +14,11 @@ from __future__ import annotations
 import builtins
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from fedproto import codec
+from fedproto import codec, hashing
 from fedproto.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from fedproto.types import ObjectInfo, TensorInfo
 
@@ -29,10 +30,31 @@ MAX_ID_BYTES = 256
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
-    """One stored tensor: metadata and its payload bytes."""
+    """One stored tensor: metadata, its payload bytes, and its digests by algorithm (section 7.5.11)."""
 
     info: ObjectInfo
     payload: bytearray | bytes
+    digests: dict[str, bytes] = field(default_factory=dict)
+
+    def digest(self, algorithm: str) -> bytes:
+        """The payload's digest under ``algorithm``, computed at most once per algorithm."""
+        value = self.digests.get(algorithm)
+        if value is None:
+            value = self.digests[algorithm] = hashing.digest(algorithm, self.payload)
+        return value
+
+    def described(self, algorithm: str = hashing.SHA256, *, compute: bool = True) -> ObjectInfo:
+        """The metadata with the digest of ``algorithm`` in its field (section 7.5.8), the other one empty.
+
+        Without ``compute`` a digest not known yet is left empty, as listings may (section 9.5.3): a
+        listing never hashes the whole store.
+        """
+        value = self.digest(algorithm) if compute else self.digests.get(algorithm, b"")
+        sha, other = (value, b"") if algorithm == hashing.SHA256 else (b"", value)
+        tensor = self.info.tensor
+        if tensor.sha256 == sha and tensor.digest == other:
+            return self.info
+        return replace(self.info, tensor=replace(tensor, sha256=sha, digest=other))
 
     def tensor(self) -> torch.Tensor:
         """Decode the payload (a copy, so the stored bytes can never be changed through it)."""
@@ -143,25 +165,32 @@ class ObjectStore:
         tensor: TensorInfo,
         payload: bytearray | bytes,
         overwrite: bool = False,
+        algorithm: str = hashing.SHA256,
     ) -> ObjectInfo:
-        """Store a payload; an empty id gets a fresh one. Returns the stored object's metadata."""
+        """Store a payload; an empty id gets a fresh one. Returns the stored object's metadata.
+
+        ``tensor`` carries the digest under ``algorithm`` when the upload's was verified (chunked); an
+        inline payload is hashed here, once (the reply must carry it, section 9.2.10).
+        """
         store = self._store(identity)
         tags = tuple(tags)
         if not object_id:
             object_id = self._fresh_id(store)
         self.check_metadata(object_id, tags, description)
         self.check_room(identity, object_id, tensor.nbytes, overwrite=overwrite)
-        sha = tensor.sha256 or codec.sha256(payload)
+        given = tensor.sha256 if algorithm == hashing.SHA256 else tensor.digest
+        value = given or hashing.digest(algorithm, payload)
+        sha, other = (value, b"") if algorithm == hashing.SHA256 else (b"", value)
         info = ObjectInfo(
             id=object_id,
             tags=tags,
             description=description,
-            tensor=replace(tensor, sha256=sha),
+            tensor=replace(tensor, sha256=sha, digest=other),
         )
         old = store.objects.get(object_id)  # replacing keeps the object's place in the order
         if old is not None:
             store.bytes_used -= old.info.nbytes
-        store.objects[object_id] = StoredObject(info, payload)
+        store.objects[object_id] = StoredObject(info, payload, {algorithm: value})
         store.bytes_used += tensor.nbytes
         return info
 
@@ -187,9 +216,9 @@ class ObjectStore:
         store.bytes_used -= obj.info.nbytes
         return obj.info.nbytes
 
-    def list(self, identity: str) -> builtins.list[ObjectInfo]:
-        """Every object's metadata, in the order first stored."""
-        return [o.info for o in self._store(identity).objects.values()]
+    def list(self, identity: str, algorithm: str = hashing.SHA256) -> builtins.list[ObjectInfo]:
+        """Every object's metadata (digests under ``algorithm``), in the order first stored."""
+        return [o.described(algorithm, compute=False) for o in self._store(identity).objects.values()]
 
     def count(self, identity: str) -> int:
         """How many objects the identity keeps."""
@@ -203,7 +232,10 @@ class ObjectStore:
         store.bytes_used = 0
         return removed
 
-    def search(self, identity: str, tags: Iterable[str]) -> builtins.list[ObjectInfo]:
+    def search(
+        self, identity: str, tags: Iterable[str], algorithm: str = hashing.SHA256
+    ) -> builtins.list[ObjectInfo]:
         """Objects that carry every one of ``tags`` (all objects for no tags), in stored order."""
         wanted = set(tags)
-        return [o.info for o in self._store(identity).objects.values() if wanted <= set(o.info.tags)]
+        objects = self._store(identity).objects.values()
+        return [o.described(algorithm, compute=False) for o in objects if wanted <= set(o.info.tags)]

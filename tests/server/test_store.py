@@ -284,3 +284,31 @@ def test_store_matches_a_simple_model(ops: list[tuple[str, str, str, int]]) -> N
             assert [(o.id, o.nbytes) for o in store.list(who)] == list(expected.items())
             assert store.bytes_used(who) == sum(expected.values())
             assert store.count(who) == len(expected)
+
+
+def test_digests_follow_the_connection_algorithm_and_are_computed_once() -> None:
+    from fedproto import hashing
+
+    store = ObjectStore()
+    payload = bytes(range(200))
+    xxh = hashing.digest(hashing.XXH3_128, payload)
+    stored = store.put(
+        "alice",
+        object_id="x",
+        tags=(),
+        description="",
+        tensor=TensorInfo(dtype=torch.uint8, shape=(200,), nbytes=200, digest=xxh),
+        payload=bytearray(payload),
+        algorithm=hashing.XXH3_128,
+    )
+    assert (stored.tensor.sha256, stored.tensor.digest) == (b"", xxh)  # the verified one, kept
+    obj = store.get("alice", "x")
+    # a listing under another algorithm does not hash the store (section 9.5.3) ...
+    assert store.list("alice", hashing.SHA256)[0].tensor.sha256 == b""
+    # ... a download does, once, and keeps it
+    sha = hashlib.sha256(payload).digest()
+    assert obj.described(hashing.SHA256).tensor.sha256 == sha
+    assert obj.described(hashing.SHA256).tensor.digest == b""
+    assert obj.digests == {hashing.XXH3_128: xxh, hashing.SHA256: sha}
+    assert store.list("alice", hashing.SHA256)[0].tensor.sha256 == sha
+    assert store.search("alice", (), hashing.XXH3_128)[0].tensor.digest == xxh
