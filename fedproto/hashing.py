@@ -93,7 +93,9 @@ def new_hasher(name: str) -> Hasher:
     try:
         return _FACTORIES[name]()
     except KeyError:
-        raise ValueError(f"digest algorithm {name!r} is not implemented (known: {sorted(_FACTORIES)})") from None
+        raise ValueError(
+            f"digest algorithm {name!r} is not implemented (known: {sorted(_FACTORIES)})"
+        ) from None
 
 
 def digest(name: str, data: bytes | bytearray | memoryview) -> bytes:
@@ -103,7 +105,9 @@ def digest(name: str, data: bytes | bytearray | memoryview) -> bytes:
     return hasher.digest()
 
 
-def choose_digest(offered: Sequence[str], implemented: Sequence[str] | frozenset[str] = IMPLEMENTED_DIGESTS) -> str:
+def choose_digest(
+    offered: Sequence[str], implemented: Sequence[str] | frozenset[str] = IMPLEMENTED_DIGESTS
+) -> str:
     """The server's choice (section 7.5.4): the first offered name implemented here, else ``sha256``."""
     for name in offered:
         if name in implemented:

@@ -860,3 +860,16 @@ def test_codec_imports_no_training_code() -> None:
         alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
     }
     assert not {name for name in imported if name.startswith(("fedproto.training", "fedproto.federated"))}
+
+
+def test_a_payload_buffer_becomes_the_tensor_without_a_copy() -> None:
+    buffer = codec.payload_buffer(12)
+    assert buffer.nbytes == 12 and not buffer.readonly
+    buffer[:] = np.arange(3, dtype="<f4").tobytes()
+    tensor = codec.tensor_from_bytes(codec.dtype_to_proto(torch.float32), (3,), buffer)
+    assert tensor.tolist() == [0.0, 1.0, 2.0]
+    buffer[0:4] = np.float32(7).tobytes()  # the same memory: received into its final place
+    assert tensor[0].item() == 7.0
+    read_only = memoryview(bytes(buffer))
+    copied = codec.tensor_from_bytes(codec.dtype_to_proto(torch.float32), (3,), read_only)
+    copied[0] = 1.0  # a read-only buffer is copied, so the tensor may still be changed

@@ -661,7 +661,9 @@ class UnknownDigestRefused(Proxy):
             unknown = [name for name in envelope.hello.digests if name not in _KNOWN_DIGESTS]
             if unknown:
                 message = f"unknown digest algorithm {unknown[0]!r}"
-                await link.to_client(_error(envelope.request_id, errors_pb2.ERROR_CODE_INVALID_ARGUMENT, message))
+                await link.to_client(
+                    _error(envelope.request_id, errors_pb2.ERROR_CODE_INVALID_ARGUMENT, message)
+                )
                 return
         await link.to_server(data)
 
