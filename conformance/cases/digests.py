@@ -74,9 +74,8 @@ async def _case_unknown_offered(ctx: Context) -> None:
     conn = await ctx.open()
     reply = await conn.hello(token=ctx.settings.token, digests=_UNKNOWN)
     if reply.kind != "welcome":
-        fail(
-            f"a Hello offering only unknown digests {list(_UNKNOWN)} was answered {reply.describe()}, not a Welcome"
-        )
+        offered = list(_UNKNOWN)
+        fail(f"a Hello offering only unknown digests {offered} was answered {reply.describe()}, no Welcome")
     welcome = reply.expect("welcome")
     check(
         welcome.digest in ("", "sha256"),
