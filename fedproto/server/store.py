@@ -5,8 +5,8 @@ payload as little-endian bytes plus metadata, so a ``get`` streams exactly the b
 digest (docs/protocol.md section 7.5) is the one verified on upload, under the algorithm of that
 connection; a connection under another algorithm gets that one computed once and kept (section 7.5.11).
 Quotas bound what one identity may keep: its tensor bytes (counting the uploads it has in progress,
-whose buffers already take memory), its number of objects, and each object's metadata (docs/protocol.md section 14.2.8 to 14.2.10). Every operation either completes or
-leaves the store as it was.
+whose buffers already take memory), its number of objects, and each object's metadata (docs/protocol.md
+section 14.2.8 to 14.2.10). Every operation either completes or leaves the store as it was.
 """
 
 from __future__ import annotations
