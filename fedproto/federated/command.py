@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 import torch
@@ -195,12 +198,33 @@ def _model_spec(spec: str) -> str:
     return f"{module_name}:{attribute}"
 
 
+def _import(module_name: str, spec: str) -> ModuleType:
+    """Import a module name, or a ``.py`` file as ``python FILE`` would (its directory on ``sys.path``)."""
+    try:
+        if not module_name.endswith(".py"):
+            return importlib.import_module(module_name)
+        path = Path(module_name).resolve()
+        if not path.is_file():
+            raise FedAvgConfigError(f"--model {spec}: no such file {path}")
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        loader = importlib.util.spec_from_file_location(f"_fedproto_model_{path.stem}", path)
+        if loader is None or loader.loader is None:  # pragma: no cover - a .py file always has one
+            raise FedAvgConfigError(f"--model {spec}: cannot import {path}")
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[loader.name] = module  # TorchScript looks a class's module up by name
+        loader.loader.exec_module(module)
+        return module
+    except FedAvgConfigError:
+        raise
+    except Exception as exc:  # a missing module, or the user's module raising while imported
+        raise FedAvgConfigError(f"--model {spec}: importing {module_name} failed: {_one_line(exc)}") from None
+
+
 def _model(spec: str, seed: int) -> nn.Module:
     """Build the model ``--model MODULE:FACTORY`` names, under ``torch.manual_seed(seed)``."""
-    from fedproto.server.loading import import_user_module
-
     module_name, _, attribute = spec.rpartition(":")
-    module = import_user_module(module_name, option=f"--model {spec}")
+    module = _import(module_name, spec)
     try:
         factory = getattr(module, attribute)
     except AttributeError:
