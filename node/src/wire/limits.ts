@@ -30,7 +30,7 @@ const MiB = 1024 * 1024;
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxFrameBytes: 64 * MiB,
   maxInFlight: 128,
-  chunkBytes: 1 * MiB,
+  chunkBytes: 256 * 1024,
   maxObjectBytes: 4 * 1024 * MiB,
   maxCallArgsBytes: 16 * MiB,
   idleTimeoutSeconds: 300,
