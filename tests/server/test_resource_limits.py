@@ -1,4 +1,4 @@
-"""Resource abuse is bounded: every limit of docs/protocol.md §14.2.8 to §14.2.13 holds under a hostile client.
+"""Resource abuse is bounded: each limit of docs/protocol.md §14.2.8 to §14.2.13 holds under abuse.
 
 Each test plays one abuse (thousands of objects, fat metadata, uploads never finished, more connections
 than allowed, a handshake that never comes, a reader that never reads) and checks the limit that bounds
@@ -53,7 +53,7 @@ async def test_object_count_quota(make_worker: WorkerFactory) -> None:
 
 
 async def test_metadata_limit(make_worker: WorkerFactory) -> None:
-    """§14.2.10: id, tags and description above max_object_metadata_bytes: RESOURCE_EXHAUSTED, nothing stored."""
+    """§14.2.10: id, tags and description over max_object_metadata_bytes: RESOURCE_EXHAUSTED, none stored."""
     worker = await make_worker(limits=conformance_limits(max_object_metadata_bytes=100))
     async with client_of(worker) as client:
         with pytest.raises(fedproto.ResourceExhaustedError):
@@ -123,7 +123,8 @@ async def test_many_idle_connections_are_served(make_worker: WorkerFactory) -> N
     worker = await make_worker(tokens=TOKENS)
     async with asyncio.TaskGroup() as group:
         opened = [
-            group.create_task(fedproto.AsyncClient(worker.url, token=TOKENS["bob"]).open()) for _ in range(200)
+            group.create_task(fedproto.AsyncClient(worker.url, token=TOKENS["bob"]).open())
+            for _ in range(200)
         ]
     try:
         assert len(worker._connections) == 200
