@@ -19,7 +19,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 import blake3
 import xxhash
@@ -83,7 +83,7 @@ class _Xxh3Hasher:
 _FACTORIES: Final[dict[str, Callable[[], Hasher]]] = {
     SHA256: hashlib.sha256,
     # one thread (blake3's default): the CPUs are shared with the transfer itself; SIMD still applies
-    BLAKE3: blake3.blake3,
+    BLAKE3: cast("Callable[[], Hasher]", blake3.blake3),
     XXH3_128: _Xxh3Hasher,
 }
 
