@@ -96,7 +96,9 @@ def warm_up_training() -> None:
     backward pass also starts autograd's engine. None of this depends on the client's model, so a
     worker does it once at start, while it waits for its first client.
     """
-    model = torch.nn.Linear(2, 1)
+    # skip_init: no draw from PyTorch's global generator, which the worker's owner or a client's seeded
+    # model building may be using on another thread at this very moment
+    model = torch.nn.utils.skip_init(torch.nn.Linear, 2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     optimizer.zero_grad()
     model(torch.zeros(1, 2)).sum().backward()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fedproto
-from fedproto.server.threads import WorkerThreads
+from fedproto.server.threads import WorkerThreads, warm_up_training
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +92,9 @@ async def test_a_worker_warms_up_once_when_it_starts(monkeypatch: pytest.MonkeyP
         await worker.start("127.0.0.1", 0)
         await worker.stop(grace=0)
     assert calls == [worker.threads]
+
+
+def test_warm_up_leaves_the_global_random_generator_alone() -> None:
+    state = torch.random.get_rng_state()
+    warm_up_training()
+    assert torch.equal(torch.random.get_rng_state(), state)
