@@ -2,6 +2,10 @@
 
 Tokens are compared in constant time, and every configured token is compared on every attempt, so the
 time an answer takes reveals neither whether a token matched nor which one did.
+
+A token file may hold a token's SHA-256 instead of the token (``alice sha256:<64 hex digits>``), so that
+the file itself gives no client access: the given token is hashed and the digests compared, still in
+constant time. ``python -m fedproto.server.tokens TOKEN`` prints the line's ``sha256:`` form.
 """
 
 from __future__ import annotations
@@ -11,10 +15,17 @@ import hmac
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["ANONYMOUS", "TokenTable", "identity_of_token", "load_token_file"]
+__all__ = ["ANONYMOUS", "HASHED_PREFIX", "TokenTable", "hash_token", "identity_of_token", "load_token_file"]
 
 #: The identity every client shares when the worker requires no token (section 15).
 ANONYMOUS = "anonymous"
+#: How a configured token says it is the SHA-256 of the token, in hex, rather than the token itself.
+HASHED_PREFIX = "sha256:"
+
+
+def hash_token(token: str) -> str:
+    """The ``sha256:<hex>`` form of a token, to configure in its place."""
+    return HASHED_PREFIX + hashlib.sha256(token.encode()).hexdigest()
 
 
 def identity_of_token(token: str) -> str:
@@ -25,6 +36,9 @@ def identity_of_token(token: str) -> str:
 def load_token_file(path: str | Path) -> dict[str, str]:
     """Read ``identity token`` (or ``identity:token``) lines into {identity: token}; # starts a comment.
 
+    The token may be given hashed, ``identity sha256:<64 hex digits>`` (:func:`hash_token`); a token that
+    itself starts with ``sha256:`` therefore cannot be configured in clear.
+
     A line holding only a token gets an identity derived from the token's hash (:func:`identity_of_token`),
     so that identities never reveal tokens.
     """
@@ -33,7 +47,9 @@ def load_token_file(path: str | Path) -> dict[str, str]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        parts = line.replace(":", " ", 1).split()
+        parts = line.split()
+        if len(parts) == 1 and ":" in line and not line.startswith(HASHED_PREFIX):
+            parts = line.replace(":", " ", 1).split()  # identity:token
         if len(parts) == 1:
             identity, token = identity_of_token(parts[0]), parts[0]
         elif len(parts) == 2:
@@ -61,7 +77,9 @@ class TokenTable:
         for identity, token in pairs:
             if not token or not identity:
                 raise ValueError("tokens and identities must be non-empty")
-        self._secrets = [(token.encode(), identity) for identity, token in pairs]
+        # (digest, identity): plain tokens are hashed too, so every comparison is of 32 bytes with 32
+        # bytes, whatever the lengths of the configured and given tokens
+        self._secrets = [(_digest_of(token), identity) for identity, token in pairs]
 
     @property
     def required(self) -> bool:
@@ -77,10 +95,31 @@ class TokenTable:
         """The identity ``token`` belongs to, :data:`ANONYMOUS` when none is required, None if refused."""
         if not self._secrets:
             return ANONYMOUS
-        given = token.encode()
+        given = hashlib.sha256(token.encode()).digest()
         found = None
         for secret, identity in self._secrets:
             # Every token is compared, so timing reveals neither which token matched nor where.
             if hmac.compare_digest(given, secret):
                 found = identity
         return found
+
+
+def _digest_of(configured: str) -> bytes:
+    """The SHA-256 a configured token stands for: given as ``sha256:<hex>``, or of the token itself."""
+    if configured.startswith(HASHED_PREFIX):
+        hex_digest = configured[len(HASHED_PREFIX) :]
+        try:
+            digest = bytes.fromhex(hex_digest)
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            raise ValueError(f"a hashed token is {HASHED_PREFIX} and 64 hex digits")
+        return digest
+    return hashlib.sha256(configured.encode()).digest()
+
+
+if __name__ == "__main__":
+    import sys
+
+    for argument in sys.argv[1:]:
+        print(hash_token(argument))
