@@ -48,9 +48,8 @@ class WorkerThreads:
     def warm_up(self) -> Future[None]:
         """Pay PyTorch's one-time training costs on the training thread now, not in a client's first fit.
 
-        Queued first on the training thread, so a train config that arrives meanwhile waits for it (no
-        longer than it would have taken anyway); it does not count in :attr:`training_busy`, so that
-        requests are routed as for an idle worker. See :func:`warm_up_training`.
+        The worker awaits it before it listens (see :func:`warm_up_training`); it does not count in
+        :attr:`training_busy`.
         """
         return self._training_executor.submit(warm_up_training)
 
@@ -94,7 +93,7 @@ def warm_up_training() -> None:
     ``zero_grad`` and ``step`` in ``torch._disable_dynamo``, which imports it lazily), 1.5 to 2.5 s of a
     worker's first ``set_train_config`` on two busy CPUs, against 3 ms for every later one. The first
     backward pass also starts autograd's engine. None of this depends on the client's model, so a
-    worker does it once at start, while it waits for its first client.
+    worker does it once, when it starts.
     """
     # skip_init: no draw from PyTorch's global generator, which the worker's owner or a client's seeded
     # model building may be using on another thread at this very moment

@@ -264,6 +264,12 @@ class Worker:
                 ANONYMOUS,
             )
         ssl_context = server_ssl_context(tls_cert, tls_key)
+        if not self._warmed_up:
+            # PyTorch's one-time costs before listening, off the first client's clock (warm_up_training).
+            # Awaited, not left running: the import it triggers must not race code on other threads
+            # (TorchScript scripting walks module dicts that the import is filling).
+            self._warmed_up = True
+            await asyncio.wrap_future(self.threads.warm_up())
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._server = await serve(
@@ -275,10 +281,6 @@ class Worker:
             **transport.server_options(self.limits.max_frame_bytes),
         )
         self._tls = ssl_context is not None
-        if not self._warmed_up:
-            # PyTorch's one-time costs, off the first client's clock (see warm_up_training)
-            self._warmed_up = True
-            self.threads.warm_up()
         identities = len(self._tokens.identities)
         log.info(
             "worker %s listening on %s (%s, %s)",

@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+from concurrent.futures import Future
 
 import pytest
 import torch
@@ -86,7 +87,14 @@ def test_warm_up_pays_pytorchs_first_optimizer_import() -> None:
 
 async def test_a_worker_warms_up_once_when_it_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[WorkerThreads] = []
-    monkeypatch.setattr(WorkerThreads, "warm_up", lambda self: calls.append(self))
+
+    def warm_up(self: WorkerThreads) -> Future[None]:
+        calls.append(self)
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    monkeypatch.setattr(WorkerThreads, "warm_up", warm_up)
     worker = fedproto.Worker("warm")
     for _ in range(2):
         await worker.start("127.0.0.1", 0)
