@@ -192,6 +192,9 @@ def _shell_lines(code: str) -> list[tuple[str, bool]]:
     return lines
 
 
+# A section starts workers and runs several commands, each a fresh Python process importing torch (the
+# demo trains, the conformance suite runs its cases): minutes on a busy machine, not the default 120 s.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("section", SECTIONS)
 def test_readme_section_runs(section: str, tmp_path: Path) -> None:
     blocks = [b for b in BLOCKS if b.section == section and b.mode != "skip"]
