@@ -230,8 +230,12 @@ async def run_load(
 
 
 def memory_returned(result: LoadResult) -> bool:
-    """Whether the worker's memory after the load is back near idle (within 10% and 16 MiB)."""
-    return result.rss_after <= result.rss_idle * 1.10 + 16 * 2**20
+    """Whether the worker's memory after the load is back near idle (at most 64 MiB above it).
+
+    Not exact: glibc keeps part of a grown heap for the next burst. A leak shows as growth with every
+    round; measured, four rounds of 20 x 100 in a row left the worker at 310 MiB after each.
+    """
+    return result.rss_after <= result.rss_idle + 64 * 2**20
 
 
 def main() -> None:

@@ -1,0 +1,19 @@
+"""The network fuzzer (stress/netfuzz.py), short: 3,000 frames (make stress: 1,000,000)."""
+
+from __future__ import annotations
+
+from stress.netfuzz import CLASSES, run_fuzz
+from stress.worker_process import WorkerProcess, token_of
+
+
+async def test_fuzzed_frames_never_crash_hang_or_break_the_worker() -> None:
+    with WorkerProcess(identities=1) as worker:
+        result = await run_fuzz(worker, 3000, connections=4, per_connection=300, batch=50, token=token_of(0))
+        assert worker.alive()
+    assert not result.crashed
+    assert result.hangs == 0
+    assert not result.failures, result.failures[:5]
+    assert result.healthy_at_end
+    assert result.frames >= 2000  # connections a fuzzed goodbye or pre-handshake garbage ended send fewer
+    assert set(result.sent) >= set(CLASSES) - {"text"}
+    assert sum(result.errors["random"].values()) > 0  # garbage is answered (MALFORMED), not ignored
