@@ -31,6 +31,7 @@ NOT_APPLICABLE = {
     "calls/18.2.9/notify-needs-capability": "it advertises notifications (the run without them covers it)",
     "auth/18.5.3/anonymous-identity": "this run uses tokens (the anonymous run covers it)",
     "auth/15.2.2/tokens-ignored-without-tokens": "this run uses tokens (the anonymous run covers it)",
+    "objects/7.5.8/digest-mismatch-blake3": "it computes sha256 and xxh3-128 (blake3 is optional, 7.5.2)",
 }
 
 
