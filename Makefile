@@ -54,6 +54,14 @@ wheel: $(STAMP)
 	$(PY) -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w dist .
 	rm -rf build fedproto.egg-info
 
+# Reliability, once and bounded (stops by itself): the full load (200 clients x 500 requests) and
+# 1,000,000 fuzzed frames against a worker process (100,000 against the Node worker), then
+# docs/reliability.md. The stress extra (atheris, for python -m stress.fuzz_targets) is installed here only.
+.PHONY: stress
+stress: $(STAMP) node-build
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --no-build-isolation -e ".[stress]"
+	$(PY) -m stress --node-frames 100000
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
