@@ -111,6 +111,7 @@ def main(argv: list[str]) -> None:
         "chunk": check_chunk_decoder,
         "session": lambda data: check_session(_split(data), handshake=bool(data[:1]) and data[0] & 1 == 1),
     }
+    atheris.instrument_all()  # coverage of everything already imported: fedproto's codec and session
     atheris.Setup([argv[0], *argv[2:]], checks[target])
     atheris.Fuzz()
 
