@@ -129,15 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     fedavg.add_argument("rest", nargs=argparse.REMAINDER)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="simulate many clients on a few local workers or Ray (see 'fedproto simulate --help')",
+        add_help=False,
+    )
+    simulate.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def _delegated(argv: Sequence[str]) -> tuple[str, list[str]] | None:
-    """``conformance``, ``demo`` and ``fedavg`` parse their own options: return (command, its arguments)."""
+    """Commands parsing their own options (conformance, demo, fedavg, simulate): (command, arguments)."""
     index = 0
     while index < len(argv) and argv[index].startswith("-"):
         index += 1 if "=" in argv[index] or argv[index] in ("-h", "--help") else 2
-    if index < len(argv) and argv[index] in ("conformance", "demo", "fedavg"):
+    if index < len(argv) and argv[index] in ("conformance", "demo", "fedavg", "simulate"):
         return argv[index], list(argv[index + 1 :])
     return None
 
@@ -214,6 +221,10 @@ def _run_delegated(command: str, rest: list[str]) -> int:
             from fedproto.federated.command import main as fedavg_main
 
             return fedavg_main(rest)
+        if command == "simulate":
+            from fedproto.simulation.command import main as simulate_main
+
+            return simulate_main(rest)
         from fedproto.demo import main as demo_main
 
         return demo_main(rest)

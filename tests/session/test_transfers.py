@@ -121,7 +121,11 @@ def test_upload_announcement_checks() -> None:
     (error,) = sent(start_upload(s, b"abc", sha=b"short"))
     assert error.error.code == ErrorCode.INVALID_ARGUMENT
     s2 = server()
-    s2._check_upload = lambda identity, object_id, info, overwrite: (_ for _ in ()).throw(ResourceExhaustedError("full"))
+
+    def refuse(identity: object, object_id: object, info: object, overwrite: object) -> None:
+        raise ResourceExhaustedError("full")
+
+    s2._check_upload = refuse  # type: ignore[method-assign]
     s2.receive_frame(frame(1, hello=session_pb2.Hello(versions=[1], token="good")))
     (error,) = sent(start_upload(s2, b"abc"))
     assert error.error.code == ErrorCode.RESOURCE_EXHAUSTED
