@@ -4,9 +4,21 @@ A data owner runs a :class:`Worker` holding named datasets; a coordinator connec
 :class:`Client` (or :class:`AsyncClient`), sends a :class:`TrainConfig`, fits and evaluates on the
 worker's data, moves tensors, and calls the methods the owner chose to expose. :class:`FedAvg` trains
 many workers together.
+
+What this package exports (``__all__``, checked by ``tests/test_exports.py``) is exactly:
+
+- the whole public API of :mod:`fedproto.client`, :mod:`fedproto.errors`, :mod:`fedproto.federated`
+  and :mod:`fedproto.types` (what a coordinator writes against);
+- from the data owner's side, :class:`Worker`, :class:`CallContext` and :func:`rpc`
+  (:mod:`fedproto.server`), :class:`TrainConfig` (:mod:`fedproto.training`), :class:`Dataset` and
+  :class:`DatasetDescription` (:mod:`fedproto.datasets`);
+- ``__version__``.
+
+Everything else (the object store, the training engine, the codec, the sessions...) is reached through
+its own module.
 """
 
-from fedproto.client import AsyncClient, Client, ObjectRef
+from fedproto.client import AsyncClient, Client, ObjectRef, RemoteMethods
 from fedproto.datasets import Dataset, DatasetDescription
 from fedproto.errors import (
     AlreadyExistsError,
@@ -33,65 +45,99 @@ from fedproto.errors import (
     UnimplementedError,
     UnsupportedVersionError,
     WorkerLoadError,
+    error_class_for,
 )
 from fedproto.federated import (
+    Aggregator,
+    BufferedMean,
     ClientRound,
+    ClientSampler,
+    CoordinateMedian,
+    FedAdam,
     FedAvg,
     FedAvgConfigError,
     FedAvgError,
+    FedAvgStrategy,
     FederatedClient,
+    FedProx,
+    FedYogi,
+    Median,
     ResumeError,
+    RoundCallback,
     RoundRecord,
+    RunDirectory,
     SeededSampler,
     Strategy,
+    StreamingMean,
+    TrimmedMean,
+    TrimmedMeanStrategy,
+    UpdateMismatchError,
     WorkerRound,
     average_weights,
+    clients_of,
 )
 from fedproto.server import CallContext, Worker, rpc
 from fedproto.training import TrainConfig
 from fedproto.types import (
     EvaluateKind,
+    EvaluateOptions,
     EvaluateResult,
+    FitOptions,
     FitProgressEvent,
     FitResult,
+    FreedBytes,
     Limits,
     MethodInfo,
     ModelCatalog,
     ModelSummary,
     ObjectInfo,
+    ParameterInfo,
     ServerInfo,
     TensorInfo,
+    TrainSpec,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aggregator",
     "AlreadyExistsError",
     "AsyncClient",
+    "BufferedMean",
     "CallContext",
     "Client",
     "ClientRound",
+    "ClientSampler",
     "ConnectionClosedError",
+    "CoordinateMedian",
     "DataLossError",
     "Dataset",
     "DatasetDescription",
     "DeadlineExceededError",
     "ErrorCode",
     "EvaluateKind",
+    "EvaluateOptions",
     "EvaluateResult",
     "EventLoopRunningError",
     "FailedPreconditionError",
+    "FedAdam",
     "FedAvg",
     "FedAvgConfigError",
     "FedAvgError",
+    "FedAvgStrategy",
+    "FedProx",
+    "FedYogi",
     "FederatedClient",
     "FedprotoError",
+    "FitOptions",
     "FitProgressEvent",
     "FitResult",
+    "FreedBytes",
     "InternalError",
     "InvalidArgumentError",
     "Limits",
     "MalformedError",
+    "Median",
     "MethodInfo",
     "MethodNotFoundError",
     "ModelCatalog",
@@ -99,27 +145,38 @@ __all__ = [
     "NotFoundError",
     "ObjectInfo",
     "ObjectRef",
+    "ParameterInfo",
     "PermissionDeniedError",
     "ProtocolError",
+    "RemoteMethods",
     "RequestCancelledError",
     "ResourceExhaustedError",
     "ResumeError",
+    "RoundCallback",
     "RoundRecord",
+    "RunDirectory",
     "SeededSampler",
     "ServerInfo",
     "Strategy",
+    "StreamingMean",
     "TensorInfo",
     "TrainConfig",
     "TrainConfigError",
     "TrainConfigTypeError",
+    "TrainSpec",
+    "TrimmedMean",
+    "TrimmedMeanStrategy",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
     "UnsupportedVersionError",
+    "UpdateMismatchError",
     "Worker",
     "WorkerLoadError",
     "WorkerRound",
     "__version__",
     "average_weights",
+    "clients_of",
+    "error_class_for",
     "rpc",
 ]
