@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="send clients the text of unexpected exceptions (default: a generic message and an error id "
         "that the log shows beside the traceback)",
     )
+    serve.add_argument(
+        "--max-connections",
+        metavar="N",
+        help="serve at most N connections at once; one more is refused with HTTP 503 "
+        "(docs/protocol.md §14.2.11; default 1000, or the loaded worker's own; 0: no limit)",
+    )
 
     ls = sub.add_parser("ls", help="list a server's datasets, objects and methods", parents=[common])
     _add_client_options(ls)
@@ -246,6 +252,8 @@ def _serve(args: argparse.Namespace) -> int:
     from fedproto.server.profile import conformance_worker
 
     tokens = load_token_file(args.token_file) if args.token_file else None
+    # checked before anything is loaded or served, so a typo costs nothing
+    max_connections = _max_connections(args.max_connections)
     if args.conformance and args.worker:
         raise ValueError("--conformance and --worker both choose the worker: give one")
     if args.conformance:
@@ -263,6 +271,8 @@ def _serve(args: argparse.Namespace) -> int:
         worker = Worker(args.id or "worker", tokens=tokens, weights_only=args.weights_only)
     if args.expose_errors:
         worker.expose_errors = True
+    if max_connections is not None:
+        worker.max_connections = max_connections
     for module in args.methods:
         load_methods(module, worker)
     for spec in args.dataset:
@@ -275,6 +285,23 @@ def _serve(args: argparse.Namespace) -> int:
         worker.register_model(name, factory)
     worker.run(args.host, args.port, tls_cert=args.tls_cert, tls_key=args.tls_key)
     return EXIT_OK
+
+
+def _max_connections(text: str | None) -> int | None:
+    """The ``--max-connections`` value: a whole number >= 0 (0: no limit), None when not given.
+
+    Parsed here rather than by argparse's ``type=int`` so that a bad value is one line, like every
+    other error of the command, and not a usage message.
+    """
+    if text is None:
+        return None
+    try:
+        value = int(text.strip(), 10)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"--max-connections expects a whole number >= 0 (0: no limit), got {text!r}")
+    return value
 
 
 def _model_factory(spec: str) -> tuple[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -270,6 +271,46 @@ def test_serve_expose_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path)
         assert "OSError: /etc/x" in one_line_error(capsys, "call")
     finally:
         stop_serving(exposed)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", ""])
+def test_serve_max_connections_bad_values_are_one_line(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--port", "0", "--max-connections", value]) == 1
+    line = one_line_error(capsys, "serve")
+    assert "--max-connections expects a whole number >= 0" in line and repr(value) in line
+
+
+async def test_serve_max_connections_refuses_one_more_with_503(capsys: pytest.CaptureFixture[str]) -> None:
+    """§14.2.11 from the command line: with --max-connections 2 the third client is refused."""
+    process, url = start_serving(["--conformance", "--max-connections", "2"])
+    clients = []
+    try:
+        for _ in range(2):
+            clients.append(await fedproto.AsyncClient.connect(url, reconnect=False))
+        with pytest.raises(fedproto.UnavailableError, match="503"):
+            await fedproto.AsyncClient.connect(url, reconnect=False)
+        await clients.pop().close()
+        for _ in range(100):  # bounded: the worker sees the close a moment later
+            try:
+                clients.append(await fedproto.AsyncClient.connect(url, reconnect=False))
+                break
+            except fedproto.UnavailableError:
+                await asyncio.sleep(0.05)
+        assert len(clients) == 2, "a freed slot must be served again"
+        assert await clients[-1].ping() >= 0
+    finally:
+        for client in clients:
+            await client.close()
+        stop_serving(process)
+
+
+def test_serve_help_lists_max_connections(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--max-connections N" in out and "HTTP 503" in out
 
 
 def test_ls_says_none_for_empty_lists_and_keeps_the_header_whole(
