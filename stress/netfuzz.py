@@ -77,6 +77,7 @@ class FuzzResult:
     """What a fuzz run sent and what came back."""
 
     frames: int = 0
+    planned: int = 0
     connections: int = 0
     sent: Counter[str] = dataclasses.field(default_factory=Counter)
     errors: dict[str, Counter[str]] = dataclasses.field(default_factory=lambda: defaultdict(Counter))
@@ -92,6 +93,7 @@ class FuzzResult:
         """The figures, for JSON and the report."""
         return {
             "frames": self.frames,
+            "frames_planned": self.planned,
             "connections": self.connections,
             "seconds": round(self.seconds, 1),
             "frames_per_second": round(self.frames / self.seconds) if self.seconds else 0,
@@ -207,12 +209,21 @@ class FrameMaker:
         raise ValueError(kind)
 
 
+@dataclasses.dataclass
+class _Sent:
+    """The frames one connection has sent so far (its lane gives back what it could not send)."""
+
+    frames: int = 0
+
+
 async def _connection(
-    url: str, rng: random.Random, frames: int, batch: int, result: FuzzResult, number: int
+    url: str, rng: random.Random, frames: int, batch: int, result: FuzzResult, number: int, sent: _Sent
 ) -> None:
     maker = FrameMaker(rng)
     handshake = rng.random() < 0.9
-    end_with_text = rng.random() < 0.1
+    end_with_text = rng.random() < 0.1 and frames > 1
+    if end_with_text:
+        frames -= 1  # the text frame is one of the connection's frames
     kinds = [k for k in CLASSES if k != "text"]
     sent_kinds: list[str] = []
     sync_id = SYNC_ID_BASE + number * 1_000_000
@@ -235,6 +246,7 @@ async def _connection(
                     sent_kinds.append(kind)
                 done += count
                 result.frames += count
+                sent.frames += count
                 sync_id += 1
                 await ws.send(Envelope(request_id=sync_id, ping=Ping()).SerializeToString())
                 await _drain_until_pong(ws, sync_id, result, kind)
@@ -242,6 +254,7 @@ async def _connection(
                 await ws.send(maker.make("text"))
                 result.sent["text"] += 1
                 result.frames += 1
+                sent.frames += 1
                 sent_kinds.append("text")
                 with contextlib.suppress(ConnectionClosed):
                     async with asyncio.timeout(HANG_SECONDS):
@@ -295,7 +308,7 @@ async def run_fuzz(
     token: str = "",
 ) -> FuzzResult:
     """Send ``frames`` fuzzed frames, ``connections`` connections at a time, then check the worker."""
-    result = FuzzResult()
+    result = FuzzResult(planned=frames)
     rng = random.Random(seed)
     started = time.perf_counter()
     stop = asyncio.Event()
@@ -309,20 +322,34 @@ async def run_fuzz(
 
     sampler = asyncio.create_task(sample())
     numbers = iter(range(1 << 30))
-    remaining = frames
+    # Frames not yet given to a connection. A connection that ends early (a fuzzed goodbye, a Hello the
+    # worker refused, garbage before the handshake) gives back the frames it did not send, so the run
+    # sends ``frames`` frames in all, not ``frames`` less what early ends cost. The number of
+    # connections is bounded all the same, in case the worker ended every connection at once.
+    unassigned = frames
+    most_connections = 4 * -(-frames // per_connection) + 4 * connections
 
     async def lane() -> None:
-        nonlocal remaining
-        while remaining > 0 and worker.alive():
-            count = min(per_connection, remaining)
-            remaining -= count
+        nonlocal unassigned
+        while unassigned > 0 and worker.alive():
             number = next(numbers)
+            if number >= most_connections:
+                if number == most_connections:
+                    result.failures.append(
+                        f"{most_connections} connections sent only {result.frames} of {frames} frames"
+                    )
+                return
+            count = min(per_connection, unassigned)
+            unassigned -= count
             lane_rng = random.Random(rng.random() + number)
+            sent = _Sent()
             try:
-                await _connection(worker.url, lane_rng, count, batch, result, number)
+                await _connection(worker.url, lane_rng, count, batch, result, number, sent)
             except (OSError, ConnectionClosed, TimeoutError) as exc:
                 if worker.alive():
                     result.failures.append(f"connection {number}: {type(exc).__name__}: {exc}")
+            finally:
+                unassigned += count - sent.frames
 
     try:
         await asyncio.gather(*(lane() for _ in range(connections)))

@@ -17,8 +17,11 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 def _fuzz_section(title: str, fuzz: dict[str, Any]) -> str:
     lines = [f"### {title}", ""]
+    planned = fuzz.get("frames_planned", fuzz["frames"])
+    of_planned = f" (of {planned:,} planned)" if planned != fuzz["frames"] else ""
     lines.append(
-        f"{fuzz['frames']:,} frames over {fuzz['connections']:,} connections in {fuzz['seconds']} s "
+        f"{fuzz['frames']:,} frames{of_planned} over {fuzz['connections']:,} connections in "
+        f"{fuzz['seconds']} s "
         f"({fuzz['frames_per_second']:,} frames/s). Crashed: **{fuzz['crashed']}**; "
         f"hangs: **{fuzz['hangs']}**; failures: **{fuzz['failures']}**; a well-behaved client served at "
         f"the end: **{fuzz['healthy_at_end']}**; worker peak RSS {fuzz['rss_peak_mib']} MiB."

@@ -14,6 +14,8 @@ async def test_fuzzed_frames_never_crash_hang_or_break_the_worker() -> None:
     assert result.hangs == 0
     assert not result.failures, result.failures[:5]
     assert result.healthy_at_end
-    assert result.frames >= 2000  # connections a fuzzed goodbye or pre-handshake garbage ended send fewer
+    # connections that a fuzzed goodbye or pre-handshake garbage ended early give their frames back
+    assert result.frames == 3000
+    assert result.connections > 3000 // 300
     assert set(result.sent) >= set(CLASSES) - {"text"}
     assert sum(result.errors["random"].values()) > 0  # garbage is answered (MALFORMED), not ignored
