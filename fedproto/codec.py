@@ -108,6 +108,7 @@ from fedproto_pb.v1.value_pb2 import Value as ProtoValue
 __all__ = [
     "MAX_SEND_DEPTH",
     "MAX_VALUE_DEPTH",
+    "ValueTooDeepError",
     "array_from_proto",
     "call_args_size",
     "call_reply_from_proto",
@@ -198,11 +199,29 @@ __all__ = [
     "weights_reply_to_proto",
 ]
 
-#: Nesting deeper than this in a received Value is refused (docs/protocol.md section 8.3).
+#: Nesting deeper than this in a received Value is refused (docs/protocol.md section 8.3.2).
 MAX_VALUE_DEPTH = 64
 #: The deepest Value this side sends: every receiver must accept 32 levels (section 8.3.5), and
-#: protobuf's own parser stops near 33 levels of maps, so deeper values fail here, clearly, instead.
+#: protobuf's own parser stops near 33 levels of maps, so deeper values fail here, clearly, instead
+#: (a server MUST NOT send deeper ones, section 8.3.6; a client SHOULD NOT, section 8.3.8).
 MAX_SEND_DEPTH = 32
+
+
+class ValueTooDeepError(InvalidArgumentError):
+    """A Value nests deeper than this side receives (section 8.3.2) or sends (section 8.3.6).
+
+    An ``INVALID_ARGUMENT`` with ``details["limit"]``, the depth allowed. It is a class of its own so that
+    a worker can tell a result too deep to send, which it answers ``INVALID_ARGUMENT`` (section 8.3.7),
+    from a result that is no Value at all, which is its method's fault (``INTERNAL``, section 11.4.4).
+    """
+
+
+def _too_deep(limit: int) -> ValueTooDeepError:
+    return ValueTooDeepError(
+        f"value nests deeper than {limit} levels (docs/protocol.md section 8.3)",
+        details={"limit": str(limit)},
+    )
+
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -464,8 +483,8 @@ def value_to_proto(obj: Any, *, _depth: int = 0) -> ProtoValue:
     None, bool, int (64-bit), float, str, bytes-likes, torch tensors, numpy arrays and scalars, lists and
     tuples, and dicts with string keys. Anything else is INVALID_ARGUMENT: nothing is ever pickled.
     """
-    if _depth >= MAX_SEND_DEPTH:
-        raise InvalidArgumentError(f"value nests deeper than {MAX_SEND_DEPTH} levels")
+    if _depth >= MAX_SEND_DEPTH:  # _depth counts from 0: this value is at level _depth + 1
+        raise _too_deep(MAX_SEND_DEPTH)
     if obj is None:
         return ProtoValue(null_value=NULL_VALUE)
     if isinstance(obj, (bool, np.bool_)):
@@ -511,8 +530,8 @@ def values_to_entries(mapping: Mapping[Any, Any], *, _depth: int = 0) -> list[Pr
 
 def value_from_proto(message: ProtoValue, *, _depth: int = 0) -> Any:
     """Decode a wire ``Value`` into a Python value (tensors become torch tensors)."""
-    if _depth > MAX_VALUE_DEPTH:
-        raise InvalidArgumentError(f"value nests deeper than {MAX_VALUE_DEPTH} levels")
+    if _depth >= MAX_VALUE_DEPTH:  # _depth counts from 0: this value is at level _depth + 1
+        raise _too_deep(MAX_VALUE_DEPTH)
     kind = message.WhichOneof("kind")
     if kind == "null_value":
         return None

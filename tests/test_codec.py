@@ -236,6 +236,58 @@ def test_value_depth_limits() -> None:
         codec.value_from_proto(nested, _depth=codec.MAX_VALUE_DEPTH)
 
 
+def _wire_list(depth: int) -> value_pb2.Value:
+    """A list Value ``depth`` levels deep, built in place from the top (the encoder stops at 32, and
+    protobuf copies a nested message by parsing it, which stops near 50 levels)."""
+    top = value_pb2.Value()
+    current = top
+    for _ in range(depth - 1):
+        current = current.list_value.items.add()
+    current.int_value = 1
+    return top
+
+
+def test_received_depth_limit_is_exactly_64_levels() -> None:
+    """Section 8.3.2: 64 levels are accepted, 65 refused with INVALID_ARGUMENT naming the limit."""
+    decoded = codec.value_from_proto(_wire_list(codec.MAX_VALUE_DEPTH))
+    for _ in range(codec.MAX_VALUE_DEPTH - 1):
+        decoded = decoded[0]
+    assert decoded == 1
+    with pytest.raises(codec.ValueTooDeepError) as caught:
+        codec.value_from_proto(_wire_list(codec.MAX_VALUE_DEPTH + 1))
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert caught.value.details == {"limit": "64"}
+
+
+def test_sent_depth_limit_is_a_typed_error_even_for_cycles() -> None:
+    """Section 8.3.6: 32 levels are sent, 33 refused (INVALID_ARGUMENT, limit 32), a cycle too."""
+    deep: object = 1
+    for _ in range(codec.MAX_SEND_DEPTH - 1):
+        deep = {"k": deep}
+    assert codec.value_from_proto(codec.value_to_proto(deep)) == deep
+    with pytest.raises(codec.ValueTooDeepError) as caught:
+        codec.call_reply_to_proto([deep])
+    assert caught.value.details == {"limit": "32"}
+    cycle: list[object] = []
+    cycle.append(cycle)
+    with pytest.raises(codec.ValueTooDeepError):
+        codec.value_to_proto(cycle)
+
+
+@pytest.mark.parametrize("levels", [50, 200, 5000])
+def test_envelopes_nested_beyond_the_decoder_are_malformed(levels: int) -> None:
+    """Sections 3.3.4 and 8.3.4: protobuf's own nesting limit (a DecodeError) reaches callers as
+    MALFORMED, whatever the depth, never as a parser exception or a RecursionError."""
+    value = value_pb2.Value(int_value=1).SerializeToString()
+    for _ in range(levels):
+        items = b"\x0a" + codec._varint(len(value)) + value  # ListValue.items
+        value = b"\x42" + codec._varint(len(items)) + items  # Value.list_value
+    call = b"\x0a\x04echo\x12" + codec._varint(len(value)) + value  # CallRequest{method, args}
+    frame = b"\x08\x07" + codec._varint(50 << 3 | 2) + codec._varint(len(call)) + call
+    with pytest.raises(MalformedError):
+        codec.decode_envelope(frame)
+
+
 def test_invalid_wire_values() -> None:
     with pytest.raises(InvalidArgumentError, match="no kind"):
         codec.value_from_proto(value_pb2.Value())

@@ -542,6 +542,36 @@ async def _case_too_deep(ctx: Context) -> None:
 
 
 @case(
+    "calls/8.3.7/too-deep-reply-refused",
+    rule="When a terminal reply would carry a Value deeper than 32 levels, the server MUST send instead an "
+    "Error with code INVALID_ARGUMENT for that request, never INTERNAL and never the reply itself; a "
+    "notification that deep is not sent and the notify that asked for it ends the same way (§8.3.6: a server "
+    "MUST NOT send a Value deeper than 32 levels).",
+    needs=CALLS,
+)
+async def _case_too_deep_reply(ctx: Context) -> None:
+    conn = await ctx.connect()
+    # echo adds two levels (a map of args holding a list): 31 levels in, 33 would come back
+    refused(await conn.call("call", _echo_of(_nested_list(31))), "echo of a 31-level value", INVALID)
+    # 45 levels in: within the 64 a receiver accepts (and the 100 levels of message nesting), 47 out
+    rid = conn.next_id()
+    await conn.send_raw(_deep_call_bytes(rid, 45))
+    frame = await conn.wait_for(
+        lambda: next((f for f in conn.pending_frames() if f.request_id == rid), None),
+        f"the terminal reply of request {rid} (echo of a 45-level value)",
+    )
+    env = frame.envelope
+    if frame.kind != "error" or env is None or env.error.code != INVALID:
+        fail(f"echo of 45 levels was answered with {frame.describe()}, expected Error{{INVALID_ARGUMENT}}")
+    if ctx.has("notifications"):
+        request = calls_pb2.CallRequest(method="notify", args=[to_value("deep"), _nested_list(33)])
+        refused(await conn.call("call", request), "notify('deep', <33-level value>)", INVALID)
+        notes = [f for f in conn.frames if f.kind == "notification"]
+        check(not notes, "notify('deep', <33-level value>) pushed a notification deeper than 32 levels")
+    await _echoes(conn, [_nested_list(30)])  # the connection goes on
+
+
+@case(
     "calls/8.3.5/depth-32-accepted",
     rule="A receiver MUST accept values up to 32 levels deep; senders SHOULD NOT send deeper values (echo "
     "of a 30-level value answers with a 32-level map; notify pushes a 32-level payload as it is).",

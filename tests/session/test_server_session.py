@@ -175,6 +175,19 @@ def test_a_notification_above_the_client_limit_is_refused_not_built() -> None:
     assert s.state is SessionState.OPEN  # nothing was sent, nothing changed
 
 
+def test_a_notification_too_deep_to_send_is_refused_not_built() -> None:
+    """Section 8.3.7: a payload deeper than 32 levels is never sent; the caller gets INVALID_ARGUMENT."""
+    s = _open_with_frame_limit(0)
+    deep: object = 1
+    for _ in range(codec.MAX_SEND_DEPTH - 1):
+        deep = {"k": deep}
+    assert s.notification("deepest", deep)
+    with pytest.raises(codec.ValueTooDeepError) as info:
+        s.notification("too-deep", [deep])
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT and info.value.details == {"limit": "32"}
+    assert s.state is SessionState.OPEN
+
+
 def test_an_error_above_the_client_limit_is_shortened_keeping_code_and_id() -> None:
     s = _open_with_frame_limit(1024)
     s.receive_frame(frame(7, count_objects=objects_pb2.CountObjectsRequest()))

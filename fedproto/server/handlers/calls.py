@@ -50,6 +50,14 @@ async def call(services: WorkerServices, conn: Connection, ev: RequestReceived) 
         raise
     try:
         reply = codec.call_reply_to_proto(result)
+    except codec.ValueTooDeepError as exc:
+        # A Value, but deeper than any reply may carry (echo of a 31-level argument, say): the client
+        # would not decode the reply, so it gets a typed error in its place (section 8.3.7).
+        raise InvalidArgumentError(
+            f"{method.name} returned a value nested deeper than {codec.MAX_SEND_DEPTH} levels, more than a "
+            "reply may carry (docs/protocol.md section 8.3.7)",
+            details=exc.details,
+        ) from None
     except InvalidArgumentError as exc:
         raise InternalError(f"{method.name} returned a value the protocol cannot carry: {exc}") from None
     return {"call_reply": reply}

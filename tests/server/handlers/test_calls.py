@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from fedproto import codec
-from fedproto.errors import InternalError, MethodNotFoundError, ResourceExhaustedError
+from fedproto.errors import (
+    ErrorCode,
+    InternalError,
+    InvalidArgumentError,
+    MethodNotFoundError,
+    ResourceExhaustedError,
+)
 from fedproto.server.methods import CallContext
 from fedproto.server.services import WorkerServices
 from fedproto_pb.v1 import calls_pb2
@@ -54,6 +60,30 @@ async def test_call_errors(services: WorkerServices) -> None:
         await handle(services, conn, call=big)
     assert info.value.details == {"limit": "1024", "requested": "2006"}
     assert "2006 bytes, more than the limit of 1024 bytes" in info.value.message
+
+
+def _nested(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+async def test_a_result_too_deep_to_send_is_invalid_argument(services: WorkerServices) -> None:
+    """Section 8.3.7: a result deeper than 32 levels gets INVALID_ARGUMENT (limit 32), not INTERNAL."""
+    services.methods.register(lambda levels: _nested(levels), name="nest", inline=True)
+    conn = FakeConnection()
+    reply = one(await handle(services, conn, call=_call_of("nest", codec.MAX_SEND_DEPTH)))
+    assert codec.value_from_proto(reply.result) == _nested(codec.MAX_SEND_DEPTH)
+    with pytest.raises(InvalidArgumentError) as caught:
+        await handle(services, conn, call=_call_of("nest", codec.MAX_SEND_DEPTH + 1))
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT and not isinstance(caught.value, InternalError)
+    assert caught.value.details == {"limit": "32"}
+    assert "section 8.3.7" in caught.value.message
+
+
+def _call_of(method: str, *args: Any) -> calls_pb2.CallRequest:
+    return calls_pb2.CallRequest(method=method, args=[codec.value_to_proto(a) for a in args])
 
 
 async def test_a_cancelled_call_sets_its_context_cancelled(services: WorkerServices) -> None:
