@@ -2,7 +2,7 @@
  * The command line of `fedproto-node` (entry point `cli.ts`): `serve` runs a worker over WebSocket.
  *
  *     fedproto-node serve --port 9001 [--host 127.0.0.1] [--id ID] [--conformance] [--no-notifications]
- *                         [--token-file FILE] [--dataset KEY=FILE.npz ...]
+ *                         [--token-file FILE] [--dataset KEY=FILE.npz ...] [--expose-errors]
  *
  * Prints `listening on ws://HOST:PORT` once ready, stops cleanly on SIGTERM or SIGINT, and reports bad
  * arguments in one line on stderr with exit status 2.
@@ -14,7 +14,9 @@ import { Worker } from "./worker/worker.js";
 
 const USAGE =
   "usage: fedproto-node serve [--host HOST] [--port PORT] [--id ID] [--conformance] " +
-  "[--no-notifications] [--token-file FILE] [--dataset KEY=FILE.npz ...]";
+  "[--no-notifications] [--token-file FILE] [--dataset KEY=FILE.npz ...] [--expose-errors]\n" +
+  "  --expose-errors  send clients the text of unexpected failures (default: a generic INTERNAL with an\n" +
+  "                   error id, which the log on stderr shows beside the failure; §13.1.7)";
 
 /** A command-line mistake: printed as one line, exit status 2. */
 export class UsageError extends Error {
@@ -56,6 +58,7 @@ export interface ServeArguments {
   notifications: boolean;
   tokenFile: string | undefined;
   datasets: [string, string][];
+  exposeErrors: boolean;
 }
 
 /** Parses `serve`'s arguments (without the command word). */
@@ -72,6 +75,7 @@ export function parseServeArguments(argv: string[]): ServeArguments {
         "no-notifications": { type: "boolean", default: false },
         "token-file": { type: "string" },
         dataset: { type: "string", multiple: true, default: [] },
+        "expose-errors": { type: "boolean", default: false },
       },
       allowPositionals: false,
       strict: true,
@@ -98,13 +102,19 @@ export function parseServeArguments(argv: string[]): ServeArguments {
     notifications: v["no-notifications"] !== true,
     tokenFile: v["token-file"],
     datasets,
+    exposeErrors: v["expose-errors"] === true,
   };
 }
 
 /** Builds the worker `serve` runs. */
 export function buildWorker(args: ServeArguments): Worker {
   const tokens = args.tokenFile === undefined ? undefined : readTokenFile(args.tokenFile);
-  const options = { id: args.id, notifications: args.notifications, ...(tokens === undefined ? {} : { tokens }) };
+  const options = {
+    id: args.id,
+    notifications: args.notifications,
+    exposeErrors: args.exposeErrors,
+    ...(tokens === undefined ? {} : { tokens }),
+  };
   const worker = args.conformance ? conformanceWorker(options) : new Worker(options);
   for (const [key, file] of args.datasets) {
     try {

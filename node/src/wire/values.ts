@@ -59,6 +59,24 @@ export type ValueKind = "null" | "bool" | "int" | "double" | "string" | "bytes" 
 /** The deepest value a receiver accepts (§8.3.2). */
 export const MAX_VALUE_DEPTH = 64;
 
+/**
+ * The deepest value this side sends (§8.3.6, §8.3.8). Every receiver accepts 32 levels (§8.3.5), and at 32
+ * levels even a map of tensors fits, inside any envelope, within the 100 levels of message nesting that
+ * conforming decoders allow (§3.3.7); a deeper value could reach the peer as a frame it cannot parse.
+ */
+export const MAX_SEND_DEPTH = 32;
+
+/**
+ * A value nested deeper than this side receives (§8.3.2) or sends (§8.3.6): INVALID_ARGUMENT with
+ * `details.limit`. A class of its own so that a worker can tell a result too deep to send, which it
+ * answers INVALID_ARGUMENT (§8.3.7), from a result that is no value at all (INTERNAL, §11.4.4).
+ */
+export class ValueTooDeepError extends InvalidArgumentError {
+  constructor(what: string, limit: number) {
+    super(`${what} is nested deeper than ${limit} levels (§8.3)`, { details: { limit: String(limit) } });
+  }
+}
+
 /** The smallest and largest `int_value` (§8.1.1). */
 export const INT64_MIN = -(2n ** 63n);
 export const INT64_MAX = 2n ** 63n - 1n;
@@ -91,9 +109,7 @@ export function validateValue(value: ProtoValue, what = "value", level = 1): voi
 
 /** A received `Value` as JavaScript, validated as {@link validateValue} says. */
 export function valueFromProto(value: ProtoValue, what = "value", level = 1): JsValue {
-  if (level > MAX_VALUE_DEPTH) {
-    throw new InvalidArgumentError(`${what} is nested deeper than ${MAX_VALUE_DEPTH} levels (§8.3.2)`);
-  }
+  if (level > MAX_VALUE_DEPTH) throw new ValueTooDeepError(what, MAX_VALUE_DEPTH);
   const kind = value.kind;
   switch (kind.case) {
     case "nullValue":
@@ -142,7 +158,7 @@ export function mapEntriesFromProto(entries: readonly ProtoMapEntry[], what = "m
 /**
  * A JavaScript value as a `Value` message. Throws INVALID_ARGUMENT for what cannot be sent: `undefined`,
  * functions, symbols, a `bigint` outside the signed 64-bit range (§8.4.2), cyclic containers, and values
- * deeper than 64 levels.
+ * deeper than 32 levels ({@link ValueTooDeepError}, §8.3.6, §8.3.8).
  */
 export function valueToProto(input: ValueInput, what = "value"): ProtoValue {
   return toProto(input, what, 1, new Set());
@@ -157,9 +173,7 @@ export function mapEntriesToProto(
 }
 
 function toProto(input: ValueInput, what: string, level: number, seen: Set<object>): ProtoValue {
-  if (level > MAX_VALUE_DEPTH) {
-    throw new InvalidArgumentError(`${what} is nested deeper than ${MAX_VALUE_DEPTH} levels (§8.3.2)`);
-  }
+  if (level > MAX_SEND_DEPTH) throw new ValueTooDeepError(what, MAX_SEND_DEPTH);
   if (input === null) {
     return create(ValueSchema, { kind: { case: "nullValue", value: Null.VALUE } });
   }

@@ -6,7 +6,7 @@ import { CancelledError, InvalidArgumentError, errorFromCode } from "../wire/err
 import { CONFORMANCE_LIMITS, type Limits } from "../wire/limits.js";
 import type { JsMap } from "../wire/values.js";
 import { conformanceDataset } from "./datasets.js";
-import { Worker } from "./worker.js";
+import { Worker, type WorkerOptions } from "./worker.js";
 
 /** Options of {@link conformanceWorker}. */
 export interface ConformanceOptions {
@@ -15,6 +15,10 @@ export interface ConformanceOptions {
   limits?: Partial<Limits>;
   /** Default true; without, `notify` answers UNIMPLEMENTED (§18.2.9). */
   notifications?: boolean;
+  /** See {@link WorkerOptions.exposeErrors}. */
+  exposeErrors?: boolean;
+  /** See {@link WorkerOptions.onFailure}. */
+  onFailure?: WorkerOptions["onFailure"];
 }
 
 /** The longest `sleep` the hook accepts (§18.2.6). */
@@ -46,7 +50,9 @@ export function conformanceWorker(options: ConformanceOptions = {}): Worker {
     limits: { ...CONFORMANCE_LIMITS, ...(options.limits ?? {}) },
     conformance: true,
     notifications: options.notifications !== false,
+    exposeErrors: options.exposeErrors === true,
     ...(options.tokens === undefined ? {} : { tokens: options.tokens }),
+    ...(options.onFailure === undefined ? {} : { onFailure: options.onFailure }),
   });
   worker.addDataset("conformance", conformanceDataset());
   worker.method("echo", ({ args, kwargs }) => new Map([["args", args!], ["kwargs", kwargs!]]) as JsMap, {

@@ -5,7 +5,6 @@
  */
 import { create } from "@bufbuild/protobuf";
 import {
-  asFedprotoError,
   InvalidArgumentError,
   InternalError,
   MethodNotFoundError,
@@ -20,7 +19,18 @@ import {
   type CallReply as ProtoCallReply,
   type MethodInfo as ProtoMethodInfo,
 } from "../wire/proto.js";
-import { jsValueKind, mapEntriesFromProto, valueFromProto, valueToProto, type JsMap, type JsValue, type ValueInput, type ValueKind } from "../wire/values.js";
+import {
+  MAX_SEND_DEPTH,
+  ValueTooDeepError,
+  jsValueKind,
+  mapEntriesFromProto,
+  valueFromProto,
+  valueToProto,
+  type JsMap,
+  type JsValue,
+  type ValueInput,
+  type ValueKind,
+} from "../wire/values.js";
 
 /** A parameter's declared type: a value kind or `any` (§11.6.3). */
 export type ParameterType = ValueKind | "any";
@@ -182,17 +192,21 @@ export class MethodRegistry {
     const kwargs = mapEntriesFromProto(request.kwargs, "keyword arguments");
     const bound = bind(method, args, kwargs);
     ctx.signal.throwIfAborted();
-    let result;
-    try {
-      result = await method.fn(bound, ctx);
-    } catch (err) {
-      // §11.4.1, §11.4.2: a protocol error keeps its code; anything else is INTERNAL with its own message.
-      throw asFedprotoError(err);
-    }
+    // §11.4.1, §11.4.2: a protocol error the method throws keeps its code; anything else reaches the session
+    // as thrown, which answers a generic INTERNAL with an error id unless the owner exposes errors (§13.1.7).
+    const result = await method.fn(bound, ctx);
     let value;
     try {
       value = valueToProto(result === undefined ? null : result, "result");
     } catch (err) {
+      if (err instanceof ValueTooDeepError) {
+        // A value, but deeper than any reply may carry (echo of a 31-level argument, say): the client could
+        // not decode the reply, so it gets a typed error in its place (§8.3.7).
+        throw new InvalidArgumentError(
+          `method ${method.name} returned a value nested deeper than ${MAX_SEND_DEPTH} levels, more than a reply may carry (§8.3.7)`,
+          { details: err.details },
+        );
+      }
       throw new InternalError(`method ${method.name} returned something that is not a Value: ${(err as Error).message}`);
     }
     return create(CallReplySchema, { result: value });

@@ -17,7 +17,7 @@
  * | draining    | closed                              | grace period over or nothing left in flight       |
  */
 import { create } from "@bufbuild/protobuf";
-import { createHash, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import {
   CONTROL_BODIES,
   REQUEST_KINDS,
@@ -36,6 +36,7 @@ import {
   DeadlineExceededError,
   FailedPreconditionError,
   FedprotoError,
+  InternalError,
   InvalidArgumentError,
   MalformedError,
   ResourceExhaustedError,
@@ -123,6 +124,18 @@ function digestOf(token: string): Buffer {
   return createHash("sha256").update(token, "utf8").digest();
 }
 
+/** A request that failed in a way the server did not anticipate, as the server's log sees it (§13.1.7). */
+export interface RequestFailure {
+  /** The short random id sent to the client in `details.error_id` and in the message. */
+  readonly errorId: string;
+  /** The identity of the connection. */
+  readonly identity: string;
+  /** The request's body kind, as the spec writes it (`call`). */
+  readonly kind: string;
+  /** What was thrown (a bug, or an exposed method failing without a protocol code). */
+  readonly error: unknown;
+}
+
 /** What a session needs to know about its server. */
 export interface SessionConfig {
   serverId: string;
@@ -130,6 +143,27 @@ export interface SessionConfig {
   capabilities: readonly Capability[];
   limits: Readonly<Limits>;
   tokens: TokenTable;
+  /**
+   * Send the text of unexpected failures to clients (for development). Default false: a generic INTERNAL
+   * with an error id (§13.1.7, §11.4.3).
+   */
+  exposeErrors?: boolean;
+  /** Told of every unexpected failure with its error id, so the log can be matched with a user's report. */
+  onFailure?: (failure: RequestFailure) => void;
+}
+
+/**
+ * The INTERNAL a client gets for a failure the server did not anticipate (§13.1.7): a generic message and a
+ * short random error id (in the message and in `details.error_id`), or, with `expose`, the failure's own
+ * name and text beside the id. Typed protocol errors are not unanticipated: they go out as raised (§11.4.1).
+ */
+export function internalErrorFor(thrown: unknown, errorId: string, expose: boolean): InternalError {
+  let message = `the worker failed to handle the request (error id ${errorId}; its log has the details)`;
+  if (expose) {
+    const text = thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown);
+    message = `${text} (error id ${errorId})`;
+  }
+  return new InternalError(message, { details: { error_id: errorId }, cause: thrown });
 }
 
 /** What a request handler may do while it runs. */
@@ -186,6 +220,8 @@ const TRANSITIONS: Readonly<Record<SessionState, readonly SessionState[]>> = {
 
 interface InFlight {
   readonly requestId: bigint;
+  /** The body kind, as the spec writes it (for the log). */
+  readonly kind: string;
   readonly controller: AbortController;
   deadline: NodeJS.Timeout | undefined;
   chunkReceiver: ((chunk: ProtoChunk) => void) | undefined;
@@ -446,7 +482,7 @@ export class ServerSession {
         try {
           request.chunkReceiver(body.value);
         } catch (err) {
-          this.endWithError(request, asFedprotoError(err));
+          this.endWithError(request, this.protocolErrorOf(err, request));
         }
         return;
       }
@@ -500,6 +536,7 @@ export class ServerSession {
     }
     const request: InFlight = {
       requestId,
+      kind: bodyName(bodyCase),
       controller: new AbortController(),
       deadline: undefined,
       chunkReceiver: undefined,
@@ -570,8 +607,20 @@ export class ServerSession {
     }
     promise.then(
       (reply) => this.endWithReply(request, reply),
-      (err: unknown) => this.endWithError(request, asFedprotoError(err)),
+      (err: unknown) => this.endWithError(request, this.protocolErrorOf(err, request)),
     );
+  }
+
+  /**
+   * What a request that threw ends with: a protocol error as it is (§11.4.1); anything else is a failure the
+   * server did not anticipate, answered with a generic INTERNAL and an error id that `onFailure` logs beside
+   * the failure, or with its own text when the owner chose to expose it (§13.1.7, §11.4.3).
+   */
+  private protocolErrorOf(thrown: unknown, request: InFlight): FedprotoError {
+    if (thrown instanceof FedprotoError) return thrown;
+    const errorId = randomBytes(4).toString("hex");
+    this.config.onFailure?.({ errorId, identity: this.identityName, kind: request.kind, error: thrown });
+    return internalErrorFor(thrown, errorId, this.config.exposeErrors === true);
   }
 
   // -- ending requests (§5.3: exactly one terminal reply) ------------------------------------------------

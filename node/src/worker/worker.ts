@@ -10,7 +10,7 @@ import { loadNpz, makeDataset, type Dataset, type DatasetSource } from "./datase
 import { makeRequestHandler } from "./handlers.js";
 import { MethodRegistry, type MethodFunction, type MethodOptions } from "./methods.js";
 import { serveWebSocket, type ServeOptions, type WorkerServer } from "./server.js";
-import { ServerSession, TokenTable, type SessionOutput } from "./session.js";
+import { ServerSession, TokenTable, type RequestFailure, type SessionOutput } from "./session.js";
 import { ObjectStores } from "./store.js";
 
 /** The program name sent as `Welcome.server_name`. */
@@ -43,6 +43,26 @@ export interface WorkerOptions {
   conformance?: boolean;
   /** Push notifications (§6.4); default true. Without, `notifications` is not advertised and none is sent. */
   notifications?: boolean;
+  /**
+   * Send clients the text of unexpected failures (an exposed method throwing something that is not a
+   * protocol error, or a bug), for development. Default false: a generic INTERNAL with a short error id
+   * (§13.1.7, §11.4.3); the text stays in the log.
+   */
+  exposeErrors?: boolean;
+  /**
+   * Where unexpected failures are logged, each with the error id its client got. Default: one line on
+   * stderr (`request failed error_id=... identity=... kind=...`) followed by the stack.
+   */
+  onFailure?: (failure: RequestFailure) => void;
+}
+
+/** The default {@link WorkerOptions.onFailure}: the error id, identity and request kind, then the stack. */
+export function logFailureToStderr(failure: RequestFailure): void {
+  const { error } = failure;
+  const detail = error instanceof Error ? (error.stack ?? `${error.name}: ${error.message}`) : String(error);
+  process.stderr.write(
+    `fedproto-node: request failed error_id=${failure.errorId} identity=${failure.identity} kind=${failure.kind}\n${detail}\n`,
+  );
 }
 
 /** A fedproto server without training: objects, chunked transfers, datasets, custom calls, notifications. */
@@ -51,6 +71,9 @@ export class Worker {
   readonly name: string;
   readonly limits: Readonly<Limits>;
   readonly capabilities: readonly Capability[];
+  /** Whether clients get the text of unexpected failures (see {@link WorkerOptions.exposeErrors}). */
+  readonly exposeErrors: boolean;
+  private readonly onFailure: (failure: RequestFailure) => void;
   private readonly tokens: TokenTable;
   private readonly datasets = new Map<string, Dataset>();
   private readonly methods = new MethodRegistry();
@@ -77,6 +100,8 @@ export class Worker {
       }
     }
     this.tokens = new TokenTable(byToken);
+    this.exposeErrors = options.exposeErrors === true;
+    this.onFailure = options.onFailure ?? logFailureToStderr;
     this.stores = new ObjectStores(this.limits.maxObjectBytes);
   }
 
@@ -115,6 +140,8 @@ export class Worker {
         capabilities: this.capabilities,
         limits: this.limits,
         tokens: this.tokens,
+        exposeErrors: this.exposeErrors,
+        onFailure: this.onFailure,
       },
       handler,
       output,

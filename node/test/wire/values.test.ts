@@ -4,9 +4,12 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   INT64_MAX,
   INT64_MIN,
+  MAX_SEND_DEPTH,
   MAX_VALUE_DEPTH,
+  ValueTooDeepError,
   jsValueKind,
   mapEntriesFromProto,
+  mapEntriesToProto,
   valueFromProto,
   valueKind,
   valueToProto,
@@ -81,9 +84,20 @@ function nested(depth: number): ReturnType<typeof valueToProto> {
   return value;
 }
 
-test("depth 64 is accepted, 65 rejected (§8.3)", () => {
+test("depth 64 is accepted, 65 rejected (§8.3.2)", () => {
   assert.doesNotThrow(() => valueFromProto(nested(MAX_VALUE_DEPTH)));
-  assert.throws(() => valueFromProto(nested(MAX_VALUE_DEPTH + 1)), InvalidArgumentError);
+  assert.throws(
+    () => valueFromProto(nested(MAX_VALUE_DEPTH + 1)),
+    (err: unknown) => err instanceof ValueTooDeepError && err instanceof InvalidArgumentError && err.details.limit === "64",
+  );
+});
+
+test("at most 32 levels are sent, a deeper value or a cycle is INVALID_ARGUMENT (§8.3.6, §8.3.8)", () => {
+  let deep: ValueInput = 1n;
+  for (let i = 1; i < MAX_SEND_DEPTH; i++) deep = new Map([["k", deep]]);
+  assert.deepEqual(valueFromProto(valueToProto(deep)), deep);
+  assert.throws(() => valueToProto([deep]), (err: unknown) => err instanceof ValueTooDeepError && err.details.limit === "32");
+  assert.throws(() => mapEntriesToProto({ k: [deep] }), ValueTooDeepError);
 });
 
 test("received values: unset kind, duplicate keys, unset entry value, bad tensor are INVALID_ARGUMENT (§8.2)", () => {

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseServeArguments, readTokenFile, UsageError } from "../../src/command.js";
+import { buildWorker, parseServeArguments, readTokenFile, UsageError } from "../../src/command.js";
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "src", "cli.js");
 
@@ -22,6 +22,9 @@ test("argument parsing and token files", () => {
   const args = parseServeArguments(["--port", "0", "--conformance", "--dataset", "a=b.npz"]);
   assert.deepEqual([args.port, args.host, args.conformance, args.datasets], [0, "127.0.0.1", true, [["a", "b.npz"]]]);
   assert.throws(() => parseServeArguments(["--port", "70000"]), UsageError);
+  assert.equal(args.exposeErrors, false);
+  assert.equal(buildWorker(parseServeArguments(["--conformance"])).exposeErrors, false);
+  assert.equal(buildWorker(parseServeArguments(["--conformance", "--expose-errors"])).exposeErrors, true);
   const dir = mkdtempSync(join(tmpdir(), "fedproto-tokens-"));
   try {
     writeFileSync(join(dir, "ok"), "# comment\nalice tok-a\n\nalice tok-a2\nbob tok-b\n");

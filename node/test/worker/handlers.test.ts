@@ -17,9 +17,11 @@ import {
 } from "../../src/wire/proto.js";
 import { chunkRanges, ChunkAssembler, EMPTY_SHA256, HostTensor, makeChunk, sha256, tensorToProto } from "../../src/wire/tensors.js";
 import { valueFromProto, valueToProto } from "../../src/wire/values.js";
+import { ListValueSchema, ValueSchema, type Value as ProtoValue } from "../../src/wire/proto.js";
 import { digestOf } from "../../src/wire/digests.js";
 import type { Body } from "../../src/wire/envelope.js";
 import { conformanceWorker } from "../../src/worker/conformance.js";
+import type { RequestFailure } from "../../src/worker/session.js";
 import { Peer, tick } from "./helpers.js";
 
 function connect(maxFrameBytes = 0n, limits = {}): Peer {
@@ -167,6 +169,61 @@ test("conformance hooks: echo, fail, sleep (cancellable), notify before the repl
   await tick();
   assert.deepEqual((peer.withId(9).at(-1)!.body.value as { methods: { name: string }[] }).methods.map((m) => m.name), ["echo", "fail", "notify", "sleep", "whoami"]);
   assert.deepEqual((peer.withId(10).at(-1)!.body.value as { datasets: { key: string }[] }).datasets.map((d) => d.key), ["conformance"]);
+});
+
+/** A list value `depth` levels deep, built message by message (valueToProto stops at 32 levels). */
+function nestedList(depth: number): ProtoValue {
+  let value = create(ValueSchema, { kind: { case: "intValue", value: 1n } });
+  for (let i = 1; i < depth; i++) {
+    value = create(ValueSchema, { kind: { case: "listValue", value: create(ListValueSchema, { items: [value] }) } });
+  }
+  return value;
+}
+
+test("too deep either way: a reply or notification over 32 levels is INVALID_ARGUMENT, never sent (§8.3.6, §8.3.7)", async () => {
+  const peer = connect();
+  const call = (id: number, method: string, args: ProtoValue[]): void => peer.put(id, { case: "call", value: create(CallRequestSchema, { method, args }) });
+  call(2, "echo", [nestedList(30)]); // 32 levels back: sent
+  await tick();
+  assert.equal(peer.withId(2).at(-1)?.body.case, "callReply");
+  for (const [id, depth] of [[3, 31], [4, 45]] as const) {
+    call(id, "echo", [nestedList(depth)]); // accepted (at most 64 levels), but 33 or more would come back
+    await tick();
+    const error = peer.lastError();
+    assert.deepEqual([error.code, error.requestId, error.details], [ErrorCode.INVALID_ARGUMENT, BigInt(id), { limit: "32" }], `echo of ${depth} levels`);
+    assert.match(error.message, /§8\.3\.7/);
+  }
+  call(7, "notify", [valueToProto("deep"), nestedList(33)]);
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.INVALID_ARGUMENT, 7n]);
+  assert.ok(!peer.received.some((e) => e.body.case === "notification"));
+  // Nested beyond what conforming decoders read (§3.3.7): MALFORMED with request id 0, the session goes on.
+  call(8, "echo", [nestedList(60)]);
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.MALFORMED, 0n]);
+  assert.equal(peer.withId(8).length, 0);
+  // Whatever was asked, every frame the worker sent decodes (the Peer decodes each one as it arrives).
+  assert.ok(peer.frames.length >= 6);
+});
+
+test("an exposed method's exception text stays on the worker unless the owner exposes it (§13.1.7, §11.4.3)", async () => {
+  for (const expose of [false, true]) {
+    const logged: RequestFailure[] = [];
+    const worker = conformanceWorker({ exposeErrors: expose, onFailure: (f) => logged.push(f) });
+    worker.method("broken", () => {
+      throw new RangeError("disk /var/lib/owner full");
+    });
+    const peer = new Peer();
+    peer.session = worker.openSession(peer);
+    peer.hello();
+    peer.put(2, { case: "call", value: create(CallRequestSchema, { method: "broken" }) });
+    await tick();
+    const error = peer.lastError();
+    assert.deepEqual([error.code, error.requestId], [ErrorCode.INTERNAL, 2n]);
+    assert.equal(error.message.includes("/var/lib/owner"), expose, error.message);
+    assert.ok(error.message.includes(`error id ${error.details.error_id}`), error.message);
+    assert.deepEqual(logged.map((f) => [f.errorId, f.kind]), [[error.details.error_id, "call"]]);
+  }
 });
 
 test("a notification above the client's frame limit is not sent; notify answers RESOURCE_EXHAUSTED (§6.4.8)", async () => {

@@ -78,9 +78,25 @@ test("unknown methods, argument size, failures and unrepresentable results (§11
   await assert.rejects(call(reg, "nope"), MethodNotFoundError);
   await assert.rejects(call(reg, "toString"), MethodNotFoundError);
   await assert.rejects(call(reg, "g", ["x".repeat(100)], {}, 50), ResourceExhaustedError);
-  await assert.rejects(call(reg, "boom"), (err: unknown) => err instanceof InternalError && err.message === "it broke");
+  // Not a protocol error: it reaches the session as thrown, which hides its text (§13.1.7, session tests).
+  await assert.rejects(call(reg, "boom"), (err: unknown) => err instanceof TypeError && err.message === "it broke");
   await assert.rejects(call(reg, "typed"), NotFoundError);
   await assert.rejects(call(reg, "bad"), InternalError);
+});
+
+test("a result deeper than 32 levels is INVALID_ARGUMENT, not INTERNAL (§8.3.7)", async () => {
+  const reg = new MethodRegistry();
+  reg.register("nest", ({ levels }) => {
+    let value: ValueInput = 1n;
+    for (let i = 1; i < Number(levels as bigint); i++) value = [value];
+    return value;
+  }, { params: [{ name: "levels", type: "int" }] });
+  assert.equal(typeof (await call(reg, "nest", [32n])), "object");
+  await assert.rejects(call(reg, "nest", [33n]), (err: unknown) => {
+    assert.ok(err instanceof InvalidArgumentError && !(err instanceof InternalError));
+    assert.deepEqual(err.details, { limit: "32" });
+    return true;
+  });
 });
 
 test("list_methods is sorted byte-wise with parameter infos (§11.6)", () => {

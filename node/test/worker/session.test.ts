@@ -4,7 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { CancelSchema, ErrorCode, GoodbyeSchema, ListModelsRequestSchema, PingSchema, PongSchema, WelcomeSchema } from "../../src/wire/proto.js";
 import { CONFORMANCE_LIMITS } from "../../src/wire/limits.js";
 import { CancelledError, NotFoundError } from "../../src/wire/errors.js";
-import { CloseCode, ServerSession, TokenTable, type RequestContext, type SessionConfig } from "../../src/worker/session.js";
+import { CloseCode, ServerSession, TokenTable, type RequestContext, type RequestFailure, type SessionConfig } from "../../src/worker/session.js";
 import type { Body } from "../../src/wire/envelope.js";
 import { Peer, tick } from "./helpers.js";
 
@@ -157,6 +157,41 @@ test("a handler's error is the terminal reply; a deadline ends the request (§5.
   await tick(80);
   assert.deepEqual([peer.lastError().code, peer.lastError().requestId], [ErrorCode.DEADLINE_EXCEEDED, 31n]);
   assert.ok(pending.get(31n)!.ctx.signal.aborted);
+});
+
+test("an unanticipated failure is a generic INTERNAL with an error id the log gets too (§13.1.7)", async () => {
+  const failures: RequestFailure[] = [];
+  const { peer, pending } = open({ onFailure: (f) => failures.push(f) });
+  peer.hello();
+  peer.put(32, slow());
+  pending.get(32n)!.reject(new TypeError("cannot read /srv/secret/config.json"));
+  await tick();
+  const error = peer.lastError();
+  assert.deepEqual([error.code, error.requestId], [ErrorCode.INTERNAL, 32n]);
+  assert.match(error.details.error_id!, /^[0-9a-f]{8}$/);
+  assert.ok(!error.message.includes("secret") && !error.message.includes("TypeError"), error.message);
+  assert.ok(error.message.includes(`error id ${error.details.error_id}`), error.message);
+  assert.equal(failures.length, 1);
+  assert.deepEqual([failures[0]!.errorId, failures[0]!.kind, failures[0]!.identity], [error.details.error_id, "count_objects", "anonymous"]);
+  assert.ok(failures[0]!.error instanceof TypeError);
+  // A protocol error is meant for the client: sent as raised, not logged (§11.4.1).
+  peer.put(33, slow());
+  pending.get(33n)!.reject(new NotFoundError("no such thing"));
+  await tick();
+  assert.deepEqual([peer.lastError().code, peer.lastError().message], [ErrorCode.NOT_FOUND, "no such thing"]);
+  assert.equal(failures.length, 1);
+});
+
+test("with exposeErrors the failure's own text goes out, beside the error id (§13.1.7)", async () => {
+  const { peer, pending } = open({ exposeErrors: true, onFailure: () => undefined });
+  peer.hello();
+  peer.put(34, slow());
+  pending.get(34n)!.reject(new TypeError("cannot read /srv/secret/config.json"));
+  await tick();
+  const error = peer.lastError();
+  assert.equal(error.code, ErrorCode.INTERNAL);
+  assert.ok(error.message.startsWith("TypeError: cannot read /srv/secret/config.json (error id "), error.message);
+  assert.match(error.details.error_id!, /^[0-9a-f]{8}$/);
 });
 
 test("replies and errors stay within the client's frame limit, clamped at 1024 (§14.2.4, §13.1.6, §4.6.3)", async () => {
