@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import fedproto
+from fedproto.server.profile import FIXTURE_KEY, REGISTERED_MODEL
 from stress.proxy import CutProxy
 from stress.worker_process import WorkerProcess, token_of
 from tests.conftest import TOKENS, WorkerFactory, client_of, wait_until
@@ -44,14 +45,30 @@ async def _killed_during(worker: WorkerProcess, request) -> float:
         await asyncio.wait_for(client.close(), 10)
 
 
-async def test_worker_killed_during_a_long_request(worker_process: WorkerProcess) -> None:
+#: Local epochs of the fit that is killed: the fixture's 64 samples one at a time, far more batches than
+#: the machine runs before the kill (the first progress event), however fast it is.
+LONG_FIT_EPOCHS = 1_000_000
+
+
+async def test_worker_killed_during_a_fit(worker_process: WorkerProcess) -> None:
+    """A real fit (the registered model on the fixture dataset), killed once it reports progress."""
+    progress: list[fedproto.FitProgressEvent] = []
+
     async def request(client: fedproto.AsyncClient, kill) -> None:
-        call = asyncio.ensure_future(client.call("sleep", 30))
-        await asyncio.sleep(0.3)
-        kill()
-        await call
+        config = fedproto.TrainConfig(
+            model=REGISTERED_MODEL, loss_fn="cross_entropy", batch_size=1, epochs=LONG_FIT_EPOCHS, seed=0
+        )
+        await client.set_train_config(config)
+
+        def on_progress(event: fedproto.FitProgressEvent) -> None:
+            progress.append(event)
+            kill()  # the worker is training right now: it sent this event from its fit loop
+
+        await client.fit(FIXTURE_KEY, progress=on_progress, progress_every=16)
 
     assert await _killed_during(worker_process, request) < PROMPT
+    assert progress, "the worker was killed before the fit ran"
+    assert progress[0].batches_per_epoch == 64 and progress[0].epoch < LONG_FIT_EPOCHS
 
 
 async def test_worker_killed_during_an_upload(worker_process: WorkerProcess) -> None:
