@@ -20,6 +20,7 @@ __all__ = [
     "ConnectionClosedError",
     "DataLossError",
     "DeadlineExceededError",
+    "DigestConfigError",
     "ErrorCode",
     "EventLoopRunningError",
     "FailedPreconditionError",
@@ -83,6 +84,15 @@ class WorkerLoadError(FedprotoError, ValueError):
 
     The message is one line naming what was asked for and what went wrong: a module that does not
     import, an attribute it lacks, a factory that fails or returns something that is not a worker.
+    """
+
+
+class DigestConfigError(FedprotoError, ValueError):
+    """A client's ``digests`` option is not an offer a Hello may carry (docs/protocol.md section 7.5.3).
+
+    It names an algorithm not implemented here, names one twice, or is a single string instead of a
+    sequence of names; the message lists what is known. Raised when the client is built, before any
+    connection is opened.
     """
 
 

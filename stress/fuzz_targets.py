@@ -13,7 +13,6 @@ coverage-guided, under atheris: ``python -m stress.fuzz_targets envelope|chunk|s
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Sequence
 
@@ -81,7 +80,6 @@ def _session() -> ServerSession:
         limits=Limits(max_in_flight=4, chunk_bytes=8, max_object_bytes=1 << 20),
         capabilities=["objects", "chunked", "calls"],
         authenticate=lambda token: "alice" if token == "good" else None,
-        hasher=hashlib.sha256,
     )
 
 

@@ -22,7 +22,7 @@ import logging
 import random
 import ssl
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import torch
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from fedproto import codec, transport
+from fedproto import codec, hashing, transport
 from fedproto.client.progress import FitProgressBar, FitProgressCallback, wants_bar
 from fedproto.datasets import DatasetDescription
 from fedproto.errors import (
@@ -42,7 +42,6 @@ from fedproto.errors import (
     RequestCancelledError,
     UnavailableError,
 )
-from fedproto.hashing import BackgroundSha256
 from fedproto.session import (
     ClientSession,
     CloseConnection,
@@ -57,6 +56,8 @@ from fedproto.session import (
     SendFrame,
     SessionState,
     TransferProgress,
+    check_digest_offer,
+    with_digest,
 )
 from fedproto.training import TrainConfig
 from fedproto.types import (
@@ -221,6 +222,7 @@ class AsyncClient:
         reconnect: bool = True,
         reconnect_attempts: int = 5,
         max_frame_bytes: int = 0,
+        digests: Sequence[str] = hashing.PREFERRED_DIGESTS,
     ) -> None:
         """A client for the worker at ``url``; it does not connect until :meth:`open` (or ``connect``).
 
@@ -240,9 +242,15 @@ class AsyncClient:
             reconnect_attempts: How many connection attempts such a reconnect makes before giving up.
             max_frame_bytes: The largest message this client accepts, announced in the Hello so the
                 worker never sends more (protocol section 3.4); 0: no limit.
+            digests: The payload digest algorithms to offer, preferred first (protocol section 7.5); the
+                worker picks one and :attr:`digest` names it. The default puts the fast ``xxh3-128``
+                first, which detects corruption but does not identify content: offer
+                ``("blake3", "sha256")`` where a digest must (section 7.5.10). An unknown or repeated
+                name raises :class:`~fedproto.DigestConfigError`.
         """
         if not url.startswith(("ws://", "wss://")):
             raise ValueError(f"expected a ws:// or wss:// URL, got {url!r}")
+        self.digests = check_digest_offer(digests)
         self.url = url
         self.token = token
         self.name = name
@@ -284,6 +292,7 @@ class AsyncClient:
         reconnect: bool = True,
         reconnect_attempts: int = 5,
         max_frame_bytes: int = 0,
+        digests: Sequence[str] = hashing.PREFERRED_DIGESTS,
     ) -> _Connecting:
         """Open a client: ``async with AsyncClient.connect(url) as c:`` or ``await AsyncClient.connect(url)``.
 
@@ -291,7 +300,8 @@ class AsyncClient:
         ``token`` (bearer token), ``name`` (announced client name), ``timeout`` (default per-call
         seconds, None: unbounded), ``connect_timeout`` (seconds to connect and shake hands),
         ``ca_file``/``ssl_context`` (TLS for ``wss://``), ``reconnect``/``reconnect_attempts``
-        (reconnecting between calls), ``max_frame_bytes`` (largest message accepted, 0: no limit).
+        (reconnecting between calls), ``max_frame_bytes`` (largest message accepted, 0: no limit),
+        ``digests`` (payload digest algorithms offered, preferred first).
         """
         return _Connecting(
             cls(
@@ -305,6 +315,7 @@ class AsyncClient:
                 reconnect=reconnect,
                 reconnect_attempts=reconnect_attempts,
                 max_frame_bytes=max_frame_bytes,
+                digests=digests,
             )
         )
 
@@ -314,6 +325,15 @@ class AsyncClient:
         if self._session is None or self._session.server is None:
             raise ConnectionClosedError("not connected")
         return self._session.server
+
+    @property
+    def digest(self) -> str:
+        """The payload digest algorithm the worker chose for this connection (protocol section 7.5).
+
+        Every transfer of the connection is checked with it; ``sha256`` from a worker that predates
+        section 7.5. Raises ConnectionClosedError when not connected, as :attr:`server` does.
+        """
+        return self.server.digest
 
     @property
     def connected(self) -> bool:
@@ -362,7 +382,8 @@ class AsyncClient:
             token=self.token,
             client_name=self.name,
             max_frame_bytes=self.max_frame_bytes,
-            hasher=BackgroundSha256,
+            digests=self.digests,
+            hasher=hashing.background_hasher,
         )
         try:
             ws = await connect(
@@ -383,9 +404,12 @@ class AsyncClient:
         except BaseException:
             await ws.close()
             raise
-        for event in session.receive_frame(first):
+        events = session.receive_frame(first)
+        # a Welcome the client refuses closes with the session's code (1002, section 4.1.8)
+        close = next((e for e in events if isinstance(e, CloseConnection)), CloseConnection(1000))
+        for event in events:
             if isinstance(event, ConnectionErrorReceived):
-                await ws.close()
+                await ws.close(close.code, close.reason)
                 raise event.error
             if isinstance(event, Connected):
                 break
@@ -650,8 +674,8 @@ class AsyncClient:
             # unless that chunk would then not fit a frame (section 7.3.30).
             trailing = session.trailing_digest_fits(view.nbytes, limits.chunk_bytes)
             if not trailing:
-                digest = await asyncio.to_thread(codec.sha256, view)
-                head = dataclasses.replace(head, tensor=dataclasses.replace(info, sha256=digest))
+                digest = await asyncio.to_thread(hashing.digest, session.digest, view)
+                head = dataclasses.replace(head, tensor=with_digest(info, session.digest, digest))
             request = codec.send_object_request_to_proto(head, overwrite=overwrite, chunked=True)
             reply = await self._request(
                 timeout=timeout, send_object=request, upload=(view, progress, trailing)
@@ -665,7 +689,7 @@ class AsyncClient:
     async def get(
         self, id: str, *, progress: TransferCallback | None = None, timeout: float | None = None
     ) -> torch.Tensor:
-        """Fetch a stored tensor (big ones arrive in chunks, verified against their SHA-256)."""
+        """Fetch a stored tensor (big ones arrive in chunks, verified against the connection's digest)."""
         request = codec.object_id_request_to_proto("get_object", id)
         reply = await self._request(timeout=timeout, on_transfer=progress, get_object=request)
         return codec.get_object_reply_from_proto(reply.message, reply.payload)

@@ -13,10 +13,11 @@ import functools
 import inspect
 import ssl
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from fedproto import hashing
 from fedproto.client.async_client import (
     CLIENT_NAME,
     AsyncClient,
@@ -148,6 +149,7 @@ class Client:
         reconnect: bool = True,
         reconnect_attempts: int = 5,
         max_frame_bytes: int = 0,
+        digests: Sequence[str] = hashing.PREFERRED_DIGESTS,
     ) -> None:
         """Connect to the worker at ``url`` and do the handshake; raises the worker's error if it refuses.
 
@@ -167,8 +169,13 @@ class Client:
             reconnect_attempts: How many connection attempts such a reconnect makes before giving up.
             max_frame_bytes: The largest message this client accepts, announced in the Hello so the
                 worker never sends more (protocol section 3.4); 0: no limit.
+            digests: The payload digest algorithms to offer, preferred first (protocol section 7.5); the
+                worker picks one and :attr:`digest` names it. The default puts the fast ``xxh3-128``
+                first, which detects corruption but does not identify content: offer
+                ``("blake3", "sha256")`` where a digest must (section 7.5.10). An unknown or repeated
+                name raises :class:`~fedproto.DigestConfigError`.
         """
-        self._portal = _LoopThread(name="fedproto-client")
+        # built before the loop thread, so that a bad argument leaves no thread behind
         self._async = AsyncClient(
             url,
             token=token,
@@ -180,7 +187,9 @@ class Client:
             reconnect=reconnect,
             reconnect_attempts=reconnect_attempts,
             max_frame_bytes=max_frame_bytes,
+            digests=digests,
         )
+        self._portal = _LoopThread(name="fedproto-client")
         self.remote = RemoteMethods(self)
         try:
             self._portal.run(self._async.open())
@@ -197,6 +206,11 @@ class Client:
     def server(self) -> ServerInfo:
         """What the worker said about itself in its Welcome."""
         return self._async.server
+
+    @property
+    def digest(self) -> str:
+        """The payload digest algorithm the worker chose for this connection (protocol section 7.5)."""
+        return self._async.digest
 
     @property
     def aio(self) -> AsyncClient:

@@ -157,11 +157,12 @@ class ServerConnectionHandler:
                 await self.ws.close(event.code, event.reason)
             elif isinstance(event, HandshakeCompleted):
                 log.info(
-                    "handshake peer=%s identity=%s client=%r version=%d",
+                    "handshake peer=%s identity=%s client=%r version=%d digest=%s",
                     self.peer,
                     event.identity,
                     event.client_name,
                     event.version,
+                    event.digest,
                 )
             elif isinstance(event, GoodbyeReceived):
                 self._closing = True

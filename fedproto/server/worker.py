@@ -32,7 +32,7 @@ from websockets.http11 import Request, Response
 from fedproto import transport
 from fedproto.datasets import Dataset, as_dataset, load_dataset_file
 from fedproto.errors import EventLoopRunningError
-from fedproto.hashing import BackgroundSha256
+from fedproto.hashing import background_hasher
 from fedproto.server._connection import ServerConnectionHandler
 from fedproto.server.dispatch import dispatcher
 from fedproto.server.handlers import HANDLERS
@@ -408,7 +408,7 @@ class Worker:
             capabilities=self.capabilities,
             authenticate=self.authenticate,
             check_upload=self._check_upload,
-            hasher=BackgroundSha256,
+            hasher=background_hasher,
         )
         handler = ServerConnectionHandler(self._dispatch, ws, session, expose_errors=self.expose_errors)
         self._connections.add(handler)

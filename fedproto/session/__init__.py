@@ -2,10 +2,11 @@
 
 :class:`ServerSession` and :class:`ClientSession` hold everything docs/protocol.md says about one
 connection: the handshake (section 4), request ids and exactly one terminal reply per request (section
-5), cancel and goodbye (section 6), chunked transfers with their SHA-256 check (section 7.3), and the
-framing rules for bad input (section 3). They never touch a socket or an event loop: the worker and the
-client are thin asyncio shells that feed received frames to ``receive_frame``, act on the events it
-returns, and send the bytes the sessions build. That keeps every rule testable without sockets.
+5), cancel and goodbye (section 6), chunked transfers checked under the digest the handshake negotiated
+(sections 7.3 and 7.5), and the framing rules for bad input (section 3). They never touch a socket or
+an event loop: the worker and the client are thin asyncio shells that feed received frames to
+``receive_frame``, act on the events it returns, and send the bytes the sessions build. That keeps every
+rule testable without sockets.
 
 The modules, each with one concern:
 
@@ -18,7 +19,7 @@ The modules, each with one concern:
 
 from __future__ import annotations
 
-from fedproto.session.client import ClientSession
+from fedproto.session.client import ClientSession, check_digest_offer
 from fedproto.session.events import (
     CloseCode,
     CloseConnection,
@@ -46,7 +47,7 @@ from fedproto.session.messages import (
 )
 from fedproto.session.server import ServerSession
 from fedproto.session.states import TRANSITIONS, Role, SessionError, SessionState, Trigger
-from fedproto.session.transfers import chunk_frames
+from fedproto.session.transfers import chunk_frames, with_digest
 
 __all__ = [
     "CLIENT_CONTROL_KINDS",
@@ -77,5 +78,7 @@ __all__ = [
     "TransferProgress",
     "Trigger",
     "UploadStarted",
+    "check_digest_offer",
     "chunk_frames",
+    "with_digest",
 ]

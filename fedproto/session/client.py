@@ -2,21 +2,21 @@
 
 :class:`ClientSession` builds the frames a client sends and turns the frames it receives into events: the
 handshake (section 4), one terminal reply per request (section 5), cancel and goodbye (section 6) and
-chunked transfers (section 7.3). Every state change goes through the table in
-:mod:`fedproto.session.states`.
+chunked transfers (section 7.3), checked under the payload digest negotiated in the handshake (section
+7.5). Every state change goes through the table in :mod:`fedproto.session.states`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fedproto import codec
+from fedproto import codec, hashing
 from fedproto.errors import (
     DataLossError,
+    DigestConfigError,
     InternalError,
     MalformedError,
     ProtocolError,
@@ -52,7 +52,7 @@ from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import GetObjectReply
 from fedproto_pb.v1.session_pb2 import Cancel, Goodbye, Hello
 
-__all__ = ["ClientSession"]
+__all__ = ["ClientSession", "check_digest_offer"]
 
 #: What a body with request_id 0 is to the client's state machine (anything else: an invalid body).
 _TRIGGER_OF_UNSOLICITED = {
@@ -61,6 +61,26 @@ _TRIGGER_OF_UNSOLICITED = {
     "error": Trigger.RECEIVE_ERROR,
     "welcome": Trigger.RECEIVE_WELCOME,
 }
+
+
+def check_digest_offer(digests: Sequence[str]) -> tuple[str, ...]:
+    """The digest algorithms a client offers (section 7.5.3), checked: names implemented here, none twice.
+
+    An empty offer means ``sha256`` alone. Raises :class:`~fedproto.errors.DigestConfigError` otherwise.
+    """
+    if isinstance(digests, (str, bytes)):
+        raise DigestConfigError(f"digests={digests!r}: give a sequence of names, e.g. ({digests!r},)")
+    offer = tuple(digests)
+    unknown = [name for name in offer if name not in hashing.IMPLEMENTED_DIGESTS]
+    if unknown:
+        raise DigestConfigError(
+            f"digests={list(offer)}: {unknown} not implemented here "
+            f"(known: {sorted(hashing.IMPLEMENTED_DIGESTS)})"
+        )
+    twice = sorted({name for name in offer if offer.count(name) > 1})
+    if twice:  # section 7.5.3: a client MUST NOT list a name twice
+        raise DigestConfigError(f"digests={list(offer)}: {twice} listed more than once")
+    return offer
 
 
 @dataclass(slots=True)
@@ -74,7 +94,11 @@ class _Pending:
 class ClientSession:
     """The client's half of one connection: ids, correlation, chunk reassembly and checks.
 
-    ``hasher`` makes the SHA-256 that checks each chunked download (see :mod:`fedproto.hashing`).
+    ``digests`` are the payload digest algorithms offered in the Hello, preferred first (section 7.5.3;
+    checked by :func:`check_digest_offer`), and :attr:`digest` is the one the server chose. ``hasher``
+    makes, by algorithm name, the hasher of each trailing upload digest and chunked download (in-line by
+    default; the asyncio client passes :func:`fedproto.hashing.background_hasher`).
+
     ``max_frame_bytes`` is the largest frame the client accepts (0: no limit of its own); a non-zero
     value below 1024 is refused, as the protocol forbids announcing one (section 4.6.3).
 
@@ -90,7 +114,8 @@ class ClientSession:
         client_name: str = "fedproto-python",
         versions: Sequence[int] = PROTOCOL_VERSIONS,
         max_frame_bytes: int = 0,
-        hasher: Callable[[], Hasher] = hashlib.sha256,
+        digests: Sequence[str] = hashing.PREFERRED_DIGESTS,
+        hasher: Callable[[str], Hasher] = hashing.new_hasher,
     ) -> None:
         if 0 < max_frame_bytes < MIN_CLIENT_FRAME_BYTES:
             raise ValueError(
@@ -98,6 +123,7 @@ class ClientSession:
                 "the smallest a client may announce (section 4.6.3)"
             )
         self.token = token
+        self.digests = check_digest_offer(digests)
         self._hasher = hasher
         self.client_name = client_name
         self.versions = tuple(versions)
@@ -115,6 +141,11 @@ class ClientSession:
     def state(self) -> SessionState:
         """Where the session is in its life (see :data:`fedproto.session.states.TRANSITIONS`)."""
         return self._machine.state
+
+    @property
+    def digest(self) -> str:
+        """The payload digest algorithm of the connection (section 7.5); ``sha256`` before the Welcome."""
+        return self.server.digest if self.server is not None else hashing.SHA256
 
     @property
     def pending(self) -> frozenset[int]:
@@ -147,6 +178,7 @@ class ClientSession:
             client_name=self.client_name,
             token=self.token,
             max_frame_bytes=self.max_frame_bytes,
+            digests=self.digests,
         )
         return frame(self._hello_id, hello=hello)
 
@@ -197,25 +229,27 @@ class ClientSession:
         if not limit or nbytes == 0:
             return True
         last = (nbytes - 1) // chunk_bytes * chunk_bytes
-        return chunk_frame_size(self._next_id, last, nbytes - last, nbytes, 32) <= limit
+        size = hashing.DIGEST_SIZES[self.digest]
+        return chunk_frame_size(self._next_id, last, nbytes - last, nbytes, size) <= limit
 
     def upload(
         self, rid: int, view: memoryview, chunk_bytes: int, *, trailing_digest: bool = False
     ) -> Iterator[bytes]:
         """Yield the Chunk frames of a chunked SendObjectRequest already started with :meth:`request`.
 
-        With ``trailing_digest`` (the request's ``chunked.sha256`` was left empty) the payload is hashed
-        by the session's hasher while the frames are sent, and the last chunk carries the digest
-        (section 7.3.26): no pass over the payload before its first byte goes out.
+        With ``trailing_digest`` (the request's header left its digest empty) the payload is hashed under
+        :attr:`digest` by the session's hasher while the frames are sent, and the last chunk carries the
+        digest (sections 7.3.26, 7.5.8): no pass over the payload before its first byte goes out.
         """
         self._machine.move(Trigger.SEND_CHUNK)
         if rid not in self._pending:
             raise SessionError(f"request {rid} is not pending")
         if not trailing_digest:
             return self._until_goodbye(chunk_frames(rid, view, chunk_bytes))
-        hasher = self._hasher()
+        algorithm = self.digest
+        hasher = self._hasher(algorithm)
         hasher.update(view)
-        return self._until_goodbye(chunk_frames(rid, view, chunk_bytes, hasher.digest))
+        return self._until_goodbye(chunk_frames(rid, view, chunk_bytes, hasher.digest, algorithm))
 
     def _until_goodbye(self, frames: Iterator[bytes]) -> Iterator[bytes]:
         """``frames`` until this client says goodbye: its remaining chunks are not sent (section 6.3.8)."""
@@ -337,6 +371,12 @@ class ClientSession:
         if unset:  # section 4.1.8: without these limits a client cannot stay within them
             error = MalformedError(f"the Welcome's limits leave {', '.join(unset)} unset (section 14.1.1)")
             return self._fail_connection(error, CloseCode.PROTOCOL_ERROR, "limits")
+        if welcome.digest not in ("", hashing.SHA256, *self.digests):  # section 7.5.5
+            error = MalformedError(
+                f"the server chose the digest {welcome.digest!r}, which this client did not offer "
+                f"(offered: {list(self.digests)}; section 7.5.5)"
+            )
+            return self._fail_connection(error, CloseCode.PROTOCOL_ERROR, "digest")
         self.server = codec.server_info_from_welcome(envelope.welcome)
         self._machine.move(Trigger.RECEIVE_WELCOME)
         return [Connected(self.server)]
@@ -361,7 +401,7 @@ class ClientSession:
         if kind == "get_object_reply":
             if pending.assembly is not None:
                 return [self._finish_download(rid, pending.assembly, message)]
-            inline = inline_error(message)  # section 7.3.34
+            inline = inline_error(message, self.digest)  # section 7.3.34
             if inline is not None:
                 return [ErrorReceived(rid, inline)]
         return [ReplyReceived(rid, kind, message)]
@@ -391,7 +431,7 @@ class ClientSession:
             if limit and total > limit:
                 error = DataLossError(f"a chunked download of {total} bytes, above the server's own quota")
                 return self._give_up(rid, pending, error)
-            pending.assembly = Assembly(total, bytearray(total), self._hasher())
+            pending.assembly = Assembly(total, bytearray(total), self._hasher(self.digest))
         chunk_limit = self.server.limits.chunk_bytes if self.server else 0
         try:
             pending.assembly.add(offset, data, total, chunk_limit)
@@ -399,9 +439,8 @@ class ClientSession:
             return self._give_up(rid, pending, DataLossError(f"bad chunk from server: {error.message}"))
         return [TransferProgress(rid, pending.assembly.received, pending.assembly.total)]
 
-    @staticmethod
-    def _finish_download(rid: int, assembly: Assembly, reply: GetObjectReply) -> Event:
-        error = download_error(assembly, reply)
+    def _finish_download(self, rid: int, assembly: Assembly, reply: GetObjectReply) -> Event:
+        error = download_error(assembly, reply, self.digest)
         if error is not None:
             return ErrorReceived(rid, error)
         return ReplyReceived(rid, "get_object_reply", reply, payload=assembly.buffer)

@@ -61,11 +61,13 @@ class CloseConnection:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeCompleted:
-    """Server side: the client said Hello and was welcomed as ``identity``."""
+    """Server side: the client said Hello and was welcomed as ``identity``, under payload ``digest``."""
 
     identity: str
     version: int
     client_name: str
+    #: the payload digest algorithm chosen for the connection (section 7.5.4)
+    digest: str = "sha256"
 
 
 @dataclass(frozen=True, slots=True)

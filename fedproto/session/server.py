@@ -3,16 +3,16 @@
 :class:`ServerSession` holds what docs/protocol.md says a server does on one connection: the handshake
 (section 4), request ids and exactly one terminal reply per request (section 5), cancel and goodbye
 (section 6), chunked uploads and downloads (section 7.3) and the framing rules for bad input (section 3).
-Every state change goes through the table in :mod:`fedproto.session.states`.
+Every state change goes through the table in :mod:`fedproto.session.states`. The handshake also picks
+the connection's payload digest (section 7.5), which every chunked upload is checked with.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
-from fedproto import codec
+from fedproto import codec, hashing
 from fedproto.errors import (
     InvalidArgumentError,
     MalformedError,
@@ -50,6 +50,7 @@ from fedproto.session.transfers import (
     Assembly,
     Upload,
     check_trailing_digest,
+    check_upload_digest,
     chunk_frames,
     download_chunk_bytes,
     inline_limit,
@@ -78,8 +79,12 @@ class ServerSession:
     ``authenticate`` maps a Hello token to an identity, or returns None to refuse it; ``check_upload`` is
     called with the identity, the object id, the upload's TensorInfo and its overwrite flag before a
     chunked upload's buffer is allocated (plain values, so the server needs no protobuf), and raises a
-    :class:`ProtocolError` (usually RESOURCE_EXHAUSTED) to refuse it. ``hasher`` makes the SHA-256 that
-    checks each chunked upload (the worker passes :class:`fedproto.hashing.BackgroundSha256`).
+    :class:`ProtocolError` (usually RESOURCE_EXHAUSTED) to refuse it.
+
+    ``digests`` are the payload digest algorithms this server may choose from a Hello's offer (section
+    7.5.4; ``sha256`` must be among them), and :attr:`digest` is the one chosen. ``hasher`` makes, by
+    algorithm name, the hasher that checks each chunked upload: in-line by default, and the worker passes
+    :func:`fedproto.hashing.background_hasher` to hash on a thread beside its event loop.
     """
 
     def __init__(
@@ -92,10 +97,20 @@ class ServerSession:
         authenticate: Callable[[str], str | None],
         check_upload: Callable[[str, str, TensorInfo, bool], None] | None = None,
         versions: Sequence[int] = PROTOCOL_VERSIONS,
-        hasher: Callable[[], Hasher] = hashlib.sha256,
+        digests: Collection[str] = hashing.IMPLEMENTED_DIGESTS,
+        hasher: Callable[[str], Hasher] = hashing.new_hasher,
     ) -> None:
+        unknown = sorted(set(digests) - hashing.IMPLEMENTED_DIGESTS)
+        if unknown or hashing.SHA256 not in digests:
+            raise ValueError(
+                f"digests={sorted(digests)}: give algorithms of {sorted(hashing.IMPLEMENTED_DIGESTS)}, "
+                "sha256 among them (section 7.5.2)"
+            )
         self.server_id = server_id
+        self.digests = frozenset(digests)
         self._hasher = hasher
+        #: The payload digest algorithm of this connection, chosen from the Hello (section 7.5.4).
+        self.digest: str = hashing.SHA256
         self.server_name = server_name
         self.limits = limits
         self.capabilities = tuple(capabilities)
@@ -168,7 +183,9 @@ class ServerSession:
             return self._receive_request(envelope, kind or "")
         if trigger is Trigger.RECEIVE_CHUNK:
             chunk = envelope.chunk
-            return self._receive_chunk(rid, chunk.offset, chunk.data, chunk.total_bytes, chunk.sha256)
+            return self._receive_chunk(
+                rid, chunk.offset, chunk.data, chunk.total_bytes, chunk.sha256, chunk.digest
+            )
         if trigger is Trigger.RECEIVE_CANCEL:
             return self._receive_cancel(rid)
         if trigger is Trigger.RECEIVE_GOODBYE:
@@ -219,6 +236,7 @@ class ServerSession:
         version = max(common)
         self.identity = identity
         self.client_name = hello.client_name
+        self.digest = hashing.choose_digest(hello.digests, self.digests)
         self._machine.move(Trigger.RECEIVE_HELLO)
         welcome = Welcome(
             version=version,
@@ -227,10 +245,15 @@ class ServerSession:
             capabilities=self.capabilities,
             limits=codec.limits_to_proto(self.limits),
             identity=identity,
+            # A client that offered nothing may predate section 7.5: it gets the Welcome it always got
+            # (empty means sha256, section 7.5.4); one that offered is told the choice by name.
+            digest=self.digest if hello.digests else "",
         )
         return [
             SendFrame(frame(rid, welcome=welcome)),
-            HandshakeCompleted(identity=identity, version=version, client_name=hello.client_name),
+            HandshakeCompleted(
+                identity=identity, version=version, client_name=hello.client_name, digest=self.digest
+            ),
         ]
 
     def _request_id_error(self, rid: int) -> ProtocolError | None:
@@ -273,38 +296,41 @@ class ServerSession:
     def _start_upload(self, rid: int, request: SendObjectRequest, deadline: float | None) -> list[Event]:
         try:
             info = codec.tensor_info_from_proto(request.chunked)
-            if len(info.sha256) not in (0, 32):  # empty: the last chunk brings it (section 7.3.26)
-                raise InvalidArgumentError(
-                    f"chunked.sha256 has {len(info.sha256)} bytes; give the 32-byte SHA-256 of the payload "
-                    "here or in the last chunk"
-                )
+            check_upload_digest(info, self.digest)  # empty: the last chunk brings it (section 7.3.26)
             if self._check_upload is not None:
                 self._check_upload(self.identity or "", request.id, info, request.overwrite)
         except ProtocolError as error:
             return [SendFrame(self.fail(rid, error))]
-        assembly = Assembly(info.nbytes, bytearray(info.nbytes), self._hasher(), full_chunks=True)
-        upload = Upload(request, info, assembly, deadline)
+        assembly = Assembly(info.nbytes, bytearray(info.nbytes), self._hasher(self.digest), full_chunks=True)
+        upload = Upload(request, info, assembly, deadline, self.digest)
         if info.nbytes == 0:
             return self._finish_upload(rid, upload)
         self._uploads[rid] = upload
         return [UploadStarted(rid, deadline)]
 
     def _receive_chunk(
-        self, rid: int, offset: int, data: bytes | memoryview, total: int, digest: bytes = b""
+        self,
+        rid: int,
+        offset: int,
+        data: bytes | memoryview,
+        total: int,
+        sha256: bytes = b"",
+        digest: bytes = b"",
     ) -> list[Event]:
         upload = self._uploads.get(rid)
         if upload is None:  # section 7.3: chunks of no upload in progress are ignored
             return []
         try:
             upload.assembly.add(offset, data, total, self.limits.chunk_bytes)
-            check_trailing_digest(upload, digest)
+            check_trailing_digest(upload, sha256, digest)
         except ProtocolError as error:
             del self._uploads[rid]
             return [SendFrame(self.fail(rid, error))]
         events: list[Event] = [TransferProgress(rid, upload.assembly.received, upload.assembly.total)]
         if upload.assembly.complete:
             del self._uploads[rid]
-            events.extend(self._finish_upload(rid, upload, digest))
+            trailer = sha256 if self.digest == hashing.SHA256 else digest
+            events.extend(self._finish_upload(rid, upload, trailer))
         return events
 
     def _finish_upload(self, rid: int, upload: Upload, trailing_digest: bytes = b"") -> list[Event]:
@@ -374,7 +400,8 @@ class ServerSession:
         """Yield the frames answering a GetObjectRequest: chunks then the reply, or one inline reply.
 
         Chunked when the payload exceeds the chunk size or would not fit the client's frame limit
-        (section 7.3). The digest is taken once, here, over the stored bytes.
+        (section 7.3). ``info`` must carry the payload's digest under :attr:`digest` (section 7.5.8): the
+        store keeps it, so the payload is not hashed again here (section 7.5.11).
         """
         inline = view.nbytes <= inline_limit(self.limits.chunk_bytes, self.client_max_frame)
         self._check_in_flight(request_id, Trigger.SEND_REPLY if inline else Trigger.SEND_CHUNK)

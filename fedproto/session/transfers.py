@@ -3,15 +3,19 @@
 Both sessions use these: the server assembles uploads and cuts downloads, the client cuts uploads and
 assembles downloads. Bytes land in place in one buffer and are hashed as they arrive, so a transfer is
 verified without a second pass over its payload.
+
+Every digest here is under the algorithm the connection negotiated (section 7.5): SHA-256 travels in the
+``sha256`` fields, any other algorithm in the ``digest`` fields, with the ``sha256`` fields then empty
+(section 7.5.8). :func:`digest_field` names the field in force.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
-from fedproto import codec
+from fedproto import codec, hashing
 from fedproto.errors import DataLossError, InvalidArgumentError, MalformedError, ProtocolError
 from fedproto.hashing import Hasher
 from fedproto.types import ObjectInfo, TensorInfo
@@ -22,20 +26,54 @@ from fedproto_pb.v1.tensor_pb2 import Chunk
 __all__ = [
     "Assembly",
     "Upload",
+    "carried_digest",
     "check_trailing_digest",
+    "check_upload_digest",
     "chunk_frame_size",
     "chunk_frames",
+    "digest_field",
     "download_chunk_bytes",
     "download_error",
     "inline_error",
     "inline_limit",
     "inline_reply_frame",
+    "with_digest",
 ]
 
 #: Bytes a chunk envelope adds around its data (tags, varints of a 64-bit id, offset and total).
 _CHUNK_FRAME_OVERHEAD = 64
 #: Room left for a GetObjectReply's metadata (id, tags, description) around an inline tensor.
 _INLINE_REPLY_OVERHEAD = 4096
+
+
+def digest_field(algorithm: str) -> str:
+    """The field of ``TensorInfo`` and ``Chunk`` that carries a digest under ``algorithm`` (section 7.5.8)."""
+    return "sha256" if algorithm == hashing.SHA256 else "digest"
+
+
+class _CarriesDigest(Protocol):
+    """A ``TensorInfo`` (the record or the message) or a ``Chunk``: the two digest fields of section 7.5.8."""
+
+    @property
+    def sha256(self) -> bytes: ...
+
+    @property
+    def digest(self) -> bytes: ...
+
+
+def carried_digest(message: _CarriesDigest, algorithm: str) -> bytes:
+    """The digest a ``TensorInfo`` (record or message) or ``Chunk`` carries under ``algorithm``.
+
+    The other field is not looked at: under SHA-256 the ``digest`` fields are ignored (section 7.5.7).
+    """
+    return bytes(getattr(message, digest_field(algorithm)))
+
+
+def with_digest(info: TensorInfo, algorithm: str, value: bytes) -> TensorInfo:
+    """``info`` with ``value`` in the digest field of ``algorithm`` and the other field empty (7.5.8)."""
+    if algorithm == hashing.SHA256:
+        return replace(info, sha256=value, digest=b"")
+    return replace(info, sha256=b"", digest=value)
 
 
 @dataclass(slots=True)
@@ -77,12 +115,22 @@ class Assembly:
 
 @dataclass(slots=True)
 class Upload:
-    """A chunked SendObjectRequest the server is receiving: the request, its header and its bytes."""
+    """A chunked SendObjectRequest the server is receiving: the request, its header and its bytes.
+
+    ``algorithm`` is the connection's digest algorithm (section 7.5): it says which fields carry the
+    upload's digest and how it is computed.
+    """
 
     request: SendObjectRequest
     info: TensorInfo
     assembly: Assembly
     deadline: float | None
+    algorithm: str = hashing.SHA256
+
+    @property
+    def announced(self) -> bytes:
+        """The digest the header gave (empty when the last chunk is to bring it, section 7.3.26)."""
+        return carried_digest(self.info, self.algorithm)
 
     def verify(self, trailing_digest: bytes = b"") -> None:
         """Check the completed payload against its digest (DATA_LOSS) and record the verified digest.
@@ -90,65 +138,123 @@ class Upload:
         The handler stores the header's TensorInfo: it gets the verified digest, so nobody hashes the
         payload again (an empty upload has none to give and gets the digest of nothing, section 7.3.28).
         """
-        expected = self.info.sha256 or trailing_digest
+        expected = self.announced or trailing_digest
         if expected and self.assembly.hasher.digest() != expected:
-            raise DataLossError("payload does not match its SHA-256")
-        if not self.info.sha256:
-            self.request.chunked.sha256 = expected or self.assembly.hasher.digest()
+            raise DataLossError(f"payload does not match its {self.algorithm} digest")
+        if not self.announced:
+            setattr(
+                self.request.chunked, digest_field(self.algorithm), expected or self.assembly.hasher.digest()
+            )
 
 
-def check_trailing_digest(upload: Upload, digest: bytes) -> None:
-    """Section 7.3.27: only the last chunk carries a digest, and only when the header left it out."""
+def check_upload_digest(info: TensorInfo, algorithm: str) -> None:
+    """Section 7.3.2 under ``algorithm`` (section 7.5.8): the header's digest, when given, has its length.
+
+    Under another algorithm than SHA-256 the header's ``sha256`` must be empty (INVALID_ARGUMENT).
+    """
+    field, size = digest_field(algorithm), hashing.DIGEST_SIZES[algorithm]
+    if algorithm != hashing.SHA256 and info.sha256:
+        raise InvalidArgumentError(
+            f"chunked.sha256 is set, but this connection's digest is {algorithm}: give the {size}-byte "
+            f"{algorithm} digest in chunked.digest and leave sha256 empty (section 7.5.8)"
+        )
+    given = carried_digest(info, algorithm)
+    if len(given) not in (0, size):
+        raise InvalidArgumentError(
+            f"chunked.{field} has {len(given)} bytes; give the {size}-byte {algorithm} digest of the payload "
+            "here or in the last chunk"
+        )
+
+
+def check_trailing_digest(upload: Upload, sha256: bytes, digest: bytes = b"") -> None:
+    """Section 7.3.27: only the last chunk carries a digest, and only when the header left it out.
+
+    ``sha256`` and ``digest`` are the chunk's two digest fields; the connection's algorithm says which
+    one counts (section 7.5.8): under SHA-256 ``digest`` is ignored, under another ``sha256`` must be empty.
+    """
+    algorithm = upload.algorithm
+    if algorithm == hashing.SHA256:
+        given = sha256
+    elif sha256:
+        raise InvalidArgumentError(
+            f"a chunk carries a sha256, but this connection's digest is {algorithm}: the last chunk's "
+            "digest goes in Chunk.digest (section 7.5.8)"
+        )
+    else:
+        given = digest
+    field, size = digest_field(algorithm), hashing.DIGEST_SIZES[algorithm]
     last = upload.assembly.complete
-    if digest:
-        if upload.info.sha256:
-            raise InvalidArgumentError("the upload's header already gave its SHA-256; a chunk may not")
+    if given:
+        if upload.announced:
+            raise InvalidArgumentError(
+                f"the upload's header already gave its {algorithm} digest; a chunk may not"
+            )
         if not last:
-            raise InvalidArgumentError("only the last chunk of an upload may carry its SHA-256")
-        if len(digest) != 32:
-            raise InvalidArgumentError(f"the last chunk's sha256 has {len(digest)} bytes, not 32")
-    elif last and not upload.info.sha256:
-        raise InvalidArgumentError("the upload's header left sha256 empty, so its last chunk must carry it")
+            raise InvalidArgumentError(f"only the last chunk of an upload may carry its {algorithm} digest")
+        if len(given) != size:
+            raise InvalidArgumentError(f"the last chunk's {field} has {len(given)} bytes, not {size}")
+    elif last and not upload.announced:
+        raise InvalidArgumentError(
+            f"the upload's header left its digest empty, so its last chunk must carry it in {field}"
+        )
 
 
-def download_error(assembly: Assembly, reply: GetObjectReply) -> ProtocolError | None:
-    """What is wrong with a chunked download that ended with ``reply``, or None when it checks out."""
+def download_error(
+    assembly: Assembly, reply: GetObjectReply, algorithm: str = hashing.SHA256
+) -> ProtocolError | None:
+    """What is wrong with a chunked download that ended with ``reply``, or None when it checks out.
+
+    The reply must carry the payload's digest under ``algorithm`` (sections 7.3.16, 7.3.22, 7.5.8).
+    """
     if reply.HasField("tensor"):
         return MalformedError("chunked download ended with an inline tensor")
     if not assembly.complete:
         return DataLossError("chunked download ended before all bytes arrived")
-    if assembly.hasher.digest() != reply.info.tensor.sha256:
-        return DataLossError("downloaded payload does not match its SHA-256")
+    if assembly.hasher.digest() != carried_digest(reply.info.tensor, algorithm):
+        return DataLossError(f"downloaded payload does not match its {algorithm} digest")
     return None
 
 
 def chunk_frames(
-    request_id: int, view: memoryview, chunk_bytes: int, digest: Callable[[], bytes] | None = None
+    request_id: int,
+    view: memoryview,
+    chunk_bytes: int,
+    digest: Callable[[], bytes] | None = None,
+    algorithm: str = hashing.SHA256,
 ) -> Iterator[bytes]:
     """Yield the Chunk frames that carry ``view`` for one transfer (section 7.3).
 
-    With ``digest``, the last chunk carries ``digest()`` as its trailing SHA-256 (section 7.3.26); it is
-    asked for only once every earlier chunk has been yielded.
+    With ``digest``, the last chunk carries ``digest()`` as its trailing digest (section 7.3.26), in the
+    field of ``algorithm`` (section 7.5.8); it is asked for only once every earlier chunk has been yielded.
     """
     total = view.nbytes
+    trailing_sha = algorithm == hashing.SHA256
     for offset in range(0, total, chunk_bytes):
         end = offset + chunk_bytes
         trailer = digest() if digest is not None and end >= total else b""
-        yield codec.encode_chunk_frame(request_id, offset, view[offset:end], total, trailer)
+        yield codec.encode_chunk_frame(
+            request_id,
+            offset,
+            view[offset:end],
+            total,
+            trailer if trailing_sha else b"",
+            digest=b"" if trailing_sha else trailer,
+        )
 
 
-def inline_error(reply: GetObjectReply) -> ProtocolError | None:
+def inline_error(reply: GetObjectReply, algorithm: str = hashing.SHA256) -> ProtocolError | None:
     """What is wrong with an inline GetObjectReply's tensor, or None (section 7.3.34: DATA_LOSS).
 
-    The tensor must be valid (section 7.2) and, when the reply's info carries a digest, match it.
+    The tensor must be valid (section 7.2) and, when the reply's info carries a digest under
+    ``algorithm`` (section 7.5.8), match it.
     """
     try:
         codec.check_tensor(reply.tensor)
     except ProtocolError as error:
         return DataLossError(f"the inline tensor is not valid: {error.message}")
-    digest = reply.info.tensor.sha256
-    if digest and hashlib.sha256(reply.tensor.data).digest() != digest:
-        return DataLossError("the inline tensor does not match its SHA-256")
+    expected = carried_digest(reply.info.tensor, algorithm)
+    if expected and hashing.digest(algorithm, reply.tensor.data) != expected:
+        return DataLossError(f"the inline tensor does not match its {algorithm} digest")
     return None
 
 

@@ -25,6 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 import fedproto
+from fedproto import hashing
 from fedproto.client.async_client import _InFlightGate
 from fedproto.errors import ErrorCode, error_class_for
 from fedproto.server.profile import conformance_worker
@@ -1367,3 +1368,145 @@ async def test_a_request_woken_just_before_a_goodbye_is_not_sent() -> None:
     with pytest.raises(fedproto.UnavailableError):
         await waiter
     assert not gate.waiting
+
+
+# -- payload digests (protocol section 7.5) ---------------------------------------------------------------
+
+DIGESTS = sorted(hashing.IMPLEMENTED_DIGESTS)
+
+
+def _carried(info: fedproto.TensorInfo, name: str) -> bytes:
+    """The digest a description carries under ``name``, checking that the other field is empty."""
+    if name == "sha256":
+        assert not info.digest
+        return info.sha256
+    assert not info.sha256  # section 7.5.8
+    return info.digest
+
+
+@pytest.mark.parametrize("name", DIGESTS)
+async def test_each_digest_checks_transfers_both_ways(make_worker, name: str) -> None:
+    w = await make_worker(limits=CHUNKED_LIMITS)
+    big = torch.randint(
+        0, 256, ((1 << 20) + 3,), dtype=torch.uint8, generator=torch.Generator().manual_seed(3)
+    )
+    small = torch.arange(16, dtype=torch.float32)
+    async with client_of(w, digests=tuple(dict.fromkeys((name, "sha256")))) as c:
+        assert c.digest == c.server.digest == name
+        for object_id, tensor in (("big", big), ("small", small)):  # chunked, then inline
+            ref = await c.send(tensor, object_id, tags=["d"])
+            expected = hashing.digest(name, raw_bytes(tensor))
+            assert _carried(ref.info.tensor, name) == expected
+            assert_identical(await c.get(object_id), tensor)
+        for listed in (await c.list_objects(), await c.search("d")):
+            assert [_carried(o.tensor, name) for o in listed] == [
+                hashing.digest(name, raw_bytes(t)) for t in (big, small)
+            ]
+
+
+@pytest.mark.parametrize("name", DIGESTS)
+async def test_a_header_digest_is_sent_under_the_negotiated_algorithm(
+    make_worker, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """When the last chunk cannot carry the digest (section 7.3.30) it goes in the header's field."""
+    monkeypatch.setattr(ClientSession, "trailing_digest_fits", lambda self, nbytes, chunk_bytes: False)
+    w = await make_worker(limits=CHUNKED_LIMITS)
+    tensor = torch.arange(100_000, dtype=torch.int32)
+    async with client_of(w, digests=(name,)) as c:
+        ref = await c.send(tensor, "t")
+        assert _carried(ref.info.tensor, name) == hashing.digest(name, raw_bytes(tensor))
+        assert_identical(await c.get("t"), tensor)
+
+
+async def test_objects_stored_under_one_digest_are_read_under_another(make_worker) -> None:
+    """The worker keeps each object's digest per algorithm, computed once when first needed (7.5.11)."""
+    w = await make_worker(limits=CHUNKED_LIMITS)
+    tensor = torch.arange(200_000, dtype=torch.int16)
+    data = raw_bytes(tensor)
+    async with client_of(w, digests=("sha256",)) as old, client_of(w, digests=("xxh3-128",)) as new:
+        ref = await old.send(tensor, "t")
+        assert ref.info.tensor.sha256 == hashlib.sha256(data).digest()
+        (listed,) = await new.list_objects()
+        assert not listed.tensor.sha256 and not listed.tensor.digest  # not computed for a listing (9.5.3)
+        assert_identical(await new.get("t"), tensor)
+        (listed,) = await new.list_objects()
+        assert listed.tensor.digest == hashing.digest("xxh3-128", data)  # kept once computed
+        (listed,) = await old.list_objects()
+        assert listed.tensor.sha256 == hashlib.sha256(data).digest() and not listed.tensor.digest
+
+
+async def test_a_client_offering_no_digest_gets_sha256(alice: fedproto.AsyncClient, worker) -> None:
+    async with client_of(worker, TOKENS["bob"], digests=()) as old_style:
+        assert old_style.digest == "sha256"
+        ref = await old_style.send(torch.arange(3), "x")
+        assert ref.info.tensor.sha256 == hashlib.sha256(raw_bytes(torch.arange(3))).digest()
+        assert not ref.info.tensor.digest
+    assert alice.digest == "xxh3-128"  # what the default offer gets from this worker
+
+
+@pytest.mark.parametrize(
+    ("digests", "match"), [(["md5"], "md5"), (["sha256", "sha256"], "more than once"), ("blake3", "sequence")]
+)
+def test_a_bad_digest_offer_fails_when_the_client_is_built(digests, match: str) -> None:
+    with pytest.raises(fedproto.DigestConfigError, match=match):
+        fedproto.AsyncClient("ws://127.0.0.1:9", digests=digests)
+
+
+async def test_a_welcome_with_a_digest_not_offered_fails_the_handshake(scripted) -> None:
+    welcome = Envelope(
+        welcome=Welcome(
+            version=1,
+            limits=ProtoLimits(max_frame_bytes=1 << 20, max_in_flight=8, chunk_bytes=1024),
+            digest="blake3",
+        )
+    )
+    fake = await scripted(welcome=welcome)
+    with pytest.raises(fedproto.MalformedError, match="blake3"):
+        await asyncio.wait_for(fedproto.AsyncClient.connect(fake.url, digests=("xxh3-128", "sha256")), WAIT)
+    await wait_until(lambda: bool(fake.close_codes), what="the scripted server to see the close")
+    assert fake.close_codes == [1002]  # section 4.1.8
+
+
+def chunked_reply_under(rid: int, data: bytes, **digest_fields: bytes) -> bytes:
+    info = ProtoObjectInfo(
+        id="x",
+        tensor=ProtoTensorInfo(dtype=DTYPE_UINT8, shape=[len(data)], nbytes=len(data), **digest_fields),
+    )
+    return Envelope(request_id=rid, get_object_reply=GetObjectReply(info=info)).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("fields", "ok"),
+    [
+        ({"digest": hashing.digest("xxh3-128", bytes(range(256)) * 10)}, True),
+        ({"digest": bytes(16)}, False),
+        ({"sha256": hashlib.sha256(bytes(range(256)) * 10).digest()}, False),  # the field not in force
+        ({}, False),  # a chunked download must carry its digest (section 7.3.16)
+    ],
+)
+async def test_downloads_are_checked_under_the_negotiated_digest(scripted, fields, ok: bool) -> None:
+    data = bytes(range(256)) * 10
+
+    def reply(request: Envelope) -> Frames:
+        return [
+            *chunk_frames(request.request_id, data, 1024),
+            chunked_reply_under(request.request_id, data, **fields),
+        ]
+
+    welcome = Envelope(
+        welcome=Welcome(
+            version=1,
+            capabilities=["objects", "chunked"],
+            limits=ProtoLimits(max_frame_bytes=1 << 20, max_in_flight=8, chunk_bytes=1024),
+            digest="xxh3-128",
+        )
+    )
+    fake = await scripted(answer("get_object", reply), welcome=welcome)
+    async with fedproto.AsyncClient.connect(fake.url) as c:
+        assert c.digest == "xxh3-128"
+        if ok:
+            assert (await c.get("x")).numpy().tobytes() == data
+        else:
+            with pytest.raises(fedproto.DataLossError):
+                await c.get("x")
+        await c.ping()

@@ -301,10 +301,26 @@ def test_every_option_reaches_the_connection(threaded_worker: ThreadedWorker) ->
         "reconnect": False,
         "reconnect_attempts": 2,
         "max_frame_bytes": 1 << 20,
+        "digests": ("blake3", "sha256"),
     }
     with fedproto.Client(threaded_worker.url, **options) as c:
         assert {key: getattr(c.aio, key) for key in options} == options
         assert c.ping() >= 0
+        assert c.digest == c.server.digest == "blake3"
+
+
+def test_a_bad_digest_offer_fails_before_any_thread_starts() -> None:
+    before = client_threads()
+    with pytest.raises(fedproto.DigestConfigError, match="md5"):
+        fedproto.Client("ws://127.0.0.1:9", digests=["md5", "sha256"])
+    assert client_threads() == before
+
+
+def test_the_default_offer_negotiates_xxh3_with_the_python_worker(threaded_worker: ThreadedWorker) -> None:
+    with fedproto.Client(threaded_worker.url) as c:
+        assert c.digest == "xxh3-128"
+        ref = c.send(torch.arange(5.0), "x")
+        assert not ref.info.tensor.sha256 and len(ref.info.tensor.digest) == 16
 
 
 async def test_connect_passes_every_option(threaded_worker: ThreadedWorker) -> None:

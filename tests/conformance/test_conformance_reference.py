@@ -14,10 +14,6 @@ NOT_APPLICABLE = {
     "limits/12.1.6/model-size-limit": "max_model_bytes equals max_frame_bytes in the profile",
     "auth/18.5.3/anonymous-identity": "this run uses tokens (the anonymous run covers it)",
     "auth/15.2.2/tokens-ignored-without-tokens": "this run uses tokens (the anonymous run covers it)",
-    # until its sessions negotiate (protocol 7.5) the reference worker answers every offer with sha256
-    "objects/7.5.8/digest-mismatch-blake3": "it negotiates sha256 only for now",
-    "objects/7.5.8/digest-mismatch-xxh3128": "it negotiates sha256 only for now",
-    "objects/7.5.8/sha256-field-under-other-digest": "it negotiates sha256 only for now",
 }
 
 pytest_plugins = ["conformance_fixtures"]

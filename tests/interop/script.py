@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import math
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 import fedproto
+from fedproto import hashing
 
 MIB = 1 << 20
 #: Elements of the big tensor: 64 MiB of float32, more than the conformance frame limit (4 MiB), so
@@ -108,20 +108,26 @@ class Recorder:
 
 
 async def round_trip(client: fedproto.AsyncClient, array: np.ndarray, object_id: str) -> dict[str, Any]:
-    """Send ``array``, get it back, delete it: checks and timings."""
-    digest = hashlib.sha256(array.tobytes()).digest()
+    """Send ``array``, get it back, delete it: checks and timings.
+
+    The digests are the connection's (§7.5): in ``sha256`` under SHA-256, in ``digest`` otherwise; the
+    check names keep their first names, as the Node script's do.
+    """
+    algorithm = client.digest
+    digest = hashing.digest(algorithm, array.tobytes())
     t0 = time.perf_counter()
     ref = await client.send(array, object_id, tags=["#interop"])
     t1 = time.perf_counter()
     got = await client.get(object_id)
     t2 = time.perf_counter()
-    got_digest = hashlib.sha256(raw(got)).digest()
+    got_digest = hashing.digest(algorithm, raw(got))
     freed = await ref.delete()
     nbytes = array.nbytes
+    carried = ref.info.tensor.sha256 if algorithm == hashing.SHA256 else ref.info.tensor.digest
     return {
         "checks": {
             "reply_nbytes": ref.info.nbytes == nbytes,
-            "reply_sha256": ref.info.tensor.sha256 == digest,
+            "reply_sha256": carried == digest,
             "dtype_float32": got.dtype == torch.float32,
             "shape": tuple(got.shape) == array.shape,
             "sha256_intact": got_digest == digest,
@@ -155,7 +161,11 @@ async def run(url: str) -> dict[str, Any]:
             "limits_set": server.limits.max_in_flight > 0 and server.limits.chunk_bytes > 0,
             "ping": True,
         }
-        step["info"] = {"capabilities": sorted(caps), "max_in_flight": server.limits.max_in_flight}
+        step["info"] = {
+            "capabilities": sorted(caps),
+            "max_in_flight": server.limits.max_in_flight,
+            "digest": server.digest,  # the payload digest negotiated (§7.5)
+        }
     if client is None:
         out["ok"] = False
         return out

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from fedproto import codec
-from fedproto.errors import ErrorCode, ResourceExhaustedError
+from fedproto import codec, hashing
+from fedproto.errors import DigestConfigError, ErrorCode, ResourceExhaustedError
 from fedproto.session import (
     ClientSession,
     Connected,
@@ -18,6 +18,7 @@ from fedproto.session import (
     ReplyReceived,
     SendFrame,
     SessionState,
+    check_digest_offer,
 )
 from fedproto.session.transfers import chunk_frame_size
 from fedproto_pb.v1 import calls_pb2, envelope_pb2, objects_pb2, session_pb2, tensor_pb2, training_pb2
@@ -175,7 +176,7 @@ def _inline_reply(data: bytes, digest: bytes, shape: list[int]) -> objects_pb2.G
     ],
 )
 def test_an_inline_download_is_checked(reply: objects_pb2.GetObjectReply, ok: bool) -> None:
-    pair = Pair()
+    pair = Pair(digests=("sha256",))
     rid, _ = pair.client.request(get_object=objects_pb2.GetObjectRequest(id="x"))
     (event,) = pair.client.receive_frame(frame(rid, get_object_reply=reply))
     if ok:
@@ -214,7 +215,7 @@ def test_a_request_larger_than_the_server_frame_limit_is_not_started() -> None:
 
 
 def test_a_trailing_digest_is_used_only_when_the_last_chunk_fits() -> None:
-    pair = Pair(max_frame_bytes=1024 + 64, chunk_bytes=1024)
+    pair = Pair(digests=("sha256",), max_frame_bytes=1024 + 64, chunk_bytes=1024)
     huge = 1 << 44  # 16 TiB: its offsets take 7 bytes, beyond the margin of section 7.3.30
     assert pair.client.trailing_digest_fits(10 * 1024, 1024)
     pair.client._next_id = (1 << 64) - 1
@@ -227,3 +228,81 @@ def test_a_frame_limit_below_1024_is_refused() -> None:
     with pytest.raises(ValueError, match="1024"):
         ClientSession(max_frame_bytes=100)
     assert ClientSession(max_frame_bytes=1024).max_frame_bytes == 1024
+
+
+# -- digest negotiation (section 7.5) ---------------------------------------------------------------
+
+
+def test_the_hello_offers_the_clients_digests() -> None:
+    hello = codec.decode_envelope(ClientSession().hello()).hello
+    assert list(hello.digests) == list(hashing.PREFERRED_DIGESTS) == ["xxh3-128", "blake3", "sha256"]
+    hello = codec.decode_envelope(ClientSession(digests=()).hello()).hello
+    assert list(hello.digests) == []  # an empty offer: sha256 alone (section 7.5.3)
+
+
+@pytest.mark.parametrize(
+    ("digests", "match"),
+    [
+        (["md5", "sha256"], "md5"),
+        (["sha256", "xxh3-128", "sha256"], "more than once"),
+        ("sha256", "sequence"),
+        (["SHA256"], "SHA256"),  # names are exact (section 7.5.1)
+    ],
+)
+def test_a_bad_digest_offer_is_refused_before_any_hello(digests, match: str) -> None:
+    with pytest.raises(DigestConfigError, match=match):
+        ClientSession(digests=digests)
+    with pytest.raises(ValueError):  # what it also is, for callers that catch argument errors
+        check_digest_offer(digests)
+
+
+@pytest.mark.parametrize(
+    ("offer", "answer", "negotiated"),
+    [
+        (["xxh3-128", "sha256"], "xxh3-128", "xxh3-128"),
+        (["blake3"], "blake3", "blake3"),
+        (["xxh3-128"], "", "sha256"),  # a server older than section 7.5 (7.5.4)
+        (["xxh3-128"], "sha256", "sha256"),  # sha256 is always acceptable, offered or not
+        ([], "", "sha256"),
+    ],
+)
+def test_the_welcomes_digest_is_accepted(offer: list[str], answer: str, negotiated: str) -> None:
+    client = ClientSession(digests=offer)
+    assert client.digest == "sha256"  # before the Welcome
+    client.hello()
+    (connected,) = client.receive_frame(frame(1, welcome=_welcome(answer)))
+    assert isinstance(connected, Connected) and connected.info.digest == negotiated
+    assert client.digest == negotiated
+
+
+@pytest.mark.parametrize(
+    ("offer", "answer"),
+    [(["sha256"], "xxh3-128"), (["xxh3-128", "sha256"], "blake3"), (["xxh3-128"], "md5"), ([], "blake3")],
+)
+def test_a_digest_the_client_did_not_offer_fails_the_handshake(offer: list[str], answer: str) -> None:
+    """Section 7.5.5: anything but empty, sha256 or an offered name fails as section 4.1.8 says."""
+    client = ClientSession(digests=offer)
+    client.hello()
+    events = client.receive_frame(frame(1, welcome=_welcome(answer)))
+    assert isinstance(events[0], ConnectionErrorReceived) and answer in events[0].error.message
+    assert closes(events) == [1002] and client.state is SessionState.CLOSED
+
+
+def test_a_16_byte_trailing_digest_fits_where_a_sha256_may_not() -> None:
+    limit = 1024 + 64
+    pairs = {
+        name: Pair(digests=(name,), max_frame_bytes=limit, chunk_bytes=1024)
+        for name in ("sha256", "xxh3-128")
+    }
+    huge = 1 << 44
+    for pair in pairs.values():
+        pair.client._next_id = (1 << 64) - 1
+    # a full last chunk: 7-byte offsets and a 10-byte id leave room for 16 bytes of digest, not 32
+    assert chunk_frame_size((1 << 64) - 1, huge - 1024, 1024, huge, 16) <= limit
+    assert not pairs["sha256"].client.trailing_digest_fits(huge, 1024)
+    assert pairs["xxh3-128"].client.trailing_digest_fits(huge, 1024)
+
+
+def _welcome(digest: str) -> session_pb2.Welcome:
+    limits = session_pb2.Limits(max_frame_bytes=4096, max_in_flight=4, chunk_bytes=1024)
+    return session_pb2.Welcome(version=1, limits=limits, digest=digest)

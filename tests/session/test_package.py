@@ -42,7 +42,9 @@ PUBLIC_BEFORE_THE_SPLIT = [
     "SessionState",
     "TransferProgress",
     "UploadStarted",
+    "check_digest_offer",
     "chunk_frames",
+    "with_digest",
 ]
 
 

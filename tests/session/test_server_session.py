@@ -9,11 +9,14 @@ from fedproto.errors import ErrorCode, ResourceExhaustedError
 from fedproto.session import (
     CloseCode,
     GoodbyeReceived,
+    HandshakeCompleted,
     RequestCancelled,
     RequestReceived,
+    ServerSession,
     SessionError,
     SessionState,
 )
+from fedproto.types import Limits
 from fedproto_pb.v1 import envelope_pb2, objects_pb2, session_pb2, training_pb2
 from session.helpers import closes, frame, open_server, sent, server
 
@@ -226,3 +229,58 @@ def test_a_refused_hello_error_fits_the_limit_it_announced() -> None:
     (error,) = sent(events)
     assert error.error.code == ErrorCode.UNSUPPORTED_VERSION and error.error.details["supported"] == "1"
     assert len(error.SerializeToString()) <= 1024 and closes(events) == [CloseCode.PROTOCOL_ERROR]
+
+
+# -- digest negotiation (section 7.5) ---------------------------------------------------------------
+
+
+def _welcome(s, offer: list[str]) -> session_pb2.Welcome:
+    events = s.receive_frame(frame(1, hello=session_pb2.Hello(versions=[1], token="good", digests=offer)))
+    (welcome,) = sent(events)
+    handshake = events[-1]
+    assert isinstance(handshake, HandshakeCompleted) and handshake.digest == s.digest
+    return welcome.welcome
+
+
+@pytest.mark.parametrize(
+    ("offer", "chosen"),
+    [
+        (["xxh3-128", "blake3", "sha256"], "xxh3-128"),
+        (["blake3", "xxh3-128"], "blake3"),
+        (["md5", "x-unknown", "sha256", "xxh3-128"], "sha256"),  # the first known name, sha256 included
+        (["md5", "x-unknown"], "sha256"),  # nothing known: sha256, never a failed handshake (7.5.4)
+    ],
+)
+def test_the_server_chooses_the_first_digest_it_implements(offer: list[str], chosen: str) -> None:
+    s = server()
+    assert _welcome(s, offer).digest == chosen and s.digest == chosen
+
+
+def test_a_hello_without_digests_gets_the_welcome_of_before_section_7_5() -> None:
+    s = server()
+    assert _welcome(s, []).digest == "" and s.digest == "sha256"  # empty means sha256 (section 7.5.4)
+
+
+def test_a_server_chooses_only_among_its_own_digests() -> None:
+    s = ServerSession(
+        server_id="s",
+        server_name="test",
+        limits=Limits(),
+        capabilities=[],
+        authenticate=lambda token: "alice",
+        digests={"sha256", "blake3"},
+    )
+    assert _welcome(s, ["xxh3-128", "blake3"]).digest == "blake3"
+
+
+@pytest.mark.parametrize("digests", [{"xxh3-128"}, {"sha256", "md5"}])
+def test_a_server_must_implement_sha256_and_known_names_only(digests: set[str]) -> None:
+    with pytest.raises(ValueError, match="sha256"):
+        ServerSession(
+            server_id="s",
+            server_name="t",
+            limits=Limits(),
+            capabilities=[],
+            authenticate=lambda token: "a",
+            digests=digests,
+        )

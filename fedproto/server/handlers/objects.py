@@ -1,4 +1,8 @@
-"""Handlers of the object requests (docs/protocol.md section 9), on the identity's own store."""
+"""Handlers of the object requests (docs/protocol.md section 9), on the identity's own store.
+
+Every description they send carries the payload digest of the connection's algorithm (section 7.5.8):
+the one verified on upload, or one computed once and kept by the store (section 7.5.11).
+"""
 
 from __future__ import annotations
 
@@ -32,16 +36,25 @@ async def send_object(services: WorkerServices, conn: Connection, ev: RequestRec
         tensor=head.tensor,
         payload=payload,
         overwrite=overwrite,
+        algorithm=conn.session.digest,
     )
     return {"send_object_reply": codec.send_object_reply_to_proto(stored)}
 
 
 async def get_object(services: WorkerServices, conn: Connection, ev: RequestReceived) -> None:
-    """Send the object inline or in chunks, as the session decides; the reply goes out here."""
+    """Send the object inline or in chunks, as the session decides; the reply goes out here.
+
+    An object not read under this connection's digest algorithm yet is hashed under it first, on the
+    worker's threads (a big payload would hold the event loop), and the store keeps that digest.
+    """
     object_id = codec.object_id_request_from_proto(ev.message)
     ObjectStore.check_id(object_id)
     stored = services.objects.get(conn.identity, object_id)
-    for frame in conn.session.download(ev.request_id, stored.info, memoryview(stored.payload)):
+    algorithm = conn.session.digest
+    if algorithm not in stored.digests:
+        await services.threads.run_sync(stored.digest, algorithm)
+    info = stored.described(algorithm)
+    for frame in conn.session.download(ev.request_id, info, memoryview(stored.payload)):
         await conn.send(frame)
 
 
@@ -55,7 +68,7 @@ async def delete_object(services: WorkerServices, conn: Connection, ev: RequestR
 
 async def list_objects(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
     """Describe every object of the identity."""
-    infos = services.objects.list(conn.identity)
+    infos = services.objects.list(conn.identity, conn.session.digest)
     return {"list_objects_reply": codec.object_list_reply_to_proto("list_objects", infos)}
 
 
@@ -74,5 +87,5 @@ async def clear_objects(services: WorkerServices, conn: Connection, ev: RequestR
 async def search_objects(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
     """Describe the identity's objects that carry all the given tags."""
     tags = codec.search_request_from_proto(ev.message)
-    infos = services.objects.search(conn.identity, tags)
+    infos = services.objects.search(conn.identity, tags, conn.session.digest)
     return {"search_objects_reply": codec.object_list_reply_to_proto("search_objects", infos)}

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from fedproto import codec
+from fedproto import codec, hashing
 from fedproto.server.dispatch import Reply, dispatcher
 from fedproto.server.handlers import HANDLERS
 from fedproto.server.services import WorkerServices
@@ -24,9 +24,12 @@ CHUNK_BYTES = 64
 
 
 class FakeConnection:
-    """A handler's connection: a handshaken session, and lists of what was sent and notified."""
+    """A handler's connection: a handshaken session, and lists of what was sent and notified.
 
-    def __init__(self, identity: str = "alice") -> None:
+    Its client offers ``digests`` (the client's default offer unless given), as the worker's would see.
+    """
+
+    def __init__(self, identity: str = "alice", digests: Sequence[str] = hashing.PREFERRED_DIGESTS) -> None:
         self.session = ServerSession(
             server_id="test",
             server_name="test",
@@ -34,7 +37,7 @@ class FakeConnection:
             capabilities=[],
             authenticate=lambda token: identity,
         )
-        self.client = ClientSession()
+        self.client = ClientSession(digests=digests)
         for event in self.session.receive_frame(self.client.hello()):
             if isinstance(event, SendFrame):
                 self.client.receive_frame(event.data)

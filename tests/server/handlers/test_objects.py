@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
+from fedproto import hashing
 from fedproto.errors import InvalidArgumentError, NotFoundError
 from fedproto.server.services import WorkerServices
 from fedproto.session import ReplyReceived
@@ -48,3 +51,48 @@ async def test_get_object_sends_its_own_reply(services: WorkerServices) -> None:
 async def test_object_ids_are_checked(services: WorkerServices) -> None:
     with pytest.raises(InvalidArgumentError):
         await handle(services, FakeConnection(), get_object=objects_pb2.GetObjectRequest(id=""))
+
+
+# -- digests under the connection's algorithm (sections 7.5.8, 7.5.11) ------------------------------
+
+
+def _carried(info, name: str) -> bytes:
+    """The digest a TensorInfo message carries under ``name``; the other field must be empty."""
+    field, other = ("sha256", "digest") if name == "sha256" else ("digest", "sha256")
+    assert not getattr(info, other)
+    return getattr(info, field)
+
+
+@pytest.mark.parametrize("name", sorted(hashing.IMPLEMENTED_DIGESTS))
+async def test_descriptions_carry_the_connections_digest(services: WorkerServices, name: str) -> None:
+    conn = FakeConnection(digests=(name,))
+    assert conn.session.digest == name
+    values = [float(i) for i in range(64)]
+    data = struct.pack("<64f", *values)
+    stored = one(await handle(services, conn, send_object=send_request("w", values, ["t"])))
+    assert _carried(stored.info.tensor, name) == hashing.digest(name, data)
+    listed = one(await handle(services, conn, list_objects=objects_pb2.ListObjectsRequest()))
+    found = one(await handle(services, conn, search_objects=objects_pb2.SearchObjectsRequest(tags=["t"])))
+    for reply in (listed, found):
+        assert [_carried(o.tensor, name) for o in reply.objects] == [hashing.digest(name, data)]
+    await handle(services, conn, get_object=objects_pb2.GetObjectRequest(id="w"))  # chunked: 256 bytes
+    [reply] = [e for e in conn.client_events() if isinstance(e, ReplyReceived)]
+    assert _carried(reply.message.info.tensor, name) == hashing.digest(name, data)
+    assert bytes(reply.payload or b"") == data
+
+
+async def test_another_algorithms_digest_is_computed_once_and_kept(services: WorkerServices) -> None:
+    old, new = FakeConnection(digests=()), FakeConnection(digests=("blake3",))
+    values = [1.0, 2.0, 3.0]
+    data = struct.pack("<3f", *values)
+    one(await handle(services, old, send_object=send_request("w", values)))
+    kept = services.objects.get("alice", "w")
+    assert set(kept.digests) == {"sha256"}
+    listed = one(await handle(services, new, list_objects=objects_pb2.ListObjectsRequest()))
+    assert not listed.objects[0].tensor.digest  # a listing hashes nothing (section 9.5.3)
+    await handle(services, new, get_object=objects_pb2.GetObjectRequest(id="w"))  # inline: 12 bytes
+    [reply] = [e for e in new.client_events() if isinstance(e, ReplyReceived)]
+    assert _carried(reply.message.info.tensor, "blake3") == hashing.digest("blake3", data)
+    assert kept.digests["blake3"] == hashing.digest("blake3", data)
+    listed = one(await handle(services, new, list_objects=objects_pb2.ListObjectsRequest()))
+    assert listed.objects[0].tensor.digest == hashing.digest("blake3", data)
