@@ -20,6 +20,11 @@ with the most samples (the first of those on a tie). Updates with 0 samples coun
 Every update is checked against the reference weights (the round's global weights) before it is used:
 the same names, shapes and dtypes, else :class:`UpdateMismatchError` (a ``ValueError``) and the
 aggregator is unchanged.
+
+:class:`StreamingMean` widens each update to float64 :data:`SLICE_ELEMENTS` elements at a time, so
+folding one in takes no temporary copy of a whole tensor (in a model whose one big layer is nearly all
+of it, a float64 copy of that layer would be about two models' worth); the result is the same, element
+for element, as widening whole tensors.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "SLICE_ELEMENTS",
     "Aggregator",
     "BufferedAggregator",
     "BufferedMean",
@@ -41,6 +47,10 @@ __all__ = [
     "TrimmedMean",
     "UpdateMismatchError",
 ]
+
+
+#: How many elements of a tensor a streaming fold widens to float64 at a time (512 KiB of temporaries).
+SLICE_ELEMENTS = 1 << 16
 
 
 class UpdateMismatchError(ValueError):
@@ -164,11 +174,32 @@ class StreamingMean(Aggregator):
         if num_samples == 0:
             return
         for name, total in self._sums.items():
-            # n * w is exact in float64 for float32 weights, so this adds with one rounding, no temporary
-            total.add_(self._difference(name, weights[name]), alpha=num_samples)
+            flat = total.view(-1)
+            update = weights[name].detach().to("cpu").reshape(-1)
+            reference = self.reference[name].detach().to("cpu").reshape(-1) if self.deltas else None
+            for start in range(0, flat.numel(), SLICE_ELEMENTS):
+                part = slice(start, start + SLICE_ELEMENTS)
+                wide = update[part].to(flat.dtype)
+                if reference is not None:
+                    wide -= reference[part].to(flat.dtype)
+                # n * w is exact in float64 for float32 weights, so this adds with one rounding
+                flat[part].add_(wide, alpha=num_samples)
 
     def _result(self) -> dict[str, Tensor]:
-        return {name: self._weights(name, total / self.total_samples) for name, total in self._sums.items()}
+        result = {}
+        for name, total in self._sums.items():
+            reference = self.reference[name].detach().to("cpu")
+            out = torch.empty(reference.shape, dtype=reference.dtype)
+            flat, out_flat, reference_flat = total.view(-1), out.view(-1), reference.reshape(-1)
+            # slice by slice, as the fold: the mean never needs a float64 copy of a whole tensor
+            for start in range(0, flat.numel(), SLICE_ELEMENTS):
+                part = slice(start, start + SLICE_ELEMENTS)
+                mean = flat[part] / self.total_samples
+                if self.deltas:
+                    mean += reference_flat[part].to(mean.dtype)
+                out_flat[part] = mean  # rounded once to the model's dtype
+            result[name] = out
+        return result
 
 
 class BufferedAggregator(Aggregator):

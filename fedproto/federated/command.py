@@ -343,7 +343,12 @@ def _run(options: dict[str, Any]) -> int:
             with contextlib.suppress(Exception):
                 connection.close()
     last = fedavg.history[-1] if fedavg.history else None
-    accuracy = "-" if last is None or last.accuracy is None else f"{last.accuracy:.3f}"
+    metric = None if last is None else last.metric
+    # the metric of what the workers evaluated: float targets have a mean squared error, no accuracy
+    if metric is None:
+        shown = "accuracy -"
+    else:
+        shown = f"{metric[0]} {metric[1]:.3f}" if metric[0] == "accuracy" else f"{metric[0]} {metric[1]:.4g}"
     where = f", run directory {run_dir}" if run_dir else ""
-    console.print(f"done: {len(fedavg.history)} rounds, accuracy {accuracy}{where}", soft_wrap=True)
+    console.print(f"done: {len(fedavg.history)} rounds, {shown}{where}", soft_wrap=True)
     return 0

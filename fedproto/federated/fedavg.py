@@ -13,21 +13,32 @@ one worker may hold many. Every round:
 3. *training*: the strategy's train config (:meth:`Strategy.configure_fit`) is sent to every worker
    that does not hold it yet (once per worker, the model as TorchScript, or by registered name). The
    clients of one worker train one after the other, different workers at the same time; each client
-   gets the global weights (``set_model_weights``, strict) and fits on its dataset with
-   ``return_weights=True``. By default every fit starts with a new optimizer (``reset_optimizer``), as
-   federated averaging is defined: no momentum leaks from one client or round to the next;
+   gets the global weights (``set_model_weights``, strict), fits on its dataset, and its trained weights
+   are fetched (``get_model_weights``). By default every fit starts with a new optimizer
+   (``reset_optimizer``), as federated averaging is defined: no momentum leaks from one client or round
+   to the next;
 4. *aggregation*: each update is folded into the strategy's aggregator as soon as it arrives, weighted
-   by the samples the client holds (``FitResult.dataset_size``). With a streaming aggregator the
-   coordinator keeps O(model) memory (plus one reply in flight per worker), whatever the number of
-   clients; strategies that need every update (median, trimmed mean) keep them all, and say so.
-   A client that fails is *dropped*; with ``round_timeout``, the clients still training when the
-   round's deadline passes are cancelled and reported *late*, their results discarded. When fewer
-   than ``min_fit_clients`` clients finished, the round raises :class:`FedAvgError` (after its record
-   is appended and checkpointed, the global weights unchanged); otherwise the strategy turns the
-   aggregate into the next global weights (:meth:`Strategy.finalize`);
+   by the samples the client holds (``FitResult.dataset_size``), and dropped. A client that fails is
+   *dropped*; with ``round_timeout``, the clients still training when the round's deadline passes are
+   cancelled and reported *late*, their results discarded. When fewer than ``min_fit_clients`` clients
+   finished, the round raises :class:`FedAvgError` (after its record is appended and checkpointed, the
+   global weights unchanged); otherwise the strategy turns the aggregate into the next global weights
+   (:meth:`Strategy.finalize`);
 5. *evaluation* (``evaluate=True``): every worker whose clients finished loads the new global weights
-   and evaluates them on those clients' evaluation datasets (each distinct one once); the round's loss
-   is the sample-weighted mean and its accuracy ``sum(correct) / sum(total)``.
+   and evaluates them on those clients' evaluation datasets (each distinct one once), within the same
+   deadline: an evaluation not done when it passes is cancelled and reported late, its result
+   discarded. The round's loss is the sample-weighted mean; its headline metric follows what the
+   workers evaluated (``EvaluateResult.kind``): the accuracy ``sum(correct) / sum(total)`` of the
+   classifications, or the sample-weighted mean squared and mean absolute errors of the regressions.
+
+*Memory.* With a streaming aggregator (every strategy but median and trimmed mean) the coordinator
+holds O(model) memory, whatever the number of clients or workers: the global weights are the model's
+own tensors (no copy), the running sum is float64 (two models' worth for float32 weights), and at most
+``max_transfers`` (default 1) model-sized transfers are in flight at once: the global weights going to
+a worker (its encoded request), or a client's trained weights coming back, which are folded into the
+sum and dropped before the next transfer may start. Each transfer holds about two models' worth of
+bytes while it lasts (the protocol message and its decoded tensors). Strategies that need every update
+(median, trimmed mean) keep them all, and say so.
 
 Each round ends in a :class:`~fedproto.federated.RoundRecord` appended to :attr:`FedAvg.history`, a
 line on the console (``progress``) and, with ``run_dir``, a checkpoint (see
@@ -55,7 +66,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from rich.console import Console
@@ -78,6 +89,9 @@ from fedproto.federated.strategies import (
 from fedproto.training import TrainConfig
 from fedproto.training.torchscript import load_torchscript
 from fedproto.types import EvaluateKind, EvaluateResult, FitResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["FedAvg"]
 
@@ -189,8 +203,14 @@ class FedAvg:
       "weights" or their "deltas" ``w_i - w_global`` (their pseudo-gradients; an aggregator of deltas
       adds the global weights back, so the result is the same). Workers send trained weights either
       way (``FitReply.weights``): deltas are computed here, in float64.
-    - ``round_timeout``: seconds a round's training may take; clients not done by then are late.
-      ``fit_timeout``: seconds one client's fit may take before it counts as failed.
+    - ``round_timeout``: seconds a round may take from the start of its training, evaluation included;
+      clients not done training by then are late, and so are evaluations not done by then (the round
+      ends at its deadline either way). ``fit_timeout``: seconds one client's fit may take before it
+      counts as failed.
+    - ``max_transfers``: how many model-sized transfers (global weights out, trained weights back) may
+      be in flight at once; each holds about two models' worth of memory on the coordinator while it
+      lasts. 1 (the default) bounds the coordinator's memory whatever the number of workers; more lets
+      transfers to several workers overlap (slow links); None: no bound (one per worker).
     - ``reset_optimizer``: every fit starts with a new optimizer (default True).
     - ``run_dir``: checkpoint every round there; ``resume=True`` goes on from its last complete round,
       whose global weights, records, strategy state and sampler state replace the given ones
@@ -222,6 +242,7 @@ class FedAvg:
         updates: str = "weights",
         round_timeout: float | None = None,
         fit_timeout: float | None = None,
+        max_transfers: int | None = 1,
         evaluate: bool = True,
         reset_optimizer: bool = True,
         run_dir: str | Path | None = None,
@@ -277,6 +298,9 @@ class FedAvg:
         self.sampler = sampler
         self.round_timeout = _seconds(round_timeout, "round_timeout")
         self.fit_timeout = _seconds(fit_timeout, "fit_timeout")
+        if max_transfers is not None:
+            _count(max_transfers, "max_transfers", 1, sys.maxsize)
+        self.max_transfers = max_transfers
         self.evaluate = evaluate
         self.reset_optimizer = bool(reset_optimizer)
         self.history: list[RoundRecord] = []
@@ -432,6 +456,15 @@ class FedAvg:
         """A detached copy of the global model's state dict."""
         return {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
 
+    def _weights_view(self) -> dict[str, Tensor]:
+        """The global model's state dict, detached but not copied.
+
+        A round sends, aggregates against and checkpoints these tensors; nothing writes to them until
+        the next global weights are loaded into the model, after the last of those uses. Not copying
+        them saves one model's worth of memory for the whole round.
+        """
+        return {name: tensor.detach() for name, tensor in self.model.state_dict().items()}
+
     # -- running ----------------------------------------------------------------------------------
 
     def run(self, rounds: int) -> list[RoundRecord]:
@@ -500,11 +533,15 @@ class FedAvg:
             )
         sampled = [by_name[name] for name in chosen]
         config = self._round_config(number, sampled)
-        weights = self.global_weights()
+        weights = self._weights_view()
         aggregator = self.strategy.aggregator(
             weights, streaming=self.streaming, deltas=self.updates == "deltas"
         )
-        parts = await self._train_round(sampled, config, weights, aggregator)
+        round_ = _Round(
+            deadline=None if self.round_timeout is None else time.monotonic() + self.round_timeout,
+            transfers=asyncio.Semaphore(self.max_transfers or len(sampled)),
+        )
+        parts = await self._train_round(sampled, config, weights, aggregator, round_)
         finished = [client for client in sampled if parts[client.name].ok]
         if len(finished) < self.min_fit_clients:
             record = RoundRecord(
@@ -527,25 +564,27 @@ class FedAvg:
                 record=record,
             )
         aggregate = aggregator.result()
-        del aggregator
-        new_weights = self.strategy.finalize(number, weights, aggregate)
-        self.model.load_state_dict(new_weights)
-        loss = accuracy = None
+        del aggregator  # its float64 running sum
+        self.model.load_state_dict(self.strategy.finalize(number, weights, aggregate))
+        del aggregate, weights  # evaluation and the checkpoint read the model's own tensors
+        metrics = _Metrics()
         if self.evaluate:
-            evaluations = await self._evaluate_round(finished, new_weights)
-            for name, (result, error) in evaluations.items():
-                parts[name] = _with_evaluation(parts[name], result, error)
-            loss, accuracy = _global_metrics([r for r, _ in evaluations.values() if r is not None])
+            evaluations = await self._evaluate_round(finished, round_)
+            for name, evaluation in evaluations.items():
+                parts[name] = _with_evaluation(parts[name], evaluation)
+            metrics = _global_metrics([e.result for e in evaluations.values() if e.result is not None])
         record = RoundRecord(
             round=number,
             clients=tuple(parts[client.name] for client in sampled) + tuple(missing),
-            loss=loss,
-            accuracy=accuracy,
+            loss=metrics.loss,
+            accuracy=metrics.accuracy,
+            mean_squared_error=metrics.mean_squared_error,
+            mean_absolute_error=metrics.mean_absolute_error,
             seconds=time.perf_counter() - started,
             available=len(available),
             sampled=len(sampled),
         )
-        self._finish(record, self.global_weights())
+        self._finish(record, self._weights_view())
         return record
 
     def _round_config(self, number: int, sampled: list[_Client]) -> TrainConfig:
@@ -606,6 +645,7 @@ class FedAvg:
         config: TrainConfig,
         weights: dict[str, Tensor],
         aggregator: Aggregator,
+        round_: _Round,
     ) -> dict[str, ClientRound]:
         """Train the sampled clients (per worker in turn, workers at once); fold updates as they come."""
         parts: dict[str, ClientRound] = {}
@@ -615,56 +655,53 @@ class FedAvg:
 
         async def worker_turn(clients: list[_Client]) -> None:
             for client in clients:
-                begun = time.perf_counter()
-                try:
-                    result = await self._fit(client, config, weights)
-                except FedAvgError:
-                    raise  # the coordinator's mistake (a model unlike the workers'), not the worker's
-                except _WORKER_FAILURES as exc:
-                    parts[client.name] = self._part(client, "failed", _one_line(exc))
-                    continue
-                if result.weights is None:
-                    parts[client.name] = self._part(
-                        client, "failed", "the worker's fit reply carried no weights"
-                    )
-                    continue
-                try:
-                    aggregator.add(result.weights, result.dataset_size)
-                except UpdateMismatchError as exc:
-                    parts[client.name] = self._part(client, "failed", f"UpdateMismatchError: {exc}")
-                    continue
-                parts[client.name] = ClientRound(
-                    worker=client.remote.label,
-                    client=client.name,
-                    dataset_key=client.dataset_key,
-                    loss=result.mean_loss,
-                    final_loss=result.final_loss,
-                    samples=result.samples,
-                    dataset_size=result.dataset_size,
-                    seconds=time.perf_counter() - begun,
-                    fit_seconds=result.seconds,
-                )
+                parts[client.name] = await self._train_client(client, config, weights, aggregator, round_)
 
-        tasks = [asyncio.ensure_future(worker_turn(clients)) for clients in groups.values()]
-        try:
-            done, pending = await asyncio.wait(tasks, timeout=self.round_timeout)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        for task in pending:
-            task.cancel()
-        # A cancelled worker turn ends at its next await: whatever it had not folded in is discarded.
-        await asyncio.gather(*pending, return_exceptions=True)
-        for task in done:
-            task.result()  # a bug in this coordinator (not a worker failure) surfaces here
+        await _until(round_.deadline, [worker_turn(clients) for clients in groups.values()])
+        # A cancelled worker turn ended at its next await: whatever it had not folded in is discarded.
         for client in sampled:
             if client.name not in parts:
-                parts[client.name] = self._part(
-                    client, "late", f"the round's deadline of {self.round_timeout:g} s passed first"
-                )
+                parts[client.name] = self._part(client, "late", self._late_error())
         return parts
+
+    async def _train_client(
+        self,
+        client: _Client,
+        config: TrainConfig,
+        weights: dict[str, Tensor],
+        aggregator: Aggregator,
+        round_: _Round,
+    ) -> ClientRound:
+        """One client's part of the round: fit, fetch its trained weights, fold them in."""
+        begun = time.perf_counter()
+        try:
+            result = await self._fit(client, config, weights, round_)
+            async with round_.transfers:
+                trained = await client.remote.run(_trained_weights)
+                # folded and dropped while this transfer still holds its place: no more than
+                # max_transfers updates are ever alive on the coordinator at once
+                aggregator.add(trained, result.dataset_size)
+                del trained
+        except FedAvgError:
+            raise  # the coordinator's mistake (a model unlike the workers'), not the worker's
+        except _WORKER_FAILURES as exc:
+            return self._part(client, "failed", _one_line(exc))
+        except UpdateMismatchError as exc:
+            return self._part(client, "failed", f"UpdateMismatchError: {exc}")
+        return ClientRound(
+            worker=client.remote.label,
+            client=client.name,
+            dataset_key=client.dataset_key,
+            loss=result.mean_loss,
+            final_loss=result.final_loss,
+            samples=result.samples,
+            dataset_size=result.dataset_size,
+            seconds=time.perf_counter() - begun,
+            fit_seconds=result.seconds,
+        )
+
+    def _late_error(self) -> str:
+        return f"the round's deadline of {self.round_timeout:g} s passed first"
 
     @staticmethod
     def _part(client: _Client, status: str, error: str) -> ClientRound:
@@ -676,8 +713,9 @@ class FedAvg:
             error=error,
         )
 
-    async def _configure(self, remote: _Remote, config: TrainConfig) -> None:
-        summary = await remote.run(lambda aio: aio.set_train_config(config))
+    async def _configure(self, remote: _Remote, config: TrainConfig, round_: _Round) -> None:
+        async with round_.transfers:  # the model travels in the train config (TorchScript)
+            summary = await remote.run(lambda aio: aio.set_train_config(config))
         expected = list(self.model.state_dict())
         if list(summary.state_names) != expected:
             raise FedAvgConfigError(
@@ -686,20 +724,25 @@ class FedAvg:
             )
         remote.config = config
 
-    async def _fit(self, client: _Client, config: TrainConfig, weights: dict[str, Tensor]) -> FitResult:
-        """Configure the worker if needed, send the global weights, fit the client's dataset."""
+    async def _fit(
+        self, client: _Client, config: TrainConfig, weights: dict[str, Tensor], round_: _Round
+    ) -> FitResult:
+        """Configure the worker if needed, send the global weights, fit the client's dataset.
+
+        The fit's reply carries no weights: they are fetched afterwards, when a transfer may start, so
+        that the workers' replies never pile up on the coordinator.
+        """
         remote = client.remote
 
         async def step() -> FitResult:
-            await remote.run(lambda aio: aio.set_model_weights(weights, strict=True))
+            async with round_.transfers:
+                await remote.run(lambda aio: aio.set_model_weights(weights, strict=True))
             return await remote.run(
-                lambda aio: aio.fit(
-                    client.dataset_key, progress=False, return_weights=True, timeout=self.fit_timeout
-                )
+                lambda aio: aio.fit(client.dataset_key, progress=False, timeout=self.fit_timeout)
             )
 
         if remote.config is not config:
-            await self._configure(remote, config)
+            await self._configure(remote, config, round_)
         try:
             return await step()
         except FailedPreconditionError:
@@ -707,57 +750,123 @@ class FedAvg:
             # a fit cancelled at the last deadline (12.3.13): a new train config replaces the state for
             # the requests that follow (the cancelled fit ends on the old one). Configure again, retry once.
             remote.config = None
-            await self._configure(remote, config)
+            await self._configure(remote, config, round_)
             return await step()
 
     # -- evaluation -------------------------------------------------------------------------------
 
-    async def _evaluate_round(
-        self, finished: list[_Client], weights: dict[str, Tensor]
-    ) -> dict[str, tuple[EvaluateResult | None, str | None]]:
-        """Each finished client's worker evaluates the new weights on each distinct evaluation dataset.
+    async def _evaluate_round(self, finished: list[_Client], round_: _Round) -> dict[str, _Evaluation]:
+        """Each finished client's worker evaluates the model's weights on each distinct evaluation dataset.
 
         Returns the outcome by client id; a dataset evaluated for several clients of one worker is
-        attributed to the first of them only, so no sample counts twice.
+        attributed to the first of them only, so no sample counts twice. Evaluations still running at
+        the round's deadline are cancelled and reported late.
         """
-        groups: dict[int, list[_Client]] = {}
+        weights = self._weights_view()
+        plans: dict[int, dict[str, _Client]] = {}
         for client in finished:
-            groups.setdefault(id(client.remote), []).append(client)
-        outcomes: dict[str, tuple[EvaluateResult | None, str | None]] = {}
+            plans.setdefault(id(client.remote), {}).setdefault(client.eval_dataset_key, client)
+        outcomes: dict[str, _Evaluation] = {}
 
-        async def worker_turn(clients: list[_Client]) -> None:
-            remote = clients[0].remote
-            firsts: dict[str, _Client] = {}
-            for client in clients:
-                firsts.setdefault(client.eval_dataset_key, client)
+        async def worker_turn(firsts: dict[str, _Client]) -> None:
+            remote = next(iter(firsts.values())).remote
             try:
-                await remote.run(lambda aio: aio.set_model_weights(weights, strict=True))
+                async with round_.transfers:
+                    await remote.run(lambda aio: aio.set_model_weights(weights, strict=True))
             except _WORKER_FAILURES as exc:
                 for client in firsts.values():
-                    outcomes[client.name] = (None, _one_line(exc))
+                    outcomes[client.name] = _Evaluation("failed", error=_one_line(exc))
                 return
             for key, client in firsts.items():
                 try:
                     result = await remote.run(_evaluation(key))
                 except _WORKER_FAILURES as exc:
-                    outcomes[client.name] = (None, _one_line(exc))
+                    outcomes[client.name] = _Evaluation("failed", error=_one_line(exc))
                 else:
-                    outcomes[client.name] = (result, None)
+                    outcomes[client.name] = _Evaluation("ok", result=result)
 
-        await _all([worker_turn(clients) for clients in groups.values()])
+        await _until(round_.deadline, [worker_turn(firsts) for firsts in plans.values()])
+        for firsts in plans.values():
+            for client in firsts.values():
+                if client.name not in outcomes:
+                    outcomes[client.name] = _Evaluation("late", error=self._late_error())
         return outcomes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Round:
+    """What the steps of one round share: its deadline (``time.monotonic``) and its transfer places."""
+
+    deadline: float | None
+    transfers: asyncio.Semaphore
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Evaluation:
+    """One client's evaluation in a round: "ok" with its result, or "failed" or "late" with the reason."""
+
+    status: str
+    result: EvaluateResult | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Metrics:
+    """A round's global metrics from its evaluations (None: nothing of that kind was evaluated)."""
+
+    loss: float | None = None
+    accuracy: float | None = None
+    mean_squared_error: float | None = None
+    mean_absolute_error: float | None = None
+
+
+async def _trained_weights(aio: AsyncClient) -> dict[str, Tensor]:
+    return await aio.get_model_weights()
 
 
 def _evaluation(key: str) -> Callable[[AsyncClient], Coroutine[Any, Any, EvaluateResult]]:
     return lambda aio: aio.evaluate(key)
 
 
-def _with_evaluation(part: ClientRound, result: EvaluateResult | None, error: str | None) -> ClientRound:
+def _with_evaluation(part: ClientRound, evaluation: _Evaluation) -> ClientRound:
+    result = evaluation.result
     if result is None:
-        return dataclasses.replace(part, eval_error=error)
+        return dataclasses.replace(part, eval_status=evaluation.status, eval_error=evaluation.error)
+    regression = result.kind is EvaluateKind.REGRESSION
     return dataclasses.replace(
-        part, eval_loss=result.loss, eval_correct=result.correct, eval_total=result.total
+        part,
+        eval_status=evaluation.status,
+        eval_kind=result.kind.value,
+        eval_loss=result.loss,
+        eval_correct=None if regression else result.correct,
+        eval_total=result.total,
+        eval_mean_squared_error=result.mean_squared_error if regression else None,
+        eval_mean_absolute_error=result.mean_absolute_error if regression else None,
     )
+
+
+async def _until(deadline: float | None, coroutines: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Run coroutines concurrently until they end or ``deadline`` (``time.monotonic``) passes.
+
+    Those still running at the deadline are cancelled (and awaited: each ends at its next await); an
+    exception other than a worker's failure, which the coroutines record themselves, is passed on.
+    """
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    if not tasks:
+        return
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        task.result()  # a bug in this coordinator (not a worker failure) surfaces here
 
 
 async def _all(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
@@ -772,11 +881,12 @@ async def _all(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
         raise
 
 
-def _global_metrics(results: list[EvaluateResult]) -> tuple[float | None, float | None]:
-    """Sample-weighted mean loss and pooled accuracy of the clients' evaluations.
+def _global_metrics(results: list[EvaluateResult]) -> _Metrics:
+    """The round's metrics from the clients' evaluations, each kind pooled on its own.
 
-    Accuracy pools the classifications only (a regression counts no correct predictions); None when
-    nothing was classified.
+    Loss: the sample-weighted mean of every evaluation's loss. Classifications: the pooled accuracy
+    ``sum(correct) / sum(total)``. Regressions: the sample-weighted means of their mean squared and
+    mean absolute errors (no accuracy: values are not classes). A kind nothing evaluated stays None.
     """
     with_loss = [result for result in results if result.loss is not None]
     loss_total = sum(result.total for result in with_loss)
@@ -788,11 +898,24 @@ def _global_metrics(results: list[EvaluateResult]) -> tuple[float | None, float 
     classified = [result for result in results if result.kind is EvaluateKind.CLASSIFICATION]
     total = sum(result.total for result in classified)
     accuracy = sum(result.correct for result in classified) / total if total else None
-    return loss, accuracy
+    regressions = [result for result in results if result.kind is EvaluateKind.REGRESSION]
+
+    def pooled(errors: list[tuple[float | None, int]]) -> float | None:
+        known = [(error, count) for error, count in errors if error is not None]
+        count = sum(n for _, n in known)
+        return math.fsum(float(error) * n for error, n in known) / count if count else None
+
+    return _Metrics(
+        loss=loss,
+        accuracy=accuracy,
+        mean_squared_error=pooled([(r.mean_squared_error, r.total) for r in regressions]),
+        mean_absolute_error=pooled([(r.mean_absolute_error, r.total) for r in regressions]),
+    )
 
 
 def _round_line(record: RoundRecord) -> str:
-    """One line per round: round, sampled, finished, dropped (and late), loss, accuracy, workers, seconds."""
+    """One line per round: round, sampled, finished, dropped (and late), loss, the metric of what was
+    evaluated (accuracy, or mse and mae), late or failed evaluations, workers, seconds."""
     parts = [
         f"[bold]round {record.round:>3}[/]",
         f"sampled {record.sampled}",
@@ -805,31 +928,68 @@ def _round_line(record: RoundRecord) -> str:
     if unavailable:
         parts.append(f"[yellow]unavailable {unavailable}[/]")
     parts.append("loss -" if record.loss is None else f"loss {record.loss:.4f}")
-    parts.append("accuracy -" if record.accuracy is None else f"accuracy {record.accuracy:.3f}")
+    if record.accuracy is not None:
+        parts.append(f"accuracy {record.accuracy:.3f}")
+    if record.mean_squared_error is not None:
+        parts.append(f"mse {record.mean_squared_error:.4g}")
+        if record.mean_absolute_error is not None:
+            parts.append(f"mae {record.mean_absolute_error:.4g}")
+    if record.metric is None:
+        parts.append("accuracy -")
+    if record.eval_late:
+        parts.append(f"[yellow]eval late {record.eval_late}[/]")
+    if record.eval_failed:
+        parts.append(f"[red]eval failed {record.eval_failed}[/]")
     workers = {c.worker for c in record.clients}
     good = {c.worker for c in record.succeeded}
     parts.append(f"{len(good)}/{len(workers)} workers")
     parts.append(f"{record.seconds:.2f} s")
     line = "  ".join(parts)
-    for failure in record.failed[:5]:
-        line += f"\n    {failure.client} {failure.status}: {failure.error}"
-    if len(record.failed) > 5:
-        line += f"\n    ... and {len(record.failed) - 5} more"
+    problems = [(c, c.status, c.error) for c in record.failed]
+    problems += [
+        (c, f"evaluation {c.eval_status}", c.eval_error)
+        for c in record.clients
+        if c.eval_status in ("failed", "late")
+    ]
+    for client, status, error in problems[:5]:
+        line += f"\n    {client.client} {status}: {error}"
+    if len(problems) > 5:
+        line += f"\n    ... and {len(problems) - 5} more"
     return line
 
 
 def _plot(history: list[RoundRecord]) -> bytes:
-    """A PNG of accuracy per round (and the clients' mean training loss), from the records."""
+    """A PNG of :func:`_figure`."""
+    buffer = io.BytesIO()
+    _figure(history).savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _figure(history: list[RoundRecord]) -> Figure:
+    """The evaluation metric per round (and the clients' mean training loss), from the records.
+
+    The metric is the accuracy when the workers evaluated classifications, and the mean squared error
+    when they evaluated regressions only (float targets: no accuracy to plot).
+    """
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.4, 4.0), layout="constrained")
     axes = figure.subplots()
     rounds = [record.round for record in history]
-    accuracies = [math.nan if record.accuracy is None else record.accuracy for record in history]
-    axes.plot(rounds, accuracies, marker="o", color="tab:blue", label="accuracy")
+    regression = all(r.accuracy is None for r in history) and any(
+        r.mean_squared_error is not None for r in history
+    )
+    if regression:
+        errors = [math.nan if r.mean_squared_error is None else r.mean_squared_error for r in history]
+        axes.plot(rounds, errors, marker="o", color="tab:blue", label="mean squared error")
+        axes.set_ylabel("mean squared error")
+        axes.set_ylim(bottom=0)
+    else:
+        accuracies = [math.nan if record.accuracy is None else record.accuracy for record in history]
+        axes.plot(rounds, accuracies, marker="o", color="tab:blue", label="accuracy")
+        axes.set_ylabel("accuracy")
+        axes.set_ylim(0, 1)
     axes.set_xlabel("round")
-    axes.set_ylabel("accuracy")
-    axes.set_ylim(0, 1)
     axes.grid(True, alpha=0.3)
     losses = []
     for record in history:
@@ -841,7 +1001,5 @@ def _plot(history: list[RoundRecord]) -> bytes:
     twin.set_ylabel("clients' training loss")
     axes.set_title("federated training, per round")
     handles = axes.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    axes.legend(handles=handles, loc="lower right")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    axes.legend(handles=handles, loc="upper right" if regression else "lower right")
+    return figure

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from fedproto.federated.aggregation import (
+    SLICE_ELEMENTS,
     BufferedMean,
     CoordinateMedian,
     StreamingMean,
@@ -179,3 +180,26 @@ def test_complex_tensors_average_but_have_no_median() -> None:
     assert mean.result()["c"].tolist() == [2.5 - 0.5j, 2.5 - 0.5j]
     with pytest.raises(ValueError, match="complex"):
         median.result()
+
+
+@pytest.mark.parametrize("deltas", [False, True])
+def test_streaming_folds_big_tensors_slice_by_slice_to_the_same_mean(deltas: bool) -> None:
+    # Tensors of several slices (and a ragged last one) fold without a float64 copy of the whole tensor,
+    # to the very mean a whole-tensor fold gives: the exact mean rounded once.
+    rng = np.random.default_rng(7)
+    size = 3 * SLICE_ELEMENTS + 5
+    reference = {"w": torch.from_numpy(rng.normal(size=size).astype(np.float32)).reshape(-1, 1)}
+    updates = [
+        ({"w": torch.from_numpy(rng.normal(scale=3, size=size).astype(np.float32)).reshape(-1, 1)}, n)
+        for n in (3, 1000, 17)
+    ]
+    streaming = StreamingMean(reference, deltas=deltas)
+    for weights, n in updates:
+        streaming.add(weights, n)
+    result = streaming.result()["w"]
+    assert result.shape == (size, 1) and result.dtype == torch.float32
+    np.testing.assert_array_equal(result.numpy(), _numpy_mean(updates, "w"))
+    buffered = BufferedMean(reference, deltas=deltas)
+    for weights, n in updates:
+        buffered.add(weights, n)
+    assert torch.equal(buffered.result()["w"], result)

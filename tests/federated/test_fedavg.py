@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import time
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from conftest import WAIT, ThreadedWorker, in_flight, stop_quietly, wait_until
 from torch import nn
 
 import fedproto
+from fedproto import codec
 from fedproto.datasets import Dataset
 from fedproto.errors import FailedPreconditionError
 from fedproto.federated import (
@@ -34,6 +36,7 @@ from fedproto.federated import (
     WorkerRound,
     clients_of,
 )
+from fedproto.federated.fedavg import _figure
 from fedproto.server.profile import REGISTERED_MODEL, conformance_worker, fixture_dataset
 from fedproto.training import ModelRegistry, TrainingState
 
@@ -150,11 +153,21 @@ async def test_average_is_weighted_by_samples_held(start_worker: StartWorker, co
         ("b", True, 3, 3),
     ]
     # Evaluated at w=1.25: a's loss (1.25-1)^2, b's (1.25-3)^2, weighted by samples. Float targets make
-    # it a regression (protocol 12.5): no accuracy.
+    # it a regression (protocol 12.5): no accuracy, and no count of "correct" values; the round reports
+    # the sample-weighted mean squared and mean absolute errors instead.
     assert [w.eval_loss for w in record.workers] == [0.0625, 3.0625]
     assert record.loss == pytest.approx((0.0625 + 3 * 3.0625) / 4)
     assert record.accuracy is None
-    assert [(w.eval_correct, w.eval_total) for w in record.workers] == [(0, 1), (0, 3)]
+    assert [(w.eval_kind, w.eval_correct, w.eval_total) for w in record.workers] == [
+        ("regression", None, 1),
+        ("regression", None, 3),
+    ]
+    assert [w.eval_mean_squared_error for w in record.workers] == [0.0625, 3.0625]
+    assert [w.eval_mean_absolute_error for w in record.workers] == [0.25, 1.75]
+    assert record.mean_squared_error == pytest.approx((0.0625 + 3 * 3.0625) / 4)
+    assert record.mean_absolute_error == pytest.approx((0.25 + 3 * 1.75) / 4)
+    assert record.metric == ("mse", record.mean_squared_error)
+    assert RoundRecord.from_json(record.to_json()) == record
 
 
 async def test_global_weights_are_the_average_of_the_workers_updates(
@@ -769,3 +782,175 @@ async def test_progress_line_and_plot(
         assert line.startswith(f"round   {number}  sampled 2  finished 2  dropped 0  loss ")
         assert "accuracy 0." in line and line.endswith(" s") and "1/1 workers" in line
     assert (tmp_path / "accuracy.png").read_bytes().startswith(b"\x89PNG")
+
+
+# -- coordinator memory --------------------------------------------------------------------------------
+
+
+async def test_model_transfers_are_bounded_and_each_update_is_dropped_before_the_next(
+    start_worker: StartWorker, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The coordinator's memory is O(model) when at most max_transfers model-sized transfers are in flight
+    # (global weights out, trained weights back) and every decoded update is gone before the next one is
+    # decoded: counted here, rather than in bytes, across three workers holding two clients each.
+    workers = [
+        await start_worker(f"w{i}", classification(16, seed=i), more={"b": classification(8, seed=10 + i)})
+        for i in range(3)
+    ]
+    connections = [await connect(worker) for worker in workers]
+    clients = [client for connection in connections for client in clients_of(connection, ["data", "b"])]
+    transfers = {"now": 0, "most": 0}
+
+    def counted(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def transfer(self: fedproto.AsyncClient, *args: Any, **kwargs: Any) -> Any:
+            transfers["now"] += 1
+            transfers["most"] = max(transfers["most"], transfers["now"])
+            try:
+                await asyncio.sleep(0.02)  # long enough for other workers' transfers to overlap, if allowed
+                return await method(self, *args, **kwargs)
+            finally:
+                transfers["now"] -= 1
+
+        return transfer
+
+    monkeypatch.setattr(
+        fedproto.AsyncClient, "set_model_weights", counted(fedproto.AsyncClient.set_model_weights)
+    )
+    monkeypatch.setattr(
+        fedproto.AsyncClient, "get_model_weights", counted(fedproto.AsyncClient.get_model_weights)
+    )
+    decoded: list[weakref.ref[torch.Tensor]] = []
+    alive = {"most": 0}
+
+    def track(weights: dict[str, torch.Tensor] | None) -> None:
+        if weights:
+            decoded.append(weakref.ref(next(iter(weights.values()))))
+            alive["most"] = max(alive["most"], sum(ref() is not None for ref in decoded))
+
+    # every set of weights the clients decode, whichever reply carried it (the workers, in this process
+    # too, decode with other functions)
+    weights_reply, fit_reply = codec.weights_reply_from_proto, codec.fit_result_from_proto
+
+    def weights_tracked(message: Any) -> dict[str, torch.Tensor]:
+        weights = weights_reply(message)
+        track(weights)
+        return weights
+
+    def fit_tracked(message: Any) -> fedproto.FitResult:
+        result = fit_reply(message)
+        track(result.weights)
+        return result
+
+    monkeypatch.setattr(codec, "weights_reply_from_proto", weights_tracked)
+    monkeypatch.setattr(codec, "fit_result_from_proto", fit_tracked)
+
+    model = Normed()
+    fedavg = FedAvg(clients, model, classifier_config(model), progress=False)
+    assert fedavg.max_transfers == 1
+    records = await asyncio.wait_for(fedavg.run_async(2), RUN)
+    assert all(record.finished == 6 and record.accuracy is not None for record in records)
+    assert len(decoded) == 12  # each client's trained weights, fetched once a round
+    assert transfers["most"] == 1
+    assert alive["most"] == 1
+
+    # The bound is the setting: two at once when allowed, and one per worker without a bound (the three
+    # workers load the new weights for their evaluation at the same moment).
+    for setting, most in ((2, 2), (None, 3)):
+        transfers["most"] = 0
+        again = FedAvg(clients, model, classifier_config(model), max_transfers=setting, progress=False)
+        await asyncio.wait_for(again.run_async(1), RUN)
+        assert transfers["most"] == most, setting
+    with pytest.raises(FedAvgConfigError, match="max_transfers must be an integer"):
+        FedAvg(clients, model, classifier_config(model), max_transfers=0)
+
+
+# -- evaluation ---------------------------------------------------------------------------------------------
+
+
+class SlowToEvaluate(nn.Linear):
+    """A registered architecture that trains at once but takes ``delay`` seconds per evaluation batch."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(4, 3)
+        self.delay = delay
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            time.sleep(self.delay)
+        return super().forward(x)
+
+
+async def test_evaluation_ends_at_the_round_deadline_and_late_results_are_discarded(
+    start_worker: StartWorker, connect: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fast = await start_worker("fast", classification(16, seed=1))
+    slow = await start_worker("slow", classification(16, seed=2))
+    fast.register_model("evaluated", lambda: SlowToEvaluate(0.0))
+    slow.register_model("evaluated", lambda: SlowToEvaluate(2.0))  # 4 batches of 2 s: past the deadline
+    clients = [await connect(fast), await connect(slow)]
+    model = nn.Linear(4, 3)
+    fedavg = FedAvg(
+        clients,
+        model,
+        classifier_config("evaluated", batch_size=4),
+        dataset_key="data",
+        round_timeout=3.0,
+        progress=True,
+    )
+    [record] = await asyncio.wait_for(fedavg.run_async(1), RUN)
+    # both trained in time; the slow worker's evaluation was still running at the deadline
+    assert [(c.client, c.status, c.eval_status) for c in record.clients] == [
+        ("fast", "ok", "ok"),
+        ("slow", "ok", "late"),
+    ]
+    assert record.finished == 2 and record.late == 0 and record.eval_late == 1
+    assert record.seconds < 6.0  # the round ended at its deadline, not after the slow evaluation's 8 s
+    late = record.clients[1]
+    assert "deadline of 3 s" in (late.eval_error or "")
+    assert late.eval_loss is None and late.eval_total is None and late.eval_correct is None
+    # the metrics are the fast worker's alone
+    fast_part = record.clients[0]
+    assert record.accuracy == (fast_part.eval_correct or 0) / 16 and fast_part.eval_total == 16
+    assert record.loss == fast_part.eval_loss
+    line = capsys.readouterr().err
+    assert "eval late 1" in line and "slow evaluation late: the round's deadline of 3 s" in line
+    await wait_until(lambda: not slow.training_busy, what="the slow worker's cancelled evaluation to stop")
+
+
+# -- metrics by what was evaluated ----------------------------------------------------------------------
+
+
+async def test_float_targets_report_mean_squared_error_not_accuracy(
+    start_worker: StartWorker, connect: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(24, 4, generator=generator)
+    targets = features @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]])
+    worker = await start_worker("r", (features[:16], targets[:16]), more={"b": (features[16:], targets[16:])})
+    connection = await connect(worker)
+    model = nn.Linear(4, 1)
+    config = fedproto.TrainConfig(model=model, loss_fn="mse", optimizer_args={"lr": 0.05}, batch_size=4)
+    fedavg = FedAvg(clients_of(connection, ["data", "b"]), model, config, run_dir=tmp_path, progress=True)
+    records = await asyncio.wait_for(fedavg.run_async(2), RUN)
+    for record in records:
+        assert record.accuracy is None
+        assert record.mean_squared_error is not None and record.mean_absolute_error is not None
+        assert record.metric == ("mse", record.mean_squared_error)
+        parts = record.clients
+        assert [(c.eval_kind, c.eval_correct) for c in parts] == [("regression", None)] * 2
+        assert record.mean_squared_error == pytest.approx(
+            sum((c.eval_mean_squared_error or 0.0) * (c.eval_total or 0) for c in parts) / 24
+        )
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    for line, record in zip(lines, records, strict=True):
+        assert f"mse {record.mean_squared_error:.4g}" in line and "mae " in line
+        assert "accuracy" not in line
+    assert (tmp_path / "accuracy.png").read_bytes().startswith(b"\x89PNG")
+    axes = _figure(fedavg.history).axes[0]
+    assert axes.get_ylabel() == "mean squared error"
+    assert [line.get_label() for line in axes.get_lines()] == ["mean squared error"]
+    # classifications keep their accuracy
+    classified = dataclasses.replace(records[0], accuracy=0.5, mean_squared_error=None)
+    assert classified.metric == ("accuracy", 0.5)
+    assert _figure([classified]).axes[0].get_ylabel() == "accuracy"
