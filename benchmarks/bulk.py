@@ -8,7 +8,9 @@ the tensor to send, the server holds nothing yet; the server keeps one copy and 
 so 1x on each side is the floor).
 
 Transports: fedproto (``AsyncClient`` against ``fedproto.Worker``, and the same client against the Node
-worker, ``benchmarks/node_worker_server.mjs``), bare ``websockets`` at its best frame
+worker, ``benchmarks/node_worker_server.mjs``), each with the client's default digest offer (xxh3-128
+first, docs/protocol.md section 7.5), and the Python pair once more with only ``sha256`` offered (the
+protocol as first written: every payload hashed with SHA-256), bare ``websockets`` at its best frame
 size (the ceiling; the frame size is chosen by a sweep in the same run) and as one message, PySyft 0.2's
 wire, and grpcio unary calls with raw bytes.
 
@@ -43,9 +45,10 @@ from benchmarks.harness import (
 )
 
 NAME = "bulk"
-TRANSPORTS = ("fedproto", "fedproto_node", "ws_bare", "ws_one_message", "pysyft", "grpc")
+TRANSPORTS = ("fedproto", "fedproto_sha256", "fedproto_node", "ws_bare", "ws_one_message", "pysyft", "grpc")
 LABELS = {
     "fedproto": "fedproto",
+    "fedproto_sha256": "fedproto, SHA-256 only",
     "fedproto_node": "fedproto, Node worker",
     "ws_bare": "bare websockets (best frame)",
     "ws_one_message": "bare websockets (one message)",
@@ -83,14 +86,19 @@ class _Ops:
 
 
 class _Fedproto(_Ops):
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, digests: tuple[str, ...] | None = None) -> None:
         self.url = f"ws://127.0.0.1:{port}"
         self.object_id = "payload"
+        self.digests = digests
 
     async def open(self) -> None:
         import fedproto
 
-        self.client = await fedproto.AsyncClient.connect(self.url)
+        if self.digests is None:  # the client's default offer
+            self.client = await fedproto.AsyncClient.connect(self.url)
+        else:
+            self.client = await fedproto.AsyncClient.connect(self.url, digests=self.digests)
+        self.digest = self.client.digest
 
     async def send(self, tensor: Any) -> None:
         await self.client.send(tensor, id=self.object_id)
@@ -185,6 +193,8 @@ class _Grpc(_Ops):
 def _ops(transport: str, port: int, frame: int) -> _Ops:
     if transport in ("fedproto", "fedproto_node"):  # the same Python client against either worker
         return _Fedproto(port)
+    if transport == "fedproto_sha256":
+        return _Fedproto(port, digests=("sha256",))
     if transport in ("ws_bare", "ws_one_message"):
         return _WsBare(port, frame if transport == "ws_bare" else 0)
     if transport == "pysyft":
@@ -201,6 +211,8 @@ async def _client(args: argparse.Namespace) -> dict[str, Any]:
     ops = _ops(args.client, args.port, args.frame)
     await ops.open()
     out: dict[str, Any] = {"transport": args.client, "frame": args.frame, "sizes": {}}
+    if isinstance(ops, _Fedproto):
+        out["digest"] = ops.digest  # what the worker chose from the offer
     try:
         for size in args.sizes:
             tensor = torch.randn(size // 4, generator=torch.Generator().manual_seed(size))
@@ -295,7 +307,7 @@ async def _sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _server_cmd(transport: str) -> list[str]:
-    if transport == "fedproto":
+    if transport in ("fedproto", "fedproto_sha256"):
         return [*python(), "-m", "benchmarks.worker_server"]
     if transport == "fedproto_node":
         return node_worker()
@@ -315,6 +327,8 @@ def _client_cmd(transport: str, port: int, pid: int, sizes: list[int], quick: bo
 def _merge(passes: list[dict[str, Any]]) -> dict[str, Any]:
     """One transport's passes as one measurement: samples pooled, the worst peaks kept."""
     merged: dict[str, Any] = {"transport": passes[0]["transport"], "frame": passes[0]["frame"], "sizes": {}}
+    if "digest" in passes[0]:
+        merged["digest"] = passes[0]["digest"]
     for key in passes[0]["sizes"]:
         rows = [p["sizes"][key] for p in passes]
         row = dict(rows[0])
@@ -396,6 +410,8 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, An
                 f"  ok={row['correct']}"
             )
     result["transports"] = transports
+    result["digests"] = {t: m["digest"] for t, m in transports.items() if "digest" in m}
+    log(f"  negotiated digests: {result['digests']}")
     result["table"] = _table(transports, sizes)
     result["ratios"], result["targets"] = _verdicts(result["table"], sizes)
     return result
@@ -443,6 +459,16 @@ def _verdicts(table: list[dict[str, Any]], sizes: list[int]) -> tuple[list[Ratio
                     detail=f"{ours:.0f} vs {theirs:.0f} MB/s (round trip)",
                 )
             )
+    for size in sizes:  # the default offer against SHA-256 only, same client and worker (no target)
+        sha, ours = by[("fedproto_sha256", size)]["mbps"], by[("fedproto", size)]["mbps"]
+        ratios.append(
+            Ratio(
+                what=f"bulk {size / MIB:g} MiB throughput, default digest offer",
+                value=ours / sha if sha else None,
+                baseline="fedproto, SHA-256 only",
+                detail=f"{ours:.0f} vs {sha:.0f} MB/s (round trip)",
+            )
+        )
     for size in sizes:  # the Node worker against the Python one, same client (a comparison, no target)
         node, ours = by[("fedproto_node", size)]["mbps"], by[("fedproto", size)]["mbps"]
         ratios.append(

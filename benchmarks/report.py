@@ -214,6 +214,7 @@ def _bulk(result: dict[str, Any], plot: Path | None, docs: Path) -> list[str]:
         f"in the same run ({frames}; chosen: {sweep['best_frame'] >> 10} KiB); fedproto uses its default "
         "256 KiB chunks. The Node worker rows are the same Python client against",
         "`benchmarks/node_worker_server.mjs`.",
+        *_digest_lines(result),
         "",
         "| transport | payload | MB/s (IQR) | send MB/s | get MB/s | CPU s/GB | peak client | peak server "
         "| rounds | intact |",
@@ -231,6 +232,20 @@ def _bulk(result: dict[str, Any], plot: Path | None, docs: Path) -> list[str]:
     if plot:
         lines += ["", f"![bulk transfer throughput]({_relative(plot, docs)})"]
     return lines
+
+
+def _digest_lines(result: dict[str, Any]) -> list[str]:
+    """Which payload digest each fedproto row ran under (docs/protocol.md section 7.5)."""
+    digests = result.get("digests")
+    if not digests:  # results of a run from before the digest was negotiated
+        return []
+    labels = {row["transport"]: row["label"] for row in result["table"]}
+    chosen = "; ".join(f"{labels.get(t, t)}: {name}" for t, name in digests.items())
+    return [
+        "The fedproto client offers its default digests (`xxh3-128`, `blake3`, `sha256`, protocol §7.5) and",
+        'the "SHA-256 only" rows offer `sha256` alone, as every transfer was checked before the digest was',
+        f"negotiated. Digest each connection negotiated: {chosen}.",
+    ]
 
 
 def _small(result: dict[str, Any], plot: Path | None, docs: Path) -> list[str]:

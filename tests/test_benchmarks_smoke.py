@@ -45,7 +45,21 @@ def _result(out: Path, name: str) -> dict:
 def test_bulk_moves_every_payload_intact(quick_run: Path) -> None:
     bulk = _result(quick_run, "bulk")
     transports = {row["transport"] for row in bulk["table"]}
-    assert transports == {"fedproto", "fedproto_node", "ws_bare", "ws_one_message", "pysyft", "grpc"}
+    assert transports == {
+        "fedproto",
+        "fedproto_sha256",
+        "fedproto_node",
+        "ws_bare",
+        "ws_one_message",
+        "pysyft",
+        "grpc",
+    }
+    # the default offer gets xxh3-128 from both workers; the other row offered sha256 alone (section 7.5)
+    assert bulk["digests"] == {
+        "fedproto": "xxh3-128",
+        "fedproto_sha256": "sha256",
+        "fedproto_node": "xxh3-128",
+    }
     for row in bulk["table"]:
         assert row["correct"] is True, row
         assert row["mbps"] > 0 and row["peak_server_x"] >= 0
