@@ -460,8 +460,12 @@ class AsyncClient:
         reason = ""
         try:
             async for message in ws:
-                for event in session.receive_frame(message):
-                    await self._dispatch(ws, session, gate, event)
+                events = session.receive_frame(message)
+                # Nothing here may outlive its frame: a model-sized reply (its bytes, its parsed
+                # message) would otherwise stay alive until the next frame arrives on this connection.
+                del message
+                while events:
+                    await self._dispatch(ws, session, gate, events.pop(0))
                 if gate.waiting:  # a terminal reply may have freed a place
                     gate.wake()
         except ConnectionClosed as exc:

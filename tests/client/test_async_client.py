@@ -7,7 +7,9 @@ import asyncio
 import hashlib
 import json
 import math
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +31,7 @@ from fedproto import hashing
 from fedproto.client.async_client import _InFlightGate
 from fedproto.errors import ErrorCode, error_class_for
 from fedproto.server.profile import conformance_worker
-from fedproto.session import ClientSession
+from fedproto.session import ClientSession, ReplyReceived
 from fedproto.types import FreedBytes
 from fedproto_pb.v1.calls_pb2 import CallReply
 from fedproto_pb.v1.envelope_pb2 import Envelope
@@ -1510,3 +1512,33 @@ async def test_downloads_are_checked_under_the_negotiated_digest(scripted, field
             with pytest.raises(fedproto.DataLossError):
                 await c.get("x")
         await c.ping()
+
+
+# -- memory ---------------------------------------------------------------------------------------------
+
+
+async def test_a_reply_is_not_kept_alive_after_its_caller_let_go(
+    alice: fedproto.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A model-sized reply must die with its caller's last reference, not live on in the reader until the
+    # connection's next frame: a federated coordinator would otherwise hold one model per connection.
+    class Tracked(ReplyReceived):
+        __slots__ = ("__weakref__",)
+
+    replies: list[weakref.ref[ReplyReceived]] = []
+    receive = ClientSession.receive_frame
+
+    def tracked(self: ClientSession, data: Any) -> list[Any]:
+        events = receive(self, data)
+        for position, event in enumerate(events):
+            if isinstance(event, ReplyReceived):
+                events[position] = Tracked(event.request_id, event.kind, event.message, event.payload)
+                replies.append(weakref.ref(events[position]))
+        return events
+
+    monkeypatch.setattr(ClientSession, "receive_frame", tracked)
+    await alice.set_train_config(fedproto.TrainConfig(model=nn.Linear(64, 32), loss_fn="mse"))
+    weights = await alice.get_model_weights()
+    assert sorted(weights) == ["bias", "weight"] and replies
+    await asyncio.sleep(0)  # the loop's own wake-up of this test's task lets go of the reply's future
+    assert [ref() for ref in replies] == [None] * len(replies)
