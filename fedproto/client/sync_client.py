@@ -153,27 +153,8 @@ class Client:
     ) -> None:
         """Connect to the worker at ``url`` and do the handshake; raises the worker's error if it refuses.
 
-        Args:
-            url: The worker's address, ``ws://host:port`` or ``wss://host:port`` (TLS).
-            token: The bearer token the worker knows this identity by (sent in the Hello; empty: none).
-            name: The client name the Hello announces to the worker (its logs show it).
-            timeout: Default seconds each call may take, sent to the worker as the request's deadline;
-                a call's own ``timeout=`` overrides it. None waits as long as it takes (long fits).
-            connect_timeout: Seconds the TCP/TLS/WebSocket opening and the handshake may take each.
-            ca_file: A PEM file of certificate authorities to verify a ``wss://`` worker with, for
-                private deployments (default: the system's). Ignored when ``ssl_context`` is given.
-            ssl_context: The TLS context for ``wss://`` (client certificates, pinning...); default: one
-                that verifies the worker's certificate and host name.
-            reconnect: When the connection dropped between calls, let the next call reconnect and redo
-                the handshake (with backoff) instead of failing with ConnectionClosedError.
-            reconnect_attempts: How many connection attempts such a reconnect makes before giving up.
-            max_frame_bytes: The largest message this client accepts, announced in the Hello so the
-                worker never sends more (protocol section 3.4); 0: no limit.
-            digests: The payload digest algorithms to offer, preferred first (protocol section 7.5); the
-                worker picks one and :attr:`digest` names it. The default puts the fast ``xxh3-128``
-                first, which detects corruption but does not identify content: offer
-                ``("blake3", "sha256")`` where a digest must (section 7.5.10). An unknown or repeated
-                name raises :class:`~fedproto.DigestConfigError`.
+        The arguments are :class:`AsyncClient`'s; ``help()`` shows their descriptions here too (one text
+        for both clients, appended below when this module loads).
         """
         # built before the loop thread, so that a bad argument leaves no thread behind
         self._async = AsyncClient(
@@ -275,3 +256,16 @@ class Client:
     get_model_weights = _blocking(AsyncClient.get_model_weights)
     set_model_weights = _blocking(AsyncClient.set_model_weights)
     list_models = _blocking(AsyncClient.list_models)
+
+
+def _args_section(docstring: str | None) -> str:
+    """The ``Args:`` section of a Google-style docstring, as written (indented), or nothing."""
+    text = docstring or ""
+    start = text.find("        Args:")
+    return text[start:].rstrip() if start >= 0 else ""
+
+
+# One text describes the options of both clients: the blocking client's help shows AsyncClient's.
+Client.__init__.__doc__ = "\n\n".join(
+    ((Client.__init__.__doc__ or "").rstrip(), _args_section(AsyncClient.__init__.__doc__))
+)
