@@ -26,6 +26,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--node-frames", type=int, default=0)
+    parser.add_argument(
+        "--fuzz-seconds",
+        type=float,
+        default=1200.0,
+        help="each fuzz run opens no connection after this many seconds and then fails (default 1200)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
     args = parser.parse_args()
     figures: dict[str, object] = {"cpus": os.cpu_count()}
@@ -34,14 +40,14 @@ def main() -> None:
     figures["load"] = load.summary()
     print(json.dumps(figures["load"], indent=2), flush=True)
     with WorkerProcess(identities=1) as worker:
-        fuzz = asyncio.run(run_fuzz(worker, args.frames, token=token_of(0)))
+        fuzz = asyncio.run(run_fuzz(worker, args.frames, token=token_of(0), max_seconds=args.fuzz_seconds))
     figures["fuzz"] = fuzz.summary()
     print(json.dumps(figures["fuzz"], indent=2), flush=True)
     ok = not load.failures and memory_returned(load)
     ok = ok and not (fuzz.crashed or fuzz.hangs or fuzz.failures) and fuzz.healthy_at_end
     if args.node_frames:
         with WorkerProcess(node=True) as node:
-            node_fuzz = asyncio.run(run_fuzz(node, args.node_frames))
+            node_fuzz = asyncio.run(run_fuzz(node, args.node_frames, max_seconds=args.fuzz_seconds))
         figures["node_fuzz"] = node_fuzz.summary()
         print(json.dumps(figures["node_fuzz"], indent=2), flush=True)
     (ROOT / "stress" / "results.json").write_text(json.dumps(figures, indent=2) + "\n")

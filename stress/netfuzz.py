@@ -306,8 +306,13 @@ async def run_fuzz(
     batch: int = 100,
     seed: int = 0,
     token: str = "",
+    max_seconds: float | None = None,
 ) -> FuzzResult:
-    """Send ``frames`` fuzzed frames, ``connections`` connections at a time, then check the worker."""
+    """Send ``frames`` fuzzed frames, ``connections`` connections at a time, then check the worker.
+
+    With ``max_seconds``, no connection opens after that many seconds: a run that has not sent its
+    frames by then stops (the connections open finish their frames) and counts as a failure.
+    """
     result = FuzzResult(planned=frames)
     rng = random.Random(seed)
     started = time.perf_counter()
@@ -328,10 +333,18 @@ async def run_fuzz(
     # connections is bounded all the same, in case the worker ended every connection at once.
     unassigned = frames
     most_connections = 4 * -(-frames // per_connection) + 4 * connections
+    out_of_time: list[bool] = []
 
     async def lane() -> None:
         nonlocal unassigned
         while unassigned > 0 and worker.alive():
+            if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                if not out_of_time:
+                    out_of_time.append(True)
+                    result.failures.append(
+                        f"out of time: {result.frames} of {frames} frames sent in {max_seconds:g} s"
+                    )
+                return
             number = next(numbers)
             if number >= most_connections:
                 if number == most_connections:
@@ -379,11 +392,21 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-seconds", type=float, default=1200.0, help="open no connection after this (default 1200)"
+    )
     parser.add_argument("--node", action="store_true", help="fuzz the Node worker (node/dist/cli.js)")
     args = parser.parse_args()
     with WorkerProcess(identities=1, node=args.node) as worker:
         token = "" if args.node else token_of(0)
-        fuzzing = run_fuzz(worker, args.frames, connections=args.connections, seed=args.seed, token=token)
+        fuzzing = run_fuzz(
+            worker,
+            args.frames,
+            connections=args.connections,
+            seed=args.seed,
+            token=token,
+            max_seconds=args.max_seconds,
+        )
         result = asyncio.run(fuzzing)
     print(json.dumps(result.summary(), indent=2))
     bad = result.crashed or result.hangs or result.failures or not result.healthy_at_end
