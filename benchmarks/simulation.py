@@ -18,13 +18,19 @@ multiples of one model: the most resident memory the coordinator held above its 
 round 1 during the later rounds. Its allocator is told to map every block of 64 KiB or more on its own
 (``MALLOC_MMAP_THRESHOLD_``), so that freed tensors leave the resident set at once and the peak is the
 live memory, not what malloc kept for later.
+
+The memory measurement alone, in a short configuration (local worker processes, a few rounds, every
+pair of client and worker counts given):
+
+    python -m benchmarks.simulation --memory --clients 20 100 --workers 1 2 4 [--rounds 3]
+
+prints one line per run with the coordinator's peak in models (a ratio: the model is 4.3 MiB).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -34,7 +40,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import BENCH_DIR, MIB, Ratio, Target, child_env, machine, python, run_json
+from benchmarks.harness import (
+    BENCH_DIR,
+    MIB,
+    Ratio,
+    Target,
+    child_env,
+    machine,
+    python,
+    reset_peak,
+    rss,
+    run_json,
+)
 
 NAME = "simulation"
 FLOWER_SIMULATION = BENCH_DIR / "baselines" / "flower_simulation.py"
@@ -83,36 +100,41 @@ MMAP_THRESHOLD = 65536
 # fedproto's side (in its own process)
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 class _Peak:
-    """Samples this process's resident memory every 5 ms from :meth:`reset` on; ``peak`` is the highest."""
+    """The highest resident memory of this process from :meth:`reset` on.
+
+    The kernel's high-water mark (``VmHWM``, reset through ``clear_refs``) sees every page, however
+    briefly it was held; a sampling thread would miss the peaks inside C calls that hold the GIL (a
+    protobuf parse, a tensor copy). Where the kernel does not allow the reset, a thread samples the
+    resident set every millisecond instead, and says so (``exact`` is False).
+    """
 
     def __init__(self) -> None:
-        self.peak = 0
-        self.armed = False
+        self.exact = False
+        self.base = 0
+        self._sampled = 0
+        self._armed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
 
     def reset(self) -> int:
-        now = _rss()
-        self.peak = now
-        self.armed = True
-        return now
+        self.exact = reset_peak()
+        self.base = rss()["rss"]
+        if not self.exact and not self._armed:
+            self._sampled, self._armed = self.base, True
+            self._thread.start()
+        return self.base
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            if self.armed:
-                self.peak = max(self.peak, _rss())
+        while not self._stop.wait(0.001):
+            self._sampled = max(self._sampled, rss()["rss"])
 
     def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
+        if self._armed:
+            self._stop.set()
+            self._thread.join()
+            return self._sampled
+        return rss()["hwm"]
 
 
 def _fedproto_side(args: argparse.Namespace) -> dict[str, Any]:
@@ -168,6 +190,7 @@ def _fedproto_side(args: argparse.Namespace) -> dict[str, Any]:
         "rss_after_round_1": baseline.get("rss"),
         "peak_rss_later_rounds": top if baseline else None,
         "peak_extra_models": (top - baseline["rss"]) / model_bytes if baseline else None,
+        "peak_exact": peak.exact,
         "torch": torch.__version__,
     }
 
@@ -239,6 +262,59 @@ def _later_median(rounds: list[dict[str, Any]]) -> float:
     return statistics.median(later)
 
 
+def memory_runs(
+    clients: list[int],
+    workers: list[int],
+    *,
+    rounds: int,
+    hidden: list[int],
+    backend: str = "local",
+    fraction: float = 0.1,
+    log: Callable[[str], None] = print,
+    timeout: float = 900,
+) -> list[dict[str, Any]]:
+    """The coordinator's peak memory, in models, for every pair of client and worker counts.
+
+    Each run is a process of its own (``--side fedproto``), one local epoch per client, so that the
+    peak is the coordinator's alone and no run inherits another's heap.
+    """
+    env = child_env(threads=1, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+    config = {
+        "fraction": fraction,
+        "epochs": 1,
+        "batch_size": 16,
+        "lr": 0.05,
+        "backend": backend,
+        "num_cpus": 2,
+    }
+    measured = []
+    for hosts in workers:
+        for count in clients:
+            args = _fedproto_args({**config, "workers": hosts}, clients=count, rounds=rounds, hidden=hidden)
+            side = run_json(
+                [*python(), "-m", "benchmarks.simulation", "--side", "fedproto", *args],
+                timeout=timeout,
+                env=env,
+                name=f"memory, {count} clients on {hosts} workers",
+            )
+            per_round = max(1, int(fraction * count + 1e-9))
+            row = {
+                "clients": count,
+                "workers": hosts,
+                "per_round": per_round,
+                "model_mib": side["model_bytes"] / MIB,
+                "peak_extra_models": side["peak_extra_models"],
+                "round_median_s": _later_median(side["rounds"]),
+            }
+            log(
+                f"  {count:>5} clients ({per_round} per round) on {hosts} {backend} workers: coordinator "
+                f"peak {row['peak_extra_models']:.2f} models above round 1's level "
+                f"(model {row['model_mib']:.2f} MiB), round {row['round_median_s']:.2f} s"
+            )
+            measured.append(row)
+    return measured
+
+
 def run(quick: bool = False, log: Callable[[str], None] = print, *, flower: bool = True) -> dict[str, Any]:
     """The simulation workload: fedproto's and Flower's simulations of the same federation."""
     from benchmarks.federated import ensure_flower_venv
@@ -284,18 +360,16 @@ def run(quick: bool = False, log: Callable[[str], None] = print, *, flower: bool
             slope = (main["round_median_s"] - small["round_median_s"]) / (per_round_main - per_round_small)
             log(f"  one more client per round: {1000 * slope:.1f} ms of round time")
     result["seconds_per_extra_client"] = slope
-    memory: list[dict[str, Any]] = []
-    for clients in config["memory_clients"]:
-        side = ours(clients, config["memory_rounds"], config["memory_hidden"], "fedproto, wide model")
-        memory.append(
-            {
-                "clients": clients,
-                "per_round": max(1, int(config["fraction"] * clients + 1e-9)),
-                "model_mib": side["model_bytes"] / MIB,
-                "peak_extra_models": side["peak_extra_models"],
-                "round_median_s": side["round_median_s"],
-            }
-        )
+    memory = memory_runs(
+        config["memory_clients"],
+        [config["workers"]],
+        rounds=config["memory_rounds"],
+        hidden=config["memory_hidden"],
+        backend=config["backend"],
+        fraction=config["fraction"],
+        log=log,
+        timeout=timeout,
+    )
     result["memory"] = memory
 
     theirs = None
@@ -375,20 +449,49 @@ def run(quick: bool = False, log: Callable[[str], None] = print, *, flower: bool
 
 
 def _main() -> None:
-    parser = argparse.ArgumentParser(description="fedproto's side of the simulation benchmark")
-    parser.add_argument("--side", choices=("fedproto",), required=True)
-    parser.add_argument("--clients", type=int, required=True)
-    parser.add_argument("--fraction", type=float, required=True)
-    parser.add_argument("--rounds", type=int, required=True)
+    parser = argparse.ArgumentParser(
+        description="fedproto's side of the simulation benchmark (--side fedproto), or the coordinator's "
+        "memory alone (--memory)"
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--side", choices=("fedproto",))
+    mode.add_argument(
+        "--memory",
+        action="store_true",
+        help="measure the coordinator's peak memory in models for each --clients and --workers",
+    )
+    parser.add_argument("--clients", type=int, nargs="+", required=True)
+    parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--backend", default="ray")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backend", default=None, help="ray for --side, local for --memory by default")
+    parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--num-cpus", type=int, default=2)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[64])
+    parser.add_argument(
+        "--hidden", type=int, nargs="+", default=None, help="default 64 (1024 1024 with --memory)"
+    )
     args = parser.parse_args()
+    if args.memory:
+        if args.rounds < 2:
+            parser.error("--memory needs --rounds 2 or more: the peak is of the rounds after the first")
+        rows = memory_runs(
+            args.clients,
+            args.workers,
+            rounds=args.rounds,
+            hidden=args.hidden or FULL["memory_hidden"],
+            backend=args.backend or "local",
+            fraction=args.fraction,
+        )
+        print(json.dumps(rows), flush=True)
+        return
+    if len(args.clients) != 1 or len(args.workers) != 1:
+        parser.error("--side takes one --clients and one --workers")
+    args.clients, args.workers = args.clients[0], args.workers[0]
+    args.backend = args.backend or "ray"
+    args.hidden = args.hidden or [64]
     print(json.dumps(_fedproto_side(args)), flush=True)
     sys.stdout.flush()
 
