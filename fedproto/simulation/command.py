@@ -65,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--alpha",
         type=float,
-        default=0.5,
-        help="Dirichlet concentration; smaller is more skewed (default 0.5)",
+        help="Dirichlet concentration, with --partition dirichlet; smaller is more skewed (default 0.5)",
     )
     parser.add_argument("--strategy", default="fedavg", help=f"{', '.join(STRATEGY_NAMES)} (default fedavg)")
     parser.add_argument(

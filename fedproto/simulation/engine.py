@@ -64,6 +64,8 @@ __all__ = [
 _RUN_SETTINGS = ("clients", "partition", "alpha", "seed", "strategy", "hidden")
 #: The file in the run directory holding them.
 SETTINGS_FILE = "simulation.json"
+#: The Dirichlet concentration of a ``dirichlet`` partition given no ``alpha``.
+DEFAULT_ALPHA = 0.5
 
 
 #: The strategies by the names the simulation takes (FedAvg's names, with ``-`` for ``_``).
@@ -98,7 +100,8 @@ class SimulationConfig:
     """Every setting of a simulation, checked when made (:class:`SimulationConfigError` otherwise).
 
     The data: ``clients`` virtual clients dealt the digits' training samples by ``partition``
-    (``"iid"`` or ``"dirichlet"`` with concentration ``alpha``), seeded by ``seed``. The federation:
+    (``"iid"``, or ``"dirichlet"`` with concentration ``alpha``, default :data:`DEFAULT_ALPHA`; an
+    ``alpha`` with ``"iid"`` is refused, as it would change nothing), seeded by ``seed``. The federation:
     ``rounds`` rounds, each training ``max(min_fit_clients, fraction * clients)`` sampled clients
     with ``strategy``; each client trains ``epochs`` local epochs of SGD (``lr``, momentum 0.9,
     ``batch_size``; a new optimizer every fit, as a real client would start) of the digits MLP with
@@ -115,7 +118,7 @@ class SimulationConfig:
     backend: str = "local"
     address: str | None = None
     partition: str = "iid"
-    alpha: float = 0.5
+    alpha: float | None = None
     strategy: str = "fedavg"
     run_dir: Path | None = None
     resume: bool = False
@@ -172,7 +175,15 @@ class SimulationConfig:
         if not isinstance(self.strategy, str) or _strategy_name(self.strategy) not in STRATEGIES:
             _choice("strategy", self.strategy, STRATEGY_NAMES)
         alpha = self.alpha
-        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < math.inf:
+        if alpha is None:
+            if self.partition == "dirichlet":
+                object.__setattr__(self, "alpha", DEFAULT_ALPHA)
+        elif self.partition != "dirichlet":
+            raise SimulationConfigError(
+                "alpha is the Dirichlet concentration: it needs partition 'dirichlet', "
+                f"not {self.partition!r}"
+            )
+        elif not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < math.inf:
             raise SimulationConfigError(f"alpha must be a number > 0, got {alpha!r}")
         if self.address is not None and self.backend != "ray":
             raise SimulationConfigError("address joins a Ray cluster: it needs backend 'ray'")
@@ -188,6 +199,11 @@ class SimulationConfig:
             raise SimulationConfigError("resume needs run_dir (the run directory to resume)")
         if self.run_dir is not None and not isinstance(self.run_dir, Path):
             object.__setattr__(self, "run_dir", Path(self.run_dir))
+
+    @property
+    def concentration(self) -> float:
+        """The Dirichlet concentration the partition uses (:data:`DEFAULT_ALPHA` where none applies)."""
+        return DEFAULT_ALPHA if self.alpha is None else float(self.alpha)
 
     @property
     def sampled(self) -> int:
@@ -292,7 +308,9 @@ def _check_run_dir(config: SimulationConfig) -> None:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise SimulationConfigError(f"cannot resume {config.run_dir}: {SETTINGS_FILE}: {exc}") from None
-    differ = [f"{k} {saved.get(k)!r} -> {wanted[k]!r}" for k in wanted if saved.get(k) != wanted[k]]
+    # an iid partition has no alpha (runs written before that was enforced kept the default there)
+    compared = [k for k in wanted if not (k == "alpha" and wanted["partition"] == "iid")]
+    differ = [f"{k} {saved.get(k)!r} -> {wanted[k]!r}" for k in compared if saved.get(k) != wanted[k]]
     if differ:
         raise SimulationConfigError(
             f"cannot resume {config.run_dir} with other settings ({'; '.join(differ)})"
@@ -326,7 +344,7 @@ def _hosts(config: SimulationConfig, token: str) -> Iterator[list[Host]]:
         clients=config.clients,
         workers=config.workers,
         partition=config.partition,
-        alpha=config.alpha,
+        alpha=config.concentration,
         seed=config.seed,
     )
     if config.backend == "ray":
@@ -345,7 +363,11 @@ async def _run(
     data = load_digits_split(config.seed)
     try:
         parts = partition(
-            data.y_train, config.clients, scheme=config.partition, alpha=config.alpha, seed=config.seed
+            data.y_train,
+            config.clients,
+            scheme=config.partition,
+            alpha=config.concentration,
+            seed=config.seed,
         )
     except PartitionError as exc:
         raise SimulationConfigError(str(exc)) from None

@@ -85,8 +85,9 @@ def test_every_strategy_name_is_taken(name):
         ),
         ({"partition": "pathological"}, "unknown partition 'pathological'"),
         ({"backend": "slurm"}, "unknown backend 'slurm'"),
-        ({"alpha": 0}, "alpha must be a number > 0"),
-        ({"alpha": float("inf")}, "alpha must be a number > 0"),
+        ({"partition": "dirichlet", "alpha": 0}, "alpha must be a number > 0"),
+        ({"partition": "dirichlet", "alpha": float("inf")}, "alpha must be a number > 0"),
+        ({"alpha": 0.3}, "alpha is the Dirichlet concentration: it needs partition 'dirichlet', not 'iid'"),
         ({"lr": -0.1}, "lr must be a number > 0"),
         ({"hidden": ()}, "hidden must be a non-empty sequence"),
         ({"hidden": (64, 0)}, "hidden must be a non-empty sequence"),
@@ -98,6 +99,13 @@ def test_every_strategy_name_is_taken(name):
 def test_bad_settings_raise_before_anything_starts(settings, message):
     with pytest.raises(SimulationConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run(**settings)
+
+
+def test_alpha_belongs_to_the_dirichlet_partition():
+    assert SimulationConfig(partition="dirichlet").alpha == engine.DEFAULT_ALPHA
+    assert SimulationConfig(partition="dirichlet", alpha=0.2).concentration == 0.2
+    iid = SimulationConfig()
+    assert iid.alpha is None and iid.run_settings()["alpha"] is None
 
 
 def test_digits_mlp_is_seeded_and_sized():
