@@ -213,7 +213,8 @@ def _bulk(result: dict[str, Any], plot: Path | None, docs: Path) -> list[str]:
         f"The bare websockets ceiling uses the frame size that moved {sweep['payload'] / MIB:g} MiB fastest "
         f"in the same run ({frames}; chosen: {sweep['best_frame'] >> 10} KiB); fedproto uses its default "
         "256 KiB chunks. The Node worker rows are the same Python client against",
-        "`benchmarks/node_worker_server.mjs`.",
+        "`benchmarks/node_worker_server.mjs`. This section alone:",
+        "`.venv/bin/python -m benchmarks --only bulk` (about 3 minutes).",
         *_digest_lines(result),
         "",
         "| transport | payload | MB/s (IQR) | send MB/s | get MB/s | CPU s/GB | peak client | peak server "
