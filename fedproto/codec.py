@@ -180,6 +180,7 @@ __all__ = [
     "set_train_config_request_from_proto",
     "set_train_config_request_to_proto",
     "set_weights_request_from_proto",
+    "set_weights_request_payload",
     "set_weights_request_to_proto",
     "sha256",
     "tensor_from_bytes",
@@ -1116,6 +1117,33 @@ def set_weights_request_to_proto(
     return ProtoSetWeightsRequest(weights=named_tensors_to_proto(weights), strict=strict)
 
 
+def set_weights_request_payload(weights: Mapping[str, torch.Tensor], *, strict: bool) -> memoryview:
+    """The whole encoding of a ``SetWeightsRequest``, every tensor's elements copied once, straight into it.
+
+    It is the payload of :func:`encode_with_payload` at ``("set_weights",)``, around an empty request
+    (``set_weights_request_to_proto({}, strict=False)``).
+
+    Building the message and its envelope would copy a model three times more (into the message, into
+    the envelope, into the frame), which for a federated coordinator sending the global weights is three
+    models' worth of memory held at once. The encoding is the one protobuf gives the message
+    :func:`set_weights_request_to_proto` builds, byte for byte.
+    """
+    pieces: list[bytes | memoryview] = []
+    for name, tensor in weights.items():
+        info, view = tensor_payload(tensor)
+        head = inline_tensor_header(info).SerializeToString()
+        if view.nbytes:  # proto3 leaves an empty bytes field out
+            head += _key(_TENSOR_DATA, _LEN) + _varint(view.nbytes)
+        tensor_size = len(head) + view.nbytes
+        entry = ProtoNamedTensor(name=name).SerializeToString()
+        entry += _key(_NAMED_TENSOR, _LEN) + _varint(tensor_size)
+        entry_size = len(entry) + tensor_size
+        pieces += [_key(_SET_WEIGHTS_WEIGHTS, _LEN) + _varint(entry_size) + entry + head, view]
+    if strict:
+        pieces.append(ProtoSetWeightsRequest(strict=True).SerializeToString())
+    return memoryview(b"".join(pieces))
+
+
 def set_weights_request_from_proto(message: ProtoSetWeightsRequest) -> tuple[dict[str, torch.Tensor], bool]:
     """Decode new model weights and whether the load is strict."""
     return named_tensors_from_proto(message.weights), message.strict
@@ -1160,6 +1188,9 @@ def decode_envelope(data: bytes | bytearray | memoryview) -> ProtoEnvelope:
 # then goes through the generic parser, so no valid envelope is ever read differently.
 
 _CALL_METHOD = ProtoCallRequest.DESCRIPTOR.fields_by_name["method"].number
+_TENSOR_DATA = ProtoTensor.DESCRIPTOR.fields_by_name["data"].number
+_NAMED_TENSOR = ProtoNamedTensor.DESCRIPTOR.fields_by_name["tensor"].number
+_SET_WEIGHTS_WEIGHTS = ProtoSetWeightsRequest.DESCRIPTOR.fields_by_name["weights"].number
 _ENVELOPE_REQUEST_ID = 1
 _ENVELOPE_DEADLINE = 2
 _ENVELOPE_CHUNK = ProtoEnvelope.DESCRIPTOR.fields_by_name["chunk"].number

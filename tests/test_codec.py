@@ -576,6 +576,36 @@ def test_inline_tensor_header_round_trip(dtype: torch.dtype, path: tuple[str, ..
     assert codec.tensor_proto_from_payload(info, view) == received
 
 
+@given(
+    entries=st.lists(
+        st.tuples(st.text(max_size=12), st.sampled_from(ALL_DTYPES), shapes, st.integers(0, 2**16)),
+        max_size=5,
+        unique_by=lambda entry: entry[0],
+    ),
+    strict=st.booleans(),
+    rid=st.integers(1, 2**40),
+    deadline=st.integers(0, 2**40),
+    transposed=st.booleans(),
+)
+@settings(max_examples=100, deadline=None)
+def test_set_weights_payload_is_the_encoding_of_the_message(
+    entries, strict, rid, deadline, transposed
+) -> None:
+    weights = {name: _random_tensor(dtype, shape, seed) for name, dtype, shape, seed in entries}
+    if transposed:  # strided tensors travel in logical order, as the message would carry them
+        weights = {name: t.t() if t.dim() == 2 else t for name, t in weights.items()}
+    request = codec.set_weights_request_to_proto(weights, strict=strict)
+    assembled = envelope_pb2.Envelope(request_id=rid, deadline_ms=deadline, set_weights=request)
+    payload = codec.set_weights_request_payload(weights, strict=strict)
+    empty = codec.set_weights_request_to_proto({}, strict=False)
+    envelope = envelope_pb2.Envelope(request_id=rid, deadline_ms=deadline, set_weights=empty)
+    frame = codec.encode_with_payload(envelope, ("set_weights",), payload)
+    assert frame == codec.encode_envelope(assembled)  # byte for byte
+    decoded, decoded_strict = codec.set_weights_request_from_proto(codec.decode_envelope(frame).set_weights)
+    assert decoded_strict == strict and list(decoded) == list(weights)
+    assert all(_same(decoded[name], tensor.contiguous()) for name, tensor in weights.items())
+
+
 # -- training records -------------------------------------------------------------------------------
 
 names = st.text(max_size=12)

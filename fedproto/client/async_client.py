@@ -585,10 +585,12 @@ class AsyncClient:
                     if deadline <= 0:
                         raise TimeoutError
                 rid, frame = session.request(deadline=deadline, payload=payload, **body)
+                payload = None  # a big inline payload is in the frame now: not kept while the reply comes
                 future: asyncio.Future[ReplyReceived] = loop.create_future()
                 self._calls[session, rid] = _Call(future, session, on_progress, on_transfer)
                 try:
                     await ws.send(frame)
+                    del frame
                     if upload is not None:
                         await self._send_chunks(ws, session, rid, future, *upload)
                 except ConnectionClosed:
@@ -845,8 +847,13 @@ class AsyncClient:
         self, state: dict[str, torch.Tensor], *, strict: bool = False, timeout: float | None = None
     ) -> int:
         """Replace (some of) the worker's model weights; returns how many tensors were replaced."""
-        request = codec.set_weights_request_to_proto(state, strict=strict)
-        reply = await self._request(timeout=timeout, set_weights=request)
+        # Each tensor's bytes are copied once, into the frame; no local keeps the encoding alive while
+        # the reply is awaited (a federated coordinator sends a model at a time this way).
+        reply = await self._request(
+            timeout=timeout,
+            payload=(("set_weights",), codec.set_weights_request_payload(state, strict=strict)),
+            set_weights=codec.set_weights_request_to_proto({}, strict=False),  # the payload is all of it
+        )
         return codec.count_reply_from_proto(reply.message)
 
     async def list_models(self, *, timeout: float | None = None) -> ModelCatalog:
