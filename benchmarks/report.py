@@ -390,8 +390,8 @@ def _simulation(result: dict[str, Any], plot: Path | None, docs: Path) -> list[s
             f"Coordinator memory with a {memory[0]['model_mib']:.1f} MiB model "
             f"(MLP 64-{'-'.join(map(str, config['memory_hidden']))}-10): the most resident memory the",
             "coordinator held during rounds 2 and later above its level at the end of round 1, in models",
-            "(the allocator maps blocks of 64 KiB or more on their own, so freed tensors leave at once and",
-            "the peak is live memory).",
+            "(the kernel's high-water mark, VmHWM, reset after round 1; the allocator maps blocks of 64 KiB",
+            "or more on their own, so freed tensors leave at once and the peak is live memory).",
             "",
             "| clients | reporting per round | peak above steady state | round (median) |",
             "|---|---|---|---|",
