@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     rounds.add_argument("--updates", default="weights", choices=("weights", "deltas"), help="what is folded")
     rounds.add_argument("--round-timeout", type=float, help="seconds per round; later results are discarded")
     rounds.add_argument("--fit-timeout", type=float, help="seconds one client's fit may take")
+    rounds.add_argument(
+        "--max-transfers",
+        type=int,
+        default=1,
+        help="model-sized transfers in flight at once (default 1: the coordinator holds O(model) memory "
+        "however many workers; 0: one per worker)",
+    )
     rounds.add_argument("--no-evaluate", action="store_true", help="do not evaluate the global model")
 
     runs = parser.add_argument_group("run directory")
@@ -321,6 +328,8 @@ def _run(options: dict[str, Any]) -> int:
             updates=options["updates"],
             round_timeout=options["round_timeout"],
             fit_timeout=options["fit_timeout"],
+            # runs written before the option existed transferred with the default
+            max_transfers=options.get("max_transfers", 1) or None,
             evaluate=not options["no_evaluate"],
             run_dir=run_dir,
             resume=bool(options.get("resume")),

@@ -182,6 +182,7 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
     [
         (["--fraction-fit", "0"], "fraction_fit must be in (0, 1], got 0.0"),
         (["--fraction-fit", "1.5"], "fraction_fit must be in (0, 1], got 1.5"),
+        (["--max-transfers", "-1"], "max_transfers must be an integer between 1 and"),
         (["--min-fit-clients", "3"], "min_fit_clients must be an integer between 1 and 2, got 3"),
         (["--min-available-clients", "3"], "min_available_clients must be an integer between 0 and 2, got 3"),
         (
