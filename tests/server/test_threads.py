@@ -40,9 +40,16 @@ async def test_model_work_runs_on_the_training_thread_with_its_threads(threads: 
 async def test_training_is_busy_until_the_job_ends_even_when_its_waiter_gave_up(
     threads: WorkerThreads,
 ) -> None:
-    release = threading.Event()
-    future = threads.submit_training(release.wait, 10)
+    started, release = threading.Event(), threading.Event()
+
+    def job() -> None:
+        started.set()
+        release.wait(10)
+
+    future = threads.submit_training(job)
     assert threads.training_busy
+    # cancelled while still queued, a job never runs and rightly stops counting: wait until it runs
+    assert await asyncio.to_thread(started.wait, 10)
     future.cancel()  # the awaiting side gives up; the thread is still inside the job
     await asyncio.sleep(0.05)
     assert threads.training_busy
