@@ -378,6 +378,7 @@ class AsyncClient:
                     delay = min(delay * 2, 5.0)
 
     async def _connect_once(self) -> None:
+        transport.keep_payload_buffers()  # chunk-sized buffers reused, not faulted in again (see there)
         session = ClientSession(
             token=self.token,
             client_name=self.name,

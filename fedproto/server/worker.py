@@ -264,6 +264,7 @@ class Worker:
                 ANONYMOUS,
             )
         ssl_context = server_ssl_context(tls_cert, tls_key)
+        transport.keep_payload_buffers()  # chunk-sized buffers reused, not faulted in again (see there)
         if not self._warmed_up:
             # PyTorch's one-time costs before listening, off the first client's clock (warm_up_training).
             # Awaited, not left running: the import it triggers must not race code on other threads
