@@ -431,7 +431,8 @@ class ClientSession:
             if limit and total > limit:
                 error = DataLossError(f"a chunked download of {total} bytes, above the server's own quota")
                 return self._give_up(rid, pending, error)
-            pending.assembly = Assembly(total, bytearray(total), self._hasher(self.digest))
+            # left uninitialized: every byte is written once as the chunks arrive, no zeroing pass first
+            pending.assembly = Assembly(total, codec.payload_buffer(total), self._hasher(self.digest))
         chunk_limit = self.server.limits.chunk_bytes if self.server else 0
         try:
             pending.assembly.add(offset, data, total, chunk_limit)

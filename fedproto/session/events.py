@@ -117,7 +117,7 @@ class ReplyReceived:
     request_id: int
     kind: str
     message: Any
-    payload: bytearray | None = None
+    payload: bytearray | memoryview | None = None
 
 
 @dataclass(frozen=True, slots=True)

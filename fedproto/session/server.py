@@ -338,13 +338,15 @@ class ServerSession:
             upload.verify(trailing_digest)
         except ProtocolError as error:
             return [SendFrame(self.fail(rid, error))]
+        payload = upload.assembly.buffer
+        assert isinstance(payload, bytearray)  # the store keeps it: _start_upload allocates a bytearray
         return [
             RequestReceived(
                 request_id=rid,
                 kind="send_object",
                 message=upload.request,
                 deadline=upload.deadline,
-                payload=upload.assembly.buffer,
+                payload=payload,
             )
         ]
 

@@ -81,7 +81,7 @@ class Assembly:
     """A chunked payload being received: bytes land in place, the digest is updated as they arrive."""
 
     total: int
-    buffer: bytearray
+    buffer: bytearray | memoryview
     hasher: Hasher
     #: every chunk but the last must be exactly the chunk size (uploads, section 7.3.5); downloads may
     #: use smaller chunks when the client's frame limit asks for it
