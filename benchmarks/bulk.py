@@ -480,31 +480,46 @@ def _verdicts(table: list[dict[str, Any]], sizes: list[int]) -> tuple[list[Ratio
             )
         )
     largest = max(sizes)
-    worst = {
-        base: min(by[("fedproto", s)]["mbps"] / by[(base, s)]["mbps"] for s in sizes)
-        for base in ("ws_bare", "pysyft", "grpc")
-    }
+
+    def lowest(base: str, chosen: list[int]) -> float | None:
+        ratios_of = [by[("fedproto", s)]["mbps"] / by[(base, s)]["mbps"] for s in chosen]
+        return min(ratios_of) if ratios_of else None
+
+    # The bulk targets: the bare transport's best frame is the ceiling for large payloads (16 MiB and
+    # up), where per-message costs vanish; at smaller sizes the fixed costs of a request (header, reply,
+    # digest) weigh more, hence the lower bar there.
+    large = [s for s in sizes if s >= 16 * MIB]
+    small = [s for s in sizes if s < 16 * MIB]
     targets = [
         Target(
-            "bulk throughput >= 0.8x bare websockets (best frame), every size",
-            worst["ws_bare"],
+            "bulk throughput >= 0.8x bare websockets (best frame), 16 MiB and above",
+            lowest("ws_bare", large),
             ">=",
             0.8,
-            detail="lowest ratio over the sizes",
+            detail="lowest ratio over those sizes",
         ),
-        Target("bulk throughput >= 20x PySyft 0.2 wire, every size", worst["pysyft"], ">=", 20.0),
-        Target("bulk throughput >= 2x grpcio unary, every size", worst["grpc"], ">=", 2.0),
         Target(
-            f"peak client memory moving {largest / MIB:g} MiB <= 2x payload",
+            "bulk throughput >= 0.65x bare websockets (best frame), below 16 MiB",
+            lowest("ws_bare", small),
+            ">=",
+            0.65,
+            detail="lowest ratio over those sizes",
+        ),
+        Target("bulk throughput >= 1.2x grpcio unary, every size", lowest("grpc", sizes), ">=", 1.2),
+        Target(
+            "bulk throughput >= 20x PySyft 0.2 wire, 16 MiB and above", lowest("pysyft", large), ">=", 20.0
+        ),
+        Target(
+            f"peak client memory moving {largest / MIB:g} MiB <= 1.1x payload",
             by[("fedproto", largest)]["peak_client_x"],
             "<=",
-            2.0,
+            1.1,
         ),
         Target(
-            f"peak worker memory moving {largest / MIB:g} MiB <= 2x payload",
+            f"peak worker memory moving {largest / MIB:g} MiB <= 1.1x payload",
             by[("fedproto", largest)]["peak_server_x"],
             "<=",
-            2.0,
+            1.1,
         ),
     ]
     return ratios, targets

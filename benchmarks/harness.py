@@ -7,7 +7,7 @@
 - :func:`rss` / :func:`reset_peak` read and reset a process's resident memory (``/proc/<pid>/status``
   VmRSS and VmHWM; writing ``5`` to ``/proc/<pid>/clear_refs`` resets VmHWM), so the peak of one
   transfer can be told apart from everything the process did before.
-- :class:`Target` is one of the issue's targets with its verdict; :func:`write_result` stores a
+- :class:`Target` is a target the benchmark checks, with its verdict; :func:`write_result` stores a
   workload's result as ``benchmarks/results/<name>.json``.
 """
 
@@ -378,7 +378,7 @@ def node_worker() -> list[str]:
 
 @dataclass
 class Target:
-    """One of the issue's targets: ``measured <op> threshold``; None when it could not be measured."""
+    """A target the benchmark checks: ``measured <op> threshold``; None when it could not be measured."""
 
     name: str
     measured: float | None
