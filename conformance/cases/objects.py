@@ -702,6 +702,50 @@ async def _case_out_of_order(ctx: Context) -> None:
 
 
 @case(
+    "objects/7.3.32/interleaved-uploads",
+    rule="An upload's chunks MAY be interleaved with other envelopes of the connection: other requests, "
+    "pings, cancels, and the chunks of other uploads. A server MUST assemble each upload from the chunks "
+    "that carry its request_id.",
+    needs=CHUNKED,
+)
+async def _case_interleaved_uploads(ctx: Context) -> None:
+    cb = ctx.limits.chunk_bytes
+    payloads = [_payload(32, 2 * cb + 5), _payload(33, 3 * cb + 1)]
+    ids = [ctx.unique("mix"), ctx.unique("mix")]
+    async with await ctx.connect() as conn:
+        rids = [await announce(conn, object_id, data) for object_id, data in zip(ids, payloads, strict=True)]
+        queues = [
+            [make_envelope(rid, "chunk", c) for c in chunk_list(data, chunk_sizes(len(data), cb))]
+            for rid, data in zip(rids, payloads, strict=True)
+        ]
+        # A0 B0, a ping, A1 B1, a listing, A2 B2, then B3: every kind of envelope between the chunks
+        step = 0
+        while any(queues):
+            for queue in queues:
+                if queue:
+                    await conn.send(queue.pop(0))
+            if step == 0:
+                await conn.ping(b"between chunks")
+            elif step == 1:
+                await conn.expect("list_objects", objects_pb2.ListObjectsRequest())
+            step += 1
+        for object_id, rid, data in zip(ids, rids, payloads, strict=True):
+            reply = await conn.reply(rid)
+            if reply.kind != "send_object_reply":
+                fail(
+                    f"an upload of {len(data)} bytes interleaved with another was answered with "
+                    f"{reply.describe()}"
+                )
+            got = await download(conn, object_id, chunk_bytes=cb)
+            check(
+                got.data == data,
+                f"an upload of {len(data)} bytes interleaved with another came back "
+                "different (its chunks were mixed with the other upload's)",
+            )
+            await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
+
+
+@case(
     "objects/7.3.5/chunk-boundaries",
     rule="Each chunk's data MUST be at least 1 byte and at most limits.chunk_bytes bytes long; only the last "
     "chunk may be shorter than chunk_bytes (§7.3.8: a chunk that breaks this ends the upload with "
