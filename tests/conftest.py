@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 import fedproto
@@ -138,7 +139,7 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def raw_connection(url: str, **kwargs: Any) -> AsyncIterator[ClientConnection]:
     """A plain WebSocket connection with no fedproto client logic (no handshake is sent)."""
-    ws = await asyncio.wait_for(connect(url, compression=None, max_size=None, **kwargs), WAIT)
+    ws = await asyncio.wait_for(ws_connect(url, compression=None, max_size=None, **kwargs), WAIT)
     try:
         yield ws
     finally:
@@ -195,7 +196,7 @@ def in_flight(worker: fedproto.Worker) -> int:
 
 @contextlib.asynccontextmanager
 async def client_of(
-    worker: fedproto.Worker, token: str = "", **kwargs: Any
+    worker: fedproto.Worker | Any, token: str = "", **kwargs: Any
 ) -> AsyncIterator[fedproto.AsyncClient]:
     """A connected AsyncClient of ``worker``, closed at the end."""
     client = await asyncio.wait_for(fedproto.AsyncClient.connect(worker.url, token=token, **kwargs), WAIT)
@@ -204,6 +205,18 @@ async def client_of(
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.close(), WAIT)
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Awaitable[fedproto.AsyncClient]]]:
+    """Connect AsyncClients to workers (anything with a ``url``), all closed at the end:
+    ``await connect(worker, reconnect_attempts=2)``."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def factory(worker: Any, **kwargs: Any) -> fedproto.AsyncClient:
+            return await stack.enter_async_context(client_of(worker, **kwargs))
+
+        yield factory
 
 
 @pytest.fixture

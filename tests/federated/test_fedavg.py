@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import WAIT, ThreadedWorker, in_flight, stop_quietly, wait_until
+from conftest import ThreadedWorker, in_flight, stop_quietly, wait_until
 from torch import nn
 
 import fedproto
@@ -75,24 +75,6 @@ async def start_worker() -> AsyncIterator[StartWorker]:
     finally:
         for worker in started:
             await stop_quietly(worker)
-
-
-@pytest.fixture
-async def connect() -> AsyncIterator[Callable[..., Awaitable[fedproto.AsyncClient]]]:
-    """Connect AsyncClients (closed at the end): ``await connect(worker, reconnect_attempts=2)``."""
-    clients: list[fedproto.AsyncClient] = []
-
-    async def factory(worker: fedproto.Worker, **kwargs: Any) -> fedproto.AsyncClient:
-        client = await asyncio.wait_for(fedproto.AsyncClient.connect(worker.url, **kwargs), WAIT)
-        clients.append(client)
-        return client
-
-    try:
-        yield factory
-    finally:
-        for client in clients:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), WAIT)
 
 
 def classification(samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

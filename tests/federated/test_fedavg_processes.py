@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,24 +122,6 @@ def serve(tmp_path: Path) -> Iterator[Callable[[str, int, int], ServedWorker]]:
             worker.stop()
 
 
-@pytest.fixture
-async def connect() -> AsyncIterator[Callable[[ServedWorker], Any]]:
-    """Connected AsyncClients of served workers, closed at the end."""
-    clients: list[fedproto.AsyncClient] = []
-
-    async def factory(worker: ServedWorker) -> fedproto.AsyncClient:
-        client = await asyncio.wait_for(fedproto.AsyncClient.connect(worker.url, reconnect_attempts=1), WAIT)
-        clients.append(client)
-        return client
-
-    try:
-        yield factory
-    finally:
-        for client in clients:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), WAIT)
-
-
 def kill_during_fit(client: fedproto.AsyncClient, worker: ServedWorker, killed: list[float]) -> None:
     """Make ``worker`` die by SIGKILL as soon as its fit reports progress, so the fit is surely running.
 
@@ -177,7 +159,7 @@ async def test_a_killed_worker_fails_its_part_and_the_round_finishes_without_it(
     serve: Callable[[str, int, int], ServedWorker], connect: Any
 ) -> None:
     workers = [serve("w1", 32, 1), serve("w2", 48, 2), serve("victim", VICTIM_SAMPLES, 3)]
-    clients = [await connect(worker) for worker in workers]
+    clients = [await connect(worker, reconnect_attempts=1) for worker in workers]
     killed: list[float] = []
     kill_during_fit(clients[2], workers[2], killed)
     model = nn.Linear(4, 3)
@@ -207,7 +189,7 @@ async def test_a_killed_worker_below_min_fit_clients_ends_the_round_with_fedavg_
     serve: Callable[[str, int, int], ServedWorker], connect: Any
 ) -> None:
     workers = [serve("w1", 32, 1), serve("victim", VICTIM_SAMPLES, 3)]
-    clients = [await connect(worker) for worker in workers]
+    clients = [await connect(worker, reconnect_attempts=1) for worker in workers]
     killed: list[float] = []
     kill_during_fit(clients[1], workers[1], killed)
     model = nn.Linear(4, 3)
