@@ -3,6 +3,7 @@
  *
  *     fedproto-node serve --port 9001 [--host 127.0.0.1] [--id ID] [--conformance] [--no-notifications]
  *                         [--token-file FILE] [--dataset KEY=FILE.npz ...] [--expose-errors]
+ *                         [--max-connections N]
  *
  * Prints `listening on ws://HOST:PORT` once ready, stops cleanly on SIGTERM or SIGINT, and reports bad
  * arguments in one line on stderr with exit status 2.
@@ -10,13 +11,17 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { conformanceWorker } from "./worker/conformance.js";
+import { DEFAULT_MAX_CONNECTIONS } from "./worker/server.js";
 import { Worker } from "./worker/worker.js";
 
 const USAGE =
   "usage: fedproto-node serve [--host HOST] [--port PORT] [--id ID] [--conformance] " +
-  "[--no-notifications] [--token-file FILE] [--dataset KEY=FILE.npz ...] [--expose-errors]\n" +
+  "[--no-notifications] [--token-file FILE] [--dataset KEY=FILE.npz ...] [--expose-errors] " +
+  "[--max-connections N]\n" +
   "  --expose-errors  send clients the text of unexpected failures (default: a generic INTERNAL with an\n" +
-  "                   error id, which the log on stderr shows beside the failure; §13.1.7)";
+  "                   error id, which the log on stderr shows beside the failure; §13.1.7)\n" +
+  "  --max-connections N  serve at most N connections at once, one more is refused with HTTP 503\n" +
+  "                   (default 1000; 0: no bound; §14.2.11)";
 
 /** A command-line mistake: printed as one line, exit status 2. */
 export class UsageError extends Error {
@@ -59,6 +64,7 @@ export interface ServeArguments {
   tokenFile: string | undefined;
   datasets: [string, string][];
   exposeErrors: boolean;
+  maxConnections: number;
 }
 
 /** Parses `serve`'s arguments (without the command word). */
@@ -76,6 +82,7 @@ export function parseServeArguments(argv: string[]): ServeArguments {
         "token-file": { type: "string" },
         dataset: { type: "string", multiple: true, default: [] },
         "expose-errors": { type: "boolean", default: false },
+        "max-connections": { type: "string", default: String(DEFAULT_MAX_CONNECTIONS) },
       },
       allowPositionals: false,
       strict: true,
@@ -89,6 +96,12 @@ export function parseServeArguments(argv: string[]): ServeArguments {
     throw new UsageError(`--port must be an integer from 0 to 65535, not ${JSON.stringify(v.port)}`);
   }
   if (v.id === "") throw new UsageError("--id must not be empty");
+  const maxConnections = Number(v["max-connections"]);
+  if (!/^\d+$/.test(v["max-connections"]!) || !Number.isSafeInteger(maxConnections)) {
+    throw new UsageError(
+      `--max-connections must be an integer >= 0 (0: no bound), not ${JSON.stringify(v["max-connections"])}`,
+    );
+  }
   const datasets = (v.dataset ?? []).map((spec): [string, string] => {
     const at = spec.indexOf("=");
     if (at <= 0 || at === spec.length - 1) throw new UsageError(`--dataset expects KEY=FILE, not ${JSON.stringify(spec)}`);
@@ -103,6 +116,7 @@ export function parseServeArguments(argv: string[]): ServeArguments {
     tokenFile: v["token-file"],
     datasets,
     exposeErrors: v["expose-errors"] === true,
+    maxConnections,
   };
 }
 
@@ -131,7 +145,7 @@ async function serve(argv: string[]): Promise<void> {
   const worker = buildWorker(args);
   let server;
   try {
-    server = await worker.serve({ host: args.host, port: args.port });
+    server = await worker.serve({ host: args.host, port: args.port, maxConnections: args.maxConnections });
   } catch (err) {
     throw new UsageError(`cannot listen on ${args.host}:${args.port}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }

@@ -17,7 +17,15 @@ export interface ServeOptions {
   host?: string;
   /** Default 0 (a free port). */
   port?: number;
+  /**
+   * The most connections served at once (§14.2.11); the opening handshake of one more is refused with
+   * HTTP 503. Default {@link DEFAULT_MAX_CONNECTIONS}; 0: no bound.
+   */
+  maxConnections?: number;
 }
+
+/** The connection bound a worker serves with unless told otherwise (§14.2.11, as the reference worker). */
+export const DEFAULT_MAX_CONNECTIONS = 1000;
 
 /** A listening worker. */
 export interface WorkerServer {
@@ -48,6 +56,10 @@ function asBytes(data: RawData): Uint8Array {
 export function serveWebSocket(worker: Worker, options: ServeOptions = {}): Promise<WorkerServer> {
   const host = options.host ?? "127.0.0.1";
   const sessions = new Map<WebSocket, ServerSession>();
+  const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  if (!Number.isInteger(maxConnections) || maxConnections < 0) {
+    throw new RangeError(`maxConnections must be an integer >= 0, not ${maxConnections}`);
+  }
   const wss = new WebSocketServer({
     host,
     port: options.port ?? 0,
@@ -58,6 +70,11 @@ export function serveWebSocket(worker: Worker, options: ServeOptions = {}): Prom
     // Text frames must reach the session whatever their bytes, to close with 1003 rather than 1007 (§3.2.1).
     skipUTF8Validation: true,
     handleProtocols: (offered) => (offered.has(SUBPROTOCOL) ? SUBPROTOCOL : false), // §2.2.2, §2.2.3
+    // §14.2.11: one connection more than the bound is refused before any envelope, at the HTTP level.
+    verifyClient: (_info, accept) => {
+      if (maxConnections > 0 && sessions.size >= maxConnections) accept(false, 503, "Service Unavailable");
+      else accept(true);
+    },
   });
   wss.on("connection", (ws: WebSocket) => {
     ws.binaryType = "nodebuffer";
