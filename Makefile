@@ -22,8 +22,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
+# Two test processes (the machines have 2 CPUs): many tests wait on subprocesses and sockets. A file's
+# tests stay together in one process (--dist loadfile), so module fixtures are built once.
 unit: $(STAMP) node-build
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # The Node package: install (npm ci from the lock file), build (tsc), test (node --test).
 node: $(NODE_STAMP)
