@@ -33,7 +33,7 @@ class StoredObject:
     """One stored tensor: metadata, its payload bytes, and its digests by algorithm (section 7.5.11)."""
 
     info: ObjectInfo
-    payload: bytearray | bytes
+    payload: bytearray | bytes | memoryview
     digests: dict[str, bytes] = field(default_factory=dict)
 
     def digest(self, algorithm: str) -> bytes:
@@ -163,7 +163,7 @@ class ObjectStore:
         tags: Iterable[str],
         description: str,
         tensor: TensorInfo,
-        payload: bytearray | bytes,
+        payload: bytearray | bytes | memoryview,
         overwrite: bool = False,
         algorithm: str = hashing.SHA256,
     ) -> ObjectInfo:

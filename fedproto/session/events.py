@@ -78,7 +78,7 @@ class RequestReceived:
     kind: str
     message: Any
     deadline: float | None = None
-    payload: bytearray | None = None
+    payload: bytearray | memoryview | None = None
 
 
 @dataclass(frozen=True, slots=True)

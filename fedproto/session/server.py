@@ -301,7 +301,9 @@ class ServerSession:
                 self._check_upload(self.identity or "", request.id, info, request.overwrite)
         except ProtocolError as error:
             return [SendFrame(self.fail(rid, error))]
-        assembly = Assembly(info.nbytes, bytearray(info.nbytes), self._hasher(self.digest), full_chunks=True)
+        # left uninitialized, as for downloads: every byte is written once as the chunks arrive
+        buffer = codec.payload_buffer(info.nbytes)
+        assembly = Assembly(info.nbytes, buffer, self._hasher(self.digest), full_chunks=True)
         upload = Upload(request, info, assembly, deadline, self.digest)
         if info.nbytes == 0:
             return self._finish_upload(rid, upload)
@@ -338,15 +340,13 @@ class ServerSession:
             upload.verify(trailing_digest)
         except ProtocolError as error:
             return [SendFrame(self.fail(rid, error))]
-        payload = upload.assembly.buffer
-        assert isinstance(payload, bytearray)  # the store keeps it: _start_upload allocates a bytearray
         return [
             RequestReceived(
                 request_id=rid,
                 kind="send_object",
                 message=upload.request,
                 deadline=upload.deadline,
-                payload=payload,
+                payload=upload.assembly.buffer,
             )
         ]
 

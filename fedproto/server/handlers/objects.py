@@ -27,7 +27,7 @@ async def send_object(services: WorkerServices, conn: Connection, ev: RequestRec
     """Store the tensor, sent inline or (``ev.payload``) as a completed chunked upload."""
     head, overwrite = codec.send_object_request_from_proto(ev.message)
     # An inline tensor's elements stay in the request (no copy); chunked ones were assembled in ev.payload.
-    payload: bytes | bytearray = ev.payload if ev.payload is not None else ev.message.tensor.data
+    payload: bytes | bytearray | memoryview = ev.payload if ev.payload is not None else ev.message.tensor.data
     stored = services.objects.put(
         conn.identity,
         object_id=head.id,
