@@ -14,9 +14,14 @@ import os
 from pathlib import Path
 
 from stress.load import memory_returned, run_load
-from stress.netfuzz import run_fuzz
+from stress.netfuzz import FuzzResult, run_fuzz
 from stress.report import write_report
 from stress.worker_process import ROOT, WorkerProcess, token_of
+
+
+def fuzz_passed(fuzz: FuzzResult) -> bool:
+    """Whether a fuzz run met every verdict: no crash, hang or failure, and a healthy worker at the end."""
+    return not (fuzz.crashed or fuzz.hangs or fuzz.failures) and fuzz.healthy_at_end
 
 
 def main() -> None:
@@ -44,12 +49,14 @@ def main() -> None:
     figures["fuzz"] = fuzz.summary()
     print(json.dumps(figures["fuzz"], indent=2), flush=True)
     ok = not load.failures and memory_returned(load)
-    ok = ok and not (fuzz.crashed or fuzz.hangs or fuzz.failures) and fuzz.healthy_at_end
+    ok = ok and fuzz_passed(fuzz)
     if args.node_frames:
         with WorkerProcess(node=True) as node:
             node_fuzz = asyncio.run(run_fuzz(node, args.node_frames, max_seconds=args.fuzz_seconds))
         figures["node_fuzz"] = node_fuzz.summary()
         print(json.dumps(figures["node_fuzz"], indent=2), flush=True)
+        # the second worker is held to the same verdicts: its failures fail the command too
+        ok = ok and fuzz_passed(node_fuzz)
     (ROOT / "stress" / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
     write_report(figures, args.out)
     raise SystemExit(0 if ok else 1)
