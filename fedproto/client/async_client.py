@@ -428,20 +428,32 @@ class AsyncClient:
         Requests still held back (section 5.5.7) fail with RequestCancelledError, unsent. Requests in
         flight end with the worker's CANCELLED, or with ConnectionClosedError when it closes first. The
         worker closes the connection after the Goodbye; the client closes it itself when that has not
-        happened within 5 seconds (section 6.3.8).
+        happened within 5 seconds (section 6.3.8), without a closing handshake: close() over a network
+        that delivers nothing returns in about 5 seconds.
         """
         self._closed_by_user = True
         ws, session, gate, reader = self._ws, self._session, self._gate, self._reader
         if gate is not None:
             gate.fail(RequestCancelledError("the client closed the connection"))
+        answered = True
         if ws is not None and session is not None and session.state is SessionState.OPEN:
+            # One 5 s budget for the Goodbye's send (which waits while the worker reads nothing) and its
+            # answer, not one each
+            deadline = asyncio.get_running_loop().time() + _GOODBYE_WAIT
             with contextlib.suppress(Exception):
-                await ws.send(session.goodbye("client closing"))
+                await asyncio.wait_for(ws.send(session.goodbye("client closing")), _GOODBYE_WAIT)
             if reader is not None:
-                await asyncio.wait([reader], timeout=_GOODBYE_WAIT)
+                left = max(0.0, deadline - asyncio.get_running_loop().time())
+                done, _ = await asyncio.wait([reader], timeout=left)
+                answered = bool(done)
         if ws is not None:
             with contextlib.suppress(Exception):
-                await ws.close()
+                if answered:
+                    await ws.close()
+                else:
+                    # A worker that answered nothing in 5 s would not answer a closing handshake either:
+                    # waiting for it would add websockets' close timeout (10 s) to the 5 the spec states
+                    ws.transport.abort()
         if reader is not None:
             with contextlib.suppress(BaseException):
                 await reader

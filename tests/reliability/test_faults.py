@@ -117,7 +117,17 @@ async def test_network_black_hole_ends_in_the_deadline(make_worker: WorkerFactor
                 await asyncio.wait_for(client.call_with("echo", [1], {}, timeout=1.0), 10)
             assert time.monotonic() - started < 1.0 + PROMPT
         finally:
-            # close() over a black hole waits 5 s for the Goodbye's answer, then websockets' 10 s close
-            # timeout: bounded, but slow for a test; the path ends with a reset here instead
-            proxy.drop()
             await asyncio.wait_for(client.close(), 15)
+
+
+async def test_close_over_a_black_hole_returns_after_the_goodbye_wait(make_worker: WorkerFactory) -> None:
+    """6.3.8: a Goodbye nobody answers ends the connection 5 s later, with no closing handshake to wait for."""
+    worker = await make_worker(tokens=TOKENS)
+    async with CutProxy(worker.port) as proxy:
+        client = await fedproto.AsyncClient.connect(proxy.url, token=TOKENS["alice"], reconnect=False)
+        proxy.black_hole()
+        started = time.monotonic()
+        await asyncio.wait_for(client.close(), 15)
+        # 5 s of Goodbye wait; the closing handshake's own 10 s would make it 15
+        assert time.monotonic() - started < 5.0 + PROMPT
+    assert not client.connected
