@@ -121,7 +121,7 @@ async def test_network_black_hole_ends_in_the_deadline(make_worker: WorkerFactor
 
 
 async def test_close_over_a_black_hole_returns_after_the_goodbye_wait(make_worker: WorkerFactory) -> None:
-    """6.3.8: a Goodbye nobody answers ends the connection 5 s later, with no closing handshake to wait for."""
+    """6.3.8: a Goodbye nobody answers ends the connection 5 s later, with no closing handshake after it."""
     worker = await make_worker(tokens=TOKENS)
     async with CutProxy(worker.port) as proxy:
         client = await fedproto.AsyncClient.connect(proxy.url, token=TOKENS["alice"], reconnect=False)
