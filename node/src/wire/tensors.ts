@@ -401,7 +401,9 @@ export class ChunkAssembler {
       throw new DataLossError(`no ${this.algorithm} digest to check the payload against`);
     }
     // Every byte is written just below: a zero-filled allocation would only add a pass over the payload.
-    const out: Uint8Array = Buffer.allocUnsafeSlow(this.totalBytes);
+    // (allocUnsafeSlow: an ArrayBuffer of its own; handed on as a plain Uint8Array, not a Buffer)
+    const raw = Buffer.allocUnsafeSlow(this.totalBytes);
+    const out = new Uint8Array(raw.buffer, raw.byteOffset, raw.length);
     let offset = 0;
     for (const piece of this.pieces) {
       out.set(piece, offset);
