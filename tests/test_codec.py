@@ -836,7 +836,7 @@ def test_object_id_requests_round_trip(kind: str, object_id: str) -> None:
 
 def test_empty_requests_fit_their_envelope_field() -> None:
     kinds = ["list_objects", "count_objects", "clear_objects", "list_datasets", "list_methods"]
-    for kind in [*kinds, "get_weights", "list_models"]:
+    for kind in [*kinds, "list_models"]:
         request = codec.empty_request(kind)
         assert not request.DESCRIPTOR.fields
         assert envelope_pb2.Envelope(**{kind: request}).WhichOneof("body") == kind
