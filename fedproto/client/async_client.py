@@ -942,7 +942,7 @@ class AsyncClient:
         self, sink: WeightsSink, timeout: float | None
     ) -> tuple[WeightsManifest | None, dict[str, torch.Tensor]]:
         """A get_weights asking for the chunked form, streamed into ``sink``: its manifest, or (None and)
-        the decoded weights when the worker answered inline (section 12.8.11)."""
+        the decoded weights when the worker answered inline (section 12.8.10)."""
         recorder = _Recorder(sink)
         reply = await self._request(
             timeout=timeout, weights=recorder, get_weights=codec.get_weights_request_to_proto(chunked=True)

@@ -95,7 +95,7 @@ class ServerSession:
     :func:`fedproto.hashing.background_hasher` to hash on a thread beside its event loop.
 
     ``check_weights`` is called with the identity, the manifest of a chunked ``set_weights`` and its
-    ``strict`` flag before the upload's buffer is allocated (section 12.8.10), and raises a
+    ``strict`` flag before the upload's buffer is allocated (section 12.8.13), and raises a
     :class:`ProtocolError` to refuse it (FAILED_PRECONDITION without a model, INVALID_ARGUMENT when the
     tensors do not fit the model): the buffer is then never larger than the model.
     """
@@ -332,10 +332,10 @@ class ServerSession:
     ) -> list[Event]:
         """A chunked set_weights (section 12.8): checked whole before its buffer exists, then an upload."""
         try:
-            if CHUNKED_WEIGHTS not in self.capabilities:  # section 12.8.12
+            if CHUNKED_WEIGHTS not in self.capabilities:  # section 12.8.15
                 raise UnimplementedError("this server does not take chunked weights (no 'chunked-weights')")
             if request.weights:
-                raise InvalidArgumentError("a chunked set_weights carries no inline weights (section 12.8.9)")
+                raise InvalidArgumentError("a chunked set_weights carries no inline weights (12.8.12)")
             manifest = codec.weights_manifest_from_proto(request.chunked)
             # the payload is one flat run of bytes: the upload machinery of section 7.3 checks it as such
             info = TensorInfo(

@@ -644,7 +644,7 @@ class TrainingState:
     ) -> None:
         """Raise what :meth:`load_weights` would for tensors of this ``name -> (dtype, shape)`` layout.
 
-        Checks a chunked ``set_weights`` before its payload arrives (docs section 12.8.10), with no
+        Checks a chunked ``set_weights`` before its payload arrives (docs section 12.8.13), with no
         tensor of that size in memory: the checks run on meta tensors.
         """
         weights = {

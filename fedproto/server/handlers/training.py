@@ -16,7 +16,7 @@ import time
 from fedproto import codec
 from fedproto.server.dispatch import Connection, Reply
 from fedproto.server.services import WorkerServices
-from fedproto.session import RequestReceived
+from fedproto.session import CHUNKED_WEIGHTS, RequestReceived
 from fedproto.training import FitProgressEvent, TrainingState
 from fedproto.types import ModelCatalog
 
@@ -127,7 +127,8 @@ async def get_weights(services: WorkerServices, conn: Connection, ev: RequestRec
     fit that starts while they travel), chunk by chunk: no encoding of the whole model is built.
     """
     weights = services.training_state(conn.identity).state_dict()
-    if not codec.get_weights_request_from_proto(ev.message):
+    chunked = codec.get_weights_request_from_proto(ev.message)
+    if not chunked or CHUNKED_WEIGHTS not in conn.session.capabilities:  # section 12.8.10
         return {"get_weights_reply": codec.weights_reply_to_proto(weights)}
     manifest, parts = codec.weights_manifest_of(weights)
     for frame in conn.session.download_weights(ev.request_id, manifest, parts):
