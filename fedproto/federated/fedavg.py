@@ -35,10 +35,13 @@ one worker may hold many. Every round:
 holds O(model) memory, whatever the number of clients or workers: the global weights are the model's
 own tensors (no copy), the running sum is float64 (two models' worth for float32 weights), and at most
 ``max_transfers`` (default 1) model-sized transfers are in flight at once: the global weights going to
-a worker (its encoded request), or a client's trained weights coming back, which are folded into the
-sum and dropped before the next transfer may start. Each transfer holds about two models' worth of
-bytes while it lasts (the protocol message and its decoded tensors). Strategies that need every update
-(median, trimmed mean) keep them all, and say so.
+a worker, or a client's trained weights coming back. To a worker that offers chunked weights (protocol
+section 12.8) both move a chunk at a time: the global weights are cut from the model's own tensors, and
+each chunk of trained weights is folded into the sum as it arrives, so no update is ever held whole;
+the aggregate is then written into the model's own tensors, slice by slice. A worker without chunked
+weights moves whole messages (about two models' worth of bytes while a transfer lasts). Strategies that
+need every update (median, trimmed mean) keep them all, and say so; FedAdam and FedYogi build the next
+weights beside the old ones.
 
 Each round ends in a :class:`~fedproto.federated.RoundRecord` appended to :attr:`FedAvg.history`, a
 line on the console (``progress``) and, with ``run_dir``, a checkpoint (see
@@ -208,9 +211,10 @@ class FedAvg:
       ends at its deadline either way). ``fit_timeout``: seconds one client's fit may take before it
       counts as failed.
     - ``max_transfers``: how many model-sized transfers (global weights out, trained weights back) may
-      be in flight at once; each holds about two models' worth of memory on the coordinator while it
-      lasts. 1 (the default) bounds the coordinator's memory whatever the number of workers; more lets
-      transfers to several workers overlap (slow links); None: no bound (one per worker).
+      be in flight at once; each holds a few chunks on the coordinator (two models' worth with workers
+      that move weights in one message). 1 (the default) bounds the coordinator's memory whatever the
+      number of workers; more lets transfers to several workers overlap (slow links); None: no bound
+      (one per worker).
     - ``reset_optimizer``: every fit starts with a new optimizer (default True).
     - ``run_dir``: checkpoint every round there; ``resume=True`` goes on from its last complete round,
       whose global weights, records, strategy state and sampler state replace the given ones
