@@ -125,7 +125,11 @@ class WeightsStream:
         view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
         self.hasher.update(view)
         self.received += size
-        return self._cut(offset, view)
+        slices = self._cut(offset, view)
+        for part in slices:  # section 7.2.7, as an inline tensor is checked
+            if part.entry.dtype is torch.bool and part.data.nbytes and max(part.data) > 1:
+                raise DataLossError(f"bool tensor {part.entry.name!r} holds bytes other than 0 and 1")
+        return slices
 
     def _cut(self, offset: int, view: memoryview) -> list[RawSlice]:
         slices: list[RawSlice] = []

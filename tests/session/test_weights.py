@@ -283,3 +283,10 @@ def test_a_server_without_the_capability_refuses_a_chunked_upload() -> None:
     s = server(chunked=False)
     (error,) = sent(upload(s, 5, {"w": torch.ones(1)})[:1])
     assert error.error.code == ErrorCode.UNIMPLEMENTED
+
+
+def test_a_bool_byte_other_than_0_or_1_is_data_loss() -> None:
+    manifest, _ = codec.weights_manifest_of({"mask": torch.ones(4, dtype=torch.bool)})
+    stream = WeightsStream(manifest, hashing.new_hasher(hashing.SHA256), 8)
+    with pytest.raises(DataLossError, match="bool tensor 'mask'"):
+        stream.add(0, b"\x01\x00\x02\x01", 4)
