@@ -35,6 +35,7 @@ SUBPROTOCOL = "fedproto.v1"
 CAPABILITIES = (
     "objects",
     "chunked",
+    "chunked-weights",
     "datasets",
     "calls",
     "training",
@@ -146,13 +147,20 @@ REQUESTS: dict[str, RequestSpec] = {
             E.ERROR_CODE_FAILED_PRECONDITION,
             E.ERROR_CODE_INVALID_ARGUMENT,
         ),
-        _row("get_weights", "get_weights_reply", "training", E.ERROR_CODE_FAILED_PRECONDITION),
+        _row(
+            "get_weights",
+            "get_weights_reply",
+            "training",
+            E.ERROR_CODE_FAILED_PRECONDITION,
+            events=("weights_manifest", "chunk"),
+        ),
         _row(
             "set_weights",
             "set_weights_reply",
             "training",
             E.ERROR_CODE_FAILED_PRECONDITION,
             E.ERROR_CODE_INVALID_ARGUMENT,
+            E.ERROR_CODE_DATA_LOSS,
         ),
         _row("list_models", "list_models_reply", "training"),
     )
@@ -165,6 +173,7 @@ SERVER_ONLY_BODIES = (
     "error",
     "notification",
     "fit_progress",
+    "weights_manifest",
     *(r.reply for r in REQUESTS.values() if r.reply != "pong"),
 )
 

@@ -41,7 +41,7 @@ __all__ = [
 T = TypeVar("T")
 
 #: Bodies a server sends with a request's id before its terminal reply (section 5.3.2).
-EVENT_BODIES = frozenset({"chunk", "fit_progress"})
+EVENT_BODIES = frozenset({"chunk", "fit_progress", "weights_manifest"})
 
 #: The client name the suite sends in its Hello.
 CLIENT_NAME = "fedproto-conformance"

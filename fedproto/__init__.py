@@ -18,7 +18,7 @@ Everything else (the object store, the training engine, the codec, the sessions.
 its own module.
 """
 
-from fedproto.client import AsyncClient, Client, ObjectRef, RemoteMethods
+from fedproto.client import AsyncClient, Client, ObjectRef, RemoteMethods, WeightsSink
 from fedproto.datasets import Dataset, DatasetDescription
 from fedproto.errors import (
     AlreadyExistsError,
@@ -96,6 +96,9 @@ from fedproto.types import (
     ServerInfo,
     TensorInfo,
     TrainSpec,
+    WeightsEntry,
+    WeightSlice,
+    WeightsManifest,
 )
 
 __version__ = "0.1.0"
@@ -173,6 +176,10 @@ __all__ = [
     "UnimplementedError",
     "UnsupportedVersionError",
     "UpdateMismatchError",
+    "WeightSlice",
+    "WeightsEntry",
+    "WeightsManifest",
+    "WeightsSink",
     "Worker",
     "WorkerLoadError",
     "WorkerRound",

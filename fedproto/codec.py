@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import math
 import sys
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -47,6 +48,8 @@ from fedproto.types import (
     ServerInfo,
     TensorInfo,
     TrainSpec,
+    WeightsEntry,
+    WeightsManifest,
 )
 from fedproto_pb.v1 import tensor_pb2
 from fedproto_pb.v1.calls_pb2 import CallReply as ProtoCallReply
@@ -101,6 +104,8 @@ from fedproto_pb.v1.training_pb2 import SetTrainConfigRequest as ProtoSetTrainCo
 from fedproto_pb.v1.training_pb2 import SetWeightsReply as ProtoSetWeightsReply
 from fedproto_pb.v1.training_pb2 import SetWeightsRequest as ProtoSetWeightsRequest
 from fedproto_pb.v1.training_pb2 import TrainConfig as ProtoTrainConfig
+from fedproto_pb.v1.training_pb2 import WeightsEntry as ProtoWeightsEntry
+from fedproto_pb.v1.training_pb2 import WeightsManifest as ProtoWeightsManifest
 from fedproto_pb.v1.value_pb2 import NULL_VALUE
 from fedproto_pb.v1.value_pb2 import MapEntry as ProtoMapEntry
 from fedproto_pb.v1.value_pb2 import Value as ProtoValue
@@ -145,8 +150,11 @@ __all__ = [
     "fit_request_to_proto",
     "fit_result_from_proto",
     "fit_result_to_proto",
+    "flat_tensor_view",
     "get_object_reply_from_proto",
     "get_object_reply_to_proto",
+    "get_weights_request_from_proto",
+    "get_weights_request_to_proto",
     "has_unknown_body",
     "inline_tensor_header",
     "limits_from_proto",
@@ -179,6 +187,7 @@ __all__ = [
     "server_info_from_welcome",
     "set_train_config_request_from_proto",
     "set_train_config_request_to_proto",
+    "set_weights_chunked_request_to_proto",
     "set_weights_request_from_proto",
     "set_weights_request_payload",
     "set_weights_request_to_proto",
@@ -196,6 +205,10 @@ __all__ = [
     "value_to_proto",
     "values_from_entries",
     "values_to_entries",
+    "weights_from_payload",
+    "weights_manifest_from_proto",
+    "weights_manifest_of",
+    "weights_manifest_to_proto",
     "weights_reply_from_proto",
     "weights_reply_to_proto",
 ]
@@ -417,6 +430,25 @@ def tensor_from_bytes(
     else:
         flat = torch.frombuffer(writable, dtype=dtype)
     return flat.reshape(dims)
+
+
+def flat_tensor_view(dtype: torch.dtype, data: bytes | bytearray | memoryview) -> torch.Tensor:
+    """A flat tensor of ``dtype`` over little-endian ``data`` without copying it, read-only in spirit.
+
+    The tensor aliases ``data`` (a received frame, say), so it must not be written to nor outlive it.
+    ``data`` holds whole elements.
+    """
+    view = memoryview(data).cast("B")
+    if view.nbytes == 0:
+        return torch.empty(0, dtype=dtype)
+    # numpy reads a read-only buffer without complaint; torch would warn about writes it cannot forbid
+    array = np.frombuffer(
+        view, dtype=np.int16 if dtype is torch.bfloat16 else _NUMPY_BY_CODE[_CODE_BY_TORCH[dtype]]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tensor = torch.from_numpy(array)
+    return tensor.view(torch.bfloat16) if dtype is torch.bfloat16 else tensor
 
 
 def tensor_from_proto(message: ProtoTensor) -> torch.Tensor:
@@ -868,7 +900,6 @@ _EMPTY_REQUESTS: dict[str, type[Message]] = {
     "clear_objects": ProtoClearObjectsRequest,
     "list_datasets": ProtoListDatasetsRequest,
     "list_methods": ProtoListMethodsRequest,
-    "get_weights": ProtoGetWeightsRequest,
     "list_models": ProtoListModelsRequest,
 }
 _OBJECT_ID_REQUESTS: dict[str, type[ProtoGetObjectRequest | ProtoDeleteObjectRequest]] = {
@@ -1147,6 +1178,115 @@ def set_weights_request_payload(weights: Mapping[str, torch.Tensor], *, strict: 
 def set_weights_request_from_proto(message: ProtoSetWeightsRequest) -> tuple[dict[str, torch.Tensor], bool]:
     """Decode new model weights and whether the load is strict."""
     return named_tensors_from_proto(message.weights), message.strict
+
+
+def get_weights_request_to_proto(*, chunked: bool) -> ProtoGetWeightsRequest:
+    """Encode a ``get_weights`` request; ``chunked`` asks for the chunked form (section 12.8)."""
+    return ProtoGetWeightsRequest(chunked=chunked)
+
+
+def get_weights_request_from_proto(message: ProtoGetWeightsRequest) -> bool:
+    """Whether a ``get_weights`` request asks for the chunked form (section 12.8)."""
+    return message.chunked
+
+
+def weights_manifest_of(
+    weights: Mapping[str, torch.Tensor],
+) -> tuple[WeightsManifest, list[memoryview]]:
+    """The manifest of a state dict laid end to end, and each tensor's bytes (section 12.8).
+
+    The views alias the tensors' own memory when they are contiguous CPU tensors (as a model's are), so
+    a chunked transfer sends a model without any whole-payload copy.
+    """
+    entries: list[WeightsEntry] = []
+    views: list[memoryview] = []
+    offset = 0
+    for name, tensor in weights.items():
+        info, view = tensor_payload(tensor)
+        entries.append(
+            WeightsEntry(name=name, dtype=info.dtype, shape=info.shape, offset=offset, nbytes=info.nbytes)
+        )
+        views.append(view)
+        offset += info.nbytes
+    return WeightsManifest(entries=tuple(entries), total_bytes=offset), views
+
+
+def weights_manifest_to_proto(manifest: WeightsManifest) -> ProtoWeightsManifest:
+    """Encode a weights manifest."""
+    return ProtoWeightsManifest(
+        entries=[
+            ProtoWeightsEntry(
+                name=entry.name,
+                dtype=dtype_to_proto(entry.dtype),
+                shape=entry.shape,
+                offset=entry.offset,
+                nbytes=entry.nbytes,
+            )
+            for entry in manifest.entries
+        ],
+        total_bytes=manifest.total_bytes,
+        sha256=manifest.sha256,
+        digest=manifest.digest,
+    )
+
+
+def weights_manifest_from_proto(message: ProtoWeightsManifest) -> WeightsManifest:
+    """Decode a weights manifest, checking it (section 12.8.3): INVALID_ARGUMENT when it is inconsistent.
+
+    Every name non-empty and unique, every layout valid (section 7.2), the entries end to end from 0
+    without gaps, and ``total_bytes`` their sum.
+    """
+    entries: list[WeightsEntry] = []
+    seen: set[str] = set()
+    offset = 0
+    for index, item in enumerate(message.entries):
+        if not item.name:
+            raise InvalidArgumentError(f"manifest entry {index} has an empty name")
+        if item.name in seen:
+            raise InvalidArgumentError(f"manifest names {item.name!r} twice")
+        seen.add(item.name)
+        dtype, dims = _check_layout(item.dtype, item.shape, item.nbytes)
+        if item.offset != offset:
+            raise InvalidArgumentError(
+                f"manifest entry {item.name!r} starts at byte {item.offset}, expected {offset} "
+                "(entries lie end to end, section 12.8.3)"
+            )
+        entries.append(
+            WeightsEntry(name=item.name, dtype=dtype, shape=dims, offset=offset, nbytes=item.nbytes)
+        )
+        offset += item.nbytes
+    if message.total_bytes != offset:
+        raise InvalidArgumentError(
+            f"manifest says total_bytes={message.total_bytes}, but its entries add up to {offset}"
+        )
+    return WeightsManifest(
+        entries=tuple(entries), total_bytes=offset, sha256=message.sha256, digest=message.digest
+    )
+
+
+def set_weights_chunked_request_to_proto(
+    manifest: WeightsManifest, *, strict: bool
+) -> ProtoSetWeightsRequest:
+    """Encode a chunked ``set_weights`` request: the manifest, the payload to follow as chunks."""
+    return ProtoSetWeightsRequest(strict=strict, chunked=weights_manifest_to_proto(manifest))
+
+
+def weights_from_payload(
+    manifest: WeightsManifest, payload: bytearray | memoryview
+) -> dict[str, torch.Tensor]:
+    """The tensors of a checked manifest as views of its assembled payload (no copies), in order.
+
+    A bool tensor whose bytes are not all 0 or 1 is INVALID_ARGUMENT (section 7.2.7).
+    """
+    view = memoryview(payload).cast("B")
+    if view.nbytes != manifest.total_bytes:
+        raise InvalidArgumentError(f"payload of {view.nbytes} bytes for a manifest of {manifest.total_bytes}")
+    return {
+        entry.name: tensor_from_bytes(
+            dtype_to_proto(entry.dtype), entry.shape, view[entry.offset : entry.offset + entry.nbytes]
+        )
+        for entry in manifest.entries
+    }
 
 
 # --------------------------------------------------------------------------------------------------

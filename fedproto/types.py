@@ -7,6 +7,7 @@ converts them to and from the generated protobuf classes, the worker's training 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -31,6 +32,9 @@ __all__ = [
     "ServerInfo",
     "TensorInfo",
     "TrainSpec",
+    "WeightSlice",
+    "WeightsEntry",
+    "WeightsManifest",
 ]
 
 
@@ -64,6 +68,54 @@ class TensorInfo:
     nbytes: int
     sha256: bytes = b""
     digest: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightsEntry:
+    """One tensor of a chunked weights payload: its name, layout and where its bytes lie (section 12.8)."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    #: byte offset of its first element in the payload
+    offset: int
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        """How many elements the tensor has."""
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightsManifest:
+    """What a chunked weights payload holds: tensors end to end, in state-dict order (section 12.8).
+
+    ``sha256``/``digest`` carry an upload's announced digest as :class:`TensorInfo`'s do (section 7.5.8).
+    """
+
+    entries: tuple[WeightsEntry, ...]
+    total_bytes: int
+    sha256: bytes = b""
+    digest: bytes = b""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The tensors' names, in payload order."""
+        return tuple(entry.name for entry in self.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class WeightSlice:
+    """Whole elements of one tensor of a streamed weights download: ``values`` starts at element ``start``.
+
+    ``values`` is a flat, read-only tensor of the tensor's dtype that is valid only during the call that
+    receives it (it aliases the received frame): copy what must outlive the call.
+    """
+
+    name: str
+    start: int
+    values: torch.Tensor
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -836,7 +836,7 @@ def test_object_id_requests_round_trip(kind: str, object_id: str) -> None:
 
 def test_empty_requests_fit_their_envelope_field() -> None:
     kinds = ["list_objects", "count_objects", "clear_objects", "list_datasets", "list_methods"]
-    for kind in [*kinds, "get_weights", "list_models"]:
+    for kind in [*kinds, "list_models"]:
         request = codec.empty_request(kind)
         assert not request.DESCRIPTOR.fields
         assert envelope_pb2.Envelope(**{kind: request}).WhichOneof("body") == kind
@@ -955,3 +955,39 @@ def test_a_payload_buffer_becomes_the_tensor_without_a_copy() -> None:
     read_only = memoryview(bytes(buffer))
     copied = codec.tensor_from_bytes(codec.dtype_to_proto(torch.float32), (3,), read_only)
     copied[0] = 1.0  # a read-only buffer is copied, so the tensor may still be changed
+
+
+def test_weights_manifest_round_trips_and_views_its_payload() -> None:
+    weights = {
+        "w": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        "steps": torch.tensor(3, dtype=torch.int64),
+        "none": torch.zeros(0, 4),
+        "flag": torch.tensor([True, False]),
+    }
+    manifest, parts = codec.weights_manifest_of(weights)
+    assert [(e.offset, e.nbytes) for e in manifest.entries] == [(0, 24), (24, 8), (32, 0), (32, 2)]
+    assert manifest.total_bytes == 34
+    assert codec.weights_manifest_from_proto(codec.weights_manifest_to_proto(manifest)) == manifest
+    payload = bytearray(b"".join(bytes(part) for part in parts))
+    loaded = codec.weights_from_payload(manifest, payload)
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in weights.items())
+    assert codec.get_weights_request_from_proto(codec.get_weights_request_to_proto(chunked=True))
+
+
+def test_a_weights_manifest_that_does_not_add_up_is_invalid() -> None:
+    manifest, _ = codec.weights_manifest_of({"a": torch.ones(2), "b": torch.ones(3)})
+    message = codec.weights_manifest_to_proto(manifest)
+    message.total_bytes += 1
+    with pytest.raises(InvalidArgumentError, match="add up"):
+        codec.weights_manifest_from_proto(message)
+    message = codec.weights_manifest_to_proto(manifest)
+    message.entries[1].offset = 4
+    with pytest.raises(InvalidArgumentError, match="starts at byte 4, expected 8"):
+        codec.weights_manifest_from_proto(message)
+    message = codec.weights_manifest_to_proto(manifest)
+    message.entries[1].name = ""
+    with pytest.raises(InvalidArgumentError, match="empty name"):
+        codec.weights_manifest_from_proto(message)
+    with pytest.raises(InvalidArgumentError, match="holds bytes other than 0 and 1"):
+        flag, _ = codec.weights_manifest_of({"flag": torch.tensor([True])})
+        codec.weights_from_payload(flag, bytearray(b"\x02"))

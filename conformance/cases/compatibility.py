@@ -142,7 +142,7 @@ async def _case_unknown_dtype(ctx: Context) -> None:
 )
 async def _case_future_body(ctx: Context) -> None:
     conn = await ctx.connect()
-    for number in (19, 34, 73, 200, 100000):
+    for number in (19, 34, 74, 200, 100000):
         rid = 500 + number
         await conn.send_raw(field_bytes(1, 0, rid) + field_bytes(number, 2, b"\x08\x01"))
         (await conn.reply(rid)).expect_error(ErrorCode.ERROR_CODE_UNIMPLEMENTED)

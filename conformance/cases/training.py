@@ -9,6 +9,7 @@ bit-for-bit equality across servers is not required (§12.3.8).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import math
@@ -24,7 +25,7 @@ from fedproto_pb.v1.errors_pb2 import ErrorCode
 from ..checks import check, fail, skip
 from ..context import Context
 from ..registry import case
-from ..spec import dtype_name
+from ..spec import DTYPE_WIDTHS, dtype_name
 from ..values import make_tensor, to_value
 from ..wire import Connection, Reply
 from ._common import Stopwatch, check_examples, refused
@@ -955,3 +956,120 @@ async def _case_per_identity(ctx: Context) -> None:
     check(close(await get_weights(theirs), b), "the second identity sees the first identity's weights")
     body, _ = await fit(again)
     check(body.batches == 8, f"a fit of the first identity ran {body.batches} batches; its config has 8")
+
+
+# -- chunked weights (section 12.8) --------------------------------------------------------------------
+
+CHUNKED_WEIGHTS = ("training", "chunked-weights")
+_EMPTY_SHA256 = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+
+
+def _manifest_problem(manifest: training_pb2.WeightsManifest) -> str | None:
+    """What breaks §12.8.3 in ``manifest``, or None."""
+    names: set[str] = set()
+    offset = 0
+    for entry in manifest.entries:
+        if not entry.name or entry.name in names:
+            return f"entry name {entry.name!r} is empty or repeated"
+        names.add(entry.name)
+        width = DTYPE_WIDTHS.get(entry.dtype)
+        if width is None or any(d < 0 for d in entry.shape):
+            return f"entry {entry.name!r} has dtype {entry.dtype} and shape {list(entry.shape)}"
+        if entry.nbytes != math.prod(entry.shape) * width:
+            return f"entry {entry.name!r} says nbytes={entry.nbytes} for shape {list(entry.shape)}"
+        if entry.offset != offset:
+            return f"entry {entry.name!r} starts at byte {entry.offset}, not {offset}"
+        offset += entry.nbytes
+    if manifest.total_bytes != offset:
+        return f"total_bytes={manifest.total_bytes}, but the entries add up to {offset}"
+    return None
+
+
+@case(
+    "training/12.8.5/chunked-get-weights",
+    rule="A client asks for the chunked form with GetWeightsRequest.chunked set. A server that advertises "
+    "chunked-weights MUST then answer with one weights_manifest of every state-dict entry in order, then "
+    "the payload as chunks, then a GetWeightsReply with no weights and the payload's digest (§12.8.3, "
+    "§12.8.4, §12.8.7).",
+    needs=CHUNKED_WEIGHTS,
+)
+async def _case_chunked_get_weights(ctx: Context) -> None:
+    conn = await ctx.connect()
+    weights = await _configured(conn, 9)
+    reply = await conn.call("get_weights", training_pb2.GetWeightsRequest(chunked=True))
+    body = reply.expect("get_weights_reply")
+    kinds = [event.WhichOneof("body") for event in reply.events]
+    check(
+        kinds[:1] == ["weights_manifest"], f"the answer began with {kinds[:1] or 'the reply'}, not a manifest"
+    )
+    check(set(kinds[1:]) <= {"chunk"}, f"after the manifest came {kinds[1:]}, not only chunks")
+    check(not body.weights, f"the chunked GetWeightsReply carries {len(body.weights)} inline weights")
+    manifest = reply.events[0].weights_manifest
+    problem = _manifest_problem(manifest)
+    check(problem is None, f"the manifest breaks §12.8.3: {problem}")
+    check(not manifest.sha256 and not manifest.digest, "the download's manifest carries a digest (§12.8.7)")
+    names = [entry.name for entry in manifest.entries]
+    check(names == ["weight", "bias"], f"the manifest lists {names}, not the state dict's entries in order")
+    payload = bytearray()
+    for event in reply.events[1:]:
+        chunk = event.chunk
+        check(chunk.offset == len(payload), f"a chunk at offset {chunk.offset}, expected {len(payload)}")
+        check(chunk.total_bytes == manifest.total_bytes, f"a chunk says total_bytes={chunk.total_bytes}")
+        payload += chunk.data
+    check(
+        len(payload) == manifest.total_bytes,
+        f"the chunks carried {len(payload)} of {manifest.total_bytes} bytes",
+    )
+    check(
+        body.sha256 == hashlib.sha256(payload).digest(),
+        "the GetWeightsReply's sha256 is not the SHA-256 of the payload the chunks carried (§12.8.4)",
+    )
+    got = {
+        entry.name: np.frombuffer(bytes(payload[entry.offset : entry.offset + entry.nbytes]), dtype="<f4")
+        for entry in manifest.entries
+    }
+    check(
+        all(np.array_equal(got[name], array.reshape(-1)) for name, array in weights.items()),
+        "the payload's tensors are not the weights the train config set",
+    )
+
+
+@case(
+    "training/12.8.11/chunked-set-weights",
+    rule="A client uploads weights in chunks with a SetWeightsRequest whose chunked holds the manifest and "
+    "whose weights is empty, followed by the payload as chunks; the server loads them (§12.8.14), and "
+    "refuses a manifest that does not fit the model with INVALID_ARGUMENT before any chunk (§12.8.13).",
+    needs=CHUNKED_WEIGHTS,
+)
+async def _case_chunked_set_weights(ctx: Context) -> None:
+    conn = await ctx.connect()
+    await _configured(conn, 10)
+    new = initial_weights(11)
+    payload = b"".join(np.ascontiguousarray(a, dtype="<f4").tobytes() for a in new.values())
+    entries, offset = [], 0
+    for name, array in new.items():
+        nbytes = array.size * 4
+        entries.append(
+            training_pb2.WeightsEntry(
+                name=name, dtype=FLOAT32, shape=list(array.shape), offset=offset, nbytes=nbytes
+            )
+        )
+        offset += nbytes
+    manifest = training_pb2.WeightsManifest(
+        entries=entries, total_bytes=len(payload), sha256=hashlib.sha256(payload).digest()
+    )
+    rid = await conn.request("set_weights", training_pb2.SetWeightsRequest(strict=True, chunked=manifest))
+    size = ctx.welcome.limits.chunk_bytes  # every chunk but the last is this long (§7.3.5)
+    for start in range(0, len(payload), size):
+        chunk = tensor_pb2.Chunk(offset=start, data=payload[start : start + size], total_bytes=len(payload))
+        await conn.request("chunk", chunk, request_id=rid)
+    body = (await conn.reply(rid)).expect("set_weights_reply")
+    check(body.updated == 2, f"SetWeightsReply.updated is {body.updated}, not 2")
+    check(close(await get_weights(conn), new), "get_weights after a chunked set_weights differs from it")
+    wrong = training_pb2.WeightsManifest(
+        entries=[training_pb2.WeightsEntry(name="nope", dtype=FLOAT32, shape=[2], offset=0, nbytes=8)],
+        total_bytes=8,
+        sha256=_EMPTY_SHA256,
+    )
+    reply = await conn.call("set_weights", training_pb2.SetWeightsRequest(chunked=wrong))
+    reply.expect_error(ErrorCode.ERROR_CODE_INVALID_ARGUMENT)

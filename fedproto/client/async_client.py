@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -56,9 +56,12 @@ from fedproto.session import (
     SendFrame,
     SessionState,
     TransferProgress,
+    WeightsChunkReceived,
+    WeightsManifestReceived,
     check_digest_offer,
     with_digest,
 )
+from fedproto.session.server import CHUNKED_WEIGHTS
 from fedproto.training import TrainConfig
 from fedproto.types import (
     EvaluateKind,
@@ -72,9 +75,18 @@ from fedproto.types import (
     ModelSummary,
     ObjectInfo,
     ServerInfo,
+    WeightSlice,
+    WeightsManifest,
 )
 
-__all__ = ["AsyncClient", "NotificationCallback", "ObjectRef", "RemoteMethods", "TransferCallback"]
+__all__ = [
+    "AsyncClient",
+    "NotificationCallback",
+    "ObjectRef",
+    "RemoteMethods",
+    "TransferCallback",
+    "WeightsSink",
+]
 
 log = logging.getLogger("fedproto.client")
 
@@ -128,12 +140,58 @@ class RemoteMethods:
         return lambda *args, **kwargs: self._owner.call(name, *args, **kwargs)
 
 
+class WeightsSink(Protocol):
+    """Takes a model's weights piece by piece as they arrive (:meth:`AsyncClient.stream_model_weights`).
+
+    ``begin`` gets the layout before any element; ``take`` then gets every element of every tensor
+    exactly once, in payload order, as :class:`~fedproto.types.WeightSlice` s whose ``values`` are valid
+    only during the call. An exception raised by either ends the download (the request is cancelled on
+    the worker) and is raised by ``stream_model_weights``.
+    """
+
+    def begin(self, manifest: WeightsManifest) -> None:
+        """The tensors about to arrive: names, dtypes, shapes, in order."""
+
+    def take(self, part: WeightSlice) -> None:
+        """Elements ``part.start`` onward of tensor ``part.name``."""
+
+
+class _Assembler:
+    """The :class:`WeightsSink` of :meth:`AsyncClient.get_model_weights`: each tensor allocated once."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def begin(self, manifest: WeightsManifest) -> None:
+        self.weights = {e.name: torch.empty(e.shape, dtype=e.dtype) for e in manifest.entries}
+
+    def take(self, part: WeightSlice) -> None:
+        flat = self.weights[part.name].view(-1)
+        flat[part.start : part.start + part.values.numel()] = part.values
+
+
+class _Recorder:
+    """A :class:`WeightsSink` that remembers the manifest it passes on (was the reply chunked?)."""
+
+    def __init__(self, sink: WeightsSink) -> None:
+        self.sink = sink
+        self.manifest: WeightsManifest | None = None
+
+    def begin(self, manifest: WeightsManifest) -> None:
+        self.manifest = manifest
+        self.sink.begin(manifest)
+
+    def take(self, part: WeightSlice) -> None:
+        self.sink.take(part)
+
+
 @dataclass
 class _Call:
     future: asyncio.Future[ReplyReceived]
     session: ClientSession
     on_progress: Callable[[Any], None] | None = None
     on_transfer: TransferCallback | None = None
+    weights: WeightsSink | None = None
 
 
 class _InFlightGate:
@@ -514,6 +572,14 @@ class AsyncClient:
             call = self._calls.get((session, event.request_id))
             if call is not None and call.on_progress is not None:
                 call.on_progress(event.message)
+        elif isinstance(event, (WeightsManifestReceived, WeightsChunkReceived)):
+            call = self._calls.get((session, event.request_id))
+            if call is not None and call.weights is not None and not call.future.done():
+                try:
+                    _feed(call.weights, event)
+                except Exception as exc:  # the consumer refused: the download ends here
+                    call.future.set_exception(exc)
+                    await self._cancel_remote(ws, session, event.request_id, "the weights consumer failed")
         elif isinstance(event, TransferProgress):
             call = self._calls.get((session, event.request_id))
             if call is not None and call.on_transfer is not None:
@@ -571,8 +637,9 @@ class AsyncClient:
         timeout: float | None = None,
         on_progress: Callable[[Any], None] | None = None,
         on_transfer: TransferCallback | None = None,
-        upload: tuple[memoryview, TransferCallback | None, bool] | None = None,
+        upload: tuple[memoryview | list[memoryview], TransferCallback | None, bool] | None = None,
         payload: tuple[tuple[str, ...], memoryview] | None = None,
+        weights: WeightsSink | None = None,
         **body: Any,
     ) -> ReplyReceived:
         await self._ensure_connected()
@@ -600,7 +667,7 @@ class AsyncClient:
                 rid, frame = session.request(deadline=deadline, payload=payload, **body)
                 payload = None  # a big inline payload is in the frame now: not kept while the reply comes
                 future: asyncio.Future[ReplyReceived] = loop.create_future()
-                self._calls[session, rid] = _Call(future, session, on_progress, on_transfer)
+                self._calls[session, rid] = _Call(future, session, on_progress, on_transfer, weights)
                 try:
                     await ws.send(frame)
                     del frame
@@ -629,20 +696,21 @@ class AsyncClient:
         session: ClientSession,
         rid: int,
         future: asyncio.Future[ReplyReceived],
-        view: memoryview,
+        view: memoryview | list[memoryview],
         on_transfer: TransferCallback | None,
         trailing_digest: bool,
     ) -> None:
         assert session.server is not None
         chunk_bytes = session.server.limits.chunk_bytes
+        total = view.nbytes if isinstance(view, memoryview) else sum(part.nbytes for part in view)
         sent = 0
         for frame in session.upload(rid, view, chunk_bytes, trailing_digest=trailing_digest):
             if future.done():  # the terminal reply came first: stop sending (section 7.3.31)
                 return
             await ws.send(frame)
-            sent = min(sent + chunk_bytes, view.nbytes)
+            sent = min(sent + chunk_bytes, total)
             if on_transfer is not None:
-                on_transfer(sent, view.nbytes)
+                on_transfer(sent, total)
 
     @staticmethod
     async def _cancel_remote(ws: ClientConnection, session: ClientSession, rid: int, reason: str) -> None:
@@ -852,16 +920,80 @@ class AsyncClient:
         return codec.evaluate_result_from_proto(reply.message)
 
     async def get_model_weights(self, *, timeout: float | None = None) -> dict[str, torch.Tensor]:
-        """The worker's current model weights (state dict) for this identity."""
-        reply = await self._request(timeout=timeout, get_weights=codec.empty_request("get_weights"))
-        return codec.weights_reply_from_proto(reply.message)
+        """The worker's current model weights (state dict) for this identity.
+
+        They come in chunks from a worker that offers ``chunked-weights`` (protocol section 12.8), each
+        copied straight into its tensor (allocated once), and inline from one that does not.
+        """
+        assembler = _Assembler()
+        manifest, inline = await self._get_weights(assembler, timeout)
+        return assembler.weights if manifest is not None else inline
+
+    async def stream_model_weights(
+        self, sink: WeightsSink, *, timeout: float | None = None
+    ) -> WeightsManifest:
+        """Hand the worker's model weights to ``sink`` as they arrive, never building the whole model.
+
+        ``sink.begin(manifest)`` comes first, then ``sink.take(part)`` for consecutive runs of whole
+        elements (see :class:`WeightsSink`); the chunks are checked as they come and the whole payload
+        against the connection's digest at the end (a mismatch raises :class:`~fedproto.DataLossError`
+        after the sink saw the data: a sink that folds must be ready to discard what it took when this
+        raises). A worker without ``chunked-weights`` answers inline: its tensors go to the sink whole.
+        Returns the manifest.
+        """
+        manifest, inline = await self._get_weights(sink, timeout)
+        if manifest is not None:
+            return manifest
+        manifest, _ = codec.weights_manifest_of(inline)
+        sink.begin(manifest)
+        for name, tensor in inline.items():
+            sink.take(WeightSlice(name, 0, tensor.reshape(-1)))
+        return manifest
+
+    async def _get_weights(
+        self, sink: WeightsSink, timeout: float | None
+    ) -> tuple[WeightsManifest | None, dict[str, torch.Tensor]]:
+        """A get_weights asking for the chunked form, streamed into ``sink``: its manifest, or (None and)
+        the decoded weights when the worker answered inline (section 12.8.10)."""
+        recorder = _Recorder(sink)
+        reply = await self._request(
+            timeout=timeout, weights=recorder, get_weights=codec.get_weights_request_to_proto(chunked=True)
+        )
+        if recorder.manifest is not None:
+            return recorder.manifest, {}
+        return None, codec.weights_reply_from_proto(reply.message)
 
     async def set_model_weights(
-        self, state: dict[str, torch.Tensor], *, strict: bool = False, timeout: float | None = None
+        self,
+        state: dict[str, torch.Tensor],
+        *,
+        strict: bool = False,
+        progress: TransferCallback | None = None,
+        timeout: float | None = None,
     ) -> int:
-        """Replace (some of) the worker's model weights; returns how many tensors were replaced."""
-        # Each tensor's bytes are copied once, into the frame; no local keeps the encoding alive while
-        # the reply is awaited (a federated coordinator sends a model at a time this way).
+        """Replace (some of) the worker's model weights; returns how many tensors were replaced.
+
+        To a worker that offers ``chunked-weights`` (protocol section 12.8) the tensors travel as chunks
+        cut straight from their own memory, hashed as they go: no encoding of the whole model exists.
+        """
+        session = self._session
+        if session is not None and session.server is not None and CHUNKED_WEIGHTS in self.server.capabilities:
+            manifest, parts = codec.weights_manifest_of(state)
+            limits = self.server.limits
+            trailing = session.trailing_digest_fits(manifest.total_bytes, limits.chunk_bytes)
+            if not trailing:
+                digest = await asyncio.to_thread(_digest_of_parts, session.digest, parts)
+                if session.digest == hashing.SHA256:
+                    manifest = dataclasses.replace(manifest, sha256=digest)
+                else:
+                    manifest = dataclasses.replace(manifest, digest=digest)
+            request = codec.set_weights_chunked_request_to_proto(manifest, strict=strict)
+            reply = await self._request(
+                timeout=timeout, set_weights=request, upload=(parts, progress, trailing)
+            )
+            return codec.count_reply_from_proto(reply.message)
+        # Inline: each tensor's bytes are copied once, into the frame; no local keeps the encoding alive
+        # while the reply is awaited.
         reply = await self._request(
             timeout=timeout,
             payload=(("set_weights",), codec.set_weights_request_payload(state, strict=strict)),
@@ -873,6 +1005,22 @@ class AsyncClient:
         """The architectures the worker registered, and whether it accepts only those."""
         reply = await self._request(timeout=timeout, list_models=codec.empty_request("list_models"))
         return codec.model_catalog_from_proto(reply.message)
+
+
+def _feed(sink: WeightsSink, event: WeightsManifestReceived | WeightsChunkReceived) -> None:
+    """Hand one session event of a chunked get_weights to its sink."""
+    if isinstance(event, WeightsManifestReceived):
+        sink.begin(event.manifest)
+        return
+    for raw in event.slices:
+        sink.take(WeightSlice(raw.entry.name, raw.start, raw.values()))
+
+
+def _digest_of_parts(algorithm: str, parts: list[memoryview]) -> bytes:
+    hasher = hashing.new_hasher(algorithm)
+    for part in parts:
+        hasher.update(part)
+    return hasher.digest()
 
 
 class _Connecting:

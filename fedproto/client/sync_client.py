@@ -255,6 +255,7 @@ class Client:
     evaluate = _blocking(AsyncClient.evaluate)
     get_model_weights = _blocking(AsyncClient.get_model_weights)
     set_model_weights = _blocking(AsyncClient.set_model_weights)
+    stream_model_weights = _blocking(AsyncClient.stream_model_weights)
     list_models = _blocking(AsyncClient.list_models)
 
 

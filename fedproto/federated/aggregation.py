@@ -25,17 +25,26 @@ aggregator is unchanged.
 folding one in takes no temporary copy of a whole tensor (in a model whose one big layer is nearly all
 of it, a float64 copy of that layer would be about two models' worth); the result is the same, element
 for element, as widening whole tensors.
+
+:meth:`StreamingMean.fold` folds an update *while it arrives*: a :class:`Fold` is a
+:class:`~fedproto.client.WeightsSink` that checks the update's manifest against the reference, then adds
+each received slice of elements into the running sum (``AsyncClient.stream_model_weights(fold)``), so
+no update is ever held whole. :meth:`Aggregator.result_into` writes the aggregate into given tensors
+(the global model's own) instead of new ones.
 """
 
 from __future__ import annotations
 
 import abc
 import math
+import threading
 from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
 from torch import Tensor
+
+from fedproto.types import WeightSlice, WeightsManifest
 
 __all__ = [
     "SLICE_ELEMENTS",
@@ -43,6 +52,7 @@ __all__ = [
     "BufferedAggregator",
     "BufferedMean",
     "CoordinateMedian",
+    "Fold",
     "StreamingMean",
     "TrimmedMean",
     "UpdateMismatchError",
@@ -132,6 +142,17 @@ class Aggregator(abc.ABC):
             for name, reference in self.reference.items()
         }
 
+    def result_into(self, target: Mapping[str, Tensor]) -> None:
+        """Write the aggregate into ``target``'s tensors (the reference's names, shapes and dtypes).
+
+        ``target`` may be the reference itself (the global model's tensors): no new set of weights is
+        allocated beside the old one.
+        """
+        aggregate = self.result()
+        with torch.no_grad():
+            for name, tensor in target.items():
+                tensor.copy_(aggregate[name])
+
     def _difference(self, name: str, tensor: Tensor) -> Tensor:
         """``tensor`` in the wide dtype, minus the reference when folding deltas."""
         wide = tensor.detach().to(device="cpu", dtype=wide_dtype(tensor))
@@ -169,37 +190,163 @@ class StreamingMean(Aggregator):
             for name, tensor in self.reference.items()
             if averages(tensor)
         }
+        # folds may run on several client threads at once (a blocking Client's loop each)
+        self._lock = threading.Lock()
+        #: why the sum holds part of an update that then failed (it cannot be taken out exactly)
+        self.broken: str | None = None
 
     def _add(self, weights: Mapping[str, Tensor], num_samples: int) -> None:
         if num_samples == 0:
             return
-        for name, total in self._sums.items():
-            flat = total.view(-1)
+        for name in self._sums:
             update = weights[name].detach().to("cpu").reshape(-1)
-            reference = self.reference[name].detach().to("cpu").reshape(-1) if self.deltas else None
-            for start in range(0, flat.numel(), SLICE_ELEMENTS):
-                part = slice(start, start + SLICE_ELEMENTS)
-                wide = update[part].to(flat.dtype)
-                if reference is not None:
-                    wide -= reference[part].to(flat.dtype)
-                # n * w is exact in float64 for float32 weights, so this adds with one rounding
-                flat[part].add_(wide, alpha=num_samples)
+            for start in range(0, update.numel(), SLICE_ELEMENTS):
+                self._fold_slice(name, start, update[start : start + SLICE_ELEMENTS], num_samples)
+
+    def _fold_slice(self, name: str, start: int, values: Tensor, num_samples: int) -> None:
+        """Add ``num_samples`` times ``values`` (elements ``start`` on of ``name``) into the sum."""
+        flat = self._sums[name].view(-1)
+        part = slice(start, start + values.numel())
+        wide = values.to(flat.dtype)
+        if self.deltas:
+            wide -= self.reference[name].detach().to("cpu").reshape(-1)[part].to(flat.dtype)
+        with self._lock:
+            # n * w is exact in float64 for float32 weights, so this adds with one rounding
+            flat[part].add_(wide, alpha=num_samples)
+
+    def fold(self, num_samples: int) -> Fold:
+        """A :class:`Fold` that adds one update, weighted by ``num_samples``, slice by slice as it arrives.
+
+        Once its manifest has been checked the update counts only after :meth:`Fold.commit`;
+        :meth:`Fold.abort` after some of its elements were added leaves the aggregator :attr:`broken`.
+        """
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 0:
+            raise UpdateMismatchError(f"the sample count {num_samples!r} is not an integer >= 0")
+        return Fold(self, num_samples)
+
+    def result(self) -> dict[str, Tensor]:
+        """As :meth:`Aggregator.result`; ValueError when a failed fold left part of an update in the sum."""
+        if self.broken is not None:
+            raise ValueError(self.broken)
+        return super().result()
+
+    def result_into(self, target: Mapping[str, Tensor]) -> None:
+        """As :meth:`Aggregator.result_into`, slice by slice: no tensor is allocated whole."""
+        if self.broken is not None:
+            raise ValueError(self.broken)
+        if self.count == 0 or self.total_samples == 0:
+            raise ValueError(f"cannot aggregate {self.count} updates holding {self.total_samples} samples")
+        with torch.no_grad():
+            for name, tensor in target.items():
+                if name in self._sums:
+                    self._mean_into(name, tensor.view(-1))
+                else:
+                    tensor.copy_(self._copied[name])
+
+    def _mean_into(self, name: str, out: Tensor) -> None:
+        """The mean of ``name``, rounded once to ``out``'s dtype, slice by slice into ``out`` (flat).
+
+        ``out`` may be the reference itself: each slice reads its reference elements before it writes.
+        """
+        flat = self._sums[name].view(-1)
+        reference = self.reference[name].detach().to("cpu").reshape(-1)
+        for start in range(0, flat.numel(), SLICE_ELEMENTS):
+            part = slice(start, start + SLICE_ELEMENTS)
+            mean = flat[part] / self.total_samples
+            if self.deltas:
+                mean += reference[part].to(mean.dtype)
+            out[part] = mean
 
     def _result(self) -> dict[str, Tensor]:
         result = {}
-        for name, total in self._sums.items():
-            reference = self.reference[name].detach().to("cpu")
+        for name in self._sums:
+            reference = self.reference[name]
             out = torch.empty(reference.shape, dtype=reference.dtype)
-            flat, out_flat, reference_flat = total.view(-1), out.view(-1), reference.reshape(-1)
             # slice by slice, as the fold: the mean never needs a float64 copy of a whole tensor
-            for start in range(0, flat.numel(), SLICE_ELEMENTS):
-                part = slice(start, start + SLICE_ELEMENTS)
-                mean = flat[part] / self.total_samples
-                if self.deltas:
-                    mean += reference_flat[part].to(mean.dtype)
-                out_flat[part] = mean  # rounded once to the model's dtype
+            self._mean_into(name, out.view(-1))
             result[name] = out
         return result
+
+
+class Fold:
+    """One update being folded into a :class:`StreamingMean` as it arrives (a ``WeightsSink``).
+
+    :meth:`begin` checks the update's layout against the reference (:class:`UpdateMismatchError`, the
+    aggregator unchanged); :meth:`take` adds each slice of an averaged tensor into the running sum at
+    once and keeps the (small) integer and bool tensors aside; :meth:`commit` counts the update when
+    every element arrived. An update that fails after some of its elements were added cannot be taken
+    out of the float64 sum exactly: :meth:`abort` then marks the aggregator :attr:`StreamingMean.broken`.
+    """
+
+    def __init__(self, aggregator: StreamingMean, num_samples: int) -> None:
+        self.aggregator = aggregator
+        self.num_samples = num_samples
+        #: whether elements of this update are in the sum already
+        self.started = False
+        self._manifest: WeightsManifest | None = None
+        self._copied: dict[str, Tensor] = {}
+        self._received = 0
+        self._done = False
+
+    def begin(self, manifest: WeightsManifest) -> None:
+        """Check the update's names, shapes and dtypes against the reference, before any element."""
+        reference = self.aggregator.reference
+        layout = {entry.name: entry for entry in manifest.entries}
+        if layout.keys() != reference.keys():
+            extra = sorted(set(layout) - set(reference))
+            missing = sorted(set(reference) - set(layout))
+            raise UpdateMismatchError(
+                f"the update's names differ from the model's: extra {extra}, missing {missing}"
+            )
+        for name, tensor in reference.items():
+            entry = layout[name]
+            if entry.shape != tuple(tensor.shape) or entry.dtype != tensor.dtype:
+                raise UpdateMismatchError(
+                    f"the update has {name!r} as {entry.shape} {entry.dtype}, the model as "
+                    f"{tuple(tensor.shape)} {tensor.dtype}"
+                )
+        self._manifest = manifest
+        self._copied = {
+            name: torch.empty(tensor.shape, dtype=tensor.dtype)
+            for name, tensor in reference.items()
+            if not averages(tensor)
+        }
+
+    def take(self, part: WeightSlice) -> None:
+        """Fold one slice of elements in (or keep it aside, for a tensor that is copied, not averaged)."""
+        if self._manifest is None or self._done:
+            raise UpdateMismatchError("a slice of an update before its manifest, or after its end")
+        kept = self._copied.get(part.name)
+        if kept is not None:
+            kept.view(-1)[part.start : part.start + part.values.numel()] = part.values
+        elif self.num_samples:
+            self.started = True
+            self.aggregator._fold_slice(part.name, part.start, part.values, self.num_samples)
+        self._received += part.values.numel() * part.values.element_size()
+
+    def commit(self) -> None:
+        """Count the update: every element of it arrived (UpdateMismatchError otherwise)."""
+        if self._manifest is None or self._received != self._manifest.total_bytes:
+            self.abort()
+            raise UpdateMismatchError("the update ended before all its elements arrived")
+        aggregator = self.aggregator
+        if self.num_samples > aggregator._largest:
+            aggregator._largest = self.num_samples
+            aggregator._copied = self._copied
+        aggregator.count += 1
+        aggregator.total_samples += self.num_samples
+        self._done = True
+
+    def abort(self, reason: str = "its transfer failed") -> None:
+        """Give the update up; when part of it is in the sum already, the aggregator is broken."""
+        if self._done:
+            return
+        self._done = True
+        if self.started and self.aggregator.broken is None:
+            self.aggregator.broken = (
+                f"an update failed after part of it was folded into the running sum ({reason}); "
+                "the sum cannot take it back exactly"
+            )
 
 
 class BufferedAggregator(Aggregator):

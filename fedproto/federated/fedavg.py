@@ -35,10 +35,13 @@ one worker may hold many. Every round:
 holds O(model) memory, whatever the number of clients or workers: the global weights are the model's
 own tensors (no copy), the running sum is float64 (two models' worth for float32 weights), and at most
 ``max_transfers`` (default 1) model-sized transfers are in flight at once: the global weights going to
-a worker (its encoded request), or a client's trained weights coming back, which are folded into the
-sum and dropped before the next transfer may start. Each transfer holds about two models' worth of
-bytes while it lasts (the protocol message and its decoded tensors). Strategies that need every update
-(median, trimmed mean) keep them all, and say so.
+a worker, or a client's trained weights coming back. To a worker that offers chunked weights (protocol
+section 12.8) both move a chunk at a time: the global weights are cut from the model's own tensors, and
+each chunk of trained weights is folded into the sum as it arrives, so no update is ever held whole;
+the aggregate is then written into the model's own tensors, slice by slice. A worker without chunked
+weights moves whole messages (about two models' worth of bytes while a transfer lasts). Strategies that
+need every update (median, trimmed mean) keep them all, and say so; FedAdam and FedYogi build the next
+weights beside the old ones.
 
 Each round ends in a :class:`~fedproto.federated.RoundRecord` appended to :attr:`FedAvg.history`, a
 line on the console (``progress``) and, with ``run_dir``, a checkpoint (see
@@ -74,7 +77,7 @@ from torch import Tensor, nn
 
 from fedproto.client import AsyncClient, Client
 from fedproto.errors import ConnectionClosedError, FailedPreconditionError, FedprotoError
-from fedproto.federated.aggregation import Aggregator, UpdateMismatchError
+from fedproto.federated.aggregation import Aggregator, StreamingMean, UpdateMismatchError
 from fedproto.federated.checkpoint import RunDirectory, model_signature, write_atomically
 from fedproto.federated.clients import FederatedClient
 from fedproto.federated.errors import FedAvgConfigError, FedAvgError, ResumeError
@@ -208,9 +211,10 @@ class FedAvg:
       ends at its deadline either way). ``fit_timeout``: seconds one client's fit may take before it
       counts as failed.
     - ``max_transfers``: how many model-sized transfers (global weights out, trained weights back) may
-      be in flight at once; each holds about two models' worth of memory on the coordinator while it
-      lasts. 1 (the default) bounds the coordinator's memory whatever the number of workers; more lets
-      transfers to several workers overlap (slow links); None: no bound (one per worker).
+      be in flight at once; each holds a few chunks on the coordinator (two models' worth with workers
+      that move weights in one message). 1 (the default) bounds the coordinator's memory whatever the
+      number of workers; more lets transfers to several workers overlap (slow links); None: no bound
+      (one per worker).
     - ``reset_optimizer``: every fit starts with a new optimizer (default True).
     - ``run_dir``: checkpoint every round there; ``resume=True`` goes on from its last complete round,
       whose global weights, records, strategy state and sampler state replace the given ones
@@ -563,10 +567,29 @@ class FedAvg:
                 f"{self._min_name}={self.min_fit_clients} ({failures})",
                 record=record,
             )
-        aggregate = aggregator.result()
-        del aggregator  # its float64 running sum
-        self.model.load_state_dict(self.strategy.finalize(number, weights, aggregate))
-        del aggregate, weights  # evaluation and the checkpoint read the model's own tensors
+        broken = aggregator.broken if isinstance(aggregator, StreamingMean) else None
+        if broken is not None:  # the global weights stay as they were; the run may go on or resume
+            record = RoundRecord(
+                round=number,
+                clients=tuple(parts[client.name] for client in sampled) + tuple(missing),
+                loss=None,
+                accuracy=None,
+                seconds=time.perf_counter() - started,
+                available=len(available),
+                sampled=len(sampled),
+            )
+            self._finish(record, weights)
+            raise FedAvgError(f"round {number}: {broken}", record=record)
+        if isinstance(aggregator, StreamingMean) and type(self.strategy).finalize is Strategy.finalize:
+            # The next global weights are the aggregate: written slice by slice into the model's own
+            # tensors, so the old weights, the new ones and the float64 sum are never all alive at once.
+            aggregator.result_into(weights)
+            del aggregator, weights
+        else:
+            aggregate = aggregator.result()
+            del aggregator  # its float64 running sum
+            self.model.load_state_dict(self.strategy.finalize(number, weights, aggregate))
+            del aggregate, weights  # evaluation and the checkpoint read the model's own tensors
         metrics = _Metrics()
         if self.evaluate:
             evaluations = await self._evaluate_round(finished, round_)
@@ -655,7 +678,12 @@ class FedAvg:
 
         async def worker_turn(clients: list[_Client]) -> None:
             for client in clients:
-                parts[client.name] = await self._train_client(client, config, weights, aggregator, round_)
+                try:
+                    parts[client.name] = await self._train_client(client, config, weights, aggregator, round_)
+                except _FoldedLate as late:  # the deadline passed as its update was folded: it counts
+                    if late.part is not None:
+                        parts[client.name] = late.part
+                    return
 
         await _until(round_.deadline, [worker_turn(clients) for clients in groups.values()])
         # A cancelled worker turn ended at its next await: whatever it had not folded in is discarded.
@@ -674,21 +702,23 @@ class FedAvg:
     ) -> ClientRound:
         """One client's part of the round: fit, fetch its trained weights, fold them in."""
         begun = time.perf_counter()
+        folded_late = False
         try:
             result = await self._fit(client, config, weights, round_)
             async with round_.transfers:
-                trained = await client.remote.run(_trained_weights)
-                # folded and dropped while this transfer still holds its place: no more than
-                # max_transfers updates are ever alive on the coordinator at once
-                aggregator.add(trained, result.dataset_size)
-                del trained
+                # folded as it arrives (streaming), or fetched whole, folded and dropped, while this
+                # transfer still holds its place: no more than max_transfers updates are ever in flight
+                try:
+                    await self._fold_update(client, aggregator, result.dataset_size)
+                except _FoldedLate:
+                    folded_late = True
         except FedAvgError:
             raise  # the coordinator's mistake (a model unlike the workers'), not the worker's
         except _WORKER_FAILURES as exc:
             return self._part(client, "failed", _one_line(exc))
         except UpdateMismatchError as exc:
             return self._part(client, "failed", f"UpdateMismatchError: {exc}")
-        return ClientRound(
+        part = ClientRound(
             worker=client.remote.label,
             client=client.name,
             dataset_key=client.dataset_key,
@@ -699,6 +729,43 @@ class FedAvg:
             seconds=time.perf_counter() - begun,
             fit_seconds=result.seconds,
         )
+        if folded_late:
+            raise _FoldedLate(part)
+        return part
+
+    @staticmethod
+    async def _fold_update(client: _Client, aggregator: Aggregator, num_samples: int) -> None:
+        """Fetch the client's trained weights into the aggregator.
+
+        A streaming aggregator folds each chunk into its running sum as it arrives: no update is ever
+        held whole. Once part of an update is in the sum it cannot be taken out exactly, so a round
+        deadline that passes during such a transfer lets the transfer end (one model's worth of bytes)
+        and counts the update, rather than leave half of it in the sum.
+        """
+        if not isinstance(aggregator, StreamingMean):
+            trained = await client.remote.run(_trained_weights)
+            aggregator.add(trained, num_samples)
+            return
+        fold = aggregator.fold(num_samples)
+        transfer = asyncio.ensure_future(client.remote.run(lambda aio: aio.stream_model_weights(fold)))
+        cancelled = False
+        try:
+            while not transfer.done():
+                try:
+                    await asyncio.shield(transfer)
+                except asyncio.CancelledError:
+                    if not fold.started:
+                        transfer.cancel()
+                        raise
+                    cancelled = True  # part of it is folded: let the transfer end, then stop
+            transfer.result()
+        except BaseException as exc:
+            fold.abort(_one_line(exc))
+            raise
+        fold.commit()
+        if cancelled and (task := asyncio.current_task()) is not None:
+            task.uncancel()  # the update counts (it is in the sum); the worker's turn ends after it
+            raise _FoldedLate(None)
 
     def _late_error(self) -> str:
         return f"the round's deadline of {self.round_timeout:g} s passed first"
@@ -791,6 +858,14 @@ class FedAvg:
                 if client.name not in outcomes:
                     outcomes[client.name] = _Evaluation("late", error=self._late_error())
         return outcomes
+
+
+class _FoldedLate(Exception):
+    """A client's update was folded while the round's deadline passed: it counts, its worker stops."""
+
+    def __init__(self, part: ClientRound | None) -> None:
+        super().__init__("folded as the round's deadline passed")
+        self.part = part
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -42,9 +42,9 @@ from fedproto.server.store import ObjectStore
 from fedproto.server.threads import WorkerThreads
 from fedproto.server.tls import server_ssl_context
 from fedproto.server.tokens import ANONYMOUS, TokenTable, load_token_file
-from fedproto.session import ServerSession
+from fedproto.session import CHUNKED_WEIGHTS, ServerSession
 from fedproto.training import ModelRegistry, TrainingState
-from fedproto.types import Limits, TensorInfo
+from fedproto.types import Limits, TensorInfo, WeightsManifest
 
 # ANONYMOUS, SUBPROTOCOL and load_token_file were defined here before they got modules of their own; they
 # stay importable from here.
@@ -234,6 +234,7 @@ class Worker:
     def capabilities(self) -> list[str]:
         """The capability strings this worker advertises (section 4.3)."""
         caps = ["objects", "chunked", "datasets", "calls", "notifications", "deadlines", "training"]
+        caps.append(CHUNKED_WEIGHTS)
         return caps + self._extra_capabilities
 
     # -- serving ----------------------------------------------------------------------------------
@@ -409,6 +410,7 @@ class Worker:
             capabilities=self.capabilities,
             authenticate=self.authenticate,
             check_upload=self._check_upload,
+            check_weights=self._check_weights,
             hasher=background_hasher,
         )
         handler = ServerConnectionHandler(self._dispatch, ws, session, expose_errors=self.expose_errors)
@@ -424,6 +426,12 @@ class Worker:
         # memory by starting uploads it never finishes (section 14.2.9).
         pending = sum(c.session.upload_bytes for c in self._connections if c.identity == identity)
         self.objects.check_room(identity, object_id, info.nbytes, overwrite=overwrite, pending=pending)
+
+    def _check_weights(self, identity: str, manifest: WeightsManifest, strict: bool) -> None:
+        # before the upload's buffer exists: a manifest that does not fit the model (or no model at all)
+        # is refused at once, so a set_weights never makes the worker hold more than a model's bytes
+        state = self.services.training_state(identity)
+        state.check_weights({e.name: (e.dtype, e.shape) for e in manifest.entries}, strict=strict)
 
     # -- threads and datasets, for exposed methods and subclasses ---------------------------------
 

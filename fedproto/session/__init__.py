@@ -14,6 +14,7 @@ The modules, each with one concern:
 - :mod:`~fedproto.session.events`: the values the sessions hand to their I/O layer;
 - :mod:`~fedproto.session.messages`: body kinds and envelope frames;
 - :mod:`~fedproto.session.transfers`: chunk assembly, digests, chunk and inline frames;
+- :mod:`~fedproto.session.weights`: chunked model weights, cut from tensors and streamed back;
 - :mod:`~fedproto.session.server` and :mod:`~fedproto.session.client`: the two halves.
 """
 
@@ -37,6 +38,8 @@ from fedproto.session.events import (
     SendFrame,
     TransferProgress,
     UploadStarted,
+    WeightsChunkReceived,
+    WeightsManifestReceived,
 )
 from fedproto.session.messages import (
     CLIENT_CONTROL_KINDS,
@@ -45,11 +48,13 @@ from fedproto.session.messages import (
     REQUEST_KINDS,
     SERVER_ONLY_KINDS,
 )
-from fedproto.session.server import ServerSession
+from fedproto.session.server import CHUNKED_WEIGHTS, ServerSession
 from fedproto.session.states import TRANSITIONS, Role, SessionError, SessionState, Trigger
 from fedproto.session.transfers import chunk_frames, with_digest
+from fedproto.session.weights import RawSlice
 
 __all__ = [
+    "CHUNKED_WEIGHTS",
     "CLIENT_CONTROL_KINDS",
     "PROTOCOL_VERSIONS",
     "REPLY_KIND",
@@ -67,6 +72,7 @@ __all__ = [
     "HandshakeCompleted",
     "NotificationReceived",
     "ProgressReceived",
+    "RawSlice",
     "ReplyReceived",
     "RequestCancelled",
     "RequestReceived",
@@ -78,6 +84,8 @@ __all__ = [
     "TransferProgress",
     "Trigger",
     "UploadStarted",
+    "WeightsChunkReceived",
+    "WeightsManifestReceived",
     "check_digest_offer",
     "chunk_frames",
     "with_digest",

@@ -37,6 +37,8 @@ from fedproto.session.events import (
     ReplyReceived,
     SendFrame,
     TransferProgress,
+    WeightsChunkReceived,
+    WeightsManifestReceived,
 )
 from fedproto.session.messages import (
     MIN_CLIENT_FRAME_BYTES,
@@ -46,7 +48,15 @@ from fedproto.session.messages import (
     frame,
 )
 from fedproto.session.states import Machine, Role, SessionError, SessionState, Trigger
-from fedproto.session.transfers import Assembly, chunk_frame_size, chunk_frames, download_error, inline_error
+from fedproto.session.transfers import (
+    Assembly,
+    chunk_frame_size,
+    chunk_frames,
+    digest_field,
+    download_error,
+    inline_error,
+)
+from fedproto.session.weights import WeightsStream, parts_chunk_frames
 from fedproto.types import ServerInfo
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import GetObjectReply
@@ -89,6 +99,8 @@ class _Pending:
     #: the caller has its outcome (or gave up): whatever still comes with this id is dropped
     abandoned: bool = False
     assembly: Assembly | None = None
+    #: a chunked get_weights once its manifest arrived (section 12.8)
+    weights: WeightsStream | None = None
 
 
 class ClientSession:
@@ -233,23 +245,39 @@ class ClientSession:
         return chunk_frame_size(self._next_id, last, nbytes - last, nbytes, size) <= limit
 
     def upload(
-        self, rid: int, view: memoryview, chunk_bytes: int, *, trailing_digest: bool = False
+        self,
+        rid: int,
+        view: memoryview | Sequence[memoryview],
+        chunk_bytes: int,
+        *,
+        trailing_digest: bool = False,
     ) -> Iterator[bytes]:
-        """Yield the Chunk frames of a chunked SendObjectRequest already started with :meth:`request`.
+        """Yield the Chunk frames of a chunked upload already started with :meth:`request`.
 
-        With ``trailing_digest`` (the request's header left its digest empty) the payload is hashed under
-        :attr:`digest` by the session's hasher while the frames are sent, and the last chunk carries the
-        digest (sections 7.3.26, 7.5.8): no pass over the payload before its first byte goes out.
+        ``view`` is the payload, or its parts end to end (a chunked ``set_weights``' tensors, section
+        12.8, cut into chunks straight from their own memory). With ``trailing_digest`` (the request's
+        header left its digest empty) the payload is hashed under :attr:`digest` by the session's hasher
+        while the frames are sent, and the last chunk carries the digest (sections 7.3.26, 7.5.8): no pass
+        over the payload before its first byte goes out.
         """
         self._machine.move(Trigger.SEND_CHUNK)
         if rid not in self._pending:
             raise SessionError(f"request {rid} is not pending")
-        if not trailing_digest:
-            return self._until_goodbye(chunk_frames(rid, view, chunk_bytes))
         algorithm = self.digest
-        hasher = self._hasher(algorithm)
-        hasher.update(view)
-        return self._until_goodbye(chunk_frames(rid, view, chunk_bytes, hasher.digest, algorithm))
+        hasher = self._hasher(algorithm) if trailing_digest else None
+        if isinstance(view, memoryview):
+            if hasher is None:
+                return self._until_goodbye(chunk_frames(rid, view, chunk_bytes))
+            hasher.update(view)
+            return self._until_goodbye(chunk_frames(rid, view, chunk_bytes, hasher.digest, algorithm))
+        parts = list(view)
+        total = sum(part.nbytes for part in parts)
+        if hasher is not None:
+            for part in parts:
+                hasher.update(part)
+        trailing = hasher.digest if hasher is not None else None
+        frames = parts_chunk_frames(rid, parts, total, chunk_bytes, trailing=trailing, algorithm=algorithm)
+        return self._until_goodbye(frames)
 
     def _until_goodbye(self, frames: Iterator[bytes]) -> Iterator[bytes]:
         """``frames`` until this client says goodbye: its remaining chunks are not sent (section 6.3.8)."""
@@ -382,6 +410,8 @@ class ClientSession:
         return [Connected(self.server)]
 
     def _receive_reply(self, rid: int, pending: _Pending, envelope: Envelope, kind: str) -> list[Event]:
+        if kind == "weights_manifest":
+            return self._receive_manifest(rid, pending, envelope)
         if kind == "fit_progress":
             if pending.abandoned:
                 return []
@@ -398,6 +428,8 @@ class ClientSession:
             error = InternalError(f"server answered {pending.kind} with {kind}, expected {expected}")
             return [ErrorReceived(rid, error)]
         message = getattr(envelope, kind)
+        if kind == "get_weights_reply" and pending.weights is not None:
+            return [self._finish_weights(rid, pending.weights, message)]
         if kind == "get_object_reply":
             if pending.assembly is not None:
                 return [self._finish_download(rid, pending.assembly, message)]
@@ -413,6 +445,7 @@ class ClientSession:
         cannot have (section 5.3.7), a broken download chunk (section 7.3.33).
         """
         pending.assembly = None  # what arrived is discarded (section 7.3.23)
+        pending.weights = None
         cancel = self.cancel(rid, error.message)
         events: list[Event] = [ErrorReceived(rid, error)]
         if cancel is not None:
@@ -424,6 +457,8 @@ class ClientSession:
     ) -> list[Event]:
         if pending.abandoned:
             return []
+        if pending.kind == "get_weights":
+            return self._receive_weights_chunk(rid, pending, offset, data, total)
         if pending.kind != "get_object":
             return self._give_up(rid, pending, InternalError(f"server sent a chunk for a {pending.kind}"))
         if pending.assembly is None:
@@ -439,6 +474,41 @@ class ClientSession:
         except ProtocolError as error:  # section 7.3.33
             return self._give_up(rid, pending, DataLossError(f"bad chunk from server: {error.message}"))
         return [TransferProgress(rid, pending.assembly.received, pending.assembly.total)]
+
+    def _receive_manifest(self, rid: int, pending: _Pending, envelope: Envelope) -> list[Event]:
+        """The start of a chunked get_weights (section 12.8.5): checked, then the chunks may come."""
+        if pending.abandoned:
+            return []
+        if pending.kind != "get_weights" or pending.weights is not None:
+            what = "a second weights manifest" if pending.weights is not None else "a weights manifest"
+            return self._give_up(rid, pending, InternalError(f"server sent {what} for a {pending.kind}"))
+        try:
+            manifest = codec.weights_manifest_from_proto(envelope.weights_manifest)
+        except ProtocolError as error:  # section 12.8.8
+            return self._give_up(rid, pending, DataLossError(f"bad weights manifest: {error.message}"))
+        chunk_limit = self.server.limits.chunk_bytes if self.server else 0
+        pending.weights = WeightsStream(manifest, self._hasher(self.digest), chunk_limit)
+        return [WeightsManifestReceived(rid, manifest)]
+
+    def _receive_weights_chunk(
+        self, rid: int, pending: _Pending, offset: int, data: bytes | memoryview, total: int
+    ) -> list[Event]:
+        stream = pending.weights
+        if stream is None:
+            return self._give_up(rid, pending, DataLossError("a chunk of weights before their manifest"))
+        try:
+            slices = stream.add(offset, data, total)
+        except ProtocolError as error:  # section 12.8.8 (the rules of 7.3.33)
+            return self._give_up(rid, pending, DataLossError(f"bad chunk from server: {error.message}"))
+        return [WeightsChunkReceived(rid, tuple(slices)), TransferProgress(rid, stream.received, total)]
+
+    def _finish_weights(self, rid: int, stream: WeightsStream, reply: Any) -> Event:
+        if reply.weights:
+            return ErrorReceived(rid, DataLossError("a chunked get_weights ended with inline weights"))
+        error = stream.finish(bytes(getattr(reply, digest_field(self.digest))), self.digest)
+        if error is not None:
+            return ErrorReceived(rid, error)
+        return ReplyReceived(rid, "get_weights_reply", reply)
 
     def _finish_download(self, rid: int, assembly: Assembly, reply: GetObjectReply) -> Event:
         error = download_error(assembly, reply, self.digest)

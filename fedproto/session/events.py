@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedproto.errors import ProtocolError
-from fedproto.types import ServerInfo
+from fedproto.session.weights import RawSlice
+from fedproto.types import ServerInfo, WeightsManifest
 
 __all__ = [
     "CloseCode",
@@ -29,6 +30,8 @@ __all__ = [
     "SendFrame",
     "TransferProgress",
     "UploadStarted",
+    "WeightsChunkReceived",
+    "WeightsManifestReceived",
 ]
 
 
@@ -161,6 +164,25 @@ class NotificationReceived:
     value: Any
 
 
+@dataclass(frozen=True, slots=True)
+class WeightsManifestReceived:
+    """Client side: a chunked get_weights began; its tensors' layout (section 12.8)."""
+
+    request_id: int
+    manifest: WeightsManifest
+
+
+@dataclass(frozen=True, slots=True)
+class WeightsChunkReceived:
+    """Client side: a checked chunk of a chunked get_weights, as whole elements of named tensors.
+
+    The slices alias the received frame: the I/O layer hands them on before it reads the next frame.
+    """
+
+    request_id: int
+    slices: tuple[RawSlice, ...]
+
+
 #: Everything :meth:`ServerSession.receive_frame` and :meth:`ClientSession.receive_frame` may return.
 Event = (
     SendFrame
@@ -177,4 +199,6 @@ Event = (
     | ProgressReceived
     | TransferProgress
     | NotificationReceived
+    | WeightsManifestReceived
+    | WeightsChunkReceived
 )

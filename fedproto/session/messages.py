@@ -52,9 +52,11 @@ REQUEST_KINDS = frozenset(REPLY_KIND)
 #: Bodies a client sends that are not requests: they get no reply of their own.
 CLIENT_CONTROL_KINDS = frozenset({"hello", "cancel", "goodbye", "chunk"})
 #: Bodies only a server sends (section 3.7).
-SERVER_ONLY_KINDS = frozenset({"welcome", "notification", "error", "fit_progress", *REPLY_KIND.values()})
+SERVER_ONLY_KINDS = frozenset(
+    {"welcome", "notification", "error", "fit_progress", "weights_manifest", *REPLY_KIND.values()}
+)
 #: Non-terminal bodies a server may send with a request's id before its terminal reply.
-PROGRESS_KINDS = frozenset({"fit_progress", "chunk"})
+PROGRESS_KINDS = frozenset({"fit_progress", "weights_manifest", "chunk"})
 #: The smallest non-zero ``Hello.max_frame_bytes`` in force; a smaller one counts as this (section 4.6.3).
 MIN_CLIENT_FRAME_BYTES = 1024
 #: Error details a receiver may depend on (section 13.1.3): kept, when they fit, as an Error is shortened.

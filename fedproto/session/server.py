@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
+import torch
+
 from fedproto import codec, hashing
 from fedproto.errors import (
     InvalidArgumentError,
@@ -52,16 +54,22 @@ from fedproto.session.transfers import (
     check_trailing_digest,
     check_upload_digest,
     chunk_frames,
+    digest_field,
     download_chunk_bytes,
     inline_limit,
     inline_reply_frame,
 )
-from fedproto.types import Limits, ObjectInfo, TensorInfo
+from fedproto.session.weights import parts_chunk_frames
+from fedproto.types import Limits, ObjectInfo, TensorInfo, WeightsManifest
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import GetObjectReply, SendObjectRequest
 from fedproto_pb.v1.session_pb2 import Goodbye, Hello, Notification, Pong, Welcome
+from fedproto_pb.v1.training_pb2 import GetWeightsReply, SetWeightsRequest
 
-__all__ = ["ServerSession"]
+__all__ = ["CHUNKED_WEIGHTS", "ServerSession"]
+
+#: The capability of chunked model weights (section 12.8).
+CHUNKED_WEIGHTS = "chunked-weights"
 
 #: What a received body is to the server's state machine (anything else: an invalid body).
 _TRIGGER_OF_KIND = {
@@ -85,6 +93,11 @@ class ServerSession:
     7.5.4; ``sha256`` must be among them), and :attr:`digest` is the one chosen. ``hasher`` makes, by
     algorithm name, the hasher that checks each chunked upload: in-line by default, and the worker passes
     :func:`fedproto.hashing.background_hasher` to hash on a thread beside its event loop.
+
+    ``check_weights`` is called with the identity, the manifest of a chunked ``set_weights`` and its
+    ``strict`` flag before the upload's buffer is allocated (section 12.8.13), and raises a
+    :class:`ProtocolError` to refuse it (FAILED_PRECONDITION without a model, INVALID_ARGUMENT when the
+    tensors do not fit the model): the buffer is then never larger than the model.
     """
 
     def __init__(
@@ -96,6 +109,7 @@ class ServerSession:
         capabilities: Sequence[str],
         authenticate: Callable[[str], str | None],
         check_upload: Callable[[str, str, TensorInfo, bool], None] | None = None,
+        check_weights: Callable[[str, WeightsManifest, bool], None] | None = None,
         versions: Sequence[int] = PROTOCOL_VERSIONS,
         digests: Collection[str] = hashing.IMPLEMENTED_DIGESTS,
         hasher: Callable[[str], Hasher] = hashing.new_hasher,
@@ -117,6 +131,7 @@ class ServerSession:
         self.versions = tuple(versions)
         self._authenticate = authenticate
         self._check_upload = check_upload
+        self._check_weights = check_weights
         self._machine = Machine(Role.SERVER)
         self.identity: str | None = None
         self.client_name = ""
@@ -291,6 +306,8 @@ class ServerSession:
         self._in_flight.add(rid)
         if kind == "send_object" and message.WhichOneof("payload") == "chunked":
             return self._start_upload(rid, message, deadline)
+        if kind == "set_weights" and message.HasField("chunked"):
+            return self._start_weights_upload(rid, message, deadline)
         return [RequestReceived(request_id=rid, kind=kind, message=message, deadline=deadline)]
 
     def _start_upload(self, rid: int, request: SendObjectRequest, deadline: float | None) -> list[Event]:
@@ -305,6 +322,37 @@ class ServerSession:
         buffer = codec.payload_buffer(info.nbytes)
         assembly = Assembly(info.nbytes, buffer, self._hasher(self.digest), full_chunks=True)
         upload = Upload(request, info, assembly, deadline, self.digest)
+        if info.nbytes == 0:
+            return self._finish_upload(rid, upload)
+        self._uploads[rid] = upload
+        return [UploadStarted(rid, deadline)]
+
+    def _start_weights_upload(
+        self, rid: int, request: SetWeightsRequest, deadline: float | None
+    ) -> list[Event]:
+        """A chunked set_weights (section 12.8): checked whole before its buffer exists, then an upload."""
+        try:
+            if CHUNKED_WEIGHTS not in self.capabilities:  # section 12.8.15
+                raise UnimplementedError("this server does not take chunked weights (no 'chunked-weights')")
+            if request.weights:
+                raise InvalidArgumentError("a chunked set_weights carries no inline weights (12.8.12)")
+            manifest = codec.weights_manifest_from_proto(request.chunked)
+            # the payload is one flat run of bytes: the upload machinery of section 7.3 checks it as such
+            info = TensorInfo(
+                dtype=torch.uint8,
+                shape=(manifest.total_bytes,),
+                nbytes=manifest.total_bytes,
+                sha256=manifest.sha256,
+                digest=manifest.digest,
+            )
+            check_upload_digest(info, self.digest)
+            if self._check_weights is not None:
+                self._check_weights(self.identity or "", manifest, request.strict)
+        except ProtocolError as error:
+            return [SendFrame(self.fail(rid, error))]
+        buffer = codec.payload_buffer(info.nbytes)
+        assembly = Assembly(info.nbytes, buffer, self._hasher(self.digest), full_chunks=True)
+        upload = Upload(request, info, assembly, deadline, self.digest, kind="set_weights")
         if info.nbytes == 0:
             return self._finish_upload(rid, upload)
         self._uploads[rid] = upload
@@ -343,7 +391,7 @@ class ServerSession:
         return [
             RequestReceived(
                 request_id=rid,
-                kind="send_object",
+                kind=upload.kind,
                 message=upload.request,
                 deadline=upload.deadline,
                 payload=upload.assembly.buffer,
@@ -419,6 +467,38 @@ class ServerSession:
                 request_id, get_object_reply=GetObjectReply(info=codec.object_info_to_proto(info))
             )
 
+    def download_weights(
+        self, request_id: int, manifest: WeightsManifest, parts: Sequence[memoryview]
+    ) -> Iterator[bytes]:
+        """Yield the frames answering a chunked get_weights (section 12.8): manifest, chunks, reply.
+
+        ``parts`` are the entries' bytes in manifest order (views of the tensors: nothing is copied
+        but one chunk at a time). The payload is hashed as it is cut; the digest goes in the reply.
+        """
+        self._check_in_flight(request_id, Trigger.SEND_REPLY)  # the manifest: non-terminal, as progress
+        data = frame(request_id, weights_manifest=codec.weights_manifest_to_proto(manifest))
+        if self.client_max_frame and len(data) > self.client_max_frame:  # section 14.2.4
+            yield self.fail(
+                request_id,
+                ResourceExhaustedError(
+                    f"the weights manifest takes {len(data)} bytes, more than the client's frame limit",
+                    details={"limit": str(self.client_max_frame), "requested": str(len(data))},
+                ),
+            )
+            return
+        yield data
+        hasher = self._hasher(self.digest)
+        if manifest.total_bytes:
+            self._check_in_flight(request_id, Trigger.SEND_CHUNK)
+            chunk_bytes = download_chunk_bytes(self.limits.chunk_bytes, self.client_max_frame)
+            yield from parts_chunk_frames(
+                request_id, parts, manifest.total_bytes, chunk_bytes, hasher=hasher, algorithm=self.digest
+            )
+        if request_id in self._in_flight:
+            reply = GetWeightsReply()
+            setattr(reply, digest_field(self.digest), hasher.digest())
+            yield self.reply(request_id, get_weights_reply=reply)
+
     @property
     def uploads(self) -> frozenset[int]:
         """Ids of chunked uploads still waiting for chunks."""
@@ -427,7 +507,7 @@ class ServerSession:
     @property
     def upload_bytes(self) -> int:
         """Bytes the buffers of the uploads still waiting for chunks take (each is allocated whole)."""
-        return sum(upload.info.nbytes for upload in self._uploads.values())
+        return sum(upload.info.nbytes for upload in self._uploads.values() if upload.kind == "send_object")
 
     def abort_upload(self, request_id: int, error: ProtocolError) -> bytes | None:
         """End an upload still waiting for chunks with ``error`` (deadline, goodbye, shutdown)."""

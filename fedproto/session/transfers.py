@@ -22,6 +22,7 @@ from fedproto.types import ObjectInfo, TensorInfo
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import GetObjectReply, SendObjectRequest
 from fedproto_pb.v1.tensor_pb2 import Chunk
+from fedproto_pb.v1.training_pb2 import SetWeightsRequest
 
 __all__ = [
     "Assembly",
@@ -115,17 +116,20 @@ class Assembly:
 
 @dataclass(slots=True)
 class Upload:
-    """A chunked SendObjectRequest the server is receiving: the request, its header and its bytes.
+    """A chunked upload the server is receiving: the request, its header and its bytes.
 
     ``algorithm`` is the connection's digest algorithm (section 7.5): it says which fields carry the
-    upload's digest and how it is computed.
+    upload's digest and how it is computed. ``kind`` is the request's: a ``send_object`` (section 7.3),
+    or a ``set_weights`` whose manifest's payload travels as one run of bytes (section 12.8), with
+    ``info`` describing that run.
     """
 
-    request: SendObjectRequest
+    request: SendObjectRequest | SetWeightsRequest
     info: TensorInfo
     assembly: Assembly
     deadline: float | None
     algorithm: str = hashing.SHA256
+    kind: str = "send_object"
 
     @property
     def announced(self) -> bytes:

@@ -639,6 +639,19 @@ class TrainingState:
         with self._exclusive("read the weights"):
             return self._state_dict()
 
+    def check_weights(
+        self, layout: Mapping[str, tuple[torch.dtype, tuple[int, ...]]], *, strict: bool
+    ) -> None:
+        """Raise what :meth:`load_weights` would for tensors of this ``name -> (dtype, shape)`` layout.
+
+        Checks a chunked ``set_weights`` before its payload arrives (docs section 12.8.13), with no
+        tensor of that size in memory: the checks run on meta tensors.
+        """
+        weights = {
+            name: torch.empty(shape, dtype=dtype, device="meta") for name, (dtype, shape) in layout.items()
+        }
+        _check_fit(self._model.state_dict(), weights, strict=strict, field="weights")
+
     def load_weights(self, weights: Mapping[str, Tensor], *, strict: bool) -> int:
         """Replace model weights by name; returns how many tensors were replaced.
 
@@ -669,6 +682,15 @@ def _check_scalars(spec: TrainSpec) -> type[torch.optim.Optimizer]:
 def _load_into(model: nn.Module, weights: Mapping[str, Any], *, strict: bool, field: str) -> int:
     """Check then copy ``weights`` into ``model``'s state; nothing changes when a check fails."""
     state = model.state_dict()
+    _check_fit(state, weights, strict=strict, field=field)
+    with torch.no_grad():
+        for name, value in weights.items():
+            state[name].copy_(value)
+    return len(weights)
+
+
+def _check_fit(state: Mapping[str, Tensor], weights: Mapping[str, Any], *, strict: bool, field: str) -> None:
+    """INVALID_ARGUMENT unless every tensor of ``weights`` is in ``state`` with its shape and dtype."""
     problems: list[str] = []
     for name, value in weights.items():
         target = state.get(name)
@@ -692,7 +714,3 @@ def _load_into(model: nn.Module, weights: Mapping[str, Any], *, strict: bool, fi
         raise InvalidArgumentError(
             f"{field} do not fit the model: {shown_problems}{more}", details={"field": field}
         )
-    with torch.no_grad():
-        for name, value in weights.items():
-            state[name].copy_(value)
-    return len(weights)

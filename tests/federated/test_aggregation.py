@@ -9,14 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+from fedproto import codec
 from fedproto.federated.aggregation import (
     SLICE_ELEMENTS,
     BufferedMean,
     CoordinateMedian,
+    Fold,
     StreamingMean,
     TrimmedMean,
     UpdateMismatchError,
 )
+from fedproto.types import WeightSlice
 
 
 def _updates(count: int, seed: int = 0) -> tuple[dict[str, Tensor], list[tuple[dict[str, Tensor], int]]]:
@@ -203,3 +206,67 @@ def test_streaming_folds_big_tensors_slice_by_slice_to_the_same_mean(deltas: boo
     for weights, n in updates:
         buffered.add(weights, n)
     assert torch.equal(buffered.result()["w"], result)
+
+
+# -- folding updates as they stream in (docs/protocol.md section 12.8) ---------------------------------
+
+
+def _stream(fold: Fold, weights: dict[str, Tensor], piece: int = 5) -> None:
+    """Hand ``weights`` to ``fold`` as a chunked download would: the manifest, then pieces of elements."""
+    manifest, _ = codec.weights_manifest_of(weights)
+    fold.begin(manifest)
+    for name, tensor in weights.items():
+        flat = tensor.reshape(-1)
+        for start in range(0, flat.numel(), piece):
+            fold.take(WeightSlice(name, start, flat[start : start + piece]))
+
+
+@pytest.mark.parametrize("deltas", [False, True])
+def test_folding_streamed_updates_gives_the_mean_adding_them_gives(deltas: bool) -> None:
+    reference, updates = _updates(9)
+    added, streamed = StreamingMean(reference, deltas=deltas), StreamingMean(reference, deltas=deltas)
+    for weights, n in updates:
+        added.add(weights, n)
+        fold = streamed.fold(n)
+        _stream(fold, weights)
+        fold.commit()
+    expected = added.result()
+    assert streamed.count == added.count and streamed.total_samples == added.total_samples
+    got = streamed.result()
+    assert all(torch.equal(got[name], expected[name]) for name in reference)
+    # written into the reference's own tensors, slice by slice: the same numbers, no new weights
+    target = {name: tensor.clone() for name, tensor in reference.items()}
+    streamed.result_into(target)
+    assert all(torch.equal(target[name], expected[name]) for name in reference)
+
+
+def test_a_streamed_update_unlike_the_model_is_refused_before_anything_is_folded() -> None:
+    reference, updates = _updates(1)
+    aggregator = StreamingMean(reference)
+    fold = aggregator.fold(3)
+    wrong = dict(updates[0][0], w=torch.zeros(4, 3))
+    with pytest.raises(UpdateMismatchError, match="'w'"):
+        fold.begin(codec.weights_manifest_of(wrong)[0])
+    fold.abort("refused")
+    assert aggregator.broken is None and aggregator.count == 0
+    assert all(bool((total == 0).all()) for total in aggregator._sums.values())
+
+
+def test_an_update_that_fails_halfway_breaks_the_aggregate() -> None:
+    reference, updates = _updates(2)
+    aggregator = StreamingMean(reference)
+    good = aggregator.fold(5)
+    _stream(good, updates[0][0])
+    good.commit()
+    half = aggregator.fold(7)
+    manifest, _ = codec.weights_manifest_of(updates[1][0])
+    half.begin(manifest)
+    half.take(WeightSlice("w", 0, updates[1][0]["w"].reshape(-1)[:4]))
+    with pytest.raises(UpdateMismatchError, match="ended before"):
+        half.commit()
+    # part of it is in the float64 sum, and cannot be taken out exactly: no aggregate is given
+    assert aggregator.broken is not None and "cannot take it back" in aggregator.broken
+    with pytest.raises(ValueError, match="cannot take it back"):
+        aggregator.result()
+    with pytest.raises(ValueError, match="cannot take it back"):
+        aggregator.result_into({name: t.clone() for name, t in reference.items()})

@@ -34,6 +34,7 @@ from fedproto.federated import (
     RoundRecord,
     SeededSampler,
     WorkerRound,
+    aggregation,
     clients_of,
 )
 from fedproto.federated.fedavg import _figure
@@ -773,8 +774,9 @@ async def test_model_transfers_are_bounded_and_each_update_is_dropped_before_the
     start_worker: StartWorker, connect: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The coordinator's memory is O(model) when at most max_transfers model-sized transfers are in flight
-    # (global weights out, trained weights back) and every decoded update is gone before the next one is
-    # decoded: counted here, rather than in bytes, across three workers holding two clients each.
+    # (global weights out, trained weights back) and no update is ever decoded whole: each is folded
+    # chunk by chunk as it streams in. Counted here, rather than in bytes, across three workers holding
+    # two clients each.
     workers = [
         await start_worker(f"w{i}", classification(16, seed=i), more={"b": classification(8, seed=10 + i)})
         for i in range(3)
@@ -799,8 +801,16 @@ async def test_model_transfers_are_bounded_and_each_update_is_dropped_before_the
         fedproto.AsyncClient, "set_model_weights", counted(fedproto.AsyncClient.set_model_weights)
     )
     monkeypatch.setattr(
-        fedproto.AsyncClient, "get_model_weights", counted(fedproto.AsyncClient.get_model_weights)
+        fedproto.AsyncClient, "stream_model_weights", counted(fedproto.AsyncClient.stream_model_weights)
     )
+    folds = {"committed": 0}
+    commit = aggregation.Fold.commit
+
+    def counted_commit(self: aggregation.Fold) -> None:
+        commit(self)
+        folds["committed"] += 1
+
+    monkeypatch.setattr(aggregation.Fold, "commit", counted_commit)
     decoded: list[weakref.ref[torch.Tensor]] = []
     alive = {"most": 0}
 
@@ -831,9 +841,10 @@ async def test_model_transfers_are_bounded_and_each_update_is_dropped_before_the
     assert fedavg.max_transfers == 1
     records = await asyncio.wait_for(fedavg.run_async(2), RUN)
     assert all(record.finished == 6 and record.accuracy is not None for record in records)
-    assert len(decoded) == 12  # each client's trained weights, fetched once a round
+    assert folds["committed"] == 12  # each client's trained weights, streamed once a round
+    assert decoded == []  # and never decoded whole
     assert transfers["most"] == 1
-    assert alive["most"] == 1
+    assert alive["most"] == 0
 
     # The bound is the setting: two at once when allowed, and one per worker without a bound (the three
     # workers load the new weights for their evaluation at the same moment).

@@ -16,7 +16,7 @@ import time
 from fedproto import codec
 from fedproto.server.dispatch import Connection, Reply
 from fedproto.server.services import WorkerServices
-from fedproto.session import RequestReceived
+from fedproto.session import CHUNKED_WEIGHTS, RequestReceived
 from fedproto.training import FitProgressEvent, TrainingState
 from fedproto.types import ModelCatalog
 
@@ -120,17 +120,31 @@ async def evaluate(services: WorkerServices, conn: Connection, ev: RequestReceiv
     return {"evaluate_reply": codec.evaluate_result_to_proto(result)}
 
 
-async def get_weights(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
-    """The identity's model weights by name."""
+async def get_weights(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply | None:
+    """The identity's model weights by name: inline, or chunked when asked for (section 12.8).
+
+    The chunked form is cut from a snapshot of the state dict (the weights of one moment, not torn by a
+    fit that starts while they travel), chunk by chunk: no encoding of the whole model is built.
+    """
     weights = services.training_state(conn.identity).state_dict()
-    return {"get_weights_reply": codec.weights_reply_to_proto(weights)}
+    chunked = codec.get_weights_request_from_proto(ev.message)
+    if not chunked or CHUNKED_WEIGHTS not in conn.session.capabilities:  # section 12.8.10
+        return {"get_weights_reply": codec.weights_reply_to_proto(weights)}
+    manifest, parts = codec.weights_manifest_of(weights)
+    for frame in conn.session.download_weights(ev.request_id, manifest, parts):
+        await conn.send(frame)
+    return None
 
 
 async def set_weights(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
-    """Load weights into the identity's model (all of them when ``strict``)."""
+    """Load weights into the identity's model (all of them when ``strict``), inline or chunked (12.8)."""
     state = services.training_state(conn.identity)
     state.check_idle("set weights")
-    weights, strict = codec.set_weights_request_from_proto(ev.message)
+    if ev.payload is not None:  # a completed chunked upload: the tensors are views of its buffer
+        manifest = codec.weights_manifest_from_proto(ev.message.chunked)
+        weights, strict = codec.weights_from_payload(manifest, ev.payload), ev.message.strict
+    else:
+        weights, strict = codec.set_weights_request_from_proto(ev.message)
     updated = await services.threads.run_training(state.load_weights, weights, strict=strict)
     return {"set_weights_reply": codec.count_reply_to_proto("set_weights", updated)}
 

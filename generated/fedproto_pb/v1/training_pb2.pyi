@@ -149,22 +149,56 @@ class EvaluateReply(_message.Message):
     def __init__(self, loss: _Optional[float] = ..., correct: _Optional[int] = ..., total: _Optional[int] = ..., prediction_histogram: _Optional[_Iterable[int]] = ..., target_histogram: _Optional[_Iterable[int]] = ..., kind: _Optional[_Union[EvaluateKind, str]] = ..., mean_squared_error: _Optional[float] = ..., mean_absolute_error: _Optional[float] = ...) -> None: ...
 
 class GetWeightsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("chunked",)
+    CHUNKED_FIELD_NUMBER: _ClassVar[int]
+    chunked: bool
+    def __init__(self, chunked: _Optional[bool] = ...) -> None: ...
 
 class GetWeightsReply(_message.Message):
-    __slots__ = ("weights",)
+    __slots__ = ("weights", "sha256", "digest")
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     weights: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.NamedTensor]
-    def __init__(self, weights: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ...) -> None: ...
+    sha256: bytes
+    digest: bytes
+    def __init__(self, weights: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., sha256: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
+
+class WeightsEntry(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "offset", "nbytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    NBYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: _tensor_pb2.DType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    offset: int
+    nbytes: int
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., nbytes: _Optional[int] = ...) -> None: ...
+
+class WeightsManifest(_message.Message):
+    __slots__ = ("entries", "total_bytes", "sha256", "digest")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[WeightsEntry]
+    total_bytes: int
+    sha256: bytes
+    digest: bytes
+    def __init__(self, entries: _Optional[_Iterable[_Union[WeightsEntry, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class SetWeightsRequest(_message.Message):
-    __slots__ = ("weights", "strict")
+    __slots__ = ("weights", "strict", "chunked")
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     STRICT_FIELD_NUMBER: _ClassVar[int]
+    CHUNKED_FIELD_NUMBER: _ClassVar[int]
     weights: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.NamedTensor]
     strict: bool
-    def __init__(self, weights: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., strict: _Optional[bool] = ...) -> None: ...
+    chunked: WeightsManifest
+    def __init__(self, weights: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., strict: _Optional[bool] = ..., chunked: _Optional[_Union[WeightsManifest, _Mapping]] = ...) -> None: ...
 
 class SetWeightsReply(_message.Message):
     __slots__ = ("updated",)

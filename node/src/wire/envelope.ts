@@ -80,13 +80,17 @@ export const REQUEST_KINDS: ReadonlyMap<BodyCase, RequestKind> = new Map<BodyCas
 /** Client-to-server bodies that are not requests (§19.2). */
 export const CONTROL_BODIES: ReadonlySet<BodyCase> = new Set<BodyCase>(["cancel", "goodbye", "chunk"]);
 
-/** Bodies only servers send (§19.3, §3.7.1): `welcome`, `pong`, `notification`, `error`, `fit_progress`, `*_reply`. */
+/**
+ * Bodies only servers send (§19.3, §3.7.1): `welcome`, `pong`, `notification`, `error`, `fit_progress`,
+ * `weights_manifest`, `*_reply`.
+ */
 export const SERVER_ONLY_BODIES: ReadonlySet<BodyCase> = new Set<BodyCase>([
   "welcome",
   "pong",
   "notification",
   "error",
   "fitProgress",
+  "weightsManifest",
   ...[...REQUEST_KINDS.values()].map((kind) => kind.reply).filter((reply) => reply.endsWith("Reply")),
 ]);
 

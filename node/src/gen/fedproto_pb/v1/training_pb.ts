@@ -8,7 +8,7 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { NamedTensor } from "./tensor_pb.js";
+import type { DType, NamedTensor } from "./tensor_pb.js";
 import { file_fedproto_pb_v1_tensor } from "./tensor_pb.js";
 import type { MapEntry } from "./value_pb.js";
 import { file_fedproto_pb_v1_value } from "./value_pb.js";
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fedproto_pb/v1/training.proto.
  */
 export const file_fedproto_pb_v1_training: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mZWRwcm90b19wYi92MS90cmFpbmluZy5wcm90bxILZmVkcHJvdG8udjEilAMKC1RyYWluQ29uZmlnEhsKEW1vZGVsX3RvcmNoc2NyaXB0GAEgASgMSAASGgoQcmVnaXN0ZXJlZF9tb2RlbBgCIAEoCUgAEhoKEGxvc3NfdG9yY2hzY3JpcHQYAyABKAxIARITCglsb3NzX25hbWUYBCABKAlIARIRCglvcHRpbWl6ZXIYBSABKAkSLQoOb3B0aW1pemVyX2FyZ3MYBiADKAsyFS5mZWRwcm90by52MS5NYXBFbnRyeRISCgpiYXRjaF9zaXplGAcgASgNEg4KBmVwb2NocxgIIAEoDRIPCgdzaHVmZmxlGAkgASgIEhYKDm1heF9ucl9iYXRjaGVzGAogASgDEhEKBHNlZWQYCyABKARIAogBARIxCg9pbml0aWFsX3dlaWdodHMYDCADKAsyGC5mZWRwcm90by52MS5OYW1lZFRlbnNvchITCgtwcm94aW1hbF9tdRgNIAEoARIXCg9yZXNldF9vcHRpbWl6ZXIYDiABKAhCBwoFbW9kZWxCBgoEbG9zc0IHCgVfc2VlZCJBChVTZXRUcmFpbkNvbmZpZ1JlcXVlc3QSKAoGY29uZmlnGAEgASgLMhguZmVkcHJvdG8udjEuVHJhaW5Db25maWciQwoTU2V0VHJhaW5Db25maWdSZXBseRIXCg9wYXJhbWV0ZXJfY291bnQYASABKAQSEwoLc3RhdGVfbmFtZXMYAiADKAkiUQoKRml0UmVxdWVzdBITCgtkYXRhc2V0X2tleRgBIAEoCRIWCg5yZXR1cm5fd2VpZ2h0cxgCIAEoCBIWCg5wcm9ncmVzc19ldmVyeRgDIAEoDSJ7CgtGaXRQcm9ncmVzcxINCgVlcG9jaBgBIAEoDRINCgViYXRjaBgCIAEoBBIZChFiYXRjaGVzX3Blcl9lcG9jaBgDIAEoBBIMCgRsb3NzGAQgASgBEhQKDHJ1bm5pbmdfbG9zcxgFIAEoARIPCgdzYW1wbGVzGAYgASgEIrUBCghGaXRSZXBseRISCgpmaW5hbF9sb3NzGAEgASgBEhEKCW1lYW5fbG9zcxgCIAEoARIPCgdzYW1wbGVzGAMgASgEEg8KB2JhdGNoZXMYBCABKAQSDgoGZXBvY2hzGAUgASgNEg8KB3NlY29uZHMYBiABKAESKQoHd2VpZ2h0cxgHIAMoCzIYLmZlZHByb3RvLnYxLk5hbWVkVGVuc29yEhQKDGRhdGFzZXRfc2l6ZRgIIAEoBCLBAQoPRXZhbHVhdGVSZXF1ZXN0EhMKC2RhdGFzZXRfa2V5GAEgASgJEhkKEXJldHVybl9oaXN0b2dyYW1zGAIgASgIEg8KB25yX2JpbnMYAyABKA0SEwoLcmV0dXJuX2xvc3MYBCABKAgSGwoTcmV0dXJuX3Jhd19hY2N1cmFjeRgFIAEoCBISCgpiYXRjaF9zaXplGAYgASgNEicKBGtpbmQYByABKA4yGS5mZWRwcm90by52MS5FdmFsdWF0ZUtpbmQingIKDUV2YWx1YXRlUmVwbHkSEQoEbG9zcxgBIAEoAUgAiAEBEg8KB2NvcnJlY3QYAiABKAQSDQoFdG90YWwYAyABKAQSHAoUcHJlZGljdGlvbl9oaXN0b2dyYW0YBCADKAQSGAoQdGFyZ2V0X2hpc3RvZ3JhbRgFIAMoBBInCgRraW5kGAYgASgOMhkuZmVkcHJvdG8udjEuRXZhbHVhdGVLaW5kEh8KEm1lYW5fc3F1YXJlZF9lcnJvchgHIAEoAUgBiAEBEiAKE21lYW5fYWJzb2x1dGVfZXJyb3IYCCABKAFIAogBAUIHCgVfbG9zc0IVChNfbWVhbl9zcXVhcmVkX2Vycm9yQhYKFF9tZWFuX2Fic29sdXRlX2Vycm9yIhMKEUdldFdlaWdodHNSZXF1ZXN0IjwKD0dldFdlaWdodHNSZXBseRIpCgd3ZWlnaHRzGAEgAygLMhguZmVkcHJvdG8udjEuTmFtZWRUZW5zb3IiTgoRU2V0V2VpZ2h0c1JlcXVlc3QSKQoHd2VpZ2h0cxgBIAMoCzIYLmZlZHByb3RvLnYxLk5hbWVkVGVuc29yEg4KBnN0cmljdBgCIAEoCCIiCg9TZXRXZWlnaHRzUmVwbHkSDwoHdXBkYXRlZBgBIAEoBCITChFMaXN0TW9kZWxzUmVxdWVzdCI2Cg9MaXN0TW9kZWxzUmVwbHkSDQoFbmFtZXMYASADKAkSFAoMd2VpZ2h0c19vbmx5GAIgASgIKm0KDEV2YWx1YXRlS2luZBIdChlFVkFMVUFURV9LSU5EX1VOU1BFQ0lGSUVEEAASIAocRVZBTFVBVEVfS0lORF9DTEFTU0lGSUNBVElPThABEhwKGEVWQUxVQVRFX0tJTkRfUkVHUkVTU0lPThACYgZwcm90bzM", [file_fedproto_pb_v1_tensor, file_fedproto_pb_v1_value]);
+  fileDesc("Ch1mZWRwcm90b19wYi92MS90cmFpbmluZy5wcm90bxILZmVkcHJvdG8udjEilAMKC1RyYWluQ29uZmlnEhsKEW1vZGVsX3RvcmNoc2NyaXB0GAEgASgMSAASGgoQcmVnaXN0ZXJlZF9tb2RlbBgCIAEoCUgAEhoKEGxvc3NfdG9yY2hzY3JpcHQYAyABKAxIARITCglsb3NzX25hbWUYBCABKAlIARIRCglvcHRpbWl6ZXIYBSABKAkSLQoOb3B0aW1pemVyX2FyZ3MYBiADKAsyFS5mZWRwcm90by52MS5NYXBFbnRyeRISCgpiYXRjaF9zaXplGAcgASgNEg4KBmVwb2NocxgIIAEoDRIPCgdzaHVmZmxlGAkgASgIEhYKDm1heF9ucl9iYXRjaGVzGAogASgDEhEKBHNlZWQYCyABKARIAogBARIxCg9pbml0aWFsX3dlaWdodHMYDCADKAsyGC5mZWRwcm90by52MS5OYW1lZFRlbnNvchITCgtwcm94aW1hbF9tdRgNIAEoARIXCg9yZXNldF9vcHRpbWl6ZXIYDiABKAhCBwoFbW9kZWxCBgoEbG9zc0IHCgVfc2VlZCJBChVTZXRUcmFpbkNvbmZpZ1JlcXVlc3QSKAoGY29uZmlnGAEgASgLMhguZmVkcHJvdG8udjEuVHJhaW5Db25maWciQwoTU2V0VHJhaW5Db25maWdSZXBseRIXCg9wYXJhbWV0ZXJfY291bnQYASABKAQSEwoLc3RhdGVfbmFtZXMYAiADKAkiUQoKRml0UmVxdWVzdBITCgtkYXRhc2V0X2tleRgBIAEoCRIWCg5yZXR1cm5fd2VpZ2h0cxgCIAEoCBIWCg5wcm9ncmVzc19ldmVyeRgDIAEoDSJ7CgtGaXRQcm9ncmVzcxINCgVlcG9jaBgBIAEoDRINCgViYXRjaBgCIAEoBBIZChFiYXRjaGVzX3Blcl9lcG9jaBgDIAEoBBIMCgRsb3NzGAQgASgBEhQKDHJ1bm5pbmdfbG9zcxgFIAEoARIPCgdzYW1wbGVzGAYgASgEIrUBCghGaXRSZXBseRISCgpmaW5hbF9sb3NzGAEgASgBEhEKCW1lYW5fbG9zcxgCIAEoARIPCgdzYW1wbGVzGAMgASgEEg8KB2JhdGNoZXMYBCABKAQSDgoGZXBvY2hzGAUgASgNEg8KB3NlY29uZHMYBiABKAESKQoHd2VpZ2h0cxgHIAMoCzIYLmZlZHByb3RvLnYxLk5hbWVkVGVuc29yEhQKDGRhdGFzZXRfc2l6ZRgIIAEoBCLBAQoPRXZhbHVhdGVSZXF1ZXN0EhMKC2RhdGFzZXRfa2V5GAEgASgJEhkKEXJldHVybl9oaXN0b2dyYW1zGAIgASgIEg8KB25yX2JpbnMYAyABKA0SEwoLcmV0dXJuX2xvc3MYBCABKAgSGwoTcmV0dXJuX3Jhd19hY2N1cmFjeRgFIAEoCBISCgpiYXRjaF9zaXplGAYgASgNEicKBGtpbmQYByABKA4yGS5mZWRwcm90by52MS5FdmFsdWF0ZUtpbmQingIKDUV2YWx1YXRlUmVwbHkSEQoEbG9zcxgBIAEoAUgAiAEBEg8KB2NvcnJlY3QYAiABKAQSDQoFdG90YWwYAyABKAQSHAoUcHJlZGljdGlvbl9oaXN0b2dyYW0YBCADKAQSGAoQdGFyZ2V0X2hpc3RvZ3JhbRgFIAMoBBInCgRraW5kGAYgASgOMhkuZmVkcHJvdG8udjEuRXZhbHVhdGVLaW5kEh8KEm1lYW5fc3F1YXJlZF9lcnJvchgHIAEoAUgBiAEBEiAKE21lYW5fYWJzb2x1dGVfZXJyb3IYCCABKAFIAogBAUIHCgVfbG9zc0IVChNfbWVhbl9zcXVhcmVkX2Vycm9yQhYKFF9tZWFuX2Fic29sdXRlX2Vycm9yIiQKEUdldFdlaWdodHNSZXF1ZXN0Eg8KB2NodW5rZWQYASABKAgiXAoPR2V0V2VpZ2h0c1JlcGx5EikKB3dlaWdodHMYASADKAsyGC5mZWRwcm90by52MS5OYW1lZFRlbnNvchIOCgZzaGEyNTYYAiABKAwSDgoGZGlnZXN0GAMgASgMIm4KDFdlaWdodHNFbnRyeRIMCgRuYW1lGAEgASgJEiEKBWR0eXBlGAIgASgOMhIuZmVkcHJvdG8udjEuRFR5cGUSDQoFc2hhcGUYAyADKAMSDgoGb2Zmc2V0GAQgASgEEg4KBm5ieXRlcxgFIAEoBCJyCg9XZWlnaHRzTWFuaWZlc3QSKgoHZW50cmllcxgBIAMoCzIZLmZlZHByb3RvLnYxLldlaWdodHNFbnRyeRITCgt0b3RhbF9ieXRlcxgCIAEoBBIOCgZzaGEyNTYYAyABKAwSDgoGZGlnZXN0GAQgASgMIn0KEVNldFdlaWdodHNSZXF1ZXN0EikKB3dlaWdodHMYASADKAsyGC5mZWRwcm90by52MS5OYW1lZFRlbnNvchIOCgZzdHJpY3QYAiABKAgSLQoHY2h1bmtlZBgDIAEoCzIcLmZlZHByb3RvLnYxLldlaWdodHNNYW5pZmVzdCIiCg9TZXRXZWlnaHRzUmVwbHkSDwoHdXBkYXRlZBgBIAEoBCITChFMaXN0TW9kZWxzUmVxdWVzdCI2Cg9MaXN0TW9kZWxzUmVwbHkSDQoFbmFtZXMYASADKAkSFAoMd2VpZ2h0c19vbmx5GAIgASgIKm0KDEV2YWx1YXRlS2luZBIdChlFVkFMVUFURV9LSU5EX1VOU1BFQ0lGSUVEEAASIAocRVZBTFVBVEVfS0lORF9DTEFTU0lGSUNBVElPThABEhwKGEVWQUxVQVRFX0tJTkRfUkVHUkVTU0lPThACYgZwcm90bzM", [file_fedproto_pb_v1_tensor, file_fedproto_pb_v1_value]);
 
 /**
  * How to train: the model, the loss, the optimizer and the loop's settings.
@@ -510,6 +510,14 @@ export const EvaluateReplySchema: GenMessage<EvaluateReply> = /*@__PURE__*/
  * @generated from message fedproto.v1.GetWeightsRequest
  */
 export type GetWeightsRequest = Message<"fedproto.v1.GetWeightsRequest"> & {
+  /**
+   * Ask for the chunked form (docs/protocol.md section 12.8): a WeightsManifest, the payload as Chunk
+   * envelopes, then a GetWeightsReply with no weights and the payload's digest. A server that does not
+   * advertise "chunked-weights" ignores it and answers inline.
+   *
+   * @generated from field: bool chunked = 1;
+   */
+  chunked: boolean;
 };
 
 /**
@@ -526,11 +534,27 @@ export const GetWeightsRequestSchema: GenMessage<GetWeightsRequest> = /*@__PURE_
  */
 export type GetWeightsReply = Message<"fedproto.v1.GetWeightsReply"> & {
   /**
-   * The model's state dict, in order.
+   * The model's state dict, in order; empty in the chunked form.
    *
    * @generated from field: repeated fedproto.v1.NamedTensor weights = 1;
    */
   weights: NamedTensor[];
+
+  /**
+   * The chunked form only: the SHA-256 of the whole payload (32 bytes), when the connection's digest is
+   * sha256 (section 7.5). Empty otherwise.
+   *
+   * @generated from field: bytes sha256 = 2;
+   */
+  sha256: Uint8Array;
+
+  /**
+   * The chunked form only: the payload's digest under the negotiated algorithm when that is not sha256
+   * (section 7.5.8). Empty otherwise.
+   *
+   * @generated from field: bytes digest = 3;
+   */
+  digest: Uint8Array;
 };
 
 /**
@@ -541,13 +565,106 @@ export const GetWeightsReplySchema: GenMessage<GetWeightsReply> = /*@__PURE__*/
   messageDesc(file_fedproto_pb_v1_training, 9);
 
 /**
+ * One tensor of a chunked weights payload: where its elements lie in the payload.
+ *
+ * @generated from message fedproto.v1.WeightsEntry
+ */
+export type WeightsEntry = Message<"fedproto.v1.WeightsEntry"> & {
+  /**
+   * The state-dict name ("fc1.weight"); non-empty, unique in the manifest.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Element type (never DTYPE_UNSPECIFIED).
+   *
+   * @generated from field: fedproto.v1.DType dtype = 2;
+   */
+  dtype: DType;
+
+  /**
+   * Size of each dimension, outermost first (the rules of Tensor.shape).
+   *
+   * @generated from field: repeated int64 shape = 3;
+   */
+  shape: bigint[];
+
+  /**
+   * Byte offset of the tensor's first element in the payload: the previous entry's offset plus its
+   * nbytes, 0 for the first entry (no padding, so an element may straddle two chunks).
+   *
+   * @generated from field: uint64 offset = 4;
+   */
+  offset: bigint;
+
+  /**
+   * Size of its elements in bytes: product(shape) * width(dtype).
+   *
+   * @generated from field: uint64 nbytes = 5;
+   */
+  nbytes: bigint;
+};
+
+/**
+ * Describes the message fedproto.v1.WeightsEntry.
+ * Use `create(WeightsEntrySchema)` to create a new message.
+ */
+export const WeightsEntrySchema: GenMessage<WeightsEntry> = /*@__PURE__*/
+  messageDesc(file_fedproto_pb_v1_training, 10);
+
+/**
+ * What a chunked weights payload holds: tensors laid end to end, in state-dict order (section 12.8).
+ *
+ * @generated from message fedproto.v1.WeightsManifest
+ */
+export type WeightsManifest = Message<"fedproto.v1.WeightsManifest"> & {
+  /**
+   * The tensors, in payload order.
+   *
+   * @generated from field: repeated fedproto.v1.WeightsEntry entries = 1;
+   */
+  entries: WeightsEntry[];
+
+  /**
+   * Size of the whole payload: the sum of the entries' nbytes.
+   *
+   * @generated from field: uint64 total_bytes = 2;
+   */
+  totalBytes: bigint;
+
+  /**
+   * In a chunked SetWeightsRequest: the SHA-256 of the whole payload (32 bytes), or empty when the last
+   * chunk carries it (section 7.3.26). Empty in a download.
+   *
+   * @generated from field: bytes sha256 = 3;
+   */
+  sha256: Uint8Array;
+
+  /**
+   * As sha256, under the negotiated digest algorithm when that is not sha256 (section 7.5.8).
+   *
+   * @generated from field: bytes digest = 4;
+   */
+  digest: Uint8Array;
+};
+
+/**
+ * Describes the message fedproto.v1.WeightsManifest.
+ * Use `create(WeightsManifestSchema)` to create a new message.
+ */
+export const WeightsManifestSchema: GenMessage<WeightsManifest> = /*@__PURE__*/
+  messageDesc(file_fedproto_pb_v1_training, 11);
+
+/**
  * Replaces (some of) the identity's model weights. Reply: SetWeightsReply.
  *
  * @generated from message fedproto.v1.SetWeightsRequest
  */
 export type SetWeightsRequest = Message<"fedproto.v1.SetWeightsRequest"> & {
   /**
-   * The new values; shapes and dtypes must match the model's.
+   * The new values; shapes and dtypes must match the model's. Empty when `chunked` is set.
    *
    * @generated from field: repeated fedproto.v1.NamedTensor weights = 1;
    */
@@ -559,6 +676,14 @@ export type SetWeightsRequest = Message<"fedproto.v1.SetWeightsRequest"> & {
    * @generated from field: bool strict = 2;
    */
   strict: boolean;
+
+  /**
+   * The chunked form (section 12.8): the new values' manifest; the payload follows as Chunk envelopes
+   * with this request's id. Only to a server that advertises "chunked-weights".
+   *
+   * @generated from field: fedproto.v1.WeightsManifest chunked = 3;
+   */
+  chunked?: WeightsManifest | undefined;
 };
 
 /**
@@ -566,7 +691,7 @@ export type SetWeightsRequest = Message<"fedproto.v1.SetWeightsRequest"> & {
  * Use `create(SetWeightsRequestSchema)` to create a new message.
  */
 export const SetWeightsRequestSchema: GenMessage<SetWeightsRequest> = /*@__PURE__*/
-  messageDesc(file_fedproto_pb_v1_training, 10);
+  messageDesc(file_fedproto_pb_v1_training, 12);
 
 /**
  * The reply to SetWeightsRequest.
@@ -587,7 +712,7 @@ export type SetWeightsReply = Message<"fedproto.v1.SetWeightsReply"> & {
  * Use `create(SetWeightsReplySchema)` to create a new message.
  */
 export const SetWeightsReplySchema: GenMessage<SetWeightsReply> = /*@__PURE__*/
-  messageDesc(file_fedproto_pb_v1_training, 11);
+  messageDesc(file_fedproto_pb_v1_training, 13);
 
 /**
  * Lists the architectures the data owner registered. Reply: ListModelsReply.
@@ -602,7 +727,7 @@ export type ListModelsRequest = Message<"fedproto.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_fedproto_pb_v1_training, 12);
+  messageDesc(file_fedproto_pb_v1_training, 14);
 
 /**
  * The reply to ListModelsRequest.
@@ -630,7 +755,7 @@ export type ListModelsReply = Message<"fedproto.v1.ListModelsReply"> & {
  * Use `create(ListModelsReplySchema)` to create a new message.
  */
 export const ListModelsReplySchema: GenMessage<ListModelsReply> = /*@__PURE__*/
-  messageDesc(file_fedproto_pb_v1_training, 13);
+  messageDesc(file_fedproto_pb_v1_training, 15);
 
 /**
  * What an evaluation measures (docs/protocol.md section 12.5.11).
