@@ -36,6 +36,7 @@ CAPABILITIES = (
     "objects",
     "chunked",
     "chunked-weights",
+    "model-object",
     "datasets",
     "calls",
     "training",

@@ -737,6 +737,8 @@ def train_spec_to_proto(spec: TrainSpec) -> ProtoTrainConfig:
         message.model_torchscript = spec.model_torchscript
     elif spec.registered_model is not None:
         message.registered_model = spec.registered_model
+    elif spec.model_object is not None:
+        message.model_object = spec.model_object
     if spec.loss_torchscript is not None:
         message.loss_torchscript = spec.loss_torchscript
     elif spec.loss_name is not None:
@@ -753,6 +755,7 @@ def train_spec_from_proto(message: ProtoTrainConfig) -> TrainSpec:
     return TrainSpec(
         model_torchscript=message.model_torchscript if model == "model_torchscript" else None,
         registered_model=message.registered_model if model == "registered_model" else None,
+        model_object=message.model_object if model == "model_object" else None,
         loss_torchscript=message.loss_torchscript if loss == "loss_torchscript" else None,
         loss_name=message.loss_name if loss == "loss_name" else None,
         optimizer=message.optimizer,

@@ -221,7 +221,8 @@ class TrainSpec:
 
     A client builds one from a :class:`~fedproto.training.TrainConfig` with
     :meth:`~fedproto.training.TrainConfig.to_spec`. Exactly one of ``model_torchscript``/
-    ``registered_model`` and one of ``loss_torchscript``/``loss_name`` should be set; this class does not
+    ``registered_model``/``model_object`` and one of ``loss_torchscript``/``loss_name`` should be set
+    (``model_object`` names a stored object holding the archive, protocol section 12.9); this class does not
     check (the codec must be able to represent what a client sent, and
     :meth:`~fedproto.training.engine.TrainingState.configure` answers with the right error).
     ``optimizer_args`` values are numbers, bools or lists of numbers.
@@ -231,6 +232,7 @@ class TrainSpec:
 
     model_torchscript: bytes | None = None
     registered_model: str | None = None
+    model_object: str | None = None
     loss_torchscript: bytes | None = None
     loss_name: str | None = None
     optimizer: str

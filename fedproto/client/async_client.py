@@ -38,8 +38,10 @@ from fedproto.datasets import DatasetDescription
 from fedproto.errors import (
     ConnectionClosedError,
     DeadlineExceededError,
+    FedprotoError,
     ProtocolError,
     RequestCancelledError,
+    ResourceExhaustedError,
     UnavailableError,
 )
 from fedproto.session import (
@@ -61,7 +63,7 @@ from fedproto.session import (
     check_digest_offer,
     with_digest,
 )
-from fedproto.session.server import CHUNKED_WEIGHTS
+from fedproto.session.server import CHUNKED_WEIGHTS, MODEL_OBJECT
 from fedproto.training import TrainConfig
 from fedproto.types import (
     EvaluateKind,
@@ -75,6 +77,7 @@ from fedproto.types import (
     ModelSummary,
     ObjectInfo,
     ServerInfo,
+    TrainSpec,
     WeightSlice,
     WeightsManifest,
 )
@@ -101,6 +104,12 @@ CLIENT_NAME = transport.IMPLEMENTATION_NAME
 _DEADLINE_GRACE = 1.0
 #: Seconds ``close`` waits for the worker to close the connection after the Goodbye (section 6.3.8).
 _GOODBYE_WAIT = 5.0
+#: What a worker must offer for a model archive to travel as a stored object (section 12.9.1).
+_MODEL_OBJECT_NEEDS = frozenset({MODEL_OBJECT, "objects", "chunked", "training"})
+#: The description of the object a model archive travels in (section 12.9).
+_ARCHIVE_DESCRIPTION = "TorchScript model archive of a set_train_config"
+#: Seconds the deletion of such an object may take once the config was answered.
+_CLEANUP_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -841,12 +850,66 @@ class AsyncClient:
 
     # -- training ---------------------------------------------------------------------------------
 
-    async def set_train_config(self, config: TrainConfig, *, timeout: float | None = None) -> ModelSummary:
-        """Send a train config; the worker loads and checks it (the seed's ``config.send(alice)``)."""
-        spec = await asyncio.to_thread(config.to_spec)  # scripting a model takes a while: off the loop
+    async def set_train_config(
+        self, config: TrainConfig | TrainSpec, *, timeout: float | None = None
+    ) -> ModelSummary:
+        """Send a train config; the worker loads and checks it (the seed's ``config.send(alice)``).
+
+        ``config`` may also be a :class:`~fedproto.types.TrainSpec` (``config.to_spec()``), sent as it is:
+        a caller that sends one config to many workers scripts and saves its model once.
+
+        To a worker that offers ``model-object`` (protocol section 12.9) a model archive larger than one
+        chunk goes ahead as a chunked object upload cut straight from the archive's bytes, and the config
+        names that object: neither the archive nor a message holding it is copied whole on the way. The
+        object is deleted once the worker has answered, whether it took the config or refused it. When
+        the worker's store has no room for it (RESOURCE_EXHAUSTED), the archive goes inline instead.
+        ``timeout`` bounds the whole exchange.
+        """
+        if isinstance(config, TrainSpec):
+            spec = config
+        else:
+            spec = await asyncio.to_thread(config.to_spec)  # scripting a model takes a while: off the loop
+        loop = asyncio.get_running_loop()
+        timeout = self.timeout if timeout is None else timeout
+        expiry = None if timeout is None else loop.time() + timeout
+
+        def remaining() -> float | None:
+            return None if expiry is None else max(expiry - loop.time(), 0.0)
+
+        archive = spec.model_torchscript
+        if archive is not None and len(archive) > 0:
+            await self._ensure_connected()
+            server = self.server
+            if server.capabilities >= _MODEL_OBJECT_NEEDS and len(archive) > server.limits.chunk_bytes:
+                try:
+                    stored = await self.send(
+                        np.frombuffer(archive, dtype=np.uint8),  # a view of the archive, not a copy
+                        description=_ARCHIVE_DESCRIPTION,
+                        timeout=remaining(),
+                    )
+                except ResourceExhaustedError:  # no room in this identity's store (section 12.9.8)
+                    pass
+                else:
+                    try:
+                        named = dataclasses.replace(spec, model_torchscript=None, model_object=stored.id)
+                        return await self._set_train_config(named, remaining())
+                    finally:
+                        await self._forget_object(stored.id)
+        return await self._set_train_config(spec, remaining())
+
+    async def _set_train_config(self, spec: TrainSpec, timeout: float | None) -> ModelSummary:
         request = codec.set_train_config_request_to_proto(spec)
         reply = await self._request(timeout=timeout, set_train_config=request)
         return codec.model_summary_from_proto(reply.message)
+
+    async def _forget_object(self, object_id: str) -> None:
+        """Delete an object this client stored for its own use, as far as the connection allows.
+
+        Runs after the request that used it ended in any way (also when cancelled): a worker that cannot be
+        reached keeps the object, which its identity may delete later (section 12.9.7).
+        """
+        with contextlib.suppress(FedprotoError, OSError):
+            await asyncio.shield(self.delete(object_id, timeout=_CLEANUP_TIMEOUT))
 
     async def fit(
         self,

@@ -71,7 +71,6 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
 from rich.console import Console
 from torch import Tensor, nn
 
@@ -90,8 +89,7 @@ from fedproto.federated.strategies import (
     strategy_from_settings,
 )
 from fedproto.training import TrainConfig
-from fedproto.training.torchscript import load_torchscript
-from fedproto.types import EvaluateKind, EvaluateResult, FitResult
+from fedproto.types import EvaluateKind, EvaluateResult, FitResult, TrainSpec
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -127,8 +125,8 @@ class _Remote:
             self.label = self.aio.server.server_id
         except ConnectionClosedError:
             self.label = self.aio.url
-        #: The train config this worker holds (the object sent), None before the first.
-        self.config: TrainConfig | None = None
+        #: The train config this worker holds (the spec sent), None before the first.
+        self.config: TrainSpec | None = None
 
     async def run(self, factory: Callable[[AsyncClient], Coroutine[Any, Any, T]]) -> T:
         if self.sync is None:
@@ -147,18 +145,17 @@ class _Client:
     spec: FederatedClient
 
 
-def _scripted_once(config: TrainConfig) -> TrainConfig:
-    """``config`` with its model and loss as TorchScript modules, scripted (or traced) here, once.
+def _wire_spec(config: TrainConfig, *, reset_optimizer: bool) -> TrainSpec:
+    """``config`` as workers receive it: its model and loss scripted (or traced) and saved here, once.
 
-    Every worker then receives the same archive, and no worker's ``set_train_config`` scripts again.
+    Every worker then receives the same archive, saved once per run (not once per worker), and no
+    worker's ``set_train_config`` scripts or saves again. A large archive still travels to each worker in
+    chunks (protocol section 12.9), cut from these bytes.
     """
-    changes: dict[str, Any] = {}
-    if isinstance(config.model, nn.Module) and not isinstance(config.model, torch.jit.ScriptModule):
-        changes["model"] = load_torchscript(config.model_bytes() or b"", "model")
-    loss = config.loss_fn
-    if not isinstance(loss, (str, torch.jit.ScriptModule)):
-        changes["loss_fn"] = load_torchscript(config.loss_bytes() or b"", "loss")
-    return dataclasses.replace(config, **changes) if changes else config
+    spec = config.to_spec()
+    if reset_optimizer and not spec.reset_optimizer:
+        spec = dataclasses.replace(spec, reset_optimizer=True)
+    return spec
 
 
 def _one_line(exc: BaseException) -> str:
@@ -334,7 +331,7 @@ class FedAvg:
                 self.run_dir.write_settings(self._settings(run_settings))
 
         self._source_config: TrainConfig | None = None
-        self._wire_config: TrainConfig | None = None
+        self._wire_spec: TrainSpec | None = None
         self._callback: RoundCallback | None = progress if callable(progress) else None
         show = sys.stderr.isatty() if progress is None else progress is True
         self._console = Console(stderr=True, highlight=False) if show else None
@@ -610,15 +607,17 @@ class FedAvg:
         self._finish(record, self._weights_view())
         return record
 
-    def _round_config(self, number: int, sampled: list[_Client]) -> TrainConfig:
-        """The train config of this round as workers receive it (scripted once per distinct config)."""
+    def _round_config(self, number: int, sampled: list[_Client]) -> TrainSpec:
+        """The train config of this round as workers receive it (saved once per distinct config).
+
+        Called before the round's aggregator allocates its sum: the archive, when saved here, is never
+        built beside it.
+        """
         config = self.strategy.configure_fit(number, [client.spec for client in sampled], self.config)
-        if config is not self._source_config or self._wire_config is None:
-            wire = _scripted_once(config)
-            if self.reset_optimizer and not wire.reset_optimizer:
-                wire = dataclasses.replace(wire, reset_optimizer=True)
-            self._source_config, self._wire_config = config, wire
-        return self._wire_config
+        if config is not self._source_config or self._wire_spec is None:
+            self._wire_spec = _wire_spec(config, reset_optimizer=self.reset_optimizer)
+            self._source_config = config
+        return self._wire_spec
 
     def _finish(self, record: RoundRecord, weights: dict[str, Tensor]) -> None:
         self.history.append(record)
@@ -665,7 +664,7 @@ class FedAvg:
     async def _train_round(
         self,
         sampled: list[_Client],
-        config: TrainConfig,
+        config: TrainSpec,
         weights: dict[str, Tensor],
         aggregator: Aggregator,
         round_: _Round,
@@ -695,7 +694,7 @@ class FedAvg:
     async def _train_client(
         self,
         client: _Client,
-        config: TrainConfig,
+        config: TrainSpec,
         weights: dict[str, Tensor],
         aggregator: Aggregator,
         round_: _Round,
@@ -780,8 +779,8 @@ class FedAvg:
             error=error,
         )
 
-    async def _configure(self, remote: _Remote, config: TrainConfig, round_: _Round) -> None:
-        async with round_.transfers:  # the model travels in the train config (TorchScript)
+    async def _configure(self, remote: _Remote, config: TrainSpec, round_: _Round) -> None:
+        async with round_.transfers:  # the model travels with the train config (TorchScript, in chunks)
             summary = await remote.run(lambda aio: aio.set_train_config(config))
         expected = list(self.model.state_dict())
         if list(summary.state_names) != expected:
@@ -792,7 +791,7 @@ class FedAvg:
         remote.config = config
 
     async def _fit(
-        self, client: _Client, config: TrainConfig, weights: dict[str, Tensor], round_: _Round
+        self, client: _Client, config: TrainSpec, weights: dict[str, Tensor], round_: _Round
     ) -> FitResult:
         """Configure the worker if needed, send the global weights, fit the client's dataset.
 

@@ -42,7 +42,7 @@ from fedproto.server.store import ObjectStore
 from fedproto.server.threads import WorkerThreads
 from fedproto.server.tls import server_ssl_context
 from fedproto.server.tokens import ANONYMOUS, TokenTable, load_token_file
-from fedproto.session import CHUNKED_WEIGHTS, ServerSession
+from fedproto.session import CHUNKED_WEIGHTS, MODEL_OBJECT, ServerSession
 from fedproto.training import ModelRegistry, TrainingState
 from fedproto.types import Limits, TensorInfo, WeightsManifest
 
@@ -234,7 +234,7 @@ class Worker:
     def capabilities(self) -> list[str]:
         """The capability strings this worker advertises (section 4.3)."""
         caps = ["objects", "chunked", "datasets", "calls", "notifications", "deadlines", "training"]
-        caps.append(CHUNKED_WEIGHTS)
+        caps += [CHUNKED_WEIGHTS, MODEL_OBJECT]
         return caps + self._extra_capabilities
 
     # -- serving ----------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from fedproto.session.messages import (
     REQUEST_KINDS,
     SERVER_ONLY_KINDS,
 )
-from fedproto.session.server import CHUNKED_WEIGHTS, ServerSession
+from fedproto.session.server import CHUNKED_WEIGHTS, MODEL_OBJECT, ServerSession
 from fedproto.session.states import TRANSITIONS, Role, SessionError, SessionState, Trigger
 from fedproto.session.transfers import chunk_frames, with_digest
 from fedproto.session.weights import RawSlice
@@ -56,6 +56,7 @@ from fedproto.session.weights import RawSlice
 __all__ = [
     "CHUNKED_WEIGHTS",
     "CLIENT_CONTROL_KINDS",
+    "MODEL_OBJECT",
     "PROTOCOL_VERSIONS",
     "REPLY_KIND",
     "REQUEST_KINDS",

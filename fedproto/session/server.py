@@ -66,10 +66,12 @@ from fedproto_pb.v1.objects_pb2 import GetObjectReply, SendObjectRequest
 from fedproto_pb.v1.session_pb2 import Goodbye, Hello, Notification, Pong, Welcome
 from fedproto_pb.v1.training_pb2 import GetWeightsReply, SetWeightsRequest
 
-__all__ = ["CHUNKED_WEIGHTS", "ServerSession"]
+__all__ = ["CHUNKED_WEIGHTS", "MODEL_OBJECT", "ServerSession"]
 
 #: The capability of chunked model weights (section 12.8).
 CHUNKED_WEIGHTS = "chunked-weights"
+#: The capability of model archives read from the object store (``TrainConfig.model_object``, section 12.9).
+MODEL_OBJECT = "model-object"
 
 #: What a received body is to the server's state machine (anything else: an invalid body).
 _TRIGGER_OF_KIND = {

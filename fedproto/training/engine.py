@@ -228,6 +228,29 @@ class TrainingState:
         # (parameter, its value when the fit started) pairs of a fit with a proximal term
         self._anchors: list[tuple[Tensor, Tensor]] = []
 
+    @staticmethod
+    def check_sources(spec: TrainSpec, *, weights_only: bool) -> None:
+        """The first checks of :meth:`configure` (its steps 1 and 2), for a caller that must run them
+        before it reads the archive ``spec.model_object`` names (protocol section 12.9.3)."""
+        models = [
+            name
+            for name in ("model_torchscript", "registered_model", "model_object")
+            if getattr(spec, name) is not None
+        ]
+        if len(models) != 1:
+            state = "no model is" if not models else f"{' and '.join(models)} are"
+            if len(models) == 2:
+                state = f"both {state}"
+            raise InvalidArgumentError(f"{state} set; set exactly one", details={"field": "model"})
+        if (spec.loss_torchscript is not None) == (spec.loss_name is not None):
+            state = "both loss_torchscript and loss_name are" if spec.loss_name is not None else "no loss is"
+            raise InvalidArgumentError(f"{state} set; set exactly one", details={"field": "loss"})
+        if models[0] != "registered_model" and weights_only:
+            raise PermissionDeniedError(
+                "this worker is weights-only: it accepts registered models, not TorchScript models",
+                details={"field": models[0]},
+            )
+
     @classmethod
     def configure(
         cls,
@@ -236,12 +259,14 @@ class TrainingState:
         registry: ModelRegistry,
         weights_only: bool,
         max_model_bytes: int,
+        model_archive: bytes | bytearray | memoryview | None = None,
     ) -> TrainingState:
         """Build a training state from a train config, checking it in this order.
 
-        1. Exactly one of model_torchscript/registered_model, and exactly one of
+        1. Exactly one of model_torchscript/registered_model/model_object, and exactly one of
            loss_torchscript/loss_name, is set: else InvalidArgumentError.
-        2. A TorchScript model on a weights-only worker: PermissionDeniedError.
+        2. A TorchScript model (model_torchscript or model_object) on a weights-only worker:
+           PermissionDeniedError.
         3. A model or loss archive larger than ``max_model_bytes`` (0: no limit): ResourceExhaustedError.
         4. batch_size or epochs below 1, a seed outside [0, 2**64), a proximal_mu that is negative or
            not finite, an optimizer that is no optimizer class of ``torch.optim``, optimizer_args of
@@ -255,32 +280,35 @@ class TrainingState:
            InvalidArgumentError.
         8. The optimizer is constructed on the model's trainable parameters with optimizer_args; any
            exception (unknown argument, bad value, no trainable parameters) becomes InvalidArgumentError.
+
+        ``model_archive`` is the archive of a ``model_object`` spec: the bytes of the stored object it
+        names, read by the caller (this engine has no object store; a missing object or one that is no 1-D
+        uint8 tensor is the caller's NotFoundError or InvalidArgumentError, between steps 2 and 3). A
+        ``model_object`` spec without it names nothing the caller found: NotFoundError after step 2.
         """
-        has_script_model = spec.model_torchscript is not None
-        has_registered = spec.registered_model is not None
-        if has_script_model == has_registered:
-            state = "both model_torchscript and registered_model are" if has_script_model else "no model is"
-            raise InvalidArgumentError(f"{state} set; set exactly one", details={"field": "model"})
-        if (spec.loss_torchscript is not None) == (spec.loss_name is not None):
-            state = "both loss_torchscript and loss_name are" if spec.loss_name is not None else "no loss is"
-            raise InvalidArgumentError(f"{state} set; set exactly one", details={"field": "loss"})
-        if has_script_model and weights_only:
-            raise PermissionDeniedError(
-                "this worker is weights-only: it accepts registered models, not TorchScript models",
-                details={"field": "model_torchscript"},
-            )
-        for field_name in ("model_torchscript", "loss_torchscript"):
-            data = getattr(spec, field_name)
-            if data is not None and max_model_bytes > 0 and len(data) > max_model_bytes:
+        cls.check_sources(spec, weights_only=weights_only)
+        if spec.model_object is not None and model_archive is None:
+            raise NotFoundError(f"no object {spec.model_object!r}", details={"id": spec.model_object})
+        script_model: tuple[str, bytes | bytearray | memoryview] | None = None
+        if spec.model_torchscript is not None:
+            script_model = ("model_torchscript", spec.model_torchscript)
+        elif spec.model_object is not None and model_archive is not None:
+            script_model = ("model_object", model_archive)
+        archives = [script_model] if script_model is not None else []
+        if spec.loss_torchscript is not None:
+            archives.append(("loss_torchscript", spec.loss_torchscript))
+        for field_name, data in archives:
+            size = memoryview(data).nbytes
+            if max_model_bytes > 0 and size > max_model_bytes:
                 raise ResourceExhaustedError(
-                    f"{field_name} is {len(data)} bytes, more than the limit of {max_model_bytes}",
-                    details={"field": field_name, "limit": str(max_model_bytes), "requested": str(len(data))},
+                    f"{field_name} is {size} bytes, more than the limit of {max_model_bytes}",
+                    details={"field": field_name, "limit": str(max_model_bytes), "requested": str(size)},
                 )
         optimizer_class = _check_scalars(spec)
 
         model: nn.Module
-        if spec.model_torchscript is not None:
-            model = load_torchscript(spec.model_torchscript, "model_torchscript")
+        if script_model is not None:
+            model = load_torchscript(script_model[1], script_model[0])
         elif spec.seed is None:
             model = registry.create(spec.registered_model or "")
         else:

@@ -57,7 +57,7 @@ def save_torchscript(module: torch.jit.ScriptModule, what: str) -> bytes:
     return buffer.getvalue()
 
 
-def load_torchscript(data: bytes, field: str) -> torch.jit.ScriptModule:
+def load_torchscript(data: bytes | bytearray | memoryview, field: str) -> torch.jit.ScriptModule:
     """Load bytes as a TorchScript archive on the CPU (only ``torch.jit.load``).
 
     Raises InvalidArgumentError naming the train config's ``field`` when the bytes are no loadable

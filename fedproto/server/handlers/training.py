@@ -13,10 +13,14 @@ import functools
 import threading
 import time
 
+import torch
+
 from fedproto import codec
+from fedproto.errors import InvalidArgumentError, UnimplementedError
 from fedproto.server.dispatch import Connection, Reply
 from fedproto.server.services import WorkerServices
-from fedproto.session import CHUNKED_WEIGHTS, RequestReceived
+from fedproto.server.store import ObjectStore
+from fedproto.session import CHUNKED_WEIGHTS, MODEL_OBJECT, RequestReceived
 from fedproto.training import FitProgressEvent, TrainingState
 from fedproto.types import ModelCatalog
 
@@ -27,14 +31,26 @@ _PROGRESS_SECONDS = 0.25
 
 
 async def set_train_config(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:
-    """Build the identity's model, optimizer and loss from a train config, replacing any earlier one."""
+    """Build the identity's model, optimizer and loss from a train config, replacing any earlier one.
+
+    A config whose model is a stored object (``model_object``, section 12.9) has its archive read from
+    the identity's store here, on the serving thread that owns the store, after the checks that come
+    first (a weights-only worker refuses it before looking); the object stays where it is.
+    """
     spec = codec.set_train_config_request_from_proto(ev.message)
+    archive = None
+    if spec.model_object is not None:
+        if MODEL_OBJECT not in conn.session.capabilities:  # section 12.9.9
+            raise UnimplementedError("this server reads no model from the object store (no 'model-object')")
+        TrainingState.check_sources(spec, weights_only=services.weights_only)
+        archive = _stored_archive(services.objects, conn.identity, spec.model_object)
     configure = functools.partial(
         TrainingState.configure,
         spec,
         registry=services.models,
         weights_only=services.weights_only,
         max_model_bytes=services.limits.max_model_bytes,
+        model_archive=archive,
     )
     if services.threads.training_busy:
         # A fit holds the training thread: load the model on the serving thread instead (it keeps one
@@ -44,6 +60,28 @@ async def set_train_config(services: WorkerServices, conn: Connection, ev: Reque
         state = await services.threads.run_training(configure)
     services.training[conn.identity] = state
     return {"set_train_config_reply": codec.model_summary_to_proto(state.summary)}
+
+
+def _stored_archive(objects: ObjectStore, identity: str, object_id: str) -> memoryview:
+    """The bytes of the object a ``model_object`` names (sections 12.9.3 and 12.9.4), without a copy.
+
+    An id that breaks section 9.9 and an object that is not a 1-D uint8 tensor are INVALID_ARGUMENT; an id
+    that names no object of the identity is NOT_FOUND.
+    """
+    try:
+        objects.check_id(object_id)
+    except InvalidArgumentError as exc:
+        detail = {"field": "model_object"}
+        raise InvalidArgumentError(f"model_object: {exc.message}", details=detail) from None
+    stored = objects.get(identity, object_id)
+    tensor = stored.info.tensor
+    if tensor.dtype is not torch.uint8 or len(tensor.shape) != 1:
+        raise InvalidArgumentError(
+            f"model_object {object_id!r} is a {str(tensor.dtype).removeprefix('torch.')} tensor of shape "
+            f"{list(tensor.shape)}, not the 1-D uint8 tensor of an archive's bytes",
+            details={"field": "model_object", "id": object_id},
+        )
+    return memoryview(stored.payload)
 
 
 async def fit(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:

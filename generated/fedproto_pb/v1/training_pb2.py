@@ -26,45 +26,45 @@ from fedproto_pb.v1 import tensor_pb2 as fedproto__pb_dot_v1_dot_tensor__pb2
 from fedproto_pb.v1 import value_pb2 as fedproto__pb_dot_v1_dot_value__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66\x65\x64proto_pb/v1/training.proto\x12\x0b\x66\x65\x64proto.v1\x1a\x1b\x66\x65\x64proto_pb/v1/tensor.proto\x1a\x1a\x66\x65\x64proto_pb/v1/value.proto\"\x94\x03\n\x0bTrainConfig\x12\x1b\n\x11model_torchscript\x18\x01 \x01(\x0cH\x00\x12\x1a\n\x10registered_model\x18\x02 \x01(\tH\x00\x12\x1a\n\x10loss_torchscript\x18\x03 \x01(\x0cH\x01\x12\x13\n\tloss_name\x18\x04 \x01(\tH\x01\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12-\n\x0eoptimizer_args\x18\x06 \x03(\x0b\x32\x15.fedproto.v1.MapEntry\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12\x0e\n\x06\x65pochs\x18\x08 \x01(\r\x12\x0f\n\x07shuffle\x18\t \x01(\x08\x12\x16\n\x0emax_nr_batches\x18\n \x01(\x03\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x02\x88\x01\x01\x12\x31\n\x0finitial_weights\x18\x0c \x03(\x0b\x32\x18.fedproto.v1.NamedTensor\x12\x13\n\x0bproximal_mu\x18\r \x01(\x01\x12\x17\n\x0freset_optimizer\x18\x0e \x01(\x08\x42\x07\n\x05modelB\x06\n\x04lossB\x07\n\x05_seed\"A\n\x15SetTrainConfigRequest\x12(\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.fedproto.v1.TrainConfig\"C\n\x13SetTrainConfigReply\x12\x17\n\x0fparameter_count\x18\x01 \x01(\x04\x12\x13\n\x0bstate_names\x18\x02 \x03(\t\"Q\n\nFitRequest\x12\x13\n\x0b\x64\x61taset_key\x18\x01 \x01(\t\x12\x16\n\x0ereturn_weights\x18\x02 \x01(\x08\x12\x16\n\x0eprogress_every\x18\x03 \x01(\r\"{\n\x0b\x46itProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05\x62\x61tch\x18\x02 \x01(\x04\x12\x19\n\x11\x62\x61tches_per_epoch\x18\x03 \x01(\x04\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x14\n\x0crunning_loss\x18\x05 \x01(\x01\x12\x0f\n\x07samples\x18\x06 \x01(\x04\"\xb5\x01\n\x08\x46itReply\x12\x12\n\nfinal_loss\x18\x01 \x01(\x01\x12\x11\n\tmean_loss\x18\x02 \x01(\x01\x12\x0f\n\x07samples\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x04 \x01(\x04\x12\x0e\n\x06\x65pochs\x18\x05 \x01(\r\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12)\n\x07weights\x18\x07 \x03(\x0b\x32\x18.fedproto.v1.NamedTensor\x12\x14\n\x0c\x64\x61taset_size\x18\x08 \x01(\x04\"\xc1\x01\n\x0f\x45valuateRequest\x12\x13\n\x0b\x64\x61taset_key\x18\x01 \x01(\t\x12\x19\n\x11return_histograms\x18\x02 \x01(\x08\x12\x0f\n\x07nr_bins\x18\x03 \x01(\r\x12\x13\n\x0breturn_loss\x18\x04 \x01(\x08\x12\x1b\n\x13return_raw_accuracy\x18\x05 \x01(\x08\x12\x12\n\nbatch_size\x18\x06 \x01(\r\x12\'\n\x04kind\x18\x07 \x01(\x0e\x32\x19.fedproto.v1.EvaluateKind\"\x9e\x02\n\rEvaluateReply\x12\x11\n\x04loss\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x1c\n\x14prediction_histogram\x18\x04 \x03(\x04\x12\x18\n\x10target_histogram\x18\x05 \x03(\x04\x12\'\n\x04kind\x18\x06 \x01(\x0e\x32\x19.fedproto.v1.EvaluateKind\x12\x1f\n\x12mean_squared_error\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12 \n\x13mean_absolute_error\x18\x08 \x01(\x01H\x02\x88\x01\x01\x42\x07\n\x05_lossB\x15\n\x13_mean_squared_errorB\x16\n\x14_mean_absolute_error\"$\n\x11GetWeightsRequest\x12\x0f\n\x07\x63hunked\x18\x01 \x01(\x08\"\\\n\x0fGetWeightsReply\x12)\n\x07weights\x18\x01 \x03(\x0b\x32\x18.fedproto.v1.NamedTensor\x12\x0e\n\x06sha256\x18\x02 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"n\n\x0cWeightsEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x05\x64type\x18\x02 \x01(\x0e\x32\x12.fedproto.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0e\n\x06nbytes\x18\x05 \x01(\x04\"r\n\x0fWeightsManifest\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.fedproto.v1.WeightsEntry\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x0c\"}\n\x11SetWeightsRequest\x12)\n\x07weights\x18\x01 \x03(\x0b\x32\x18.fedproto.v1.NamedTensor\x12\x0e\n\x06strict\x18\x02 \x01(\x08\x12-\n\x07\x63hunked\x18\x03 \x01(\x0b\x32\x1c.fedproto.v1.WeightsManifest\"\"\n\x0fSetWeightsReply\x12\x0f\n\x07updated\x18\x01 \x01(\x04\"\x13\n\x11ListModelsRequest\"6\n\x0fListModelsReply\x12\r\n\x05names\x18\x01 \x03(\t\x12\x14\n\x0cweights_only\x18\x02 \x01(\x08*m\n\x0c\x45valuateKind\x12\x1d\n\x19\x45VALUATE_KIND_UNSPECIFIED\x10\x00\x12 \n\x1c\x45VALUATE_KIND_CLASSIFICATION\x10\x01\x12\x1c\n\x18\x45VALUATE_KIND_REGRESSION\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66\x65\x64proto_pb/v1/training.proto\x12\x0b\x66\x65\x64proto.v1\x1a\x1b\x66\x65\x64proto_pb/v1/tensor.proto\x1a\x1a\x66\x65\x64proto_pb/v1/value.proto\"\xac\x03\n\x0bTrainConfig\x12\x1b\n\x11model_torchscript\x18\x01 \x01(\x0cH\x00\x12\x1a\n\x10registered_model\x18\x02 \x01(\tH\x00\x12\x16\n\x0cmodel_object\x18\x0f \x01(\tH\x00\x12\x1a\n\x10loss_torchscript\x18\x03 \x01(\x0cH\x01\x12\x13\n\tloss_name\x18\x04 \x01(\tH\x01\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12-\n\x0eoptimizer_args\x18\x06 \x03(\x0b\x32\x15.fedproto.v1.MapEntry\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12\x0e\n\x06\x65pochs\x18\x08 \x01(\r\x12\x0f\n\x07shuffle\x18\t \x01(\x08\x12\x16\n\x0emax_nr_batches\x18\n \x01(\x03\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x02\x88\x01\x01\x12\x31\n\x0finitial_weights\x18\x0c \x03(\x0b\x32\x18.fedproto.v1.NamedTensor\x12\x13\n\x0bproximal_mu\x18\r \x01(\x01\x12\x17\n\x0freset_optimizer\x18\x0e \x01(\x08\x42\x07\n\x05modelB\x06\n\x04lossB\x07\n\x05_seed\"A\n\x15SetTrainConfigRequest\x12(\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.fedproto.v1.TrainConfig\"C\n\x13SetTrainConfigReply\x12\x17\n\x0fparameter_count\x18\x01 \x01(\x04\x12\x13\n\x0bstate_names\x18\x02 \x03(\t\"Q\n\nFitRequest\x12\x13\n\x0b\x64\x61taset_key\x18\x01 \x01(\t\x12\x16\n\x0ereturn_weights\x18\x02 \x01(\x08\x12\x16\n\x0eprogress_every\x18\x03 \x01(\r\"{\n\x0b\x46itProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05\x62\x61tch\x18\x02 \x01(\x04\x12\x19\n\x11\x62\x61tches_per_epoch\x18\x03 \x01(\x04\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x14\n\x0crunning_loss\x18\x05 \x01(\x01\x12\x0f\n\x07samples\x18\x06 \x01(\x04\"\xb5\x01\n\x08\x46itReply\x12\x12\n\nfinal_loss\x18\x01 \x01(\x01\x12\x11\n\tmean_loss\x18\x02 \x01(\x01\x12\x0f\n\x07samples\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x04 \x01(\x04\x12\x0e\n\x06\x65pochs\x18\x05 \x01(\r\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12)\n\x07weights\x18\x07 \x03(\x0b\x32\x18.fedproto.v1.NamedTensor\x12\x14\n\x0c\x64\x61taset_size\x18\x08 \x01(\x04\"\xc1\x01\n\x0f\x45valuateRequest\x12\x13\n\x0b\x64\x61taset_key\x18\x01 \x01(\t\x12\x19\n\x11return_histograms\x18\x02 \x01(\x08\x12\x0f\n\x07nr_bins\x18\x03 \x01(\r\x12\x13\n\x0breturn_loss\x18\x04 \x01(\x08\x12\x1b\n\x13return_raw_accuracy\x18\x05 \x01(\x08\x12\x12\n\nbatch_size\x18\x06 \x01(\r\x12\'\n\x04kind\x18\x07 \x01(\x0e\x32\x19.fedproto.v1.EvaluateKind\"\x9e\x02\n\rEvaluateReply\x12\x11\n\x04loss\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x1c\n\x14prediction_histogram\x18\x04 \x03(\x04\x12\x18\n\x10target_histogram\x18\x05 \x03(\x04\x12\'\n\x04kind\x18\x06 \x01(\x0e\x32\x19.fedproto.v1.EvaluateKind\x12\x1f\n\x12mean_squared_error\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12 \n\x13mean_absolute_error\x18\x08 \x01(\x01H\x02\x88\x01\x01\x42\x07\n\x05_lossB\x15\n\x13_mean_squared_errorB\x16\n\x14_mean_absolute_error\"$\n\x11GetWeightsRequest\x12\x0f\n\x07\x63hunked\x18\x01 \x01(\x08\"\\\n\x0fGetWeightsReply\x12)\n\x07weights\x18\x01 \x03(\x0b\x32\x18.fedproto.v1.NamedTensor\x12\x0e\n\x06sha256\x18\x02 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"n\n\x0cWeightsEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x05\x64type\x18\x02 \x01(\x0e\x32\x12.fedproto.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0e\n\x06nbytes\x18\x05 \x01(\x04\"r\n\x0fWeightsManifest\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.fedproto.v1.WeightsEntry\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x0c\"}\n\x11SetWeightsRequest\x12)\n\x07weights\x18\x01 \x03(\x0b\x32\x18.fedproto.v1.NamedTensor\x12\x0e\n\x06strict\x18\x02 \x01(\x08\x12-\n\x07\x63hunked\x18\x03 \x01(\x0b\x32\x1c.fedproto.v1.WeightsManifest\"\"\n\x0fSetWeightsReply\x12\x0f\n\x07updated\x18\x01 \x01(\x04\"\x13\n\x11ListModelsRequest\"6\n\x0fListModelsReply\x12\r\n\x05names\x18\x01 \x03(\t\x12\x14\n\x0cweights_only\x18\x02 \x01(\x08*m\n\x0c\x45valuateKind\x12\x1d\n\x19\x45VALUATE_KIND_UNSPECIFIED\x10\x00\x12 \n\x1c\x45VALUATE_KIND_CLASSIFICATION\x10\x01\x12\x1c\n\x18\x45VALUATE_KIND_REGRESSION\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedproto_pb.v1.training_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVALUATEKIND']._serialized_start=2123
-  _globals['_EVALUATEKIND']._serialized_end=2232
+  _globals['_EVALUATEKIND']._serialized_start=2147
+  _globals['_EVALUATEKIND']._serialized_end=2256
   _globals['_TRAINCONFIG']._serialized_start=104
-  _globals['_TRAINCONFIG']._serialized_end=508
-  _globals['_SETTRAINCONFIGREQUEST']._serialized_start=510
-  _globals['_SETTRAINCONFIGREQUEST']._serialized_end=575
-  _globals['_SETTRAINCONFIGREPLY']._serialized_start=577
-  _globals['_SETTRAINCONFIGREPLY']._serialized_end=644
-  _globals['_FITREQUEST']._serialized_start=646
-  _globals['_FITREQUEST']._serialized_end=727
-  _globals['_FITPROGRESS']._serialized_start=729
-  _globals['_FITPROGRESS']._serialized_end=852
-  _globals['_FITREPLY']._serialized_start=855
-  _globals['_FITREPLY']._serialized_end=1036
-  _globals['_EVALUATEREQUEST']._serialized_start=1039
-  _globals['_EVALUATEREQUEST']._serialized_end=1232
-  _globals['_EVALUATEREPLY']._serialized_start=1235
-  _globals['_EVALUATEREPLY']._serialized_end=1521
-  _globals['_GETWEIGHTSREQUEST']._serialized_start=1523
-  _globals['_GETWEIGHTSREQUEST']._serialized_end=1559
-  _globals['_GETWEIGHTSREPLY']._serialized_start=1561
-  _globals['_GETWEIGHTSREPLY']._serialized_end=1653
-  _globals['_WEIGHTSENTRY']._serialized_start=1655
-  _globals['_WEIGHTSENTRY']._serialized_end=1765
-  _globals['_WEIGHTSMANIFEST']._serialized_start=1767
-  _globals['_WEIGHTSMANIFEST']._serialized_end=1881
-  _globals['_SETWEIGHTSREQUEST']._serialized_start=1883
-  _globals['_SETWEIGHTSREQUEST']._serialized_end=2008
-  _globals['_SETWEIGHTSREPLY']._serialized_start=2010
-  _globals['_SETWEIGHTSREPLY']._serialized_end=2044
-  _globals['_LISTMODELSREQUEST']._serialized_start=2046
-  _globals['_LISTMODELSREQUEST']._serialized_end=2065
-  _globals['_LISTMODELSREPLY']._serialized_start=2067
-  _globals['_LISTMODELSREPLY']._serialized_end=2121
+  _globals['_TRAINCONFIG']._serialized_end=532
+  _globals['_SETTRAINCONFIGREQUEST']._serialized_start=534
+  _globals['_SETTRAINCONFIGREQUEST']._serialized_end=599
+  _globals['_SETTRAINCONFIGREPLY']._serialized_start=601
+  _globals['_SETTRAINCONFIGREPLY']._serialized_end=668
+  _globals['_FITREQUEST']._serialized_start=670
+  _globals['_FITREQUEST']._serialized_end=751
+  _globals['_FITPROGRESS']._serialized_start=753
+  _globals['_FITPROGRESS']._serialized_end=876
+  _globals['_FITREPLY']._serialized_start=879
+  _globals['_FITREPLY']._serialized_end=1060
+  _globals['_EVALUATEREQUEST']._serialized_start=1063
+  _globals['_EVALUATEREQUEST']._serialized_end=1256
+  _globals['_EVALUATEREPLY']._serialized_start=1259
+  _globals['_EVALUATEREPLY']._serialized_end=1545
+  _globals['_GETWEIGHTSREQUEST']._serialized_start=1547
+  _globals['_GETWEIGHTSREQUEST']._serialized_end=1583
+  _globals['_GETWEIGHTSREPLY']._serialized_start=1585
+  _globals['_GETWEIGHTSREPLY']._serialized_end=1677
+  _globals['_WEIGHTSENTRY']._serialized_start=1679
+  _globals['_WEIGHTSENTRY']._serialized_end=1789
+  _globals['_WEIGHTSMANIFEST']._serialized_start=1791
+  _globals['_WEIGHTSMANIFEST']._serialized_end=1905
+  _globals['_SETWEIGHTSREQUEST']._serialized_start=1907
+  _globals['_SETWEIGHTSREQUEST']._serialized_end=2032
+  _globals['_SETWEIGHTSREPLY']._serialized_start=2034
+  _globals['_SETWEIGHTSREPLY']._serialized_end=2068
+  _globals['_LISTMODELSREQUEST']._serialized_start=2070
+  _globals['_LISTMODELSREQUEST']._serialized_end=2089
+  _globals['_LISTMODELSREPLY']._serialized_start=2091
+  _globals['_LISTMODELSREPLY']._serialized_end=2145
 # @@protoc_insertion_point(module_scope)

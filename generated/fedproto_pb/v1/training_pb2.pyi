@@ -19,9 +19,10 @@ EVALUATE_KIND_CLASSIFICATION: EvaluateKind
 EVALUATE_KIND_REGRESSION: EvaluateKind
 
 class TrainConfig(_message.Message):
-    __slots__ = ("model_torchscript", "registered_model", "loss_torchscript", "loss_name", "optimizer", "optimizer_args", "batch_size", "epochs", "shuffle", "max_nr_batches", "seed", "initial_weights", "proximal_mu", "reset_optimizer")
+    __slots__ = ("model_torchscript", "registered_model", "model_object", "loss_torchscript", "loss_name", "optimizer", "optimizer_args", "batch_size", "epochs", "shuffle", "max_nr_batches", "seed", "initial_weights", "proximal_mu", "reset_optimizer")
     MODEL_TORCHSCRIPT_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_OBJECT_FIELD_NUMBER: _ClassVar[int]
     LOSS_TORCHSCRIPT_FIELD_NUMBER: _ClassVar[int]
     LOSS_NAME_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +37,7 @@ class TrainConfig(_message.Message):
     RESET_OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     model_torchscript: bytes
     registered_model: str
+    model_object: str
     loss_torchscript: bytes
     loss_name: str
     optimizer: str
@@ -48,7 +50,7 @@ class TrainConfig(_message.Message):
     initial_weights: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.NamedTensor]
     proximal_mu: float
     reset_optimizer: bool
-    def __init__(self, model_torchscript: _Optional[bytes] = ..., registered_model: _Optional[str] = ..., loss_torchscript: _Optional[bytes] = ..., loss_name: _Optional[str] = ..., optimizer: _Optional[str] = ..., optimizer_args: _Optional[_Iterable[_Union[_value_pb2.MapEntry, _Mapping]]] = ..., batch_size: _Optional[int] = ..., epochs: _Optional[int] = ..., shuffle: _Optional[bool] = ..., max_nr_batches: _Optional[int] = ..., seed: _Optional[int] = ..., initial_weights: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., proximal_mu: _Optional[float] = ..., reset_optimizer: _Optional[bool] = ...) -> None: ...
+    def __init__(self, model_torchscript: _Optional[bytes] = ..., registered_model: _Optional[str] = ..., model_object: _Optional[str] = ..., loss_torchscript: _Optional[bytes] = ..., loss_name: _Optional[str] = ..., optimizer: _Optional[str] = ..., optimizer_args: _Optional[_Iterable[_Union[_value_pb2.MapEntry, _Mapping]]] = ..., batch_size: _Optional[int] = ..., epochs: _Optional[int] = ..., shuffle: _Optional[bool] = ..., max_nr_batches: _Optional[int] = ..., seed: _Optional[int] = ..., initial_weights: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ..., proximal_mu: _Optional[float] = ..., reset_optimizer: _Optional[bool] = ...) -> None: ...
 
 class SetTrainConfigRequest(_message.Message):
     __slots__ = ("config",)
