@@ -94,9 +94,19 @@ def registry() -> ModelRegistry:
     return models
 
 
-def configure(spec: TrainSpec, *, weights_only: bool = False, max_model_bytes: int = LIMIT) -> TrainingState:
+def configure(
+    spec: TrainSpec,
+    *,
+    weights_only: bool = False,
+    max_model_bytes: int = LIMIT,
+    model_archive: bytes | memoryview | None = None,
+) -> TrainingState:
     return TrainingState.configure(
-        spec, registry=registry(), weights_only=weights_only, max_model_bytes=max_model_bytes
+        spec,
+        registry=registry(),
+        weights_only=weights_only,
+        max_model_bytes=max_model_bytes,
+        model_archive=model_archive,
     )
 
 
@@ -222,6 +232,16 @@ def _one_argument_loss() -> bytes:
 _CONFIGURE_ERRORS: list[tuple[dict[str, Any], dict[str, Any], type[ProtocolError], str]] = [
     ({"registered_model": None}, {}, InvalidArgumentError, "no model is set"),
     ({"model_torchscript": b"x"}, {}, InvalidArgumentError, "both model_torchscript and registered_model"),
+    ({"model_object": "m"}, {}, InvalidArgumentError, "both registered_model and model_object"),
+    ({"model_object": "m", "model_torchscript": b"x"}, {}, InvalidArgumentError,
+     "model_torchscript and registered_model and model_object are set"),
+    ({"registered_model": None, "model_object": "m"}, {}, NotFoundError, "no object 'm'"),
+    ({"registered_model": None, "model_object": "m"}, {"weights_only": True}, PermissionDeniedError,
+     "weights-only"),
+    ({"registered_model": None, "model_object": "m"}, {"max_model_bytes": 10, "model_archive": bytes(11)},
+     ResourceExhaustedError, "model_object is 11 bytes, more than the limit of 10"),
+    ({"registered_model": None, "model_object": "m"}, {"model_archive": bytes(11)}, InvalidArgumentError,
+     "model_object is not a loadable TorchScript archive"),
     ({"loss_name": None}, {}, InvalidArgumentError, "no loss is set"),
     ({"loss_torchscript": b"x"}, {}, InvalidArgumentError, "both loss_torchscript and loss_name"),
     ({"registered_model": None, "model_torchscript": b"x"}, {"weights_only": True}, PermissionDeniedError,
@@ -267,6 +287,17 @@ def test_configure_errors(
     with pytest.raises(error, match=message) as info:
         configure(registered_spec(**changes), **options)
     assert type(info.value) is error
+
+
+def test_a_model_object_archive_builds_the_same_model_as_model_torchscript() -> None:
+    archive = TrainConfig(model=MLP(), loss_fn="cross_entropy").to_spec().model_torchscript
+    assert archive is not None
+    spec = registered_spec(registered_model=None, model_object="m")
+    from_store = configure(spec, model_archive=memoryview(bytearray(archive)))
+    from_inline = configure(registered_spec(registered_model=None, model_torchscript=archive))
+    assert from_store.summary == from_inline.summary
+    inline_state = from_inline.state_dict()
+    assert all(torch.equal(value, inline_state[name]) for name, value in from_store.state_dict().items())
 
 
 def test_configure_refuses_a_torch_save_archive() -> None:

@@ -63,7 +63,7 @@ async def set_train_config(services: WorkerServices, conn: Connection, ev: Reque
 
 
 def _stored_archive(objects: ObjectStore, identity: str, object_id: str) -> memoryview:
-    """The bytes of the object a ``model_object`` names (sections 12.9.3 and 12.9.4), without a copy.
+    """The bytes of the object a ``model_object`` names (section 12.9.4), without a copy.
 
     An id that breaks section 9.9 and an object that is not a 1-D uint8 tensor are INVALID_ARGUMENT; an id
     that names no object of the identity is NOT_FOUND.

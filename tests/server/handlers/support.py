@@ -26,15 +26,21 @@ CHUNK_BYTES = 64
 class FakeConnection:
     """A handler's connection: a handshaken session, and lists of what was sent and notified.
 
-    Its client offers ``digests`` (the client's default offer unless given), as the worker's would see.
+    Its client offers ``digests`` (the client's default offer unless given), as the worker's would see; its
+    session advertises ``capabilities`` (none unless given).
     """
 
-    def __init__(self, identity: str = "alice", digests: Sequence[str] = hashing.PREFERRED_DIGESTS) -> None:
+    def __init__(
+        self,
+        identity: str = "alice",
+        digests: Sequence[str] = hashing.PREFERRED_DIGESTS,
+        capabilities: Sequence[str] = (),
+    ) -> None:
         self.session = ServerSession(
             server_id="test",
             server_name="test",
             limits=Limits(chunk_bytes=CHUNK_BYTES, max_frame_bytes=4096),
-            capabilities=[],
+            capabilities=list(capabilities),
             authenticate=lambda token: identity,
         )
         self.client = ClientSession(digests=digests)
