@@ -288,13 +288,15 @@ def _train_config() -> st.SearchStrategy[training_pb2.TrainConfig]:
             shuffle=draw(st.booleans()),
             max_nr_batches=draw(st.integers(-2, 4)),
         )
-        model = draw(st.sampled_from(["registered", "unknown", "torchscript", "unset"]))
+        model = draw(st.sampled_from(["registered", "unknown", "torchscript", "object", "unset"]))
         if model == "registered":
             config.registered_model = "conformance-linear"
         elif model == "unknown":
             config.registered_model = draw(st.text(max_size=10))
         elif model == "torchscript":
             config.model_torchscript = draw(st.binary(max_size=32))
+        elif model == "object":  # an id of no object, or of one that holds no archive (section 12.9)
+            config.model_object = draw(st.text(max_size=10))
         loss = draw(st.sampled_from(["cross_entropy", "mse", "bogus", "unset"]))
         if loss != "unset":
             config.loss_name = loss

@@ -637,7 +637,11 @@ optimizer_args = st.dictionaries(
 
 
 @given(
-    model=st.one_of(st.tuples(st.binary(max_size=64), st.none()), st.tuples(st.none(), names)),
+    model=st.one_of(
+        st.tuples(st.binary(max_size=64), st.none(), st.none()),
+        st.tuples(st.none(), names, st.none()),
+        st.tuples(st.none(), st.none(), names),  # model_object, section 12.9
+    ),
     loss=st.one_of(st.tuples(st.binary(max_size=64), st.none()), st.tuples(st.none(), names)),
     optimizer=names,
     args=optimizer_args,
@@ -655,6 +659,7 @@ def test_train_spec_round_trip(
     spec = TrainSpec(
         model_torchscript=model[0],
         registered_model=model[1],
+        model_object=model[2],
         loss_torchscript=loss[0],
         loss_name=loss[1],
         optimizer=optimizer,

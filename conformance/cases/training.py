@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from fedproto_pb.v1 import tensor_pb2, training_pb2
+from fedproto_pb.v1 import objects_pb2, tensor_pb2, training_pb2
 from fedproto_pb.v1.errors_pb2 import ErrorCode
 
 from ..checks import check, fail, skip
@@ -956,6 +956,132 @@ async def _case_per_identity(ctx: Context) -> None:
     check(close(await get_weights(theirs), b), "the second identity sees the first identity's weights")
     body, _ = await fit(again)
     check(body.batches == 8, f"a fit of the first identity ran {body.batches} batches; its config has 8")
+
+
+# -- model archives in the object store (section 12.9) ------------------------------------------------
+
+MODEL_OBJECT = ("training", "objects", "model-object")
+UINT8 = tensor_pb2.DTYPE_UINT8
+
+
+def _script_archive() -> bytes:
+    """The TorchScript archive of a 4-5-3 MLP (torch.jit.save's bytes, §12.2.1)."""
+    import torch
+
+    with warnings.catch_warnings():  # newer torch deprecates TorchScript, which is what §12.2 names
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.manual_seed(12)
+        module = torch.jit.script(
+            torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+        )
+        buffer = io.BytesIO()
+        torch.jit.save(module, buffer)
+    return buffer.getvalue()
+
+
+async def _stored(ctx: Context, conn: Connection, dtype: int, shape: list[int], data: bytes) -> str:
+    """Store an object of the suite's own (inline: the archives here are small); its id."""
+    object_id = ctx.unique("model")
+    request = objects_pb2.SendObjectRequest(id=object_id, tensor=make_tensor(dtype, shape, data))
+    await conn.expect("send_object", request)
+    return object_id
+
+
+def _object_config(object_id: str) -> training_pb2.TrainConfig:
+    cfg = config()
+    cfg.model_object = object_id  # replaces registered_model: one oneof
+    return cfg
+
+
+@case(
+    "training/12.9.2/model-object",
+    rule="TrainConfig.model_object is the id of an object in the calling identity's store whose tensor is "
+    "1-D with dtype uint8 and whose bytes are a TorchScript archive; the server treats those bytes as it "
+    "treats a model_torchscript (§12.1.1), and MUST NOT change or delete the object (§12.9.5).",
+    needs=MODEL_OBJECT,
+)
+async def _case_model_object(ctx: Context) -> None:
+    conn = await ctx.connect()
+    if await _weights_only(conn):
+        skip("the server is weights-only (§12.2.4)")
+    archive = _script_archive()
+    object_id = await _stored(ctx, conn, UINT8, [len(archive)], archive)
+    reply = await configure(conn, _object_config(object_id))
+    count = reply.parameter_count
+    check(count == 4 * 5 + 5 + 5 * 3 + 3, f"parameter_count is {count}, expected 43")
+    names = ["0.weight", "0.bias", "2.weight", "2.bias"]
+    check(list(reply.state_names) == names, f"state_names are {list(reply.state_names)}, expected {names}")
+    inline = config()
+    inline.model_torchscript = archive
+    by_object = await get_weights(conn)
+    await configure(conn, inline)
+    by_bytes = await get_weights(conn)
+    same = list(by_object) == list(by_bytes)
+    same = same and all(np.array_equal(by_object[name], by_bytes[name]) for name in by_bytes)
+    check(
+        same,
+        "the model built from the object has other weights than the one built from the same archive inline",
+    )
+    got = await conn.expect("get_object", objects_pb2.GetObjectRequest(id=object_id))
+    check(
+        got.tensor.data == archive or got.info.tensor.sha256 == hashlib.sha256(archive).digest(),
+        "after set_train_config the object no longer holds the archive that was stored (§12.9.5)",
+    )
+    await conn.expect("delete_object", objects_pb2.DeleteObjectRequest(id=object_id))
+
+
+async def _bad_model_objects(ctx: Context, conn: Connection) -> list[Probe]:
+    if await _weights_only(conn):
+        skip("the server is weights-only: it refuses every model_object (§12.9.3)")
+    archive = _script_archive()
+    # the archive itself under another dtype or shape: only the tensor's type makes it wrong
+    signed = await _stored(ctx, conn, tensor_pb2.DTYPE_INT8, [len(archive)], archive)
+    row = await _stored(ctx, conn, UINT8, [1, len(archive)], archive)
+    floats = await _stored(ctx, conn, FLOAT32, [4], bytes(16))
+    scalar = await _stored(ctx, conn, UINT8, [], b"P")
+    junk = await _stored(ctx, conn, UINT8, [44], b"PK\x03\x04" + bytes(40))
+    missing = ctx.unique("missing")
+    return [
+        _set_config(f"model_object {missing!r}, which names no object", _object_config(missing), NOT_FOUND),
+        _set_config("an empty model_object", _object_config(""), INVALID),
+        _set_config("a model_object of 257 bytes", _object_config("m" * 257), INVALID),
+        _set_config("a model_object holding the archive as an int8 tensor", _object_config(signed), INVALID),
+        _set_config("a model_object holding the archive in a [1, n] uint8", _object_config(row), INVALID),
+        _set_config("a model_object holding a float32 tensor", _object_config(floats), INVALID),
+        _set_config("a model_object holding a 0-D uint8 tensor", _object_config(scalar), INVALID),
+        _set_config("a model_object of junk bytes (§12.9.2)", _object_config(junk), INVALID),
+    ]
+
+
+async def _weights_only_refuses_objects(ctx: Context, conn: Connection) -> list[Probe]:
+    if not await _weights_only(conn):
+        skip("the server is not weights-only")
+    archive = _script_archive()
+    stored = await _stored(ctx, conn, UINT8, [len(archive)], archive)
+    return [
+        _set_config("a model_object holding an archive", _object_config(stored), DENIED),
+        _set_config("a model_object that names no object", _object_config(ctx.unique("missing")), DENIED),
+    ]
+
+
+register(
+    Row(
+        "training/12.9.4/model-object-errors",
+        rule="A model_object that breaks §9.9.1 (empty, or longer than 256 bytes) MUST be answered with "
+        "INVALID_ARGUMENT; one that names no "
+        "object of the calling identity MUST be answered with NOT_FOUND; an object whose tensor is not 1-D "
+        "or whose dtype is not uint8 MUST be answered with INVALID_ARGUMENT (bytes that fail to load too, "
+        "§12.9.2).",
+        probes=_bad_model_objects,
+    ),
+    Row(
+        "training/12.9.3/weights-only-refuses-model-object",
+        rule="A weights-only server MUST answer a TrainConfig with model_object with PERMISSION_DENIED, "
+        "whether the object exists or not (§12.9.2, §12.9.3).",
+        probes=_weights_only_refuses_objects,
+    ),
+    needs=MODEL_OBJECT,
+)
 
 
 # -- chunked weights (section 12.8) --------------------------------------------------------------------

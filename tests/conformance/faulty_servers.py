@@ -282,6 +282,20 @@ class SearchIgnoresOneTag(Proxy):
         await link.to_server(data)
 
 
+class ModelObjectIgnored(Proxy):
+    """set_train_config with a model_object builds the registered model instead of reading the object."""
+
+    name = "model-object-ignored"
+    catches = "training/12.9.4/model-object-errors"
+
+    async def from_client(self, link: Link, data: bytes | str, envelope: Envelope | None) -> None:
+        is_config = envelope is not None and envelope.WhichOneof("body") == "set_train_config"
+        if envelope is not None and is_config and envelope.set_train_config.config.HasField("model_object"):
+            envelope.set_train_config.config.registered_model = "conformance-linear"
+            data = encode(envelope)
+        await link.to_server(data)
+
+
 class FlippedByte(Proxy):
     """An inline tensor comes back with one bit flipped in its middle byte."""
 
@@ -674,6 +688,7 @@ FAULTS: list[type[Proxy]] = [
     WrongErrorCode,
     DeleteDoesNotDelete,
     SearchIgnoresOneTag,
+    ModelObjectIgnored,
     FlippedByte,
     WrongDtype,
     TextFrameAccepted,

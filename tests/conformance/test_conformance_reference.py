@@ -11,6 +11,7 @@ NOT_APPLICABLE = {
     "framing/3.6.3/capability-not-advertised": "it advertises every capability",
     "calls/18.2.9/notify-needs-capability": "it advertises notifications",
     "training/12.2.5/weights-only-refuses-torchscript": "it is not weights-only",
+    "training/12.9.3/weights-only-refuses-model-object": "it is not weights-only",
     "limits/12.1.6/model-size-limit": "max_model_bytes equals max_frame_bytes in the profile",
     "auth/18.5.3/anonymous-identity": "this run uses tokens (the anonymous run covers it)",
     "auth/15.2.2/tokens-ignored-without-tokens": "this run uses tokens (the anonymous run covers it)",

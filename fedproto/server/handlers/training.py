@@ -77,8 +77,8 @@ def _stored_archive(objects: ObjectStore, identity: str, object_id: str) -> memo
     tensor = stored.info.tensor
     if tensor.dtype is not torch.uint8 or len(tensor.shape) != 1:
         raise InvalidArgumentError(
-            f"model_object {object_id!r} is a {str(tensor.dtype).removeprefix('torch.')} tensor of shape "
-            f"{list(tensor.shape)}, not the 1-D uint8 tensor of an archive's bytes",
+            f"model_object {object_id!r} holds a tensor of dtype {str(tensor.dtype).removeprefix('torch.')} "
+            f"and shape {list(tensor.shape)}, not the 1-D uint8 tensor of an archive's bytes",
             details={"field": "model_object", "id": object_id},
         )
     return memoryview(stored.payload)

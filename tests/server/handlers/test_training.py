@@ -127,6 +127,10 @@ def _archive() -> bytes:
     return save_torchscript(scripted, "model")
 
 
+#: The archive of a small model, saved once for the module.
+ARCHIVE = _archive()
+
+
 def _store(services: WorkerServices, object_id: str, tensor: torch.Tensor, identity: str = "alice") -> None:
     info, view = codec.tensor_payload(tensor)
     services.objects.put(identity, object_id=object_id, tags=(), description="", tensor=info, payload=view)
@@ -163,19 +167,11 @@ async def test_a_model_object_is_loaded_from_the_store_and_stays_there(trainable
         (None, "missing", NotFoundError, "no object 'missing'"),
         (None, "", InvalidArgumentError, "model_object: object ids are 1 to 256 bytes"),
         (None, "x" * 257, InvalidArgumentError, "model_object: object ids are 1 to 256 bytes"),
-        (
-            torch.zeros(8),
-            "model",
-            InvalidArgumentError,
-            "is a float32 tensor of shape \\[8\\], not the 1-D uint8",
-        ),
-        (
-            torch.zeros(2, 4, dtype=torch.uint8),
-            "model",
-            InvalidArgumentError,
-            "uint8 tensor of shape \\[2, 4\\]",
-        ),
-        (torch.zeros((), dtype=torch.uint8), "model", InvalidArgumentError, "uint8 tensor of shape \\[\\]"),
+        # the archive itself as int8, or in two dimensions: only the tensor's type makes it wrong
+        (_bytes_tensor(ARCHIVE).view(torch.int8), "model", InvalidArgumentError, "dtype int8 and shape"),
+        (_bytes_tensor(ARCHIVE).view(1, -1), "model", InvalidArgumentError, r"uint8 and shape \[1, \d+\]"),
+        (torch.zeros(8), "model", InvalidArgumentError, "dtype float32 and shape \\[8\\], not the 1-D uint8"),
+        (torch.zeros((), dtype=torch.uint8), "model", InvalidArgumentError, "uint8 and shape \\[\\]"),
         (
             _bytes_tensor(b"PK\x03\x04 not an archive"),
             "model",
