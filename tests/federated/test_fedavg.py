@@ -181,6 +181,37 @@ async def test_global_weights_are_the_average_of_the_workers_updates(
     assert all(w.eval_loss is None for w in record.workers)
 
 
+async def test_the_archive_is_saved_once_and_reaches_each_worker_as_a_model_object(
+    start_worker: StartWorker, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved: list[fedproto.TrainConfig] = []
+    to_spec = fedproto.TrainConfig.to_spec
+
+    def counting(config: fedproto.TrainConfig) -> Any:
+        saved.append(config)
+        return to_spec(config)
+
+    monkeypatch.setattr(fedproto.TrainConfig, "to_spec", counting)
+    workers = [await start_worker(f"w{k}", classification(16, seed=k)) for k in range(3)]
+    torch.manual_seed(0)
+    # 4*256 + 256*512 + 512*3 weights: an archive of about 530 KB, more than one 256 KiB chunk
+    model = nn.Sequential(nn.Linear(4, 256), nn.ReLU(), nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 3))
+    fedavg = FedAvg(
+        [await connect(w) for w in workers],
+        model,
+        classifier_config(model),
+        dataset_key="data",
+        evaluate=False,
+        progress=False,
+    )
+    await asyncio.wait_for(fedavg.run_async(2), RUN)
+    assert len(saved) == 1, "the archive is saved once per run, not once per worker or round"
+    for worker in workers:
+        spec = worker.services.training["anonymous"].spec
+        assert spec.model_object and spec.model_torchscript is None, worker.id
+        assert worker.services.objects.count("anonymous") == 0, "the archive's object was deleted"
+
+
 # -- records ------------------------------------------------------------------------------------------
 
 
