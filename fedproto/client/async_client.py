@@ -73,6 +73,7 @@ from fedproto.types import (
     ObjectInfo,
     ServerInfo,
 )
+from fedproto.wsframes import FastClientConnection, send_binary
 
 __all__ = ["AsyncClient", "NotificationCallback", "ObjectRef", "RemoteMethods", "TransferCallback"]
 
@@ -391,6 +392,7 @@ class AsyncClient:
                 self.url,
                 ssl=self._ssl,
                 open_timeout=self.connect_timeout,
+                create_connection=FastClientConnection,  # bulk frames read without copies (wsframes)
                 **transport.client_options(self.max_frame_bytes),
             )
         except (InvalidURI, InvalidHandshake) as exc:
@@ -624,10 +626,11 @@ class AsyncClient:
         assert session.server is not None
         chunk_bytes = session.server.limits.chunk_bytes
         sent = 0
-        for frame in session.upload(rid, view, chunk_bytes, trailing_digest=trailing_digest):
+        # each chunk is masked straight from the tensor's memory into its frame (wsframes.send_binary)
+        for pieces in session.upload(rid, view, chunk_bytes, trailing_digest=trailing_digest, pieces=True):
             if future.done():  # the terminal reply came first: stop sending (section 7.3.31)
                 return
-            await ws.send(frame)
+            await send_binary(ws, pieces)
             sent = min(sent + chunk_bytes, view.nbytes)
             if on_transfer is not None:
                 on_transfer(sent, view.nbytes)

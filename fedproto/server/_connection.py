@@ -39,6 +39,8 @@ from fedproto.session import (
     ServerSession,
     UploadStarted,
 )
+from fedproto.session.transfers import ChunkPieces
+from fedproto.wsframes import send_binary
 
 __all__ = ["ServerConnectionHandler", "internal_error"]
 
@@ -170,8 +172,11 @@ class ServerConnectionHandler:
                 await self._cancel_all(_CLIENT_CANCEL)
                 await self.ws.close(CloseCode.NORMAL, "goodbye")
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, frame: bytes | ChunkPieces) -> None:
         """Send one frame; a connection that closed meanwhile is not an error here.
+
+        A chunk given as its pieces is framed by :func:`fedproto.wsframes.send_binary`, which writes the
+        stored payload's bytes without copying them into a frame first.
 
         One frame at a time: websockets writes a frame, then waits while its buffer is above the write
         limit, so concurrent senders would each add a frame before waiting. A client that never reads
@@ -180,7 +185,10 @@ class ServerConnectionHandler:
         """
         async with self._send_lock:
             with contextlib.suppress(ConnectionClosed):
-                await self.ws.send(frame)
+                if isinstance(frame, tuple):
+                    await send_binary(self.ws, frame)
+                else:
+                    await self.ws.send(frame)
 
     # -- chunked uploads --------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from fedproto.errors import UnimplementedError
 from fedproto.server.services import WorkerServices
 from fedproto.session import RequestReceived, ServerSession
+from fedproto.session.transfers import ChunkPieces
 
 __all__ = ["Connection", "Dispatch", "Handler", "Reply", "dispatcher"]
 
@@ -32,8 +33,11 @@ class Connection(Protocol):
     def session(self) -> ServerSession:
         """The connection's protocol state: frames for downloads and progress, in-flight checks."""
 
-    async def send(self, frame: bytes) -> None:
-        """Send one frame (a chunk, a progress event) before the request's terminal reply."""
+    async def send(self, frame: bytes | ChunkPieces) -> None:
+        """Send one frame (a chunk, a progress event) before the request's terminal reply.
+
+        A chunk may come as its pieces (:meth:`~fedproto.session.ServerSession.download` with ``pieces``).
+        """
 
     async def notify(self, topic: str, payload: Any) -> None:
         """Push a notification to this client."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 from fedproto import codec, hashing
 from fedproto.errors import (
@@ -46,13 +46,23 @@ from fedproto.session.messages import (
     frame,
 )
 from fedproto.session.states import Machine, Role, SessionError, SessionState, Trigger
-from fedproto.session.transfers import Assembly, chunk_frame_size, chunk_frames, download_error, inline_error
+from fedproto.session.transfers import (
+    Assembly,
+    ChunkPieces,
+    chunk_frame_pieces,
+    chunk_frame_size,
+    chunk_frames,
+    download_error,
+    inline_error,
+)
 from fedproto.types import ServerInfo
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import GetObjectReply
 from fedproto_pb.v1.session_pb2 import Cancel, Goodbye, Hello
 
 __all__ = ["ClientSession", "check_digest_offer"]
+
+_Frame = TypeVar("_Frame", bytes, ChunkPieces)
 
 #: What a body with request_id 0 is to the client's state machine (anything else: an invalid body).
 _TRIGGER_OF_UNSOLICITED = {
@@ -232,26 +242,58 @@ class ClientSession:
         size = hashing.DIGEST_SIZES[self.digest]
         return chunk_frame_size(self._next_id, last, nbytes - last, nbytes, size) <= limit
 
+    @overload
     def upload(
-        self, rid: int, view: memoryview, chunk_bytes: int, *, trailing_digest: bool = False
-    ) -> Iterator[bytes]:
+        self,
+        rid: int,
+        view: memoryview,
+        chunk_bytes: int,
+        *,
+        trailing_digest: bool = False,
+        pieces: Literal[False] = False,
+    ) -> Iterator[bytes]: ...
+
+    @overload
+    def upload(
+        self,
+        rid: int,
+        view: memoryview,
+        chunk_bytes: int,
+        *,
+        trailing_digest: bool = False,
+        pieces: Literal[True],
+    ) -> Iterator[ChunkPieces]: ...
+
+    def upload(
+        self,
+        rid: int,
+        view: memoryview,
+        chunk_bytes: int,
+        *,
+        trailing_digest: bool = False,
+        pieces: bool = False,
+    ) -> Iterator[bytes] | Iterator[ChunkPieces]:
         """Yield the Chunk frames of a chunked SendObjectRequest already started with :meth:`request`.
 
         With ``trailing_digest`` (the request's header left its digest empty) the payload is hashed under
         :attr:`digest` by the session's hasher while the frames are sent, and the last chunk carries the
-        digest (sections 7.3.26, 7.5.8): no pass over the payload before its first byte goes out.
+        digest (sections 7.3.26, 7.5.8): no pass over the payload before its first byte goes out. With
+        ``pieces``, each frame comes as its :data:`~fedproto.session.transfers.ChunkPieces` (no payload copy).
         """
         self._machine.move(Trigger.SEND_CHUNK)
         if rid not in self._pending:
             raise SessionError(f"request {rid} is not pending")
-        if not trailing_digest:
-            return self._until_goodbye(chunk_frames(rid, view, chunk_bytes))
+        digest: Callable[[], bytes] | None = None
         algorithm = self.digest
-        hasher = self._hasher(algorithm)
-        hasher.update(view)
-        return self._until_goodbye(chunk_frames(rid, view, chunk_bytes, hasher.digest, algorithm))
+        if trailing_digest:
+            hasher = self._hasher(algorithm)
+            hasher.update(view)
+            digest = hasher.digest
+        if pieces:
+            return self._until_goodbye(chunk_frame_pieces(rid, view, chunk_bytes, digest, algorithm))
+        return self._until_goodbye(chunk_frames(rid, view, chunk_bytes, digest, algorithm))
 
-    def _until_goodbye(self, frames: Iterator[bytes]) -> Iterator[bytes]:
+    def _until_goodbye(self, frames: Iterator[_Frame]) -> Iterator[_Frame]:
         """``frames`` until this client says goodbye: its remaining chunks are not sent (section 6.3.8)."""
         for data in frames:
             if self._said_goodbye:

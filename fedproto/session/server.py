@@ -10,7 +10,7 @@ the connection's payload digest (section 7.5), which every chunked upload is che
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 from fedproto import codec, hashing
 from fedproto.errors import (
@@ -48,9 +48,11 @@ from fedproto.session.messages import (
 from fedproto.session.states import Machine, Role, SessionError, SessionState, Trigger
 from fedproto.session.transfers import (
     Assembly,
+    ChunkPieces,
     Upload,
     check_trailing_digest,
     check_upload_digest,
+    chunk_frame_pieces,
     chunk_frames,
     download_chunk_bytes,
     inline_limit,
@@ -398,12 +400,25 @@ class ServerSession:
         self._check_in_flight(request_id, Trigger.SEND_REPLY)
         return frame(request_id, **body)
 
-    def download(self, request_id: int, info: ObjectInfo, view: memoryview) -> Iterator[bytes]:
+    @overload
+    def download(
+        self, request_id: int, info: ObjectInfo, view: memoryview, *, pieces: Literal[False] = False
+    ) -> Iterator[bytes]: ...
+
+    @overload
+    def download(
+        self, request_id: int, info: ObjectInfo, view: memoryview, *, pieces: Literal[True]
+    ) -> Iterator[bytes | ChunkPieces]: ...
+
+    def download(
+        self, request_id: int, info: ObjectInfo, view: memoryview, *, pieces: bool = False
+    ) -> Iterator[bytes | ChunkPieces]:
         """Yield the frames answering a GetObjectRequest: chunks then the reply, or one inline reply.
 
         Chunked when the payload exceeds the chunk size or would not fit the client's frame limit
         (section 7.3). ``info`` must carry the payload's digest under :attr:`digest` (section 7.5.8): the
-        store keeps it, so the payload is not hashed again here (section 7.5.11).
+        store keeps it, so the payload is not hashed again here (section 7.5.11). With ``pieces``, each
+        chunk frame comes as its :data:`~fedproto.session.transfers.ChunkPieces` (no payload copy).
         """
         inline = view.nbytes <= inline_limit(self.limits.chunk_bytes, self.client_max_frame)
         self._check_in_flight(request_id, Trigger.SEND_REPLY if inline else Trigger.SEND_CHUNK)
@@ -411,9 +426,11 @@ class ServerSession:
             self._finish(request_id)
             yield inline_reply_frame(request_id, info, view)
             return
-        yield from chunk_frames(
-            request_id, view, download_chunk_bytes(self.limits.chunk_bytes, self.client_max_frame)
-        )
+        size = download_chunk_bytes(self.limits.chunk_bytes, self.client_max_frame)
+        if pieces:
+            yield from chunk_frame_pieces(request_id, view, size)
+        else:
+            yield from chunk_frames(request_id, view, size)
         if request_id in self._in_flight:
             yield self.reply(
                 request_id, get_object_reply=GetObjectReply(info=codec.object_info_to_proto(info))

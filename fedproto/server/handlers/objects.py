@@ -54,7 +54,7 @@ async def get_object(services: WorkerServices, conn: Connection, ev: RequestRece
     if algorithm not in stored.digests:
         await services.threads.run_sync(stored.digest, algorithm)
     info = stored.described(algorithm)
-    for frame in conn.session.download(ev.request_id, info, memoryview(stored.payload)):
+    for frame in conn.session.download(ev.request_id, info, memoryview(stored.payload), pieces=True):
         await conn.send(frame)
 
 

@@ -16,6 +16,7 @@ from fedproto.server.dispatch import Reply, dispatcher
 from fedproto.server.handlers import HANDLERS
 from fedproto.server.services import WorkerServices
 from fedproto.session import ClientSession, Event, RequestReceived, SendFrame, ServerSession
+from fedproto.session.transfers import ChunkPieces
 from fedproto.types import Limits
 from fedproto_pb.v1 import objects_pb2
 
@@ -48,8 +49,9 @@ class FakeConnection:
     def identity(self) -> str:
         return self.session.identity or ""
 
-    async def send(self, frame: bytes) -> None:
-        self.sent.append(frame)
+    async def send(self, frame: bytes | ChunkPieces) -> None:
+        # a chunk may come as its pieces; the frame on the wire is their concatenation
+        self.sent.append(frame if isinstance(frame, bytes) else b"".join(frame))
 
     async def notify(self, topic: str, payload: Any) -> None:
         self.notes.append((topic, payload))
