@@ -1201,6 +1201,8 @@ _CHUNK_KEY = bytes([(_ENVELOPE_CHUNK << 3 | _LEN) & 0x7F | 0x80, (_ENVELOPE_CHUN
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:  # most keys and lengths: one byte, built once
+        return _ONE_BYTE_VARINTS[value]
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -1210,6 +1212,9 @@ def _varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+_ONE_BYTE_VARINTS = [bytes((value,)) for value in range(0x80)]
 
 
 def _key(field: int, wire_type: int) -> bytes:

@@ -18,13 +18,13 @@ frame, and leaves everything else to websockets:
 - :class:`FastFrames` is mixed into websockets' connection classes (through the ``create_connection``
   hook of ``serve`` and ``connect``) and makes them buffered protocols: the event loop reads the socket
   straight into the buffer of the frame being received (``recv_into``). Only frames of an exact, common
-  shape take this path: FIN set, no reserved bits, opcode binary, masked as the side requires, a
-  payload of at least :data:`DIRECT_MIN_BYTES` within the connection's size limit, while the connection
-  is open and websockets holds no partial frame and no fragmented message. Every other byte (the HTTP
-  handshake, small frames, text, fragments, pings, pongs, closes, anything malformed or too big) is fed
-  to websockets unchanged and in order, so it answers exactly as it would alone. A frame taken here is
-  unmasked in place and handed to websockets' message queue as an ordinary frame whose data is a
-  ``memoryview``; the queue returns it as it is instead of copying it into ``bytes``.
+  shape take this path: FIN set, no reserved bits, opcode binary, masked as the side requires, a payload
+  of :data:`DIRECT_MIN_BYTES` to :data:`DIRECT_MAX_BYTES` within the connection's size limit, while the
+  connection is open and websockets holds no partial frame and no fragmented message. Every other
+  byte (the HTTP handshake, small frames, text, fragments, pings, pongs, closes, anything malformed or
+  too big) is fed to websockets unchanged and in order, so it answers exactly as it would alone. A
+  frame taken here is unmasked in place and handed to websockets' message queue as an ordinary frame
+  whose data is a ``memoryview``; the queue returns it as it is instead of copying it into ``bytes``.
 
 No extension is ever negotiated on these connections (``compression=None``, :mod:`fedproto.transport`);
 :func:`send_binary` refuses to run if one were.
@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -44,10 +44,11 @@ from websockets.asyncio.connection import Connection
 from websockets.asyncio.messages import Assembler
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConcurrencyError
-from websockets.frames import Frame, Opcode
+from websockets.frames import Frame, Opcode, apply_mask
 from websockets.protocol import CLIENT, OPEN, SERVER
 
 __all__ = [
+    "DIRECT_MAX_BYTES",
     "DIRECT_MIN_BYTES",
     "FastClientConnection",
     "FastFrames",
@@ -59,12 +60,20 @@ __all__ = [
     "mask_into",
     "parse_header",
     "send_binary",
+    "send_binary_batch",
 ]
 
 #: Frames with a smaller payload go through websockets: its per-frame cost is small next to a request's.
 DIRECT_MIN_BYTES: Final = 16 * 1024
+#: Frames with a larger payload go through websockets too: a direct frame's buffer is allocated whole
+#: when its header arrives, while websockets' grows only with the bytes that actually arrive, which is
+#: what a connection without a size limit wants against a peer announcing a huge frame.
+DIRECT_MAX_BYTES: Final = 64 * 1024 * 1024
 #: Bytes read from the socket at a time between frames (headers, small frames).
 _STAGE_BYTES: Final = 64 * 1024
+
+#: Below this many bytes, masking is left to websockets' apply_mask alone (numpy's call costs more).
+_NUMPY_MIN_BYTES: Final = 256
 
 _BINARY: Final = 0x2
 _FIN: Final = 0x80
@@ -145,15 +154,18 @@ def mask_into(
 ) -> None:
     """``out[i] = data[i] ^ mask[(phase + i) % 4]`` for every byte (``out`` may be ``data``'s own memory).
 
-    Eight bytes at a time with numpy; the last ``len % 8`` bytes one by one.
+    Eight bytes at a time with numpy; short inputs and the last ``len % 8`` bytes with websockets'
+    ``apply_mask`` (C), which is faster than numpy on a few bytes.
     """
     src = np.frombuffer(data, dtype=np.uint8)
     n = src.size
-    words = n // 8 * 8
+    words = n // 8 * 8 if n >= _NUMPY_MIN_BYTES else 0
     if words:
         np.bitwise_xor(src[:words].view(np.uint64), _key64(mask, phase), out=out[:words].view(np.uint64))
-    for i in range(words, n):
-        out[i] = src[i] ^ mask[(phase + i) % 4]
+    if words < n:
+        start = (phase + words) % 4
+        rest = apply_mask(src[words:].tobytes(), mask[start:] + mask[:start])
+        out[words:n] = np.frombuffer(rest, dtype=np.uint8)
 
 
 def build_frame(pieces: Pieces, mask: bytes | None = None) -> bytes | memoryview:
@@ -185,6 +197,21 @@ async def send_binary(ws: Connection, pieces: Pieces) -> None:
     sent, raises ``ConnectionClosed`` when the connection is not open, and waits while the write buffer is
     above the connection's write limit.
     """
+    await send_binary_batch(ws, iter((pieces,)))
+
+
+async def send_binary_batch(
+    ws: Connection, messages: Iterator[Pieces], stop: Callable[[], bool] | None = None
+) -> bool:
+    """Send messages from ``messages`` (each as :func:`send_binary` would) until the write buffer is full.
+
+    One send context for all of them, so a chunked transfer pays websockets' per-send work (state checks,
+    flush, flow control) once per batch instead of once per chunk; nothing is awaited between two
+    messages of a batch, so no other frame lands between them either. The batch ends when the write buffer
+    goes above the connection's write limit (then this waits until it drained, as ``send`` does), when
+    ``messages`` is exhausted, or before a message when ``stop()`` is true. Returns whether ``messages``
+    may have more (call again, after letting other senders go).
+    """
     while ws.send_in_progress is not None:
         await asyncio.shield(ws.send_in_progress)
     protocol = ws.protocol
@@ -195,8 +222,17 @@ async def send_binary(ws: Connection, pieces: Pieces) -> None:
             raise ConcurrencyError("a fragmented message is being sent")
         # anything websockets queued goes out first (it flushes after each of its own writes: normally none)
         ws.send_data()
-        mask = secrets.token_bytes(4) if protocol.side is CLIENT else None
-        ws.transport.write(build_frame(pieces, mask))
+        transport = ws.transport
+        high = transport.get_write_buffer_limits()[1]
+        client = protocol.side is CLIENT
+        while not (stop is not None and stop()):
+            pieces = next(messages, None)
+            if pieces is None:
+                return False
+            transport.write(build_frame(pieces, secrets.token_bytes(4) if client else None))
+            if transport.get_write_buffer_size() > high:
+                break
+    return not (stop is not None and stop())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,7 +317,9 @@ class FastFrames:
         protocol = conn.protocol
         if not (header.fin and not header.rsv and header.opcode == _BINARY):
             return False
-        if (header.mask is not None) != (protocol.side is SERVER) or header.length < DIRECT_MIN_BYTES:
+        if (header.mask is not None) != (protocol.side is SERVER):
+            return False
+        if not DIRECT_MIN_BYTES <= header.length <= DIRECT_MAX_BYTES:
             return False
         limit = protocol.max_message_size
         if limit is not None and header.length > limit:

@@ -170,6 +170,16 @@ async def test_messages_come_back_in_order_whatever_their_size(pair: ClientConne
     assert (direct > 0) == isinstance(pair, wsframes.FastFrames)
 
 
+async def test_frames_above_the_direct_ceiling_go_through_websockets(
+    pair: ClientConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wsframes, "DIRECT_MAX_BYTES", BIG - 1)
+    message = os.urandom(BIG)
+    await wsframes.send_binary(pair, [message])
+    got = await pair.recv()
+    assert type(got) is bytes and got == message
+
+
 async def test_fragmented_messages_still_go_through_websockets(pair: ClientConnection) -> None:
     parts = [os.urandom(BIG), os.urandom(7), os.urandom(BIG)]
     await pair.send(parts)  # one message in three frames

@@ -22,7 +22,7 @@ import logging
 import random
 import ssl
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ from fedproto.session import (
     check_digest_offer,
     with_digest,
 )
+from fedproto.session.transfers import ChunkPieces
 from fedproto.training import TrainConfig
 from fedproto.types import (
     EvaluateKind,
@@ -73,7 +74,7 @@ from fedproto.types import (
     ObjectInfo,
     ServerInfo,
 )
-from fedproto.wsframes import FastClientConnection, send_binary
+from fedproto.wsframes import FastClientConnection, send_binary_batch
 
 __all__ = ["AsyncClient", "NotificationCallback", "ObjectRef", "RemoteMethods", "TransferCallback"]
 
@@ -625,15 +626,21 @@ class AsyncClient:
     ) -> None:
         assert session.server is not None
         chunk_bytes = session.server.limits.chunk_bytes
-        sent = 0
-        # each chunk is masked straight from the tensor's memory into its frame (wsframes.send_binary)
-        for pieces in session.upload(rid, view, chunk_bytes, trailing_digest=trailing_digest, pieces=True):
-            if future.done():  # the terminal reply came first: stop sending (section 7.3.31)
-                return
-            await send_binary(ws, pieces)
-            sent = min(sent + chunk_bytes, view.nbytes)
-            if on_transfer is not None:
-                on_transfer(sent, view.nbytes)
+        frames = session.upload(rid, view, chunk_bytes, trailing_digest=trailing_digest, pieces=True)
+
+        def counted() -> Iterator[ChunkPieces]:
+            sent = 0
+            for pieces in frames:
+                yield pieces
+                sent = min(sent + chunk_bytes, view.nbytes)
+                if on_transfer is not None:
+                    on_transfer(sent, view.nbytes)
+
+        # Chunks go out in batches up to the write limit, each masked straight from the tensor's memory
+        # into its frame (wsframes); the terminal reply arriving first stops them (section 7.3.31).
+        chunks = counted()
+        while await send_binary_batch(ws, chunks, future.done):
+            pass
 
     @staticmethod
     async def _cancel_remote(ws: ClientConnection, session: ClientSession, rid: int, reason: str) -> None:

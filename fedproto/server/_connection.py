@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -40,7 +41,7 @@ from fedproto.session import (
     UploadStarted,
 )
 from fedproto.session.transfers import ChunkPieces
-from fedproto.wsframes import send_binary
+from fedproto.wsframes import send_binary, send_binary_batch
 
 __all__ = ["ServerConnectionHandler", "internal_error"]
 
@@ -189,6 +190,22 @@ class ServerConnectionHandler:
                     await send_binary(self.ws, frame)
                 else:
                     await self.ws.send(frame)
+
+    async def send_all(self, frames: Iterable[bytes | ChunkPieces]) -> None:
+        """Send ``frames`` in order (a download's chunks and reply), in batches up to the write limit.
+
+        The send lock is taken per batch, not per frame: other requests' frames go out between batches
+        (section 7.3.32), and websockets' per-send work is paid once per batch
+        (:func:`fedproto.wsframes.send_binary_batch`). A connection that closed meanwhile ends it quietly.
+        """
+        messages = (frame if isinstance(frame, tuple) else (frame,) for frame in frames)
+        more = True
+        while more:
+            async with self._send_lock:
+                try:
+                    more = await send_binary_batch(self.ws, messages)
+                except ConnectionClosed:
+                    return
 
     # -- chunked uploads --------------------------------------------------------------------------
 

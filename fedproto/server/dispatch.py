@@ -8,7 +8,7 @@ and the :class:`~fedproto.server.services.WorkerServices` they share.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from fedproto.errors import UnimplementedError
@@ -38,6 +38,9 @@ class Connection(Protocol):
 
         A chunk may come as its pieces (:meth:`~fedproto.session.ServerSession.download` with ``pieces``).
         """
+
+    async def send_all(self, frames: Iterable[bytes | ChunkPieces]) -> None:
+        """Send ``frames`` in order (a download), letting other frames go out only between batches."""
 
     async def notify(self, topic: str, payload: Any) -> None:
         """Push a notification to this client."""
