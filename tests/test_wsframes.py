@@ -262,3 +262,28 @@ async def test_send_binary_on_a_closed_connection_raises_connection_closed(pair:
     await pair.close()
     with pytest.raises(ConnectionClosed):
         await wsframes.send_binary(pair, [bytes(BIG)])
+
+
+async def test_a_batch_sends_every_message_in_order(pair: ClientConnection) -> None:
+    messages = [os.urandom(BIG + i) for i in range(5)]
+    batches = iter([m[:5], memoryview(m)[5:]] for m in messages)
+    rounds = 1
+    while await wsframes.send_binary_batch(pair, batches):
+        rounds += 1
+    assert rounds <= len(messages) + 1
+    for message in messages:
+        assert bytes(await pair.recv()) == message
+
+
+async def test_a_batch_stops_before_the_next_message_when_asked(pair: ClientConnection) -> None:
+    sent: list[int] = []
+
+    def messages() -> Any:
+        for i in range(5):
+            sent.append(i)
+            yield [bytes([i]) * BIG]
+
+    assert not await wsframes.send_binary_batch(pair, messages(), stop=lambda: len(sent) >= 2)
+    assert [bytes(await pair.recv())[0] for _ in range(2)] == [0, 1]
+    await wsframes.send_binary(pair, [b"after"])
+    assert bytes(await pair.recv()) == b"after"  # nothing else was sent
