@@ -331,23 +331,28 @@ class FastFrames:
 
     def _drain_stage(self) -> None:
         conn: Any = self
+        protocol = conn.protocol
         stage = self._stage
-        view = memoryview(stage)
         pos, end = 0, self._staged
         passed = 0  # stage[passed:pos] is to go to websockets
+        view = memoryview(stage)
         try:
             while pos < end:
-                protocol = conn.protocol
                 if protocol.state is not OPEN or protocol.reader.buffer:
                     pos = end  # handshake, closing, or a frame websockets is in the middle of: all to it
                     break
+                if end - pos < 2:
+                    break
+                second = stage[pos + 1]
+                if second & 0x7F < 126:
+                    # a short frame (a small request or reply, a control frame) is websockets', skipped
+                    # without parsing: small requests pay next to nothing for the bulk path
+                    pos += (second & 0x7F) + (6 if second & _MASK_BIT else 2)
+                    continue
                 header = parse_header(stage, pos, end)
                 if header is None:
                     break
                 if not self._direct(header):
-                    if end - pos < header.size + header.length:
-                        pos = end  # websockets takes the partial frame and the rest of its bytes
-                        break
                     pos += header.size + header.length
                     continue
                 if passed < pos:  # frames before this one go to websockets first, in order
@@ -365,6 +370,8 @@ class FastFrames:
                 if have < header.length:
                     break
                 self._deliver()
+            # a frame websockets takes may end beyond what arrived: it takes the part that did
+            pos = min(pos, end)
             if passed < pos:
                 conn.data_received(view[passed:pos])
                 passed = pos
