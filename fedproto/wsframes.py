@@ -261,10 +261,15 @@ class _DirectAssembler(Assembler):
                     self.frames.get_waiter = None
             finally:
                 self.get_in_progress = False
-        if not self.get_in_progress and queue and isinstance(queue[0].data, memoryview) and not decode:
-            frame = queue.popleft()
-            self.maybe_resume()
-            return frame.data
+        if not self.get_in_progress and queue and not decode:
+            frame = queue[0]
+            if frame.fin and frame.opcode is Opcode.BINARY:
+                # a one-frame binary message: what websockets' join would return, without the join
+                # (a memoryview from FastFrames as it is, websockets' own data as bytes)
+                queue.popleft()
+                self.maybe_resume()
+                data = frame.data
+                return data if isinstance(data, (memoryview, bytes)) else bytes(data)
         return await super().get(decode)
 
 
