@@ -134,6 +134,7 @@ __all__ = [
     "dtype_width",
     "empty_request",
     "encode_chunk_frame",
+    "encode_chunk_pieces",
     "encode_envelope",
     "encode_with_payload",
     "error_from_proto",
@@ -1343,6 +1344,8 @@ _CHUNK_KEY = bytes([(_ENVELOPE_CHUNK << 3 | _LEN) & 0x7F | 0x80, (_ENVELOPE_CHUN
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:  # most keys and lengths: one byte, built once
+        return _ONE_BYTE_VARINTS[value]
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -1352,6 +1355,9 @@ def _varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+_ONE_BYTE_VARINTS = [bytes((value,)) for value in range(0x80)]
 
 
 def _key(field: int, wire_type: int) -> bytes:
@@ -1373,21 +1379,38 @@ def encode_chunk_frame(
     upload's last chunk may carry (section 7.3.26); ``digest`` is that trailer under a negotiated
     algorithm other than SHA-256 (section 7.5.8).
     """
+    return b"".join(encode_chunk_pieces(request_id, offset, data, total_bytes, sha256, digest=digest))
+
+
+def encode_chunk_pieces(
+    request_id: int,
+    offset: int,
+    data: memoryview,
+    total_bytes: int,
+    sha256: bytes = b"",
+    *,
+    digest: bytes = b"",
+) -> tuple[bytes, memoryview, bytes]:
+    """:func:`encode_chunk_frame` as ``(head, data, tail)``, whose concatenation is that frame.
+
+    Nothing of the payload is copied: the data field is written last but for the small fields after it
+    (``total_bytes`` and a trailing digest), so ``data`` itself is the middle piece, and a frame writer
+    can put the pieces on the wire without joining them first (:mod:`fedproto.wsframes`).
+    """
     head = bytearray()
+    if request_id:
+        head += _key(_ENVELOPE_REQUEST_ID, _VARINT) + _varint(request_id)
+    body = bytearray()
     if offset:
-        head += _key(_CHUNK_OFFSET, _VARINT) + _varint(offset)
-    head += _key(_CHUNK_DATA, _LEN) + _varint(data.nbytes)
+        body += _key(_CHUNK_OFFSET, _VARINT) + _varint(offset)
+    body += _key(_CHUNK_DATA, _LEN) + _varint(data.nbytes)
     tail = _key(_CHUNK_TOTAL, _VARINT) + _varint(total_bytes) if total_bytes else b""
     if sha256:
         tail += _key(_CHUNK_SHA256, _LEN) + _varint(len(sha256)) + sha256
     if digest:
         tail += _key(_CHUNK_DIGEST, _LEN) + _varint(len(digest)) + digest
-    body_len = len(head) + data.nbytes + len(tail)
-    prefix = b""
-    if request_id:
-        prefix = _key(_ENVELOPE_REQUEST_ID, _VARINT) + _varint(request_id)
-    prefix += _key(_ENVELOPE_CHUNK, _LEN) + _varint(body_len)
-    return b"".join((prefix, head, data, tail))
+    head += _key(_ENVELOPE_CHUNK, _LEN) + _varint(len(body) + data.nbytes + len(tail))
+    return bytes(head + body), data, tail
 
 
 def encode_with_payload(message: Message, path: Sequence[str], payload: memoryview) -> bytes:

@@ -22,7 +22,7 @@ import logging
 import random
 import ssl
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,6 +64,7 @@ from fedproto.session import (
     with_digest,
 )
 from fedproto.session.server import CHUNKED_WEIGHTS, MODEL_OBJECT
+from fedproto.session.transfers import ChunkPieces
 from fedproto.training import TrainConfig
 from fedproto.types import (
     EvaluateKind,
@@ -81,6 +82,7 @@ from fedproto.types import (
     WeightSlice,
     WeightsManifest,
 )
+from fedproto.wsframes import FastClientConnection, send_binary_batch
 
 __all__ = [
     "AsyncClient",
@@ -458,6 +460,7 @@ class AsyncClient:
                 self.url,
                 ssl=self._ssl,
                 open_timeout=self.connect_timeout,
+                create_connection=FastClientConnection,  # bulk frames read without copies (wsframes)
                 **transport.client_options(self.max_frame_bytes),
             )
         except (InvalidURI, InvalidHandshake) as exc:
@@ -712,14 +715,21 @@ class AsyncClient:
         assert session.server is not None
         chunk_bytes = session.server.limits.chunk_bytes
         total = view.nbytes if isinstance(view, memoryview) else sum(part.nbytes for part in view)
-        sent = 0
-        for frame in session.upload(rid, view, chunk_bytes, trailing_digest=trailing_digest):
-            if future.done():  # the terminal reply came first: stop sending (section 7.3.31)
-                return
-            await ws.send(frame)
-            sent = min(sent + chunk_bytes, total)
-            if on_transfer is not None:
-                on_transfer(sent, total)
+        frames = session.upload(rid, view, chunk_bytes, trailing_digest=trailing_digest, pieces=True)
+
+        def counted() -> Iterator[ChunkPieces]:
+            sent = 0
+            for pieces in frames:
+                yield pieces
+                sent = min(sent + chunk_bytes, total)
+                if on_transfer is not None:
+                    on_transfer(sent, total)
+
+        # Chunks go out in batches up to the write limit, each masked straight from the tensor's memory
+        # into its frame (wsframes); the terminal reply arriving first stops them (section 7.3.31).
+        chunks = counted()
+        while await send_binary_batch(ws, chunks, future.done):
+            pass
 
     @staticmethod
     async def _cancel_remote(ws: ClientConnection, session: ClientSession, rid: int, reason: str) -> None:

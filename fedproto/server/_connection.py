@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -39,6 +40,8 @@ from fedproto.session import (
     ServerSession,
     UploadStarted,
 )
+from fedproto.session.transfers import ChunkPieces
+from fedproto.wsframes import send_binary, send_binary_batch
 
 __all__ = ["ServerConnectionHandler", "internal_error"]
 
@@ -170,8 +173,11 @@ class ServerConnectionHandler:
                 await self._cancel_all(_CLIENT_CANCEL)
                 await self.ws.close(CloseCode.NORMAL, "goodbye")
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, frame: bytes | ChunkPieces) -> None:
         """Send one frame; a connection that closed meanwhile is not an error here.
+
+        A chunk given as its pieces is framed by :func:`fedproto.wsframes.send_binary`, which writes the
+        stored payload's bytes without copying them into a frame first.
 
         One frame at a time: websockets writes a frame, then waits while its buffer is above the write
         limit, so concurrent senders would each add a frame before waiting. A client that never reads
@@ -180,7 +186,26 @@ class ServerConnectionHandler:
         """
         async with self._send_lock:
             with contextlib.suppress(ConnectionClosed):
-                await self.ws.send(frame)
+                if isinstance(frame, tuple):
+                    await send_binary(self.ws, frame)
+                else:
+                    await self.ws.send(frame)
+
+    async def send_all(self, frames: Iterable[bytes | ChunkPieces]) -> None:
+        """Send ``frames`` in order (a download's chunks and reply), in batches up to the write limit.
+
+        The send lock is taken per batch, not per frame: other requests' frames go out between batches
+        (section 7.3.32), and websockets' per-send work is paid once per batch
+        (:func:`fedproto.wsframes.send_binary_batch`). A connection that closed meanwhile ends it quietly.
+        """
+        messages = (frame if isinstance(frame, tuple) else (frame,) for frame in frames)
+        more = True
+        while more:
+            async with self._send_lock:
+                try:
+                    more = await send_binary_batch(self.ws, messages)
+                except ConnectionClosed:
+                    return
 
     # -- chunked uploads --------------------------------------------------------------------------
 

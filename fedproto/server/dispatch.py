@@ -8,12 +8,13 @@ and the :class:`~fedproto.server.services.WorkerServices` they share.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from fedproto.errors import UnimplementedError
 from fedproto.server.services import WorkerServices
 from fedproto.session import RequestReceived, ServerSession
+from fedproto.session.transfers import ChunkPieces
 
 __all__ = ["Connection", "Dispatch", "Handler", "Reply", "dispatcher"]
 
@@ -32,8 +33,14 @@ class Connection(Protocol):
     def session(self) -> ServerSession:
         """The connection's protocol state: frames for downloads and progress, in-flight checks."""
 
-    async def send(self, frame: bytes) -> None:
-        """Send one frame (a chunk, a progress event) before the request's terminal reply."""
+    async def send(self, frame: bytes | ChunkPieces) -> None:
+        """Send one frame (a chunk, a progress event) before the request's terminal reply.
+
+        A chunk may come as its pieces (:meth:`~fedproto.session.ServerSession.download` with ``pieces``).
+        """
+
+    async def send_all(self, frames: Iterable[bytes | ChunkPieces]) -> None:
+        """Send ``frames`` in order (a download), letting other frames go out only between batches."""
 
     async def notify(self, topic: str, payload: Any) -> None:
         """Push a notification to this client."""

@@ -45,6 +45,7 @@ from fedproto.server.tokens import ANONYMOUS, TokenTable, load_token_file
 from fedproto.session import CHUNKED_WEIGHTS, MODEL_OBJECT, ServerSession
 from fedproto.training import ModelRegistry, TrainingState
 from fedproto.types import Limits, TensorInfo, WeightsManifest
+from fedproto.wsframes import FastServerConnection
 
 # ANONYMOUS, SUBPROTOCOL and load_token_file were defined here before they got modules of their own; they
 # stay importable from here.
@@ -280,6 +281,7 @@ class Worker:
             port,
             ssl=ssl_context,
             process_request=self._admit,
+            create_connection=FastServerConnection,  # bulk frames read without copies (wsframes)
             **transport.server_options(self.limits.max_frame_bytes),
         )
         self._tls = ssl_context is not None

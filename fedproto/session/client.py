@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 from fedproto import codec, hashing
 from fedproto.errors import (
@@ -50,19 +50,23 @@ from fedproto.session.messages import (
 from fedproto.session.states import Machine, Role, SessionError, SessionState, Trigger
 from fedproto.session.transfers import (
     Assembly,
+    ChunkPieces,
+    chunk_frame_pieces,
     chunk_frame_size,
     chunk_frames,
     digest_field,
     download_error,
     inline_error,
 )
-from fedproto.session.weights import WeightsStream, parts_chunk_frames
+from fedproto.session.weights import WeightsStream, parts_chunk_frame_pieces, parts_chunk_frames
 from fedproto.types import ServerInfo
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import GetObjectReply
 from fedproto_pb.v1.session_pb2 import Cancel, Goodbye, Hello
 
 __all__ = ["ClientSession", "check_digest_offer"]
+
+_Frame = TypeVar("_Frame", bytes, ChunkPieces)
 
 #: What a body with request_id 0 is to the client's state machine (anything else: an invalid body).
 _TRIGGER_OF_UNSOLICITED = {
@@ -244,6 +248,7 @@ class ClientSession:
         size = hashing.DIGEST_SIZES[self.digest]
         return chunk_frame_size(self._next_id, last, nbytes - last, nbytes, size) <= limit
 
+    @overload
     def upload(
         self,
         rid: int,
@@ -251,14 +256,37 @@ class ClientSession:
         chunk_bytes: int,
         *,
         trailing_digest: bool = False,
-    ) -> Iterator[bytes]:
+        pieces: Literal[False] = False,
+    ) -> Iterator[bytes]: ...
+
+    @overload
+    def upload(
+        self,
+        rid: int,
+        view: memoryview | Sequence[memoryview],
+        chunk_bytes: int,
+        *,
+        trailing_digest: bool = False,
+        pieces: Literal[True],
+    ) -> Iterator[ChunkPieces]: ...
+
+    def upload(
+        self,
+        rid: int,
+        view: memoryview | Sequence[memoryview],
+        chunk_bytes: int,
+        *,
+        trailing_digest: bool = False,
+        pieces: bool = False,
+    ) -> Iterator[bytes] | Iterator[ChunkPieces]:
         """Yield the Chunk frames of a chunked upload already started with :meth:`request`.
 
         ``view`` is the payload, or its parts end to end (a chunked ``set_weights``' tensors, section
         12.8, cut into chunks straight from their own memory). With ``trailing_digest`` (the request's
         header left its digest empty) the payload is hashed under :attr:`digest` by the session's hasher
         while the frames are sent, and the last chunk carries the digest (sections 7.3.26, 7.5.8): no pass
-        over the payload before its first byte goes out.
+        over the payload before its first byte goes out. With ``pieces``, each frame comes as its
+        :data:`~fedproto.session.transfers.ChunkPieces` (no payload copy).
         """
         self._machine.move(Trigger.SEND_CHUNK)
         if rid not in self._pending:
@@ -266,20 +294,27 @@ class ClientSession:
         algorithm = self.digest
         hasher = self._hasher(algorithm) if trailing_digest else None
         if isinstance(view, memoryview):
-            if hasher is None:
-                return self._until_goodbye(chunk_frames(rid, view, chunk_bytes))
-            hasher.update(view)
-            return self._until_goodbye(chunk_frames(rid, view, chunk_bytes, hasher.digest, algorithm))
+            digest: Callable[[], bytes] | None = None
+            if hasher is not None:
+                hasher.update(view)
+                digest = hasher.digest
+            if pieces:
+                return self._until_goodbye(chunk_frame_pieces(rid, view, chunk_bytes, digest, algorithm))
+            return self._until_goodbye(chunk_frames(rid, view, chunk_bytes, digest, algorithm))
         parts = list(view)
         total = sum(part.nbytes for part in parts)
         if hasher is not None:
             for part in parts:
                 hasher.update(part)
-        trailing = hasher.digest if hasher is not None else None
-        frames = parts_chunk_frames(rid, parts, total, chunk_bytes, trailing=trailing, algorithm=algorithm)
+        trail = hasher.digest if hasher is not None else None
+        if pieces:
+            return self._until_goodbye(
+                parts_chunk_frame_pieces(rid, parts, total, chunk_bytes, trailing=trail, algorithm=algorithm)
+            )
+        frames = parts_chunk_frames(rid, parts, total, chunk_bytes, trailing=trail, algorithm=algorithm)
         return self._until_goodbye(frames)
 
-    def _until_goodbye(self, frames: Iterator[bytes]) -> Iterator[bytes]:
+    def _until_goodbye(self, frames: Iterator[_Frame]) -> Iterator[_Frame]:
         """``frames`` until this client says goodbye: its remaining chunks are not sent (section 6.3.8)."""
         for data in frames:
             if self._said_goodbye:

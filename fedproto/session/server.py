@@ -10,7 +10,7 @@ the connection's payload digest (section 7.5), which every chunked upload is che
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -50,16 +50,18 @@ from fedproto.session.messages import (
 from fedproto.session.states import Machine, Role, SessionError, SessionState, Trigger
 from fedproto.session.transfers import (
     Assembly,
+    ChunkPieces,
     Upload,
     check_trailing_digest,
     check_upload_digest,
+    chunk_frame_pieces,
     chunk_frames,
     digest_field,
     download_chunk_bytes,
     inline_limit,
     inline_reply_frame,
 )
-from fedproto.session.weights import parts_chunk_frames
+from fedproto.session.weights import parts_chunk_frame_pieces, parts_chunk_frames
 from fedproto.types import Limits, ObjectInfo, TensorInfo, WeightsManifest
 from fedproto_pb.v1.envelope_pb2 import Envelope
 from fedproto_pb.v1.objects_pb2 import GetObjectReply, SendObjectRequest
@@ -448,12 +450,25 @@ class ServerSession:
         self._check_in_flight(request_id, Trigger.SEND_REPLY)
         return frame(request_id, **body)
 
-    def download(self, request_id: int, info: ObjectInfo, view: memoryview) -> Iterator[bytes]:
+    @overload
+    def download(
+        self, request_id: int, info: ObjectInfo, view: memoryview, *, pieces: Literal[False] = False
+    ) -> Iterator[bytes]: ...
+
+    @overload
+    def download(
+        self, request_id: int, info: ObjectInfo, view: memoryview, *, pieces: Literal[True]
+    ) -> Iterator[bytes | ChunkPieces]: ...
+
+    def download(
+        self, request_id: int, info: ObjectInfo, view: memoryview, *, pieces: bool = False
+    ) -> Iterator[bytes | ChunkPieces]:
         """Yield the frames answering a GetObjectRequest: chunks then the reply, or one inline reply.
 
         Chunked when the payload exceeds the chunk size or would not fit the client's frame limit
         (section 7.3). ``info`` must carry the payload's digest under :attr:`digest` (section 7.5.8): the
-        store keeps it, so the payload is not hashed again here (section 7.5.11).
+        store keeps it, so the payload is not hashed again here (section 7.5.11). With ``pieces``, each
+        chunk frame comes as its :data:`~fedproto.session.transfers.ChunkPieces` (no payload copy).
         """
         inline = view.nbytes <= inline_limit(self.limits.chunk_bytes, self.client_max_frame)
         self._check_in_flight(request_id, Trigger.SEND_REPLY if inline else Trigger.SEND_CHUNK)
@@ -461,21 +476,44 @@ class ServerSession:
             self._finish(request_id)
             yield inline_reply_frame(request_id, info, view)
             return
-        yield from chunk_frames(
-            request_id, view, download_chunk_bytes(self.limits.chunk_bytes, self.client_max_frame)
-        )
+        size = download_chunk_bytes(self.limits.chunk_bytes, self.client_max_frame)
+        if pieces:
+            yield from chunk_frame_pieces(request_id, view, size)
+        else:
+            yield from chunk_frames(request_id, view, size)
         if request_id in self._in_flight:
             yield self.reply(
                 request_id, get_object_reply=GetObjectReply(info=codec.object_info_to_proto(info))
             )
 
+    @overload
     def download_weights(
-        self, request_id: int, manifest: WeightsManifest, parts: Sequence[memoryview]
-    ) -> Iterator[bytes]:
+        self,
+        request_id: int,
+        manifest: WeightsManifest,
+        parts: Sequence[memoryview],
+        *,
+        pieces: Literal[False] = False,
+    ) -> Iterator[bytes]: ...
+
+    @overload
+    def download_weights(
+        self,
+        request_id: int,
+        manifest: WeightsManifest,
+        parts: Sequence[memoryview],
+        *,
+        pieces: Literal[True],
+    ) -> Iterator[bytes | ChunkPieces]: ...
+
+    def download_weights(
+        self, request_id: int, manifest: WeightsManifest, parts: Sequence[memoryview], *, pieces: bool = False
+    ) -> Iterator[bytes | ChunkPieces]:
         """Yield the frames answering a chunked get_weights (section 12.8): manifest, chunks, reply.
 
         ``parts`` are the entries' bytes in manifest order (views of the tensors: nothing is copied
-        but one chunk at a time). The payload is hashed as it is cut; the digest goes in the reply.
+        but one chunk at a time). The payload is hashed as it is cut; the digest goes in the reply. With
+        ``pieces``, each chunk frame comes as its :data:`~fedproto.session.transfers.ChunkPieces`.
         """
         self._check_in_flight(request_id, Trigger.SEND_REPLY)  # the manifest: non-terminal, as progress
         data = frame(request_id, weights_manifest=codec.weights_manifest_to_proto(manifest))
@@ -493,7 +531,8 @@ class ServerSession:
         if manifest.total_bytes:
             self._check_in_flight(request_id, Trigger.SEND_CHUNK)
             chunk_bytes = download_chunk_bytes(self.limits.chunk_bytes, self.client_max_frame)
-            yield from parts_chunk_frames(
+            cut = parts_chunk_frame_pieces if pieces else parts_chunk_frames
+            yield from cut(
                 request_id, parts, manifest.total_bytes, chunk_bytes, hasher=hasher, algorithm=self.digest
             )
         if request_id in self._in_flight:

@@ -26,10 +26,12 @@ from fedproto_pb.v1.training_pb2 import SetWeightsRequest
 
 __all__ = [
     "Assembly",
+    "ChunkPieces",
     "Upload",
     "carried_digest",
     "check_trailing_digest",
     "check_upload_digest",
+    "chunk_frame_pieces",
     "chunk_frame_size",
     "chunk_frames",
     "digest_field",
@@ -41,6 +43,8 @@ __all__ = [
     "with_digest",
 ]
 
+#: One chunk envelope in three pieces whose concatenation is the frame: head, the data itself, tail.
+ChunkPieces = tuple[bytes, memoryview, bytes]
 #: Bytes a chunk envelope adds around its data (tags, varints of a 64-bit id, offset and total).
 _CHUNK_FRAME_OVERHEAD = 64
 #: Room left for a GetObjectReply's metadata (id, tags, description) around an inline tensor.
@@ -231,12 +235,27 @@ def chunk_frames(
     With ``digest``, the last chunk carries ``digest()`` as its trailing digest (section 7.3.26), in the
     field of ``algorithm`` (section 7.5.8); it is asked for only once every earlier chunk has been yielded.
     """
+    for pieces in chunk_frame_pieces(request_id, view, chunk_bytes, digest, algorithm):
+        yield b"".join(pieces)
+
+
+def chunk_frame_pieces(
+    request_id: int,
+    view: memoryview,
+    chunk_bytes: int,
+    digest: Callable[[], bytes] | None = None,
+    algorithm: str = hashing.SHA256,
+) -> Iterator[ChunkPieces]:
+    """:func:`chunk_frames` as ``(head, data, tail)`` pieces, ``data`` a view of ``view`` (no copy).
+
+    The I/O layers write these with a frame writer of their own (:mod:`fedproto.wsframes`).
+    """
     total = view.nbytes
     trailing_sha = algorithm == hashing.SHA256
     for offset in range(0, total, chunk_bytes):
         end = offset + chunk_bytes
         trailer = digest() if digest is not None and end >= total else b""
-        yield codec.encode_chunk_frame(
+        yield codec.encode_chunk_pieces(
             request_id,
             offset,
             view[offset:end],

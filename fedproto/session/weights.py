@@ -22,6 +22,7 @@ import torch
 from fedproto import codec, hashing
 from fedproto.errors import DataLossError, ProtocolError
 from fedproto.hashing import Hasher
+from fedproto.session.transfers import ChunkPieces
 from fedproto.types import WeightsEntry, WeightsManifest
 
 __all__ = ["RawSlice", "WeightsStream", "parts_chunk_frames", "payload_parts"]
@@ -68,13 +69,33 @@ def parts_chunk_frames(
     terminal reply). With ``trailing``, the last chunk carries ``trailing()`` as the upload's trailing
     digest (section 7.3.26), in the field of ``algorithm`` (section 7.5.8).
     """
+    pieces = parts_chunk_frame_pieces(
+        request_id, parts, total, chunk_bytes, hasher=hasher, trailing=trailing, algorithm=algorithm
+    )
+    for frame in pieces:
+        yield b"".join(frame)
+
+
+def parts_chunk_frame_pieces(
+    request_id: int,
+    parts: Sequence[memoryview],
+    total: int,
+    chunk_bytes: int,
+    *,
+    hasher: Hasher | None = None,
+    trailing: Callable[[], bytes] | None = None,
+    algorithm: str = hashing.SHA256,
+) -> Iterator[ChunkPieces]:
+    """:func:`parts_chunk_frames` as ``(head, data, tail)`` pieces, ``data`` a view of the parts where a
+    chunk lies inside one of them (no copy), for a frame writer of the I/O layer (:mod:`fedproto.wsframes`).
+    """
     sha = algorithm == hashing.SHA256
     for offset, data in payload_parts(parts, chunk_bytes):
         if hasher is not None:
             hasher.update(data)
         last = offset + data.nbytes >= total
         trailer = trailing() if trailing is not None and last else b""
-        yield codec.encode_chunk_frame(
+        yield codec.encode_chunk_pieces(
             request_id, offset, data, total, trailer if sha else b"", digest=b"" if sha else trailer
         )
 

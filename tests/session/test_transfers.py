@@ -370,3 +370,25 @@ def test_an_inline_download_is_checked_under_the_negotiated_digest(name: str) ->
             assert isinstance(event, ReplyReceived)
         else:
             assert isinstance(event, ErrorReceived) and event.error.code is ErrorCode.DATA_LOSS
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_frames_as_pieces_are_the_same_frames_with_the_payload_in_place(name: str) -> None:
+    """``pieces=True`` (what the I/O layers write without copying) gives the frames ``pieces=False`` does."""
+    payload = bytearray(bytes(range(256)) * 9)
+    frames = {}
+    for as_pieces in (False, True):
+        pair = Pair(digests=(name,), chunk_bytes=1000)
+        info = tensor_pb2.TensorInfo(dtype=tensor_pb2.DTYPE_UINT8, shape=[len(payload)], nbytes=len(payload))
+        rid, data = pair.client.request(send_object=objects_pb2.SendObjectRequest(id="t", chunked=info))
+        pair.to_server(data)
+        up = list(pair.client.upload(rid, memoryview(payload), 1000, trailing_digest=True, pieces=as_pieces))
+        rid, data = pair.client.request(get_object=objects_pb2.GetObjectRequest(id="x"))
+        (_event,) = pair.server.receive_frame(data)
+        described = _described(bytes(payload), name)
+        down = list(pair.server.download(rid, described, memoryview(payload), pieces=as_pieces))
+        if as_pieces:
+            assert all(isinstance(p, tuple) and p[1].obj is payload for p in up)  # views, no copies
+            assert all(isinstance(p, tuple) for p in down[:-1]) and isinstance(down[-1], bytes)
+        frames[as_pieces] = [f if isinstance(f, bytes) else b"".join(f) for f in up + down]
+    assert frames[True] == frames[False]

@@ -290,3 +290,17 @@ def test_a_bool_byte_other_than_0_or_1_is_data_loss() -> None:
     stream = WeightsStream(manifest, hashing.new_hasher(hashing.SHA256), 8)
     with pytest.raises(DataLossError, match="bool tensor 'mask'"):
         stream.add(0, b"\x01\x00\x02\x01", 4)
+
+
+def test_download_weights_as_pieces_are_the_same_frames() -> None:
+    """Pieces of a chunked weights download join into exactly the frames of the bytes form."""
+    manifest, parts = codec.weights_manifest_of(WEIGHTS)
+    frames = []
+    for pieces in (False, True):
+        s, c = download_pair(chunk_bytes=8)
+        rid, data = c.request(get_weights=codec.get_weights_request_to_proto(chunked=True))
+        s.receive_frame(data)
+        out = s.download_weights(rid, manifest, parts, pieces=pieces)
+        frames.append([f if isinstance(f, bytes) else b"".join(f) for f in out])
+    assert frames[0] == frames[1]
+    assert len(frames[0]) > 3  # manifest, several chunks, reply

@@ -54,8 +54,7 @@ async def get_object(services: WorkerServices, conn: Connection, ev: RequestRece
     if algorithm not in stored.digests:
         await services.threads.run_sync(stored.digest, algorithm)
     info = stored.described(algorithm)
-    for frame in conn.session.download(ev.request_id, info, memoryview(stored.payload)):
-        await conn.send(frame)
+    await conn.send_all(conn.session.download(ev.request_id, info, memoryview(stored.payload), pieces=True))
 
 
 async def delete_object(services: WorkerServices, conn: Connection, ev: RequestReceived) -> Reply:

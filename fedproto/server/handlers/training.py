@@ -169,8 +169,8 @@ async def get_weights(services: WorkerServices, conn: Connection, ev: RequestRec
     if not chunked or CHUNKED_WEIGHTS not in conn.session.capabilities:  # section 12.8.10
         return {"get_weights_reply": codec.weights_reply_to_proto(weights)}
     manifest, parts = codec.weights_manifest_of(weights)
-    for frame in conn.session.download_weights(ev.request_id, manifest, parts):
-        await conn.send(frame)
+    # in batches, each chunk framed straight from the snapshot's memory (as object downloads are)
+    await conn.send_all(conn.session.download_weights(ev.request_id, manifest, parts, pieces=True))
     return None
 
 

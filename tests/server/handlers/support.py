@@ -6,7 +6,7 @@ session is a real :class:`ServerSession`, so a request's event is exactly what t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -16,6 +16,7 @@ from fedproto.server.dispatch import Reply, dispatcher
 from fedproto.server.handlers import HANDLERS
 from fedproto.server.services import WorkerServices
 from fedproto.session import ClientSession, Event, RequestReceived, SendFrame, ServerSession
+from fedproto.session.transfers import ChunkPieces
 from fedproto.types import Limits
 from fedproto_pb.v1 import objects_pb2
 
@@ -54,8 +55,13 @@ class FakeConnection:
     def identity(self) -> str:
         return self.session.identity or ""
 
-    async def send(self, frame: bytes) -> None:
-        self.sent.append(frame)
+    async def send(self, frame: bytes | ChunkPieces) -> None:
+        # a chunk may come as its pieces; the frame on the wire is their concatenation
+        self.sent.append(frame if isinstance(frame, bytes) else b"".join(frame))
+
+    async def send_all(self, frames: Iterable[bytes | ChunkPieces]) -> None:
+        for frame in frames:
+            await self.send(frame)
 
     async def notify(self, topic: str, payload: Any) -> None:
         self.notes.append((topic, payload))
