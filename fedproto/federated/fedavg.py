@@ -544,7 +544,9 @@ class FedAvg:
         )
         parts = await self._train_round(sampled, config, weights, aggregator, round_)
         finished = [client for client in sampled if parts[client.name].ok]
-        if len(finished) < self.min_fit_clients:
+
+        def unaveraged() -> RoundRecord:
+            """The record of a round that ends without new weights (kept, checkpointed, then raised)."""
             record = RoundRecord(
                 round=number,
                 clients=tuple(parts[client.name] for client in sampled) + tuple(missing),
@@ -555,6 +557,10 @@ class FedAvg:
                 sampled=len(sampled),
             )
             self._finish(record, weights)
+            return record
+
+        if len(finished) < self.min_fit_clients:
+            record = unaveraged()
             workers = {client.remote.label for client in sampled} | {c.worker for c in missing}
             finished_workers = {client.remote.label for client in finished}
             failures = "; ".join(f"{c.client}: {c.error}" for c in record.failed[:10])
@@ -566,17 +572,7 @@ class FedAvg:
             )
         broken = aggregator.broken if isinstance(aggregator, StreamingMean) else None
         if broken is not None:  # the global weights stay as they were; the run may go on or resume
-            record = RoundRecord(
-                round=number,
-                clients=tuple(parts[client.name] for client in sampled) + tuple(missing),
-                loss=None,
-                accuracy=None,
-                seconds=time.perf_counter() - started,
-                available=len(available),
-                sampled=len(sampled),
-            )
-            self._finish(record, weights)
-            raise FedAvgError(f"round {number}: {broken}", record=record)
+            raise FedAvgError(f"round {number}: {broken}", record=unaveraged())
         if isinstance(aggregator, StreamingMean) and type(self.strategy).finalize is Strategy.finalize:
             # The next global weights are the aggregate: written slice by slice into the model's own
             # tensors, so the old weights, the new ones and the float64 sum are never all alive at once.
